@@ -1,0 +1,5 @@
+"""{{ cookiecutter.description }}"""
+
+from {{ cookiecutter.package }}.version import read_version
+
+__all__ = ["read_version"]

@@ -1,0 +1,43 @@
+"""Fit a model described by a Hydra model config (`_target_` + constructor arguments)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from hydra.utils import instantiate
+from sklearn.model_selection import train_test_split
+
+from {{ cookiecutter.package }}.ml import TARGET
+from {{ cookiecutter.package }}.ml.evaluate import evaluate
+from {{ cookiecutter.package }}.ml.features import FEATURE_COLUMNS
+
+
+def make_model(model_cfg: Mapping[str, Any]) -> Any:
+    if "_target_" not in model_cfg:
+        raise ValueError("model config needs a _target_ (e.g. sklearn.linear_model.Ridge)")
+    return instantiate(dict(model_cfg))
+
+
+def split(
+    features: pd.DataFrame, test_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A deterministic train/test split: training and evaluation steps agree on it."""
+    train, test = train_test_split(features, test_size=test_fraction, random_state=seed)
+    return train, test
+
+
+def fit(train: pd.DataFrame, model_cfg: Mapping[str, Any]) -> Any:
+    model = make_model(model_cfg)
+    model.fit(train[FEATURE_COLUMNS], train[TARGET])
+    return model
+
+
+def fit_and_evaluate(
+    features: pd.DataFrame, model_cfg: Mapping[str, Any], test_fraction: float, seed: int
+) -> tuple[Any, dict[str, float]]:
+    """Train on the split of `features`; return the model and its test metrics."""
+    train, test = split(features, test_fraction, seed)
+    model = fit(train, model_cfg)
+    return model, evaluate(model, test)

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines: components and pipelines wrapping the plain functions of `ml/`."""

@@ -1,0 +1,66 @@
+"""Everything a release step needs for one version in one environment, built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package }}.config import to_plain
+from {{ cookiecutter.package }}.release.engines import Engine, LocalEngine
+from {{ cookiecutter.package }}.release.errors import ReleaseError
+from {{ cookiecutter.package }}.release.git import Git
+from {{ cookiecutter.package }}.release.names import ReleaseNames, names_for
+from {{ cookiecutter.package }}.release.store import ArtifactStore, StoreError, open_store
+from {{ cookiecutter.package }}.version import PROJECT_ROOT
+
+
+@dataclass
+class ReleaseContext:
+    cfg: DictConfig
+    names: ReleaseNames
+    project_root: Path = PROJECT_ROOT
+
+    @classmethod
+    def create(cls, cfg: DictConfig, version: str | None = None) -> ReleaseContext:
+        try:
+            return cls(cfg=cfg, names=names_for(cfg, version))
+        except ValueError as error:
+            raise ReleaseError(str(error)) from error
+
+    @property
+    def env(self) -> str:
+        return str(self.cfg.env.name)
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        try:
+            return open_store(self.names.artifact_root)
+        except StoreError as error:
+            raise ReleaseError(str(error)) from error
+
+    @cached_property
+    def git(self) -> Git:
+        return Git(self.project_root)
+
+    @cached_property
+    def engine(self) -> Engine:
+        if self.cfg.env.engine == "local":
+            return LocalEngine(self.store, self.project_root / ".kfp-local")
+        if self.cfg.env.engine == "kfp":
+            from {{ cookiecutter.package }}.release.kfp_engine import KfpEngine
+
+            return KfpEngine.from_config(self.cfg)
+        raise ReleaseError(f"unknown engine {self.cfg.env.engine!r}: use local or kfp")
+
+    def for_version(self, version: str) -> ReleaseContext:
+        """The same environment, for another version (store and engine shared)."""
+        other = ReleaseContext.create(self.cfg, version)
+        other.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if k in ("store", "git", "engine")})
+        return other
+
+    def plain_config(self) -> dict:
+        return to_plain(self.cfg)

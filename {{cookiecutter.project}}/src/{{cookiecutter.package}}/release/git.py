@@ -1,0 +1,43 @@
+"""The few git facts a release needs: branch, cleanliness, HEAD, tags."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from {{ cookiecutter.package }}.release.errors import ReleaseError
+
+
+class Git:
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        try:
+            result = subprocess.run(["git", *args], cwd=self.repo, capture_output=True,
+                                    text=True)
+        except FileNotFoundError:
+            raise ReleaseError("git is not installed") from None
+        if check and result.returncode != 0:
+            message = result.stderr.strip().splitlines()
+            raise ReleaseError(f"git {' '.join(args)} failed: "
+                               f"{message[0] if message else result.returncode}")
+        return result
+
+    def branch(self) -> str:
+        return self._run("rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+
+    def head(self) -> str:
+        return self._run("rev-parse", "HEAD").stdout.strip()
+
+    def dirty_paths(self) -> list[str]:
+        lines = self._run("status", "--porcelain", "--untracked-files=normal").stdout
+        return [line[3:] for line in lines.splitlines() if line.strip()]
+
+    def tag_commit(self, tag: str) -> str | None:
+        result = self._run("rev-parse", "-q", "--verify", "refs/tags/" + tag + "^{commit}",
+                           check=False)
+        return result.stdout.strip() or None
+
+    def create_tag(self, tag: str, message: str) -> None:
+        self._run("tag", "-a", tag, "-m", message)

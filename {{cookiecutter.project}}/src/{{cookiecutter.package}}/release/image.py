@@ -1,0 +1,139 @@
+"""The version's container image: `{registry}/{project}:{version}`, built once, never moved.
+
+The builder is docker when its daemon answers, else podman, else buildah (or the one named in
+`env.builder`). The version tag is immutable: when it exists, its revision label must be this
+checkout's commit (then nothing is rebuilt), otherwise the build is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.errors import ReleaseError
+
+BUILDERS = ("docker", "podman", "buildah")
+VERSION_LABEL = "org.opencontainers.image.version"
+REVISION_LABEL = "org.opencontainers.image.revision"
+SOURCE_LABEL = "org.opencontainers.image.source"
+
+
+@dataclass(frozen=True)
+class ImageState:
+    reference: str
+    exists: bool
+    note: str = ""
+    labels: dict | None = None
+
+
+def _run(command: list[str], check: bool = True, quiet: bool = True,
+         timeout: int | None = None, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=quiet, text=True, timeout=timeout, cwd=cwd)
+    if check and result.returncode != 0:
+        detail = (result.stderr or "").strip().splitlines()
+        raise ReleaseError(f"`{shlex.join(command[:3])} ...` failed: "
+                           f"{detail[-1] if detail else 'exit ' + str(result.returncode)}")
+    return result
+
+
+def find_builder(preference: str) -> str | None:
+    """The builder to use, or None when none is installed."""
+    if preference != "auto":
+        if preference not in BUILDERS:
+            raise ReleaseError(f"unknown builder {preference!r}: use auto, {', '.join(BUILDERS)}")
+        if shutil.which(preference) is None:
+            raise ReleaseError(f"builder {preference} is not installed")
+        return preference
+    if shutil.which("docker") and _run(["docker", "info"], check=False, timeout=20).returncode == 0:
+        return "docker"
+    for builder in ("podman", "buildah"):
+        if shutil.which(builder):
+            return builder
+    return None
+
+
+def _tls_flags(ctx: ReleaseContext, builder: str) -> list[str]:
+    insecure = bool(ctx.cfg.env.get("insecure_registry", False))
+    return ["--tls-verify=false"] if insecure and builder != "docker" else []
+
+
+def _labels_of(ctx: ReleaseContext, builder: str, reference: str) -> dict | None:
+    """The labels of `reference` in the registry (or local storage), None when absent."""
+    if ctx.names.registry and shutil.which("skopeo"):
+        flags = ["--tls-verify=false"] if ctx.cfg.env.get("insecure_registry") else []
+        result = _run(["skopeo", "inspect", *flags, f"docker://{reference}"], check=False)
+        return (json.loads(result.stdout).get("Labels") or {}) if result.returncode == 0 else None
+    if ctx.names.registry:
+        pulled = _run([builder, "pull", *_tls_flags(ctx, builder), reference], check=False)
+        if pulled.returncode != 0:
+            return None
+    command = ([builder, "inspect", "--type", "image", reference] if builder == "buildah"
+               else [builder, "image", "inspect", reference])
+    result = _run(command, check=False)
+    if result.returncode != 0:
+        return None
+    data = json.loads(result.stdout)
+    data = data[0] if isinstance(data, list) else data
+    config = data.get("Config") or data.get("OCIv1", {}).get("config") or {}
+    return config.get("Labels") or {}
+
+
+def revision(ctx: ReleaseContext) -> str:
+    """The commit the image is built from; `-dirty` when the tree has local changes."""
+    return ctx.git.head() + ("-dirty" if ctx.git.dirty_paths() else "")
+
+
+def state(ctx: ReleaseContext) -> ImageState:
+    reference = ctx.names.image
+    builder = find_builder(str(ctx.cfg.env.builder))
+    if builder is None:
+        return ImageState(reference, False, "no image builder installed")
+    labels = _labels_of(ctx, builder, reference)
+    return ImageState(reference, labels is not None, f"builder {builder}", labels)
+
+
+def build_command(ctx: ReleaseContext, builder: str, rev: str) -> list[str]:
+    names = ctx.names
+    command = [builder, "build", "-f", "Dockerfile"]
+    base = str(ctx.cfg.env.get("base_image") or "")
+    if base:
+        command += ["--build-arg", f"BASE_IMAGE={base}"]
+    for key, value in {VERSION_LABEL: names.version, REVISION_LABEL: rev,
+                       SOURCE_LABEL: names.project}.items():
+        command += ["--label", f"{key}={value}"]
+    command += ["-t", names.image, "-t", names.image_for_revision(rev), "."]
+    return command
+
+
+def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
+    """Build and push the version's image; None when no builder exists on the local env."""
+    names = ctx.names
+    builder = find_builder(str(ctx.cfg.env.builder))
+    if builder is None:
+        if ctx.env == "local":
+            print("no image builder (docker, podman or buildah) installed: image skipped")
+            return None
+        raise ReleaseError(f"no image builder installed: {ctx.env} needs the version's image")
+    rev = revision(ctx)
+    existing = _labels_of(ctx, builder, names.image)
+    if existing is not None:
+        if existing.get(REVISION_LABEL) != rev:
+            raise ReleaseError(
+                f"image {names.image} exists with revision {existing.get(REVISION_LABEL)}, "
+                f"not {rev}: a version tag never moves, bump the version"
+            )
+        print(f"image {names.image} exists (revision {rev[:12]})")
+        return names.image
+    commands = [build_command(ctx, builder, rev)]
+    if names.registry:
+        commands += [[builder, "push", *_tls_flags(ctx, builder), tag]
+                     for tag in (names.image, names.image_for_revision(rev))]
+    for command in commands:
+        print(f"$ {shlex.join(command)}")
+        if not dry_run:
+            _run(command, quiet=False, check=True, cwd=str(ctx.project_root))
+    return names.image

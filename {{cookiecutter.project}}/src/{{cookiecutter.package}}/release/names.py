@@ -1,0 +1,140 @@
+"""The naming contract: every versioned resource name, formatted here and nowhere else.
+
+Store keys are relative to the environment's artifact root; `uri()` makes them absolute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from packaging.version import InvalidVersion, Version
+
+Workflow = Literal["training", "inference"]
+WORKFLOWS: tuple[Workflow, ...] = ("training", "inference")
+
+
+class InvalidVersionError(ValueError):
+    """A version string that is not a public PEP 440 version."""
+
+
+def check_version(version: str) -> str:
+    """Return `version` when it is a normalised public PEP 440 version, else raise."""
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        raise InvalidVersionError(f"invalid version {version!r}: not a PEP 440 version") from None
+    if parsed.local is not None or str(parsed) != version:
+        raise InvalidVersionError(
+            f"invalid version {version!r}: write it in normal form ({parsed.public!s})"
+        )
+    return version
+
+
+@dataclass(frozen=True)
+class ReleaseNames:
+    project: str
+    version: str
+    feature_version: str
+    artifact_root: str
+    registry: str = ""
+
+    def __post_init__(self) -> None:
+        check_version(self.version)
+        check_version(self.feature_version)
+
+    # -- source control and image ------------------------------------------------------
+    @property
+    def git_tag(self) -> str:
+        return f"v{self.version}"
+
+    @property
+    def image_repository(self) -> str:
+        """Where the image lives; with no registry, the builder's local storage."""
+        registry = self.registry.rstrip("/") or "localhost"
+        return f"{registry}/{self.project}"
+
+    @property
+    def image(self) -> str:
+        return f"{self.image_repository}:{self.version}"
+
+    def image_for_revision(self, git_sha: str) -> str:
+        return f"{self.image_repository}:git-{git_sha[:12]}"
+
+    # -- store keys ---------------------------------------------------------------------
+    @property
+    def features_prefix(self) -> str:
+        return f"features/{self.feature_version}"
+
+    def features_key(self, split: str = "train") -> str:
+        return f"{self.features_prefix}/{split}.parquet"
+
+    @property
+    def model_key(self) -> str:
+        return f"models/{self.version}/model.pkl"
+
+    @property
+    def model_metadata_key(self) -> str:
+        """Written after model.pkl: its presence is what makes the model released."""
+        return f"models/{self.version}/metadata.json"
+
+    def workflow_key(self, workflow: Workflow) -> str:
+        return f"workflows/{self.version}/{workflow}.yaml"
+
+    @property
+    def schedules_key(self) -> str:
+        return f"schedules/{self.version}.json"
+
+    def predictions_key(self, run_id: str) -> str:
+        return f"predictions/{self.version}/{run_id}.parquet"
+
+    @property
+    def predictions_prefix(self) -> str:
+        return f"predictions/{self.version}/"
+
+    @property
+    def release_record_key(self) -> str:
+        return f"releases/{self.version}.json"
+
+    def uri(self, key: str) -> str:
+        return f"{self.artifact_root.rstrip('/')}/{key}"
+
+    # -- Kubeflow Pipelines and serving --------------------------------------------------
+    def pipeline_name(self, workflow: Workflow) -> str:
+        return f"{self.project}-{workflow}"
+
+    @property
+    def pipeline_version_name(self) -> str:
+        return self.version
+
+    def recurring_run_name(self, workflow: Workflow) -> str:
+        return f"{self.project}-{workflow}-v{self.version}"
+
+    def adhoc_run_name(self, workflow: Workflow, stamp: str) -> str:
+        return f"{self.project}-{workflow}-v{self.version}-adhoc-{stamp}"
+
+    @property
+    def endpoint_path(self) -> str:
+        return f"/v{self.version}/predict"
+
+    @property
+    def deployment_name(self) -> str:
+        return f"{self.project}-v{self.version.replace('.', '-')}"
+
+
+def names_for(cfg, version: str | None = None) -> ReleaseNames:
+    """The names of `version` (default: the configured version) in the config's environment.
+
+    The feature version follows the release version unless conf/features pins it.
+    """
+    release_version = version or str(cfg.version)
+    feature_version = str(cfg.features.version)
+    if version is not None and version != str(cfg.version) and feature_version == str(cfg.version):
+        feature_version = version
+    return ReleaseNames(
+        project=str(cfg.project),
+        version=release_version,
+        feature_version=feature_version,
+        artifact_root=str(cfg.env.artifact_root),
+        registry=str(cfg.env.registry or ""),
+    )

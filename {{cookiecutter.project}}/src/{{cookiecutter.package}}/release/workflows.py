@@ -1,0 +1,166 @@
+"""A version's workflows: compile, run once (train-adhoc), register and schedule, retire."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from omegaconf import OmegaConf
+from packaging.version import Version
+
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.engines import Schedule
+from {{ cookiecutter.package }}.release.errors import ReleaseError
+from {{ cookiecutter.package }}.release.names import WORKFLOWS, Workflow, check_version
+from {{ cookiecutter.package }}.release.store import AlreadyExistsError
+
+RUN_TIMEOUT_S = 3 * 60 * 60
+
+
+def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> dict[str, Any]:
+    """The parameter defaults compiled into a version's pipeline."""
+    cfg, names = ctx.cfg, ctx.names
+    common: dict[str, Any] = {
+        "project": names.project,
+        "version": names.version,
+        "feature_version": names.feature_version,
+        "artifact_root": names.artifact_root,
+        "rush_hours": list(cfg.features.rush_hours),
+    }
+    if workflow == "training":
+        return {
+            **common,
+            "n_trips": int(cfg.data.n_trips),
+            "seed": int(cfg.data.seed),
+            "test_fraction": float(cfg.data.test_fraction),
+            "model_config": json.dumps(OmegaConf.to_container(cfg.model, resolve=True)),
+            "git_sha": git_sha,
+            "config": json.dumps(ctx.plain_config(), sort_keys=True),
+        }
+    clusters = cfg.release.user_clusters.get(names.version) or []
+    return {
+        **common,
+        "n_trips": int(cfg.data.inference_batch_size),
+        "seed": -1,  # a fresh batch on every scheduled run
+        "user_clusters": [int(c) for c in clusters],
+        "run_id": "",
+    }
+
+
+def compile_spec(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> str:
+    from {{ cookiecutter.package }}.pipelines.definitions import compile_workflow
+
+    return compile_workflow(workflow, ctx.names, ctx.names.image,
+                            workflow_parameters(ctx, workflow, git_sha))
+
+
+def model_released(ctx: ReleaseContext) -> bool:
+    return ctx.store.exists(ctx.names.model_metadata_key)
+
+
+def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
+    """Run the training pipeline of this version once: features (reused when that feature
+    version exists), model (create-only), metrics. Waits for the result."""
+    names = ctx.names
+    if model_released(ctx):
+        print(f"model {names.version} exists at {names.uri(names.model_key)}: nothing to train")
+        return names.uri(names.model_key)
+    features = "reuse" if ctx.store.exists(names.features_key("train")) else "create"
+    print(f"training {names.version} on {ctx.env} (features {names.feature_version}: "
+          f"{features})")
+    spec = compile_spec(ctx, "training", git_sha)
+    try:
+        return ctx.engine.run(names, "training", spec, {}, RUN_TIMEOUT_S)
+    except AlreadyExistsError as error:
+        raise ReleaseError(str(error)) from error
+
+
+def deploy_workflows(ctx: ReleaseContext, git_sha: str) -> None:
+    """Compile both pipelines into the store, register them, create the version's schedules."""
+    names = ctx.names
+    for workflow in WORKFLOWS:
+        spec = compile_spec(ctx, workflow, git_sha)
+        key = names.workflow_key(workflow)
+        if ctx.store.exists(key):
+            if ctx.store.read_text(key) != spec:
+                raise ReleaseError(
+                    f"{names.uri(key)} exists and differs from the {workflow} pipeline of this "
+                    "checkout: a released workflow never changes, bump the version"
+                )
+        else:
+            ctx.store.write_text(key, spec)
+        print(f"{workflow} workflow {names.version}: {ctx.engine.register(names, workflow, spec)}")
+    if ctx.engine.schedules(names):
+        print(f"schedules of {names.version} exist")
+    else:
+        ctx.engine.create_schedules(names, planned_schedules(ctx))
+        print(f"schedules of {names.version} created")
+    keep_newest_live(ctx)
+
+
+def planned_schedules(ctx: ReleaseContext) -> list[Schedule]:
+    cfg, names = ctx.cfg, ctx.names
+    triggers = {
+        "training": f"cron {cfg.schedules.training.cron}",
+        "inference": f"every {int(cfg.schedules.inference.interval_seconds)}s",
+    }
+    return [
+        Schedule(workflow, names.recurring_run_name(workflow), True, triggers[workflow],
+                 workflow_parameters(ctx, workflow, "")
+                 if workflow == "inference" else {})
+        for workflow in WORKFLOWS
+    ]
+
+
+def released_versions(ctx: ReleaseContext) -> list[str]:
+    """Versions with compiled workflows in this environment's store, oldest first."""
+    versions = {key.split("/")[1] for key in ctx.store.list("workflows/")}
+    return sorted(versions, key=Version)
+
+
+def _enabled(ctx: ReleaseContext, version: str) -> bool:
+    schedules = ctx.engine.schedules(ctx.for_version(version).names)
+    return any(s.enabled for s in schedules)
+
+
+def keep_newest_live(ctx: ReleaseContext) -> None:
+    """Disable (never delete) the schedules of live versions beyond the newest `keep_live`."""
+    live = [v for v in released_versions(ctx) if _enabled(ctx, v)]
+    for version in live[: max(0, len(live) - int(ctx.cfg.release.keep_live))]:
+        ctx.engine.set_enabled(ctx.for_version(version).names, False)
+        print(f"retired {version}: more than {ctx.cfg.release.keep_live} live versions")
+
+
+def retire(ctx: ReleaseContext, version: str) -> None:
+    check_version(version)
+    if version not in released_versions(ctx):
+        raise ReleaseError(f"version {version} has no deployed workflows on {ctx.env}")
+    ctx.engine.set_enabled(ctx.for_version(version).names, False)
+    print(f"schedules of {version} disabled")
+
+
+def rollback(ctx: ReleaseContext, to: str) -> None:
+    """Re-enable `to` and disable every newer live version."""
+    check_version(to)
+    versions = released_versions(ctx)
+    if to not in versions:
+        raise ReleaseError(f"version {to} has no deployed workflows on {ctx.env}")
+    ctx.engine.set_enabled(ctx.for_version(to).names, True)
+    for version in versions:
+        if Version(version) > Version(to) and _enabled(ctx, version):
+            ctx.engine.set_enabled(ctx.for_version(version).names, False)
+            print(f"schedules of {version} disabled")
+    print(f"schedules of {to} enabled")
+
+
+def run_inference(ctx: ReleaseContext, run_id: str = "") -> str:
+    """Run the version's deployed inference pipeline once (the exact YAML in the store)."""
+    names = ctx.names
+    key = names.workflow_key("inference")
+    if not ctx.store.exists(key):
+        raise ReleaseError(f"version {names.version} has no deployed inference workflow "
+                           f"({names.uri(key)}); run `inv deploy-workflow` first")
+    arguments = {"run_id": run_id} if run_id else {}
+    output = ctx.engine.run(names, "inference", ctx.store.read_text(key), arguments, 3600)
+    print(f"predictions of {names.version}: {output}")
+    return output

@@ -1,0 +1,56 @@
+"""Experiments: `python -m {{ cookiecutter.package }}.train model=random_forest +experiment=...`.
+
+A thin `@hydra.main` wrapper over `run_experiment(cfg)` (as in lightning-hydra-template):
+Hydra owns the command line, `--multirun` sweeps and the output directory
+(outputs/<version>/<time>/), where the model and its metadata are written. Experiments
+never touch released artifacts; `inv release` trains the released model.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package }}.config import CONF_DIR, to_plain
+from {{ cookiecutter.package }}.ml.data import make_trips
+from {{ cookiecutter.package }}.ml import MAIN_METRIC
+from {{ cookiecutter.package }}.ml.features import build_features
+from {{ cookiecutter.package }}.ml.train import fit_and_evaluate
+
+
+def run_experiment(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict:
+    """Train and evaluate the configured model; write model.pkl and metadata.json."""
+    features = build_features(make_trips(cfg.data.n_trips, cfg.data.seed),
+                              cfg.features.rush_hours)
+    model, metrics = fit_and_evaluate(features, to_plain(cfg)["model"],
+                                      cfg.data.test_fraction, cfg.data.seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "model.pkl").write_bytes(pickle.dumps(model))
+    metadata = {
+        "version": str(cfg.version),
+        "overrides": overrides,
+        "main_metric": MAIN_METRIC,
+        "metrics": metrics,
+        "config": to_plain(cfg),
+    }
+    (output_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    return metadata
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    metadata = run_experiment(cfg, output_dir, list(hydra_cfg.overrides.task))
+    print(f"{cfg.version} {metadata['overrides']}: {metadata['metrics']} -> {output_dir}")
+    # The returned value is what Hydra sweepers (e.g. Optuna) minimise.
+    return float(metadata["metrics"][MAIN_METRIC])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Release and development tasks: `inv --list`, `inv release`, `inv train -o model.max_depth=6`.
+
+Each task turns flags into a call of the package; heavy imports (kfp, google-cloud-storage,
+scikit-learn) happen inside the tasks, so `inv --list` stays as fast as bare invoke.
+Every task takes `--env local|dev|prod` and Hydra overrides (`-o key=value`, repeatable).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from invoke import Context, Exit, task
+
+OVERRIDE_HELP = {"override": "Hydra override, e.g. -o model.max_depth=6 (repeatable)",
+                 "env": "environment: local (default), dev or prod"}
+PACKAGE = "{{ cookiecutter.package }}"
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Known failures become one `error:` line and exit code 1, never a traceback."""
+    from {{ cookiecutter.package }}.config import ConfigError
+    from {{ cookiecutter.package }}.release.errors import ReleaseError
+    from {{ cookiecutter.package }}.release.names import InvalidVersionError
+    from {{ cookiecutter.package }}.release.store import StoreError
+
+    try:
+        yield
+    except (ReleaseError, ConfigError, InvalidVersionError, StoreError) as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+@contextmanager
+def _release_context(env: str, override: list[str] | None, version: str | None = None):
+    with _user_errors():
+        from {{ cookiecutter.package }}.config import load_config
+        from {{ cookiecutter.package }}.release.context import ReleaseContext
+
+        yield ReleaseContext.create(load_config(env, override or []), version)
+
+
+@task(help={**OVERRIDE_HELP, "dry_run": "print the commands, build nothing"},
+      iterable=["override"])
+def build(c: Context, env: str = "local", override: list[str] | None = None,
+          dry_run: bool = False) -> None:
+    """Build the image {registry}/{project}:{version} and push it (skipped if it exists)."""
+    from {{ cookiecutter.package }}.release import image
+
+    with _release_context(env, override) as ctx:
+        image.build(ctx, dry_run=dry_run)
+
+
+@task(help=OVERRIDE_HELP, iterable=["override"])
+def train_adhoc(c: Context, env: str = "local", override: list[str] | None = None) -> None:
+    """Run the training pipeline once for this version: features, model, metrics. Waits."""
+    from {{ cookiecutter.package }}.release.workflows import train_adhoc as run
+
+    with _release_context(env, override) as ctx:
+        run(ctx, ctx.git.head())
+
+
+@task(help=OVERRIDE_HELP, iterable=["override"])
+def deploy_workflow(c: Context, env: str = "local", override: list[str] | None = None) -> None:
+    """Compile this version's training and inference pipelines, register and schedule them."""
+    from {{ cookiecutter.package }}.release.workflows import deploy_workflows
+
+    with _release_context(env, override) as ctx:
+        deploy_workflows(ctx, ctx.git.head())
+
+
+@task(help={**OVERRIDE_HELP, "dry_run": "print the plan (what exists, what would be created)"},
+      iterable=["override"])
+def release(c: Context, env: str = "local", override: list[str] | None = None,
+            dry_run: bool = False) -> None:
+    """Release this version: preflight, then tag -> build -> train-adhoc -> deploy-workflow."""
+    from {{ cookiecutter.package }}.release.plan import release as run
+
+    with _release_context(env, override) as ctx:
+        run(ctx, dry_run=dry_run)
+
+
+@task(help={**OVERRIDE_HELP, "version": "version to run (default: this checkout's)",
+            "run_id": "name of the predictions file (default: time-based)"},
+      iterable=["override"])
+def run_inference(c: Context, env: str = "local", override: list[str] | None = None,
+                  version: str | None = None, run_id: str = "") -> None:
+    """Run a released version's batch-inference pipeline once."""
+    from {{ cookiecutter.package }}.release.workflows import run_inference as run
+
+    with _release_context(env, override, version) as ctx:
+        run(ctx, run_id)
+
+
+@task(help=OVERRIDE_HELP, iterable=["override"])
+def versions(c: Context, env: str = "local", override: list[str] | None = None) -> None:
+    """Table of versions and what exists for each: image, features, model, workflows..."""
+    from {{ cookiecutter.package }}.release.versions import table
+
+    with _release_context(env, override) as ctx:
+        print(table(ctx))
+
+
+@task(help={**OVERRIDE_HELP, "version": "version whose schedules to disable"},
+      iterable=["override"])
+def retire(c: Context, version: str, env: str = "local",
+           override: list[str] | None = None) -> None:
+    """Disable (never delete) a version's recurring runs."""
+    from {{ cookiecutter.package }}.release.workflows import retire as run
+
+    with _release_context(env, override) as ctx:
+        run(ctx, version)
+
+
+@task(help={**OVERRIDE_HELP, "to": "version to make live again"}, iterable=["override"])
+def rollback(c: Context, to: str, env: str = "local",
+             override: list[str] | None = None) -> None:
+    """Re-enable version TO's schedules and disable those of every newer version."""
+    from {{ cookiecutter.package }}.release.workflows import rollback as run
+
+    with _release_context(env, override) as ctx:
+        run(ctx, to)
+
+
+@task(help={"override": "Hydra override or sweep, e.g. -o model.max_depth=4,8 (repeatable)",
+            "multirun": "sweep over comma-separated override values (Hydra --multirun)"},
+      iterable=["override"])
+def train(c: Context, override: list[str] | None = None, multirun: bool = False) -> None:
+    """Train an experiment with Hydra overrides; writes outputs/<version>/<time>/."""
+    arguments = [*(override or []), *(["--multirun"] if multirun else [])]
+    c.run(shlex.join([sys.executable, "-m", f"{PACKAGE}.train", *arguments]), pty=False)
+
+
+@task(help={"serve_version": "version to serve (default: this checkout's)",
+            "port": "port on 127.0.0.1"})
+def serve(c: Context, serve_version: str | None = None, port: int = 8080,
+          env: str = "local") -> None:
+    """Serve one version's model at POST /v{version}/predict."""
+    with _release_context(env, [], serve_version) as ctx:
+        from {{ cookiecutter.package }}.serving.app import serve as run
+
+        run(ctx.names, port=port)
+
+
+@task(help={"args": "extra pytest arguments"})
+def test(c: Context, args: str = "") -> None:
+    """Run the test suite."""
+    c.run(f"{shlex.quote(sys.executable)} -m pytest {args}", pty=False)
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff (lint and format check) and mypy."""
+    python = shlex.quote(sys.executable)
+    c.run(f"{python} -m ruff check .", pty=False)
+    c.run(f"{python} -m ruff format --check .", pty=False)
+    c.run(f"{python} -m mypy src tasks.py", pty=False)
