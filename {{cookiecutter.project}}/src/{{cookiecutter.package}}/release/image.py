@@ -41,10 +41,13 @@ def _run(command: list[str], check: bool = True, quiet: bool = True,
 
 
 def find_builder(preference: str) -> str | None:
-    """The builder to use, or None when none is installed."""
+    """The builder to use; None when none is installed or the config says `none`."""
+    if preference == "none":
+        return None
     if preference != "auto":
         if preference not in BUILDERS:
-            raise ReleaseError(f"unknown builder {preference!r}: use auto, {', '.join(BUILDERS)}")
+            raise ReleaseError(f"unknown builder {preference!r}: use auto, none, "
+                               f"{', '.join(BUILDERS)}")
         if shutil.which(preference) is None:
             raise ReleaseError(f"builder {preference} is not installed")
         return preference
@@ -115,7 +118,7 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
     builder = find_builder(str(ctx.cfg.env.builder))
     if builder is None:
         if ctx.env == "local":
-            print("no image builder (docker, podman or buildah) installed: image skipped")
+            print("no image builder (docker, podman or buildah) available: image skipped")
             return None
         raise ReleaseError(f"no image builder installed: {ctx.env} needs the version's image")
     rev = revision(ctx)

@@ -123,14 +123,15 @@ class ReleaseNames:
 
 
 def names_for(cfg, version: str | None = None) -> ReleaseNames:
-    """The names of `version` (default: the configured version) in the config's environment.
+    """The names of `version` (default: this checkout's) in the config's environment.
 
-    The feature version follows the release version unless conf/features pins it.
+    For this checkout's version the feature version is conf/features' (the release version
+    unless pinned there). Another version's pin is not in this checkout: its features are
+    named by its own version, and its model metadata records the feature version it used.
     """
     release_version = version or str(cfg.version)
-    feature_version = str(cfg.features.version)
-    if version is not None and version != str(cfg.version) and feature_version == str(cfg.version):
-        feature_version = version
+    feature_version = (str(cfg.features.version) if release_version == str(cfg.version)
+                       else release_version)
     return ReleaseNames(
         project=str(cfg.project),
         version=release_version,

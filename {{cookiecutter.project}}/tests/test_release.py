@@ -1,0 +1,107 @@
+"""The release flow on a scratch git repository: preflight refusals, plan, schedules."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.errors import ReleaseError
+from {{ cookiecutter.package }}.release.names import names_for
+from {{ cookiecutter.package }}.release.plan import plan, preflight, release
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows, retire, rollback
+
+
+def context(cfg, repo: Path, version: str | None = None) -> ReleaseContext:
+    return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=repo)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+                          cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_release_creates_every_resource_then_refuses_to_repeat(
+        cfg, git_repo: Path, artifact_root: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "T")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "T")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@example.com")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "t@example.com")
+    cfg.env.builder = "none"  # the scratch repo has no Dockerfile: the local release goes on
+    ctx = context(cfg, git_repo)
+    assert not any(r.exists for r in plan(ctx) if r.step != "image")
+    record = release(ctx)
+    assert record["version"] == cfg.version
+    assert git(git_repo, "tag", "--list") == f"v{cfg.version}"
+    assert all(r.exists for r in plan(ctx) if r.step != "image")
+    assert json.loads((artifact_root / ctx.names.release_record_key).read_text()) == record
+    assert list(record["timings_s"]) == ["tag", "build", "train-adhoc", "deploy-workflow"]
+
+    before = snapshot(artifact_root)
+    with pytest.raises(ReleaseError, match="already released"):
+        release(ctx)
+    assert snapshot(artifact_root) == before
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(cfg, git_repo: Path, artifact_root: Path,
+                                                     capsys) -> None:
+    release(context(cfg, git_repo), dry_run=True)
+    out = capsys.readouterr().out
+    assert "will be created" in out and "dry run: nothing was changed" in out
+    assert not artifact_root.exists()
+    assert git(git_repo, "tag", "--list") == ""
+
+
+def test_dirty_tree_is_refused(cfg, git_repo: Path, artifact_root: Path) -> None:
+    (git_repo / "README.md").write_text("changed\n")
+    with pytest.raises(ReleaseError, match="working tree is not clean"):
+        preflight(context(cfg, git_repo))
+    assert not artifact_root.exists()
+
+
+def test_branch_not_allowed_for_the_env_is_refused(cfg, git_repo: Path) -> None:
+    cfg.env.allowed_branches = ["develop"]
+    with pytest.raises(ReleaseError, match="branch 'main' may not release to local"):
+        preflight(context(cfg, git_repo))
+
+
+def test_tag_on_another_commit_is_refused(cfg, git_repo: Path) -> None:
+    git(git_repo, "tag", f"v{cfg.version}")
+    git(git_repo, "commit", "--allow-empty", "-q", "-m", "later")
+    with pytest.raises(ReleaseError, match="already marks commit"):
+        preflight(context(cfg, git_repo))
+
+
+def test_keep_live_retire_and_rollback(cfg, git_repo: Path) -> None:
+    sha = git(git_repo, "rev-parse", "HEAD")
+    versions = ["1.0.0", "1.1.0", "1.2.0"]
+    for version in versions:
+        deploy_workflows(context(cfg, git_repo, version), sha)
+
+    def live() -> list[str]:
+        ctx = context(cfg, git_repo)
+        return [v for v in versions
+                if all(s.enabled for s in ctx.engine.schedules(names_for(cfg, v)))]
+
+    assert live() == ["1.1.0", "1.2.0"]  # keep_live: 2
+    retire(context(cfg, git_repo), "1.2.0")
+    assert live() == ["1.1.0"]
+    rollback(context(cfg, git_repo), "1.0.0")
+    assert live() == ["1.0.0"]
+    with pytest.raises(ReleaseError, match="no deployed workflows"):
+        retire(context(cfg, git_repo), "7.0.0")
+
+
+def test_redeploying_a_version_is_a_no_op_and_a_changed_pipeline_is_refused(
+        cfg, git_repo: Path, artifact_root: Path) -> None:
+    sha = git(git_repo, "rev-parse", "HEAD")
+    deploy_workflows(context(cfg, git_repo), sha)
+    before = snapshot(artifact_root)
+    deploy_workflows(context(cfg, git_repo), sha)
+    assert snapshot(artifact_root) == before
+    cfg.data.inference_batch_size = 7  # part of the release config recorded by training
+    with pytest.raises(ReleaseError, match="differs from the training pipeline"):
+        deploy_workflows(context(cfg, git_repo), sha)
+    assert snapshot(artifact_root) == before
