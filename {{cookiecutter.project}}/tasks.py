@@ -71,14 +71,19 @@ def deploy_workflow(c: Context, env: str = "local", override: list[str] | None =
         deploy_workflows(ctx, ctx.git.head())
 
 
-@task(help={**OVERRIDE_HELP, "dry_run": "print the plan (what exists, what would be created)"},
+@task(help={**OVERRIDE_HELP, "dry_run": "print the plan (what exists, what would be created)",
+            "skip_released": "exit 0 when the version is already released (for CD on merge)"},
       iterable=["override"])
 def release(c: Context, env: str = "local", override: list[str] | None = None,
-            dry_run: bool = False) -> None:
+            dry_run: bool = False, skip_released: bool = False) -> None:
     """Release this version: preflight, then tag -> build -> train-adhoc -> deploy-workflow."""
+    from {{ cookiecutter.package }}.release.plan import is_released
     from {{ cookiecutter.package }}.release.plan import release as run
 
     with _release_context(env, override) as ctx:
+        if skip_released and is_released(ctx):
+            print(f"version {ctx.names.version} is already released on {env}: nothing to do")
+            return
         run(ctx, dry_run=dry_run)
 
 
@@ -133,15 +138,27 @@ def train(c: Context, override: list[str] | None = None, multirun: bool = False)
     c.run(shlex.join([sys.executable, "-m", f"{PACKAGE}.train", *arguments]), pty=False)
 
 
-@task(help={"serve_version": "version to serve (default: this checkout's)",
-            "port": "port on 127.0.0.1"})
-def serve(c: Context, serve_version: str | None = None, port: int = 8080,
-          env: str = "local") -> None:
-    """Serve one version's model at POST /v{version}/predict."""
-    with _release_context(env, [], serve_version) as ctx:
+@task(help={**OVERRIDE_HELP, "version": "version to serve (default: this checkout's)",
+            "port": "port on 127.0.0.1"}, iterable=["override"])
+def serve(c: Context, version: str | None = None, port: int = 8080, env: str = "local",
+          override: list[str] | None = None) -> None:
+    """Serve one released version's model at POST /v{version}/predict."""
+    with _release_context(env, override, version) as ctx:
         from {{ cookiecutter.package }}.serving.app import serve as run
 
         run(ctx.names, port=port)
+
+
+@task(help={**OVERRIDE_HELP, "version": "version to deploy (default: this checkout's)"},
+      iterable=["override"])
+def render_deployment(c: Context, version: str | None = None, env: str = "local",
+                      override: list[str] | None = None) -> None:
+    """Write deploy/versions/<version>.yaml: that version's Deployment, Service, Ingress."""
+    from {{ cookiecutter.package }}.release import deployment
+
+    with _release_context(env, override, version) as ctx:
+        deploy = ctx.project_root / "deploy"
+        print(deployment.write(ctx.names, deploy / "base", deploy / "versions"))
 
 
 @task(help={"args": "extra pytest arguments"})

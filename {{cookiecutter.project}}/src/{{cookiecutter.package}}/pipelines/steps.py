@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 from {{ cookiecutter.package }}.release.names import ReleaseNames
-from {{ cookiecutter.package }}.release.store import AlreadyExistsError, open_store
+from {{ cookiecutter.package }}.release.store import AlreadyExistsError, StoreError, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,7 +42,7 @@ def load_model(names: ReleaseNames) -> Any:
     """The released model of `names.version` (its metadata must exist: released = complete)."""
     store = open_store(names.artifact_root)
     if not store.exists(names.model_metadata_key):
-        raise FileNotFoundError(f"no released model for version {names.version} "
+        raise StoreError(f"no released model for version {names.version} "
                                 f"at {names.uri(names.model_metadata_key)}")
     return pickle.loads(store.read(names.model_key))
 

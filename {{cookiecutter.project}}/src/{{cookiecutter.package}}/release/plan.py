@@ -63,14 +63,18 @@ def print_plan(ctx: ReleaseContext, resources: list[Resource]) -> None:
         print(resource.line())
 
 
+def is_released(ctx: ReleaseContext) -> bool:
+    """The release record is written last: its presence means every step completed."""
+    try:
+        return ctx.store.exists(ctx.names.release_record_key)
+    except StoreError as error:
+        raise ReleaseError(f"artifact store unreachable: {error}") from error
+
+
 def preflight(ctx: ReleaseContext) -> None:
     """Refuse before anything is touched: released, dirty, wrong branch, unreachable."""
     names = ctx.names
-    try:
-        released = ctx.store.exists(names.release_record_key)
-    except StoreError as error:
-        raise ReleaseError(f"artifact store unreachable: {error}") from error
-    if released:
+    if is_released(ctx):
         raise ReleaseError(f"version {names.version} is already released on {ctx.env} "
                            f"({names.uri(names.release_record_key)}); bump the version in "
                            "pyproject.toml (e.g. `poetry version patch`)")

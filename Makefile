@@ -1,0 +1,32 @@
+# The template's own tooling. `make test` is the one test command (both tiers); CI runs it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv test test-fast demo bench lint clean
+
+$(PY): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $(PY)
+
+venv: $(PY)
+
+test: $(PY)  ## every test, fast and slow tier
+	$(PY) -m pytest -v
+
+test-fast: $(PY)  ## render and hook tests only (seconds)
+	$(PY) -m pytest -m "not slow"
+
+demo: $(PY)  ## generate a project into a scratch folder and run a full local release
+	bash bench/demo.sh
+
+bench: $(PY)  ## benchmark scripts; figures go to bench/results/
+	$(PY) bench/bench_render.py
+	$(PY) bench/bench_release.py
+
+lint: $(PY)
+	$(PY) -m ruff check hooks tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Generate a project into a scratch folder and run its main job: a full local release,
+# then one batch-inference run and the versions table. Prints where the project is.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv_bin="$here/${VENV:-.venv}/bin"
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/ml-release-demo.XXXXXX")
+export GIT_AUTHOR_NAME="${GIT_AUTHOR_NAME:-Demo}" GIT_AUTHOR_EMAIL="${GIT_AUTHOR_EMAIL:-demo@example.com}"
+export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+
+"$venv_bin/cookiecutter" --no-input "$here" -o "$scratch"
+cd "$scratch/taxi-eta"
+"$venv_bin/uv" sync --quiet            # or: poetry install
+git add uv.lock && git commit -q -m "Lock dependencies"
+.venv/bin/inv release
+.venv/bin/inv run-inference
+.venv/bin/inv versions
+echo "demo project: $scratch/taxi-eta"

@@ -1,0 +1,29 @@
+"""Rendering helpers shared by the fast and the slow tier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+DEFAULTS = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Template Tests", "GIT_AUTHOR_EMAIL": "tests@example.com",
+    "GIT_COMMITTER_NAME": "Template Tests", "GIT_COMMITTER_EMAIL": "tests@example.com",
+}
+
+
+def render(output_dir: Path, **answers: Any) -> Path:
+    """Generate a project with cookiecutter's API, hooks included; return its directory."""
+    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir),
+                             extra_context=answers))
+
+
+@pytest.fixture
+def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)

@@ -1,0 +1,76 @@
+"""Slow tier: a generated project installs, passes its own checks and reads one version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.project import TOOLS, Project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    return Project.create(tmp_path_factory.mktemp("generated"))
+
+
+def test_its_own_test_suite_passes(project: Project) -> None:
+    result = project.run(str(project.path / ".venv/bin/pytest"), "-q", "-p", "no:cacheprovider",
+                         timeout=1800)
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_it_is_ruff_and_mypy_clean(project: Project) -> None:
+    venv = project.path / ".venv/bin"
+    project.run(str(venv / "ruff"), "check", ".")
+    project.run(str(venv / "ruff"), "format", "--check", ".")
+    project.run(str(venv / "mypy"), "src", "tasks.py")
+
+
+def test_inv_list_shows_the_release_tasks(project: Project) -> None:
+    listed = project.inv("--list").stdout.split()
+    for name in ("build", "train-adhoc", "deploy-workflow", "release", "versions", "retire",
+                 "rollback", "run-inference", "train", "serve", "test", "lint"):
+        assert name in listed
+
+
+def test_train_with_override_records_version_and_override(project: Project) -> None:
+    project.inv("train", "-o", "model.max_depth=3", "-o", "data.n_trips=500")
+    metadata_files = list((project.path / "outputs" / "0.1.0").glob("*/metadata.json"))
+    assert len(metadata_files) == 1
+    metadata = json.loads(metadata_files[0].read_text())
+    assert metadata["version"] == "0.1.0"
+    assert metadata["overrides"] == ["model.max_depth=3", "data.n_trips=500"]
+    assert metadata["config"]["model"]["max_depth"] == 3
+    assert (metadata_files[0].parent / "model.pkl").stat().st_size > 0
+
+
+def test_hydra_multirun_sweeps_models(project: Project) -> None:
+    project.run(str(project.path / ".venv/bin/python"), "-m", "taxi_eta.train", "--multirun",
+                "model=ridge,random_forest", "data.n_trips=300", "model.random_state=1")
+    runs = sorted((project.path / "multirun" / "0.1.0").glob("*/*/metadata.json"))
+    targets = {json.loads(p.read_text())["config"]["model"]["_target_"] for p in runs}
+    assert targets == {"sklearn.linear_model.Ridge", "sklearn.ensemble.RandomForestRegressor"}
+
+
+def test_bad_override_is_one_error_line(project: Project) -> None:
+    result = project.inv("release", "--dry-run", "-o", "model=nope", check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid configuration"), lines
+
+
+def test_a_version_bump_is_seen_without_reinstalling(project: Project) -> None:
+    python = str(project.path / ".venv/bin/python")
+    read = ["-c", "from taxi_eta.config import load_config; c = load_config(); "
+                  "print(c.version, c.features.version)"]
+    assert project.run(python, *read).stdout.split() == ["0.1.0", "0.1.0"]
+    project.run(str(TOOLS / "poetry"), "version", "patch")
+    try:
+        assert project.run(python, *read).stdout.split() == ["0.1.1", "0.1.1"]
+        assert "release taxi-eta 0.1.1 to local" in project.inv("release", "--dry-run").stdout
+    finally:
+        project.git("checkout", "pyproject.toml")

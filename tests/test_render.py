@@ -1,0 +1,137 @@
+"""Fast tier: render the template for every option combination and check what comes out."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from cookiecutter.exceptions import FailedHookException
+
+from tests.conftest import DEFAULTS, render
+
+COMBINATIONS = list(itertools.product(DEFAULTS["python_version"], DEFAULTS["license"],
+                                      DEFAULTS["ci"]))
+
+# The exact file set of the default project (MIT, GitHub Actions).
+EXPECTED_FILES = {
+    ".dockerignore", ".gitignore", "Dockerfile", "LICENSE", "README.md", "pyproject.toml",
+    "tasks.py",
+    ".github/workflows/ci.yml", ".github/workflows/cd-dev.yml", ".github/workflows/cd-prod.yml",
+    "conf/config.yaml", "conf/env/local.yaml", "conf/env/dev.yaml", "conf/env/prod.yaml",
+    "conf/model/gradient_boosting.yaml", "conf/model/random_forest.yaml",
+    "conf/model/ridge.yaml", "conf/features/default.yaml",
+    "conf/experiment/deep_trees.yaml", "conf/experiment/forest.yaml",
+    "deploy/base/kustomization.yaml", "deploy/base/deployment.yaml",
+    "deploy/base/service.yaml", "deploy/base/ingress.yaml",
+    "src/taxi_eta/__init__.py", "src/taxi_eta/config.py", "src/taxi_eta/train.py",
+    "src/taxi_eta/version.py",
+    "src/taxi_eta/ml/__init__.py", "src/taxi_eta/ml/data.py", "src/taxi_eta/ml/features.py",
+    "src/taxi_eta/ml/train.py", "src/taxi_eta/ml/evaluate.py", "src/taxi_eta/ml/predict.py",
+    "src/taxi_eta/pipelines/__init__.py", "src/taxi_eta/pipelines/components.py",
+    "src/taxi_eta/pipelines/definitions.py", "src/taxi_eta/pipelines/steps.py",
+    "src/taxi_eta/release/__init__.py", "src/taxi_eta/release/context.py",
+    "src/taxi_eta/release/engines.py", "src/taxi_eta/release/errors.py",
+    "src/taxi_eta/release/git.py", "src/taxi_eta/release/image.py",
+    "src/taxi_eta/release/kfp_engine.py", "src/taxi_eta/release/names.py",
+    "src/taxi_eta/release/plan.py", "src/taxi_eta/release/store.py",
+    "src/taxi_eta/release/versions.py", "src/taxi_eta/release/workflows.py",
+    "src/taxi_eta/serving/__init__.py", "src/taxi_eta/serving/app.py",
+    "tests/conftest.py", "tests/test_config.py", "tests/test_ml.py", "tests/test_names.py",
+    "tests/test_pipelines.py", "tests/test_release.py", "tests/test_store.py",
+    "tests/test_serving.py", "tests/test_kfp_engine.py", "tests/kfp_api_double.py",
+}
+
+
+def project_files(project: Path) -> set[str]:
+    return {p.relative_to(project).as_posix() for p in project.rglob("*")
+            if p.is_file() and ".git" not in p.relative_to(project).parts}
+
+
+@pytest.fixture(scope="module")
+def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(tmp_path_factory.mktemp("default"))
+
+
+def test_default_project_has_exactly_the_expected_files(default_project: Path) -> None:
+    assert project_files(default_project) == EXPECTED_FILES
+
+
+@pytest.mark.parametrize("python_version,license_,ci", COMBINATIONS)
+def test_every_option_combination_renders_cleanly(tmp_path: Path, python_version: str,
+                                                  license_: str, ci: str) -> None:
+    project = render(tmp_path, python_version=python_version, license=license_, ci=ci)
+    files = project_files(project)
+    assert ("LICENSE" in files) == (license_ != "Proprietary")
+    assert any(f.startswith(".github/") for f in files) == (ci != "none")
+    for name in files:
+        text = (project / name).read_text()
+        assert "{{" not in text.replace("${{", "") and "{%" not in text, name
+        assert "cookiecutter" not in text, f"template variable left in {name}"
+        if name.endswith(".toml"):
+            tomllib.loads(text)
+        elif name.endswith((".yaml", ".yml")):
+            list(yaml.safe_load_all(text))
+        elif name.endswith(".json"):
+            json.loads(text)
+        elif name.endswith(".py"):
+            compile(text, name, "exec")
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["requires-python"].startswith(f">={python_version}")
+    assert pyproject.get("project", {}).get("license") == (
+        None if license_ == "Proprietary" else license_)
+
+
+def test_generated_project_is_a_git_repo_with_one_clean_commit(default_project: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=default_project, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert git("branch", "--show-current") == "main"
+    assert len(git("log", "--oneline").splitlines()) == 1
+    assert git("status", "--porcelain") == ""
+
+
+def test_the_version_is_written_in_exactly_one_file(tmp_path: Path) -> None:
+    project = render(tmp_path, version="7.3.1")
+    holders = [f for f in project_files(project) if "7.3.1" in (project / f).read_text()]
+    assert holders == ["pyproject.toml"]
+
+
+def test_hostile_but_valid_answers_render_as_data(tmp_path: Path) -> None:
+    author = "Zoë O'Brien-Łukasz (ML) <team>"
+    description = "ETA model: 'fast' & <safe> — ünïcode ✓"
+    project = render(tmp_path, author=author, description=description)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["authors"][0]["name"] == author
+    assert pyproject["project"]["description"] == description
+    package_doc = (project / "src/taxi_eta/__init__.py").read_text()
+    compile(package_doc, "__init__.py", "exec")
+
+
+@pytest.mark.parametrize("answers,error", [
+    ({"project": "../escape"}, "ERROR: project:"),
+    ({"project": "Bad Name", "package": "bad_name"}, "ERROR: project:"),
+    ({"package": "import"}, "ERROR: package:"),
+    ({"package": "os"}, "ERROR: package:"),
+    ({"version": "1.0-banana"}, "ERROR: version:"),
+    ({"bucket": "Bucket!"}, "ERROR: bucket:"),
+    ({"gcp_project": "x"}, "ERROR: gcp_project:"),
+    ({"region": "moon-1"}, "ERROR: region:"),
+    ({"author": "a\"; import os; os.system('id') #"}, "ERROR: author:"),
+    ({"description": "{{ cookiecutter.project }}\n"}, "ERROR: description:"),
+])
+def test_bad_answers_generate_nothing(tmp_path: Path, capfd, answers: dict,
+                                      error: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(FailedHookException):
+        render(out, **answers)
+    assert error in capfd.readouterr().err
+    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    assert leftovers == []
+    assert not (tmp_path / "escape").exists()

@@ -1,0 +1,1 @@
+"""Online inference: one app per released version, at /v{version}/predict."""

@@ -1,0 +1,95 @@
+"""The online inference app of one released version.
+
+It loads that version's model from the artifact store once, at start-up, and serves
+`POST /v{version}/predict`, `GET /healthz` and `GET /version`. Each version runs as its own
+deployment, so a new release never changes what an older endpoint answers.
+
+In the image: `python -m {{ cookiecutter.package }}.serving.app` with ARTIFACT_ROOT (and
+optionally MODEL_VERSION, PORT) in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pandas as pd
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+
+from {{ cookiecutter.package }}.ml.data import N_AREAS
+from {{ cookiecutter.package }}.ml.features import build_features
+from {{ cookiecutter.package }}.ml.predict import predict
+from {{ cookiecutter.package }}.pipelines.steps import load_model
+from {{ cookiecutter.package }}.release.names import ReleaseNames
+from {{ cookiecutter.package }}.release.store import open_store
+from {{ cookiecutter.package }}.version import read_version
+
+
+class Trip(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trip_id: str = Field(default="", max_length=128)
+    distance_km: float = Field(gt=0, le=1000)
+    pickup_hour: int = Field(ge=0, le=23)
+    weekday: int = Field(ge=0, le=6, description="0 = Monday")
+    area_cluster: int = Field(ge=0, lt=N_AREAS)
+    user_cluster: int = Field(default=0, ge=0)
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trips: list[Trip] = Field(min_length=1, max_length=1000)
+
+
+class Prediction(BaseModel):
+    trip_id: str
+    eta_minutes: float
+
+
+class PredictResponse(BaseModel):
+    version: str
+    predictions: list[Prediction]
+
+
+def create_app(names: ReleaseNames) -> FastAPI:
+    model = load_model(names)
+    store = open_store(names.artifact_root)
+    metadata: dict[str, Any] = json.loads(store.read_text(names.model_metadata_key))
+    rush_hours = [int(h) for h in metadata["config"]["features"]["rush_hours"]]
+    app = FastAPI(title=f"{names.project} {names.version}", version=names.version)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/version")
+    def version() -> dict[str, Any]:
+        return {"version": names.version, "feature_version": metadata["feature_version"],
+                "metrics": metadata["metrics"], "git_sha": metadata["git_sha"]}
+
+    @app.post(names.endpoint_path, response_model=PredictResponse)
+    def predict_trips(request: PredictRequest) -> PredictResponse:
+        trips = pd.DataFrame([trip.model_dump() for trip in request.trips])
+        predicted = predict(model, build_features(trips, rush_hours), names.version)
+        return PredictResponse(version=names.version, predictions=[
+            Prediction(trip_id=row.trip_id, eta_minutes=float(row.eta_minutes))
+            for row in predicted.itertuples()
+        ])
+
+    return app
+
+
+def serve(names: ReleaseNames, host: str = "127.0.0.1", port: int = 8080) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(names), host=host, port=port)
+
+
+if __name__ == "__main__":  # the image's entry point
+    version = os.environ.get("MODEL_VERSION") or read_version()
+    serve(ReleaseNames(project="{{ cookiecutter.project }}", version=version,
+                       feature_version=version, artifact_root=os.environ["ARTIFACT_ROOT"]),
+          host="0.0.0.0", port=int(os.environ.get("PORT", "8080")))
