@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,11 +19,16 @@ from {{ cookiecutter.package }}.release.store import ArtifactStore
 
 @dataclass(frozen=True)
 class Schedule:
+    """A version's recurring run: a cron expression (KFP's 6 fields) or an interval."""
+
     workflow: Workflow
     name: str
     enabled: bool
-    trigger: str
-    parameters: dict[str, Any]
+    cron: str | None = None
+    interval_seconds: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    max_concurrency: int = 1
+    no_catchup: bool = True
 
 
 class Engine(Protocol):
@@ -92,13 +97,12 @@ class LocalEngine:
         current = self.schedules(names)
         if not current:
             raise ReleaseError(f"version {names.version} has no schedules")
-        flipped = [Schedule(s.workflow, s.name, enabled, s.trigger, s.parameters)
-                   for s in current]
+        flipped = [replace(s, enabled=enabled) for s in current]
         self._save(names, flipped, create=False)
 
     def _save(self, names: ReleaseNames, schedules: list[Schedule], create: bool) -> None:
         record = json.dumps({"version": names.version,
-                             "schedules": [s.__dict__ for s in schedules]}, indent=2)
+                             "schedules": [asdict(s) for s in schedules]}, indent=2)
         if create:
             self.store.write_text(names.schedules_key, record)
         else:

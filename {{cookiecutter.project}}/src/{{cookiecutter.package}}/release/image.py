@@ -117,6 +117,9 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
     names = ctx.names
     builder = find_builder(str(ctx.cfg.env.builder))
     if builder is None:
+        if str(ctx.cfg.env.builder) == "none":
+            print("image build skipped (env.builder: none): images are built elsewhere")
+            return None
         if ctx.env == "local":
             print("no image builder (docker, podman or buildah) available: image skipped")
             return None

@@ -10,7 +10,7 @@ import fnmatch
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 from {{ cookiecutter.package }}.release import image
@@ -132,7 +132,7 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         "feature_version": ctx.names.feature_version,
         "model": json.loads(ctx.store.read_text(ctx.names.model_metadata_key)),
         "workflows": {w: ctx.names.uri(ctx.names.workflow_key(w)) for w in WORKFLOWS},
-        "schedules": [s.__dict__ for s in ctx.engine.schedules(ctx.names)],
+        "schedules": [asdict(s) for s in ctx.engine.schedules(ctx.names)],
         "existed_before": [r.step + ":" + r.name for r in resources if r.exists],
         "timings_s": timings,
         "released_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -99,16 +99,20 @@ def deploy_workflows(ctx: ReleaseContext, git_sha: str) -> None:
 
 
 def planned_schedules(ctx: ReleaseContext) -> list[Schedule]:
+    """Training every few days, inference every few minutes (conf/config.yaml `schedules`).
+
+    Inference runs get their user clusters explicitly: that is the A/B split of live versions.
+    """
     cfg, names = ctx.cfg, ctx.names
-    triggers = {
-        "training": f"cron {cfg.schedules.training.cron}",
-        "inference": f"every {int(cfg.schedules.inference.interval_seconds)}s",
-    }
+    common = {"enabled": True, "max_concurrency": int(cfg.schedules.max_concurrency),
+              "no_catchup": bool(cfg.schedules.no_catchup)}
+    inference = workflow_parameters(ctx, "inference", "")
     return [
-        Schedule(workflow, names.recurring_run_name(workflow), True, triggers[workflow],
-                 workflow_parameters(ctx, workflow, "")
-                 if workflow == "inference" else {})
-        for workflow in WORKFLOWS
+        Schedule("training", names.recurring_run_name("training"),
+                 cron=str(cfg.schedules.training.cron), **common),
+        Schedule("inference", names.recurring_run_name("inference"),
+                 interval_seconds=int(cfg.schedules.inference.interval_seconds),
+                 parameters={"user_clusters": inference["user_clusters"]}, **common),
     ]
 
 

@@ -1,0 +1,144 @@
+"""Dev/prod on Kubeflow Pipelines, against the v2beta1 API test double (see kfp_api_double)."""
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import SMALL, snapshot
+from kfp_api_double import KfpApiDouble
+
+from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.engines import LocalEngine
+from {{ cookiecutter.package }}.release.errors import ReleaseError
+from {{ cookiecutter.package }}.release.names import names_for
+from {{ cookiecutter.package }}.release.plan import release
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows, retire, rollback
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def kfp_api() -> Iterator[KfpApiDouble]:
+    with KfpApiDouble() as double:
+        yield double
+    assert double.state.rejected == []
+
+
+def dev_config(artifact_root: Path, host: str, *overrides: str):
+    cfg = load_config("dev", [f"env.artifact_root={artifact_root}", f"env.kfp_host={host}",
+                              "+env.kfp_poll_seconds=0.01", "env.builder=none", *SMALL,
+                              *overrides])
+    cfg.release.user_clusters = {"0.1.0": [0, 1, 2, 3], "0.2.0": [4, 5, 6, 7]}
+    return cfg
+
+
+def context(cfg, root: Path, version: str) -> ReleaseContext:
+    return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=root)
+
+
+def test_two_versions_deploy_side_by_side(kfp_api: KfpApiDouble, artifact_root: Path,
+                                          tmp_path: Path) -> None:
+    cfg = dev_config(artifact_root, kfp_api.host)
+    for version in ("0.1.0", "0.2.0"):
+        deploy_workflows(context(cfg, tmp_path, version), SHA)
+
+    for workflow in ("training", "inference"):
+        versions = kfp_api.pipeline_versions(f"{cfg.project}-{workflow}")
+        # KFP's first upload makes an unnamed default version; ours are named by release.
+        assert [v["display_name"] for v in versions] == [f"{cfg.project}-{workflow}",
+                                                         "0.1.0", "0.2.0"]
+    for version, clusters in (("0.1.0", [0, 1, 2, 3]), ("0.2.0", [4, 5, 6, 7])):
+        inference = kfp_api.recurring_run(f"{cfg.project}-inference-v{version}")
+        training = kfp_api.recurring_run(f"{cfg.project}-training-v{version}")
+        assert inference["mode"] == training["mode"] == "ENABLE"
+        assert inference["runtime_config"]["parameters"] == {"user_clusters": clusters}
+        assert inference["trigger"] == {"periodic_schedule": {"interval_second": 600}}
+        assert training["trigger"]["cron_schedule"]["cron"] == cfg.schedules.training.cron
+        assert inference["max_concurrency"] == 1 and inference["no_catchup"] is True
+        version_id = inference["pipeline_version_reference"]["pipeline_version_id"]
+        uploaded = next(v for v in kfp_api.pipeline_versions(f"{cfg.project}-inference")
+                        if v["pipeline_version_id"] == version_id)
+        assert uploaded["display_name"] == version
+        defaults = uploaded["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
+        assert defaults["version"]["defaultValue"] == version
+        images = {e["container"]["image"]
+                  for e in uploaded["pipeline_spec"]["deploymentSpec"]["executors"].values()}
+        assert images == {f"{cfg.env.registry}/{cfg.project}:{version}"}
+    experiments = {e["display_name"] for e in kfp_api.state.experiments.values()}
+    assert experiments == {f"{cfg.project}-dev"}
+
+
+def test_the_uploaded_training_spec_runs_locally(kfp_api: KfpApiDouble, artifact_root: Path,
+                                                 tmp_path: Path) -> None:
+    """The YAML Kubeflow Pipelines received is the YAML that is tested."""
+    cfg = dev_config(artifact_root, kfp_api.host)
+    ctx = context(cfg, tmp_path, "0.1.0")
+    deploy_workflows(ctx, SHA)
+    uploaded = next(v for v in kfp_api.pipeline_versions(f"{cfg.project}-training")
+                    if v["display_name"] == "0.1.0")["pipeline_spec"]
+    assert yaml.safe_load((artifact_root / "workflows/0.1.0/training.yaml").read_text()) \
+        == uploaded
+    local = LocalEngine(ctx.store, tmp_path / ".kfp-local")
+    output = local.run(ctx.names, "training", yaml.safe_dump(uploaded), {}, 600)
+    assert output.endswith("models/0.1.0/model.pkl")
+    assert (artifact_root / "models/0.1.0/metadata.json").exists()
+
+
+def test_redeploy_is_a_no_op_and_a_changed_pipeline_is_refused(
+        kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path) -> None:
+    cfg = dev_config(artifact_root, kfp_api.host)
+    deploy_workflows(context(cfg, tmp_path, "0.1.0"), SHA)
+    posts = [r for r in kfp_api.state.requests if r[0] == "POST"]
+    deploy_workflows(context(cfg, tmp_path, "0.1.0"), SHA)
+    assert [r for r in kfp_api.state.requests if r[0] == "POST"] == posts
+
+    # Someone changes the pipeline without bumping the version: KFP refuses it too.
+    changed = dev_config(artifact_root / "elsewhere", kfp_api.host, "data.n_trips=601")
+    with pytest.raises(ReleaseError, match="exists with a different spec"):
+        deploy_workflows(context(changed, tmp_path, "0.1.0"), SHA)
+    assert [r for r in kfp_api.state.requests if r[0] == "POST"] == posts
+
+
+def test_retire_and_rollback_flip_recurring_runs(kfp_api: KfpApiDouble, artifact_root: Path,
+                                                 tmp_path: Path) -> None:
+    cfg = dev_config(artifact_root, kfp_api.host)
+    for version in ("0.1.0", "0.2.0"):
+        deploy_workflows(context(cfg, tmp_path, version), SHA)
+
+    def modes() -> dict[str, str]:
+        return {r["display_name"]: r["mode"] for r in kfp_api.state.recurring_runs.values()}
+
+    retire(context(cfg, tmp_path, "0.2.0"), "0.1.0")
+    assert modes() == {f"{cfg.project}-training-v0.1.0": "DISABLE",
+                       f"{cfg.project}-inference-v0.1.0": "DISABLE",
+                       f"{cfg.project}-training-v0.2.0": "ENABLE",
+                       f"{cfg.project}-inference-v0.2.0": "ENABLE"}
+    rollback(context(cfg, tmp_path, "0.2.0"), "0.1.0")
+    assert modes() == {f"{cfg.project}-training-v0.1.0": "ENABLE",
+                       f"{cfg.project}-inference-v0.1.0": "ENABLE",
+                       f"{cfg.project}-training-v0.2.0": "DISABLE",
+                       f"{cfg.project}-inference-v0.2.0": "DISABLE"}
+    assert len(kfp_api.state.recurring_runs) == 4  # disabled, never deleted
+
+
+def test_a_failed_adhoc_run_stops_the_release_before_any_schedule(
+        kfp_api: KfpApiDouble, artifact_root: Path, git_repo: Path) -> None:
+    subprocess.run(["git", "checkout", "-q", "-b", "develop"], cwd=git_repo, check=True)
+    cfg = dev_config(artifact_root, kfp_api.host)
+    kfp_api.state.fail_runs_with = "train-model: OOMKilled"
+    ctx = ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=git_repo)
+    with pytest.raises(ReleaseError, match="ended FAILED: train-model: OOMKilled"):
+        release(ctx)
+    assert len(kfp_api.state.runs) == 1
+    assert kfp_api.state.recurring_runs == {}
+    assert kfp_api.state.pipelines == {}
+    assert not any(key.startswith(("workflows", "releases")) for key in snapshot(artifact_root))
+
+
+def test_missing_host_is_a_clear_error(artifact_root: Path, tmp_path: Path) -> None:
+    cfg = dev_config(artifact_root, "")
+    with pytest.raises(ReleaseError, match="no Kubeflow Pipelines host for dev"):
+        context(cfg, tmp_path, "0.1.0").engine.check()
