@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,16 @@ def render(output_dir: Path, **answers: Any) -> Path:
     """Generate a project with cookiecutter's API, hooks included; return its directory."""
     return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir),
                              extra_context=answers))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """On CI every part is installed: a skip there is a failure, never a silent pass."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI, where nothing may be skipped: {report.longrepr}"
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/pipelines/__init__.py", "src/taxi_eta/pipelines/components.py",
     "src/taxi_eta/pipelines/definitions.py", "src/taxi_eta/pipelines/steps.py",
     "src/taxi_eta/release/__init__.py", "src/taxi_eta/release/context.py",
+    "src/taxi_eta/release/deployment.py",
     "src/taxi_eta/release/engines.py", "src/taxi_eta/release/errors.py",
     "src/taxi_eta/release/git.py", "src/taxi_eta/release/image.py",
     "src/taxi_eta/release/kfp_engine.py", "src/taxi_eta/release/names.py",
@@ -44,6 +45,7 @@ EXPECTED_FILES = {
     "tests/conftest.py", "tests/test_config.py", "tests/test_ml.py", "tests/test_names.py",
     "tests/test_pipelines.py", "tests/test_release.py", "tests/test_store.py",
     "tests/test_serving.py", "tests/test_kfp_engine.py", "tests/kfp_api_double.py",
+    "tests/test_deployment.py",
 }
 
 

