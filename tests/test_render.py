@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -137,3 +138,15 @@ def test_bad_answers_generate_nothing(tmp_path: Path, capfd, answers: dict,
     leftovers = [p for p in out.rglob("*") if p.is_file()]
     assert leftovers == []
     assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("project", ["eta", "acme-delivery-eta-models"])
+def test_generated_code_is_ruff_clean_whatever_the_name_length(tmp_path: Path,
+                                                               project: str) -> None:
+    """Names change line lengths: the formatter's verdict must not depend on them."""
+    generated = render(tmp_path, project=project)
+    ruff = str(Path(sys.executable).parent / "ruff")
+    for command in ([ruff, "check", "--no-cache", "."],
+                    [ruff, "format", "--check", "--no-cache", "."]):
+        result = subprocess.run(command, cwd=generated, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 
 from invoke import Context, Exit, task
 
-OVERRIDE_HELP = {"override": "Hydra override, e.g. -o model.max_depth=6 (repeatable)",
-                 "env": "environment: local (default), dev or prod"}
+OVERRIDE_HELP = {
+    "override": "Hydra override, e.g. -o model.max_depth=6 (repeatable)",
+    "env": "environment: local (default), dev or prod",
+}
 PACKAGE = "{{ cookiecutter.package }}"
 
 
@@ -42,10 +44,10 @@ def _release_context(env: str, override: list[str] | None, version: str | None =
         yield ReleaseContext.create(load_config(env, override or []), version)
 
 
-@task(help={**OVERRIDE_HELP, "dry_run": "print the commands, build nothing"},
-      iterable=["override"])
-def build(c: Context, env: str = "local", override: list[str] | None = None,
-          dry_run: bool = False) -> None:
+@task(help={**OVERRIDE_HELP, "dry_run": "print the commands, build nothing"}, iterable=["override"])
+def build(
+    c: Context, env: str = "local", override: list[str] | None = None, dry_run: bool = False
+) -> None:
     """Build the image {registry}/{project}:{version} and push it (skipped if it exists)."""
     from {{ cookiecutter.package }}.release import image
 
@@ -71,11 +73,21 @@ def deploy_workflow(c: Context, env: str = "local", override: list[str] | None =
         deploy_workflows(ctx, ctx.git.head())
 
 
-@task(help={**OVERRIDE_HELP, "dry_run": "print the plan (what exists, what would be created)",
-            "skip_released": "exit 0 when the version is already released (for CD on merge)"},
-      iterable=["override"])
-def release(c: Context, env: str = "local", override: list[str] | None = None,
-            dry_run: bool = False, skip_released: bool = False) -> None:
+@task(
+    help={
+        **OVERRIDE_HELP,
+        "dry_run": "print the plan (what exists, what would be created)",
+        "skip_released": "exit 0 when the version is already released (for CD on merge)",
+    },
+    iterable=["override"],
+)
+def release(
+    c: Context,
+    env: str = "local",
+    override: list[str] | None = None,
+    dry_run: bool = False,
+    skip_released: bool = False,
+) -> None:
     """Release this version: preflight, then tag -> build -> train-adhoc -> deploy-workflow."""
     from {{ cookiecutter.package }}.release.plan import is_released
     from {{ cookiecutter.package }}.release.plan import release as run
@@ -87,11 +99,21 @@ def release(c: Context, env: str = "local", override: list[str] | None = None,
         run(ctx, dry_run=dry_run)
 
 
-@task(help={**OVERRIDE_HELP, "version": "version to run (default: this checkout's)",
-            "run_id": "name of the predictions file (default: time-based)"},
-      iterable=["override"])
-def run_inference(c: Context, env: str = "local", override: list[str] | None = None,
-                  version: str | None = None, run_id: str = "") -> None:
+@task(
+    help={
+        **OVERRIDE_HELP,
+        "version": "version to run (default: this checkout's)",
+        "run_id": "name of the predictions file (default: time-based)",
+    },
+    iterable=["override"],
+)
+def run_inference(
+    c: Context,
+    env: str = "local",
+    override: list[str] | None = None,
+    version: str | None = None,
+    run_id: str = "",
+) -> None:
     """Run a released version's batch-inference pipeline once."""
     from {{ cookiecutter.package }}.release.workflows import run_inference as run
 
@@ -108,10 +130,10 @@ def versions(c: Context, env: str = "local", override: list[str] | None = None) 
         print(table(ctx))
 
 
-@task(help={**OVERRIDE_HELP, "version": "version whose schedules to disable"},
-      iterable=["override"])
-def retire(c: Context, version: str, env: str = "local",
-           override: list[str] | None = None) -> None:
+@task(
+    help={**OVERRIDE_HELP, "version": "version whose schedules to disable"}, iterable=["override"]
+)
+def retire(c: Context, version: str, env: str = "local", override: list[str] | None = None) -> None:
     """Disable (never delete) a version's recurring runs."""
     from {{ cookiecutter.package }}.release.workflows import retire as run
 
@@ -120,8 +142,7 @@ def retire(c: Context, version: str, env: str = "local",
 
 
 @task(help={**OVERRIDE_HELP, "to": "version to make live again"}, iterable=["override"])
-def rollback(c: Context, to: str, env: str = "local",
-             override: list[str] | None = None) -> None:
+def rollback(c: Context, to: str, env: str = "local", override: list[str] | None = None) -> None:
     """Re-enable version TO's schedules and disable those of every newer version."""
     from {{ cookiecutter.package }}.release.workflows import rollback as run
 
@@ -129,19 +150,34 @@ def rollback(c: Context, to: str, env: str = "local",
         run(ctx, to)
 
 
-@task(help={"override": "Hydra override or sweep, e.g. -o model.max_depth=4,8 (repeatable)",
-            "multirun": "sweep over comma-separated override values (Hydra --multirun)"},
-      iterable=["override"])
+@task(
+    help={
+        "override": "Hydra override or sweep, e.g. -o model.max_depth=4,8 (repeatable)",
+        "multirun": "sweep over comma-separated override values (Hydra --multirun)",
+    },
+    iterable=["override"],
+)
 def train(c: Context, override: list[str] | None = None, multirun: bool = False) -> None:
     """Train an experiment with Hydra overrides; writes outputs/<version>/<time>/."""
     arguments = [*(override or []), *(["--multirun"] if multirun else [])]
     c.run(shlex.join([sys.executable, "-m", f"{PACKAGE}.train", *arguments]), pty=False)
 
 
-@task(help={**OVERRIDE_HELP, "version": "version to serve (default: this checkout's)",
-            "port": "port on 127.0.0.1"}, iterable=["override"])
-def serve(c: Context, version: str | None = None, port: int = 8080, env: str = "local",
-          override: list[str] | None = None) -> None:
+@task(
+    help={
+        **OVERRIDE_HELP,
+        "version": "version to serve (default: this checkout's)",
+        "port": "port on 127.0.0.1",
+    },
+    iterable=["override"],
+)
+def serve(
+    c: Context,
+    version: str | None = None,
+    port: int = 8080,
+    env: str = "local",
+    override: list[str] | None = None,
+) -> None:
     """Serve one released version's model at POST /v{version}/predict."""
     with _release_context(env, override, version) as ctx:
         from {{ cookiecutter.package }}.serving.app import serve as run
@@ -149,10 +185,13 @@ def serve(c: Context, version: str | None = None, port: int = 8080, env: str = "
         run(ctx.names, port=port)
 
 
-@task(help={**OVERRIDE_HELP, "version": "version to deploy (default: this checkout's)"},
-      iterable=["override"])
-def render_deployment(c: Context, version: str | None = None, env: str = "local",
-                      override: list[str] | None = None) -> None:
+@task(
+    help={**OVERRIDE_HELP, "version": "version to deploy (default: this checkout's)"},
+    iterable=["override"],
+)
+def render_deployment(
+    c: Context, version: str | None = None, env: str = "local", override: list[str] | None = None
+) -> None:
     """Write deploy/versions/<version>.yaml: that version's Deployment, Service, Ingress."""
     from {{ cookiecutter.package }}.release import deployment
 

@@ -54,8 +54,12 @@ def git_repo(tmp_path: Path) -> Path:
     repo.mkdir()
 
     def git(*args: str) -> None:
-        subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-                       cwd=repo, check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q", "-b", "main")
     (repo / "README.md").write_text("scratch\n")
@@ -68,5 +72,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under `root` (hidden ones too) with its bytes: to prove nothing changed."""
     if not root.exists():
         return {}
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

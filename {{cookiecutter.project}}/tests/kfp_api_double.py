@@ -104,18 +104,20 @@ class KfpApiDouble:
 
     # -- state helpers for tests -----------------------------------------------------------
     def pipeline_versions(self, pipeline_name: str) -> list[dict]:
-        pipeline = next((p for p in self.state.pipelines.values()
-                         if p["display_name"] == pipeline_name), None)
+        pipeline = next(
+            (p for p in self.state.pipelines.values() if p["display_name"] == pipeline_name), None
+        )
         return self.state.versions.get(pipeline["pipeline_id"], []) if pipeline else []
 
     def recurring_run(self, name: str) -> dict:
         return next(r for r in self.state.recurring_runs.values() if r["display_name"] == name)
 
     # -- the API -----------------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, str], headers: Any,
-               body: bytes) -> tuple[int, dict]:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
+    ) -> tuple[int, dict]:
         state = self.state
-        parts = path[len(PREFIX):].strip("/").split("/")
+        parts = path[len(PREFIX) :].strip("/").split("/")
         state.requests.append((method, path))
         resource = parts[0]
         creating = method == "POST" and len(parts) == 1
@@ -146,13 +148,14 @@ class KfpApiDouble:
                 run_id, action = parts[1].split(":")
                 if run_id not in state.recurring_runs or action not in ("enable", "disable"):
                     raise BadRequest(f"no recurring run {run_id} or action {action}")
-                state.recurring_runs[run_id]["mode"] = "ENABLE" if action == "enable" \
-                    else "DISABLE"
+                state.recurring_runs[run_id]["mode"] = "ENABLE" if action == "enable" else "DISABLE"
                 return 200, {}
-            found = [r for r in state.recurring_runs.values()
-                     if _matches(r, query.get("filter"))
-                     and r.get("experiment_id") == query.get("experiment_id",
-                                                             r.get("experiment_id"))]
+            found = [
+                r
+                for r in state.recurring_runs.values()
+                if _matches(r, query.get("filter"))
+                and r.get("experiment_id") == query.get("experiment_id", r.get("experiment_id"))
+            ]
             return 200, {"recurringRuns": found, "total_size": len(found)}
         raise BadRequest(f"no such endpoint {method} {path}")
 
@@ -160,10 +163,15 @@ class KfpApiDouble:
         content_type = headers.get("Content-Type", "")
         if not content_type.startswith("multipart/form-data"):
             raise BadRequest("upload must be multipart/form-data")
-        message = email.message_from_bytes(
-            f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-        parts = {part.get_param("name", header="content-disposition"): part.get_payload(
-            decode=True) for part in message.get_payload()} if message.is_multipart() else {}
+        message = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        parts = (
+            {
+                part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                for part in message.get_payload()
+            }
+            if message.is_multipart()
+            else {}
+        )
         if "uploadfile" not in parts:
             raise BadRequest("upload needs an 'uploadfile' part")
         spec = yaml.safe_load(parts["uploadfile"])
@@ -171,8 +179,9 @@ class KfpApiDouble:
             raise BadRequest("uploadfile is not a compiled pipeline spec")
         return spec
 
-    def _pipelines(self, method: str, parts: list[str], query: dict[str, str], headers: Any,
-                   body: bytes) -> tuple[int, dict]:
+    def _pipelines(
+        self, method: str, parts: list[str], query: dict[str, str], headers: Any, body: bytes
+    ) -> tuple[int, dict]:
         state = self.state
         if method == "POST" and parts[1:] == ["upload"]:
             name = query.get("name")
@@ -181,13 +190,21 @@ class KfpApiDouble:
             if any(p["display_name"] == name for p in state.pipelines.values()):
                 return 409, {"error": f"pipeline {name} already exists"}
             spec = self._uploaded_spec(headers, body)
-            pipeline = {"pipeline_id": _new_id(), "display_name": name,
-                        "description": query.get("description", "")}
+            pipeline = {
+                "pipeline_id": _new_id(),
+                "display_name": name,
+                "description": query.get("description", ""),
+            }
             state.pipelines[pipeline["pipeline_id"]] = pipeline
             # Quirk: the first version is named after the pipeline, not by the caller.
-            state.versions[pipeline["pipeline_id"]] = [{
-                "pipeline_id": pipeline["pipeline_id"], "pipeline_version_id": _new_id(),
-                "display_name": name, "pipeline_spec": spec}]
+            state.versions[pipeline["pipeline_id"]] = [
+                {
+                    "pipeline_id": pipeline["pipeline_id"],
+                    "pipeline_version_id": _new_id(),
+                    "display_name": name,
+                    "pipeline_spec": spec,
+                }
+            ]
             return 200, pipeline
         if method == "POST" and parts[1:] == ["upload_version"]:
             pipeline_id, name = query.get("pipelineid"), query.get("name")
@@ -195,21 +212,27 @@ class KfpApiDouble:
                 raise BadRequest("upload_version needs an existing pipelineid and a name")
             if any(v["display_name"] == name for v in state.versions[pipeline_id]):
                 return 409, {"error": f"version {name} already exists"}  # quirk
-            version = {"pipeline_id": pipeline_id, "pipeline_version_id": _new_id(),
-                       "display_name": name, "description": query.get("description", ""),
-                       "pipeline_spec": self._uploaded_spec(headers, body)}
+            version = {
+                "pipeline_id": pipeline_id,
+                "pipeline_version_id": _new_id(),
+                "display_name": name,
+                "description": query.get("description", ""),
+                "pipeline_spec": self._uploaded_spec(headers, body),
+            }
             state.versions[pipeline_id].append(version)
             return 200, version
         if method == "GET" and len(parts) == 1:
             found = [p for p in state.pipelines.values() if _matches(p, query.get("filter"))]
             return 200, {"pipelines": found, "total_size": len(found)}
         if method == "GET" and len(parts) == 3 and parts[2] == "versions":
-            found = [v for v in state.versions.get(parts[1], [])
-                     if _matches(v, query.get("filter"))]
+            found = [
+                v for v in state.versions.get(parts[1], []) if _matches(v, query.get("filter"))
+            ]
             return 200, {"pipeline_versions": found, "total_size": len(found)}
         if method == "GET" and len(parts) == 4:
-            return 200, next(v for v in state.versions[parts[1]]
-                             if v["pipeline_version_id"] == parts[3])
+            return 200, next(
+                v for v in state.versions[parts[1]] if v["pipeline_version_id"] == parts[3]
+            )
         raise BadRequest(f"no such endpoint {method} /pipelines/{'/'.join(parts[1:])}")
 
     def _create_run(self, payload: dict) -> dict:
@@ -232,8 +255,7 @@ class KfpApiDouble:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
                     with double.lock:
-                        status, payload = double.handle(method, url.path, query, self.headers,
-                                                        body)
+                        status, payload = double.handle(method, url.path, query, self.headers, body)
                 except BadRequest as error:
                     double.state.rejected.append(f"{method} {url.path}: {error}")
                     status, payload = 400, {"error": str(error)}

@@ -34,11 +34,14 @@ def test_overrides_and_experiments_apply() -> None:
     assert load_config("local", ["model.max_depth=3"]).model.max_depth == 3
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["model=no_such_model"], "model"),
-    (["model.max_depth=="], "invalid configuration"),
-    (["no_such_key=1"], "no_such_key"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model=no_such_model"], "model"),
+        (["model.max_depth=="], "invalid configuration"),
+        (["no_such_key=1"], "no_such_key"),
+    ],
+)
 def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         load_config("local", overrides)

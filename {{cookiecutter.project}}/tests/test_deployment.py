@@ -33,7 +33,9 @@ def test_each_version_gets_its_own_objects_image_model_and_path(tmp_path: Path) 
     container = pod["spec"]["containers"][0]
     assert container["image"] == "eu-docker.pkg.dev/p/r/taxi:0.2.0"
     assert {e["name"]: e["value"] for e in container["env"]} == {
-        "ARTIFACT_ROOT": "gs://bucket", "MODEL_VERSION": "0.2.0"}
+        "ARTIFACT_ROOT": "gs://bucket",
+        "MODEL_VERSION": "0.2.0",
+    }
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     selector = manifests["Deployment"]["spec"]["selector"]["matchLabels"]
     assert manifests["Service"]["spec"]["selector"] == selector == pod["metadata"]["labels"]
@@ -47,4 +49,5 @@ def test_two_versions_never_share_an_object() -> None:
     first = deployment.render(names("0.1.0"), BASE)
     second = deployment.render(names("0.2.0"), BASE)
     assert {(m["kind"], m["metadata"]["name"]) for m in first}.isdisjoint(
-        {(m["kind"], m["metadata"]["name"]) for m in second})
+        {(m["kind"], m["metadata"]["name"]) for m in second}
+    )

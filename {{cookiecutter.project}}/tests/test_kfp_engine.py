@@ -28,9 +28,17 @@ def kfp_api() -> Iterator[KfpApiDouble]:
 
 
 def dev_config(artifact_root: Path, host: str, *overrides: str):
-    cfg = load_config("dev", [f"env.artifact_root={artifact_root}", f"env.kfp_host={host}",
-                              "+env.kfp_poll_seconds=0.01", "env.builder=none", *SMALL,
-                              *overrides])
+    cfg = load_config(
+        "dev",
+        [
+            f"env.artifact_root={artifact_root}",
+            f"env.kfp_host={host}",
+            "+env.kfp_poll_seconds=0.01",
+            "env.builder=none",
+            *SMALL,
+            *overrides,
+        ],
+    )
     cfg.release.user_clusters = {"0.1.0": [0, 1, 2, 3], "0.2.0": [4, 5, 6, 7]}
     return cfg
 
@@ -39,8 +47,9 @@ def context(cfg, root: Path, version: str) -> ReleaseContext:
     return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=root)
 
 
-def test_two_versions_deploy_side_by_side(kfp_api: KfpApiDouble, artifact_root: Path,
-                                          tmp_path: Path) -> None:
+def test_two_versions_deploy_side_by_side(
+    kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
+) -> None:
     cfg = dev_config(artifact_root, kfp_api.host)
     for version in ("0.1.0", "0.2.0"):
         deploy_workflows(context(cfg, tmp_path, version), SHA)
@@ -48,8 +57,11 @@ def test_two_versions_deploy_side_by_side(kfp_api: KfpApiDouble, artifact_root: 
     for workflow in ("training", "inference"):
         versions = kfp_api.pipeline_versions(f"{cfg.project}-{workflow}")
         # KFP's first upload makes an unnamed default version; ours are named by release.
-        assert [v["display_name"] for v in versions] == [f"{cfg.project}-{workflow}",
-                                                         "0.1.0", "0.2.0"]
+        assert [v["display_name"] for v in versions] == [
+            f"{cfg.project}-{workflow}",
+            "0.1.0",
+            "0.2.0",
+        ]
     for version, clusters in (("0.1.0", [0, 1, 2, 3]), ("0.2.0", [4, 5, 6, 7])):
         inference = kfp_api.recurring_run(f"{cfg.project}-inference-v{version}")
         training = kfp_api.recurring_run(f"{cfg.project}-training-v{version}")
@@ -59,28 +71,36 @@ def test_two_versions_deploy_side_by_side(kfp_api: KfpApiDouble, artifact_root: 
         assert training["trigger"]["cron_schedule"]["cron"] == cfg.schedules.training.cron
         assert inference["max_concurrency"] == 1 and inference["no_catchup"] is True
         version_id = inference["pipeline_version_reference"]["pipeline_version_id"]
-        uploaded = next(v for v in kfp_api.pipeline_versions(f"{cfg.project}-inference")
-                        if v["pipeline_version_id"] == version_id)
+        uploaded = next(
+            v
+            for v in kfp_api.pipeline_versions(f"{cfg.project}-inference")
+            if v["pipeline_version_id"] == version_id
+        )
         assert uploaded["display_name"] == version
         defaults = uploaded["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
         assert defaults["version"]["defaultValue"] == version
-        images = {e["container"]["image"]
-                  for e in uploaded["pipeline_spec"]["deploymentSpec"]["executors"].values()}
+        images = {
+            e["container"]["image"]
+            for e in uploaded["pipeline_spec"]["deploymentSpec"]["executors"].values()
+        }
         assert images == {f"{cfg.env.registry}/{cfg.project}:{version}"}
     experiments = {e["display_name"] for e in kfp_api.state.experiments.values()}
     assert experiments == {f"{cfg.project}-dev"}
 
 
-def test_the_uploaded_training_spec_runs_locally(kfp_api: KfpApiDouble, artifact_root: Path,
-                                                 tmp_path: Path) -> None:
+def test_the_uploaded_training_spec_runs_locally(
+    kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
+) -> None:
     """The YAML Kubeflow Pipelines received is the YAML that is tested."""
     cfg = dev_config(artifact_root, kfp_api.host)
     ctx = context(cfg, tmp_path, "0.1.0")
     deploy_workflows(ctx, SHA)
-    uploaded = next(v for v in kfp_api.pipeline_versions(f"{cfg.project}-training")
-                    if v["display_name"] == "0.1.0")["pipeline_spec"]
-    assert yaml.safe_load((artifact_root / "workflows/0.1.0/training.yaml").read_text()) \
-        == uploaded
+    uploaded = next(
+        v
+        for v in kfp_api.pipeline_versions(f"{cfg.project}-training")
+        if v["display_name"] == "0.1.0"
+    )["pipeline_spec"]
+    assert yaml.safe_load((artifact_root / "workflows/0.1.0/training.yaml").read_text()) == uploaded
     local = LocalEngine(ctx.store, tmp_path / ".kfp-local")
     output = local.run(ctx.names, "training", yaml.safe_dump(uploaded), {}, 600)
     assert output.endswith("models/0.1.0/model.pkl")
@@ -88,7 +108,8 @@ def test_the_uploaded_training_spec_runs_locally(kfp_api: KfpApiDouble, artifact
 
 
 def test_redeploy_is_a_no_op_and_a_changed_pipeline_is_refused(
-        kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path) -> None:
+    kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
+) -> None:
     cfg = dev_config(artifact_root, kfp_api.host)
     deploy_workflows(context(cfg, tmp_path, "0.1.0"), SHA)
     posts = [r for r in kfp_api.state.requests if r[0] == "POST"]
@@ -102,8 +123,9 @@ def test_redeploy_is_a_no_op_and_a_changed_pipeline_is_refused(
     assert [r for r in kfp_api.state.requests if r[0] == "POST"] == posts
 
 
-def test_retire_and_rollback_flip_recurring_runs(kfp_api: KfpApiDouble, artifact_root: Path,
-                                                 tmp_path: Path) -> None:
+def test_retire_and_rollback_flip_recurring_runs(
+    kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
+) -> None:
     cfg = dev_config(artifact_root, kfp_api.host)
     for version in ("0.1.0", "0.2.0"):
         deploy_workflows(context(cfg, tmp_path, version), SHA)
@@ -112,20 +134,25 @@ def test_retire_and_rollback_flip_recurring_runs(kfp_api: KfpApiDouble, artifact
         return {r["display_name"]: r["mode"] for r in kfp_api.state.recurring_runs.values()}
 
     retire(context(cfg, tmp_path, "0.2.0"), "0.1.0")
-    assert modes() == {f"{cfg.project}-training-v0.1.0": "DISABLE",
-                       f"{cfg.project}-inference-v0.1.0": "DISABLE",
-                       f"{cfg.project}-training-v0.2.0": "ENABLE",
-                       f"{cfg.project}-inference-v0.2.0": "ENABLE"}
+    assert modes() == {
+        f"{cfg.project}-training-v0.1.0": "DISABLE",
+        f"{cfg.project}-inference-v0.1.0": "DISABLE",
+        f"{cfg.project}-training-v0.2.0": "ENABLE",
+        f"{cfg.project}-inference-v0.2.0": "ENABLE",
+    }
     rollback(context(cfg, tmp_path, "0.2.0"), "0.1.0")
-    assert modes() == {f"{cfg.project}-training-v0.1.0": "ENABLE",
-                       f"{cfg.project}-inference-v0.1.0": "ENABLE",
-                       f"{cfg.project}-training-v0.2.0": "DISABLE",
-                       f"{cfg.project}-inference-v0.2.0": "DISABLE"}
+    assert modes() == {
+        f"{cfg.project}-training-v0.1.0": "ENABLE",
+        f"{cfg.project}-inference-v0.1.0": "ENABLE",
+        f"{cfg.project}-training-v0.2.0": "DISABLE",
+        f"{cfg.project}-inference-v0.2.0": "DISABLE",
+    }
     assert len(kfp_api.state.recurring_runs) == 4  # disabled, never deleted
 
 
 def test_a_failed_adhoc_run_stops_the_release_before_any_schedule(
-        kfp_api: KfpApiDouble, artifact_root: Path, git_repo: Path) -> None:
+    kfp_api: KfpApiDouble, artifact_root: Path, git_repo: Path
+) -> None:
     subprocess.run(["git", "checkout", "-q", "-b", "develop"], cwd=git_repo, check=True)
     cfg = dev_config(artifact_root, kfp_api.host)
     kfp_api.state.fail_runs_with = "train-model: OOMKilled"

@@ -40,6 +40,10 @@ def test_models_beat_a_constant_guess_and_predict_per_trip() -> None:
         model, metrics = fit_and_evaluate(features, {"_target_": target}, 0.2, 0)
         assert metrics[MAIN_METRIC] < 0.6 * baseline
         predictions = predict(model, features.head(10), "1.0.0")
-        assert list(predictions.columns) == ["trip_id", "user_cluster", "eta_minutes",
-                                             "model_version"]
+        assert list(predictions.columns) == [
+            "trip_id",
+            "user_cluster",
+            "eta_minutes",
+            "model_version",
+        ]
         assert (predictions.model_version == "1.0.0").all()

@@ -5,8 +5,13 @@ from {{ cookiecutter.package }}.release.names import InvalidVersionError, Releas
 
 @pytest.fixture
 def names() -> ReleaseNames:
-    return ReleaseNames(project="taxi", version="1.2.0", feature_version="1.1.0",
-                        artifact_root="gs://bucket", registry="eu-docker.pkg.dev/p/r")
+    return ReleaseNames(
+        project="taxi",
+        version="1.2.0",
+        feature_version="1.1.0",
+        artifact_root="gs://bucket",
+        registry="eu-docker.pkg.dev/p/r",
+    )
 
 
 def test_every_versioned_name_follows_the_contract(names: ReleaseNames) -> None:

@@ -38,8 +38,9 @@ def test_compiled_pipelines_run_in_the_versions_image(cfg, tmp_path: Path) -> No
         assert defaults["version"]["defaultValue"] == cfg.version
 
 
-def test_training_creates_features_model_and_metadata(cfg, tmp_path: Path,
-                                                      artifact_root: Path) -> None:
+def test_training_creates_features_model_and_metadata(
+    cfg, tmp_path: Path, artifact_root: Path
+) -> None:
     ctx = context(cfg, tmp_path)
     train_adhoc(ctx, SHA)
     names = ctx.names
@@ -59,8 +60,9 @@ def test_training_creates_features_model_and_metadata(cfg, tmp_path: Path,
     assert snapshot(artifact_root) == before
 
 
-def test_publishing_over_a_released_model_is_refused(cfg, tmp_path: Path,
-                                                     artifact_root: Path) -> None:
+def test_publishing_over_a_released_model_is_refused(
+    cfg, tmp_path: Path, artifact_root: Path
+) -> None:
     ctx = context(cfg, tmp_path)
     train_adhoc(ctx, SHA)
     before = snapshot(artifact_root)
@@ -77,8 +79,15 @@ def test_pinned_feature_version_is_reused(cfg, tmp_path: Path, artifact_root: Pa
     features = artifact_root / first.names.features_key()
     created = features.stat().st_mtime_ns
     # The next release's checkout: version bumped, features pinned to the previous version.
-    pinned = load_config("local", [f"env.artifact_root={artifact_root}", "data.n_trips=600",
-                                   "model=ridge", f"features.version={cfg.version}"])
+    pinned = load_config(
+        "local",
+        [
+            f"env.artifact_root={artifact_root}",
+            "data.n_trips=600",
+            "model=ridge",
+            f"features.version={cfg.version}",
+        ],
+    )
     pinned.version = "99.0.0"
     second = context(pinned, tmp_path)
     assert second.names.feature_version == cfg.version
@@ -89,8 +98,9 @@ def test_pinned_feature_version_is_reused(cfg, tmp_path: Path, artifact_root: Pa
     assert metadata["feature_version"] == cfg.version
 
 
-def test_deployed_inference_writes_only_under_its_version(cfg, tmp_path: Path,
-                                                          artifact_root: Path) -> None:
+def test_deployed_inference_writes_only_under_its_version(
+    cfg, tmp_path: Path, artifact_root: Path
+) -> None:
     cfg.release.user_clusters = {cfg.version: [1, 2]}
     ctx = context(cfg, tmp_path)
     train_adhoc(ctx, SHA)

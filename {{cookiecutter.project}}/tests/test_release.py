@@ -19,12 +19,18 @@ def context(cfg, repo: Path, version: str | None = None) -> ReleaseContext:
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-                          cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def test_release_creates_every_resource_then_refuses_to_repeat(
-        cfg, git_repo: Path, artifact_root: Path, monkeypatch, capsys) -> None:
+    cfg, git_repo: Path, artifact_root: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.setenv("GIT_AUTHOR_NAME", "T")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "T")
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@example.com")
@@ -45,8 +51,9 @@ def test_release_creates_every_resource_then_refuses_to_repeat(
     assert snapshot(artifact_root) == before
 
 
-def test_dry_run_prints_the_plan_and_changes_nothing(cfg, git_repo: Path, artifact_root: Path,
-                                                     capsys) -> None:
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    cfg, git_repo: Path, artifact_root: Path, capsys
+) -> None:
     release(context(cfg, git_repo), dry_run=True)
     out = capsys.readouterr().out
     assert "will be created" in out and "dry run: nothing was changed" in out
@@ -82,8 +89,9 @@ def test_keep_live_retire_and_rollback(cfg, git_repo: Path) -> None:
 
     def live() -> list[str]:
         ctx = context(cfg, git_repo)
-        return [v for v in versions
-                if all(s.enabled for s in ctx.engine.schedules(names_for(cfg, v)))]
+        return [
+            v for v in versions if all(s.enabled for s in ctx.engine.schedules(names_for(cfg, v)))
+        ]
 
     assert live() == ["1.1.0", "1.2.0"]  # keep_live: 2
     retire(context(cfg, git_repo), "1.2.0")
@@ -95,7 +103,8 @@ def test_keep_live_retire_and_rollback(cfg, git_repo: Path) -> None:
 
 
 def test_redeploying_a_version_is_a_no_op_and_a_changed_pipeline_is_refused(
-        cfg, git_repo: Path, artifact_root: Path) -> None:
+    cfg, git_repo: Path, artifact_root: Path
+) -> None:
     sha = git(git_repo, "rev-parse", "HEAD")
     deploy_workflows(context(cfg, git_repo), sha)
     before = snapshot(artifact_root)

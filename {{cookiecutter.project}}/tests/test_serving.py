@@ -22,8 +22,9 @@ def release_model(root: Path, version: str, model: dict, tmp_path: Path) -> Rele
     steps.ensure_features(names, 600, 1, [7, 8, 9])
     model_path = tmp_path / f"model-{version}.pkl"
     metrics = steps.train_and_evaluate(names, model, 0.2, 1, str(model_path))
-    steps.publish_model(names, str(model_path), metrics, "abc",
-                        {"features": {"rush_hours": [7, 8, 9]}})
+    steps.publish_model(
+        names, str(model_path), metrics, "abc", {"features": {"rush_hours": [7, 8, 9]}}
+    )
     return names
 
 
@@ -37,17 +38,20 @@ def free_port() -> int:
 def servers(tmp_path: Path) -> Iterator[dict[str, str]]:
     root = tmp_path / "artifacts"
     versions = {
-        "1.0.0": release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"},
-                               tmp_path),
-        "2.0.0": release_model(root, "2.0.0", {
-            "_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_iter": 50},
-            tmp_path),
+        "1.0.0": release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, tmp_path),
+        "2.0.0": release_model(
+            root,
+            "2.0.0",
+            {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_iter": 50},
+            tmp_path,
+        ),
     }
     running, urls = [], {}
     for version, names in versions.items():
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(names), host="127.0.0.1", port=port,
-                                               log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(names), host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         running.append((server, thread))
@@ -84,16 +88,20 @@ def test_each_version_answers_at_its_own_endpoint(servers: dict[str, str]) -> No
     assert all(5 < eta < 60 for eta in answers.values())
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"trips": [{**TRIP, "pickup_hour": 24}]}, "pickup_hour"),
-    ({"trips": [{**TRIP, "distance_km": -1}]}, "distance_km"),
-    ({"trips": [{k: v for k, v in TRIP.items() if k != "weekday"}]}, "weekday"),
-    ({"trips": [{**TRIP, "surge": 2}]}, "surge"),
-    ({"trips": []}, "trips"),
-    ({"rides": [TRIP]}, "trips"),
-])
-def test_bad_requests_get_422_naming_the_field(servers: dict[str, str], payload: dict,
-                                              field: str) -> None:
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"trips": [{**TRIP, "pickup_hour": 24}]}, "pickup_hour"),
+        ({"trips": [{**TRIP, "distance_km": -1}]}, "distance_km"),
+        ({"trips": [{k: v for k, v in TRIP.items() if k != "weekday"}]}, "weekday"),
+        ({"trips": [{**TRIP, "surge": 2}]}, "surge"),
+        ({"trips": []}, "trips"),
+        ({"rides": [TRIP]}, "trips"),
+    ],
+)
+def test_bad_requests_get_422_naming_the_field(
+    servers: dict[str, str], payload: dict, field: str
+) -> None:
     response = httpx.post(f"{servers['1.0.0']}/v1.0.0/predict", json=payload)
     assert response.status_code == 422
     assert any(field in detail["loc"] for detail in response.json()["detail"])

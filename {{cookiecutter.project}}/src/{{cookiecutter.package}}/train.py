@@ -17,18 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.config import CONF_DIR, to_plain
-from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
+from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.train import fit_and_evaluate
 
 
 def run_experiment(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict:
     """Train and evaluate the configured model; write model.pkl and metadata.json."""
-    features = build_features(make_trips(cfg.data.n_trips, cfg.data.seed),
-                              cfg.features.rush_hours)
-    model, metrics = fit_and_evaluate(features, to_plain(cfg)["model"],
-                                      cfg.data.test_fraction, cfg.data.seed)
+    features = build_features(make_trips(cfg.data.n_trips, cfg.data.seed), cfg.features.rush_hours)
+    model, metrics = fit_and_evaluate(
+        features, to_plain(cfg)["model"], cfg.data.test_fraction, cfg.data.seed
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "model.pkl").write_bytes(pickle.dumps(model))
     metadata = {

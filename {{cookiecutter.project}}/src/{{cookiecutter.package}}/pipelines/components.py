@@ -10,8 +10,15 @@ version runs in that version's image.
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 
-def build_features(project: str, version: str, feature_version: str, artifact_root: str,
-                   n_trips: int, seed: int, rush_hours: list) -> str:
+def build_features(
+    project: str,
+    version: str,
+    feature_version: str,
+    artifact_root: str,
+    n_trips: int,
+    seed: int,
+    rush_hours: list,
+) -> str:
     from {{ cookiecutter.package }}.pipelines import steps
     from {{ cookiecutter.package }}.release.names import ReleaseNames
 
@@ -19,9 +26,17 @@ def build_features(project: str, version: str, feature_version: str, artifact_ro
     return steps.ensure_features(names, n_trips, seed, rush_hours)
 
 
-def train_model(project: str, version: str, feature_version: str, artifact_root: str,
-                model_config: str, test_fraction: float, seed: int, model: Output[Model],
-                metrics: Output[Metrics]) -> dict:
+def train_model(
+    project: str,
+    version: str,
+    feature_version: str,
+    artifact_root: str,
+    model_config: str,
+    test_fraction: float,
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> dict:
     """Fit and evaluate in one task: both need scikit-learn, which takes seconds to import."""
     import json
 
@@ -29,15 +44,24 @@ def train_model(project: str, version: str, feature_version: str, artifact_root:
     from {{ cookiecutter.package }}.release.names import ReleaseNames
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
-    scores = steps.train_and_evaluate(names, json.loads(model_config), test_fraction, seed,
-                                      model.path)
+    scores = steps.train_and_evaluate(
+        names, json.loads(model_config), test_fraction, seed, model.path
+    )
     for name, value in scores.items():
         metrics.log_metric(name, value)
     return scores
 
 
-def publish_model(project: str, version: str, feature_version: str, artifact_root: str,
-                  model: Input[Model], metrics: dict, git_sha: str, config: str) -> str:
+def publish_model(
+    project: str,
+    version: str,
+    feature_version: str,
+    artifact_root: str,
+    model: Input[Model],
+    metrics: dict,
+    git_sha: str,
+    config: str,
+) -> str:
     import json
 
     from {{ cookiecutter.package }}.pipelines import steps
@@ -47,15 +71,22 @@ def publish_model(project: str, version: str, feature_version: str, artifact_roo
     return steps.publish_model(names, model.path, metrics, git_sha, json.loads(config))
 
 
-def make_batch_features(n_trips: int, seed: int, rush_hours: list, user_clusters: list,
-                        features: Output[Dataset]) -> int:
+def make_batch_features(
+    n_trips: int, seed: int, rush_hours: list, user_clusters: list, features: Output[Dataset]
+) -> int:
     from {{ cookiecutter.package }}.pipelines import steps
 
     return steps.make_batch_features(n_trips, seed, rush_hours, user_clusters, features.path)
 
 
-def predict_batch(project: str, version: str, feature_version: str, artifact_root: str,
-                  run_id: str, features: Input[Dataset]) -> str:
+def predict_batch(
+    project: str,
+    version: str,
+    feature_version: str,
+    artifact_root: str,
+    run_id: str,
+    features: Input[Dataset],
+) -> str:
     from {{ cookiecutter.package }}.pipelines import steps
     from {{ cookiecutter.package }}.release.names import ReleaseNames
 

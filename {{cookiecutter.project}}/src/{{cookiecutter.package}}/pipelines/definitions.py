@@ -36,20 +36,40 @@ def components_for(image: str) -> SimpleNamespace:
 def training_pipeline(names: ReleaseNames, image: str):
     ops = components_for(image)
 
-    @dsl.pipeline(name=names.pipeline_name("training"),
-                  description=f"Features and model of version {names.version}")
-    def training(project: str, version: str, feature_version: str, artifact_root: str,
-                 n_trips: int, seed: int, rush_hours: list, model_config: str,
-                 test_fraction: float, git_sha: str, config: str) -> str:
-        release = dict(project=project, version=version, feature_version=feature_version,
-                       artifact_root=artifact_root)
-        features = ops.build_features(**release, n_trips=n_trips, seed=seed,
-                                      rush_hours=rush_hours)
-        trained = ops.train_model(**release, model_config=model_config,
-                                  test_fraction=test_fraction, seed=seed).after(features)
-        published = ops.publish_model(**release, model=trained.outputs["model"],
-                                      metrics=trained.outputs["Output"], git_sha=git_sha,
-                                      config=config)
+    @dsl.pipeline(
+        name=names.pipeline_name("training"),
+        description=f"Features and model of version {names.version}",
+    )
+    def training(
+        project: str,
+        version: str,
+        feature_version: str,
+        artifact_root: str,
+        n_trips: int,
+        seed: int,
+        rush_hours: list,
+        model_config: str,
+        test_fraction: float,
+        git_sha: str,
+        config: str,
+    ) -> str:
+        release = dict(
+            project=project,
+            version=version,
+            feature_version=feature_version,
+            artifact_root=artifact_root,
+        )
+        features = ops.build_features(**release, n_trips=n_trips, seed=seed, rush_hours=rush_hours)
+        trained = ops.train_model(
+            **release, model_config=model_config, test_fraction=test_fraction, seed=seed
+        ).after(features)
+        published = ops.publish_model(
+            **release,
+            model=trained.outputs["model"],
+            metrics=trained.outputs["Output"],
+            git_sha=git_sha,
+            config=config,
+        )
         return published.output
 
     return training
@@ -58,17 +78,32 @@ def training_pipeline(names: ReleaseNames, image: str):
 def inference_pipeline(names: ReleaseNames, image: str):
     ops = components_for(image)
 
-    @dsl.pipeline(name=names.pipeline_name("inference"),
-                  description=f"Batch predictions of version {names.version}")
-    def inference(project: str, version: str, feature_version: str, artifact_root: str,
-                  n_trips: int, seed: int, rush_hours: list, user_clusters: list,
-                  run_id: str) -> str:
-        batch = ops.make_batch_features(n_trips=n_trips, seed=seed, rush_hours=rush_hours,
-                                        user_clusters=user_clusters)
-        predicted = ops.predict_batch(project=project, version=version,
-                                      feature_version=feature_version,
-                                      artifact_root=artifact_root, run_id=run_id,
-                                      features=batch.outputs["features"])
+    @dsl.pipeline(
+        name=names.pipeline_name("inference"),
+        description=f"Batch predictions of version {names.version}",
+    )
+    def inference(
+        project: str,
+        version: str,
+        feature_version: str,
+        artifact_root: str,
+        n_trips: int,
+        seed: int,
+        rush_hours: list,
+        user_clusters: list,
+        run_id: str,
+    ) -> str:
+        batch = ops.make_batch_features(
+            n_trips=n_trips, seed=seed, rush_hours=rush_hours, user_clusters=user_clusters
+        )
+        predicted = ops.predict_batch(
+            project=project,
+            version=version,
+            feature_version=feature_version,
+            artifact_root=artifact_root,
+            run_id=run_id,
+            features=batch.outputs["features"],
+        )
         return predicted.output
 
     return inference
@@ -77,8 +112,9 @@ def inference_pipeline(names: ReleaseNames, image: str):
 PIPELINES = {"training": training_pipeline, "inference": inference_pipeline}
 
 
-def compile_workflow(workflow: Workflow, names: ReleaseNames, image: str,
-                     parameters: dict[str, Any]) -> str:
+def compile_workflow(
+    workflow: Workflow, names: ReleaseNames, image: str, parameters: dict[str, Any]
+) -> str:
     """The pipeline spec YAML of `workflow` for this version, parameters as defaults."""
     pipeline = PIPELINES[workflow](names, image)
     with tempfile.TemporaryDirectory() as scratch:

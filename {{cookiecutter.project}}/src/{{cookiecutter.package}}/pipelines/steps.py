@@ -42,8 +42,10 @@ def load_model(names: ReleaseNames) -> Any:
     """The released model of `names.version` (its metadata must exist: released = complete)."""
     store = open_store(names.artifact_root)
     if not store.exists(names.model_metadata_key):
-        raise StoreError(f"no released model for version {names.version} "
-                                f"at {names.uri(names.model_metadata_key)}")
+        raise StoreError(
+            f"no released model for version {names.version} "
+            f"at {names.uri(names.model_metadata_key)}"
+        )
     return pickle.loads(store.read(names.model_key))
 
 
@@ -64,8 +66,9 @@ def ensure_features(names: ReleaseNames, n_trips: int, seed: int, rush_hours: li
     return "created"
 
 
-def train_and_evaluate(names: ReleaseNames, model_config: dict, test_fraction: float,
-                       seed: int, model_path: str) -> dict[str, float]:
+def train_and_evaluate(
+    names: ReleaseNames, model_config: dict, test_fraction: float, seed: int, model_path: str
+) -> dict[str, float]:
     """Fit on the train split of the version's features, pickle the model to `model_path`,
     return its metrics on the test split."""
     from {{ cookiecutter.package }}.ml.evaluate import evaluate
@@ -79,8 +82,9 @@ def train_and_evaluate(names: ReleaseNames, model_config: dict, test_fraction: f
     return evaluate(model, test_split)
 
 
-def publish_model(names: ReleaseNames, model_path: str, metrics: dict[str, float],
-                  git_sha: str, config: dict) -> str:
+def publish_model(
+    names: ReleaseNames, model_path: str, metrics: dict[str, float], git_sha: str, config: dict
+) -> str:
     """Write model.pkl, then metadata.json: the metadata is what makes the model released.
 
     A released model is never replaced (AlreadyExistsError). A model.pkl without metadata is
@@ -117,8 +121,9 @@ def new_run_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def make_batch_features(n_trips: int, seed: int, rush_hours: list[int],
-                        user_clusters: list[int], features_path: str) -> int:
+def make_batch_features(
+    n_trips: int, seed: int, rush_hours: list[int], user_clusters: list[int], features_path: str
+) -> int:
     """Features of one inference batch (only the selected user clusters; all when empty).
 
     A negative seed (the default of scheduled runs) draws a fresh batch each run.

@@ -58,8 +58,9 @@ class ReleaseContext:
     def for_version(self, version: str) -> ReleaseContext:
         """The same environment, for another version (store and engine shared)."""
         other = ReleaseContext.create(self.cfg, version)
-        other.__dict__.update({k: v for k, v in self.__dict__.items()
-                               if k in ("store", "git", "engine")})
+        other.__dict__.update(
+            {k: v for k, v in self.__dict__.items() if k in ("store", "git", "engine")}
+        )
         return other
 
     def plain_config(self) -> dict:

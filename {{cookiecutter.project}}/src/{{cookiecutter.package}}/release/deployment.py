@@ -28,8 +28,10 @@ def _versioned(document: dict[str, Any], names: ReleaseNames) -> dict[str, Any]:
         spec["template"]["metadata"]["labels"] = labels
         container = spec["template"]["spec"]["containers"][0]
         container["image"] = names.image
-        container["env"] = [{"name": "ARTIFACT_ROOT", "value": names.artifact_root},
-                            {"name": "MODEL_VERSION", "value": names.version}]
+        container["env"] = [
+            {"name": "ARTIFACT_ROOT", "value": names.artifact_root},
+            {"name": "MODEL_VERSION", "value": names.version},
+        ]
     elif kind == "Service":
         document["spec"]["selector"] = labels
     elif kind == "Ingress":
@@ -42,8 +44,10 @@ def _versioned(document: dict[str, Any], names: ReleaseNames) -> dict[str, Any]:
 
 def render(names: ReleaseNames, base: Path) -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
-    return [_versioned(yaml.safe_load((base / resource).read_text()), names)
-            for resource in kustomization["resources"]]
+    return [
+        _versioned(yaml.safe_load((base / resource).read_text()), names)
+        for resource in kustomization["resources"]
+    ]
 
 
 def write(names: ReleaseNames, base: Path, out_dir: Path) -> Path:

@@ -34,8 +34,14 @@ class Schedule:
 class Engine(Protocol):
     def check(self) -> None: ...
 
-    def run(self, names: ReleaseNames, workflow: Workflow, spec: str,
-            arguments: dict[str, Any], timeout_s: int) -> str:
+    def run(
+        self,
+        names: ReleaseNames,
+        workflow: Workflow,
+        spec: str,
+        arguments: dict[str, Any],
+        timeout_s: int,
+    ) -> str:
         """Run `spec` once, wait for it, return its output; raise ReleaseError on failure."""
 
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
@@ -61,14 +67,23 @@ class LocalEngine:
         except ImportError as error:
             raise ReleaseError(f"kfp local execution is unavailable: {error}") from error
 
-    def run(self, names: ReleaseNames, workflow: Workflow, spec: str,
-            arguments: dict[str, Any], timeout_s: int) -> str:
+    def run(
+        self,
+        names: ReleaseNames,
+        workflow: Workflow,
+        spec: str,
+        arguments: dict[str, Any],
+        timeout_s: int,
+    ) -> str:
         import kfp.local
         from kfp import components
 
         self.pipeline_root.mkdir(parents=True, exist_ok=True)
-        kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
-                       pipeline_root=str(self.pipeline_root.resolve()), raise_on_error=True)
+        kfp.local.init(
+            runner=kfp.local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(self.pipeline_root.resolve()),
+            raise_on_error=True,
+        )
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / f"{workflow}.yaml"
             path.write_text(spec)
@@ -76,8 +91,9 @@ class LocalEngine:
         try:
             task = pipeline(**arguments)
         except RuntimeError as error:
-            raise ReleaseError(f"{names.pipeline_name(workflow)} {names.version} failed: "
-                               f"{error}") from error
+            raise ReleaseError(
+                f"{names.pipeline_name(workflow)} {names.version} failed: {error}"
+            ) from error
         return str(task.output)
 
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
@@ -101,11 +117,11 @@ class LocalEngine:
         self._save(names, flipped, create=False)
 
     def _save(self, names: ReleaseNames, schedules: list[Schedule], create: bool) -> None:
-        record = json.dumps({"version": names.version,
-                             "schedules": [asdict(s) for s in schedules]}, indent=2)
+        record = json.dumps(
+            {"version": names.version, "schedules": [asdict(s) for s in schedules]}, indent=2
+        )
         if create:
             self.store.write_text(names.schedules_key, record)
         else:
             # Schedule state is the one mutable record: retire/rollback flip it.
             self.store.replace(names.schedules_key, record.encode())
-

@@ -14,14 +14,14 @@ class Git:
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         try:
-            result = subprocess.run(["git", *args], cwd=self.repo, capture_output=True,
-                                    text=True)
+            result = subprocess.run(["git", *args], cwd=self.repo, capture_output=True, text=True)
         except FileNotFoundError:
             raise ReleaseError("git is not installed") from None
         if check and result.returncode != 0:
             message = result.stderr.strip().splitlines()
-            raise ReleaseError(f"git {' '.join(args)} failed: "
-                               f"{message[0] if message else result.returncode}")
+            raise ReleaseError(
+                f"git {' '.join(args)} failed: {message[0] if message else result.returncode}"
+            )
         return result
 
     def branch(self) -> str:
@@ -35,8 +35,9 @@ class Git:
         return [line[3:] for line in lines.splitlines() if line.strip()]
 
     def tag_commit(self, tag: str) -> str | None:
-        result = self._run("rev-parse", "-q", "--verify", "refs/tags/" + tag + "^{commit}",
-                           check=False)
+        result = self._run(
+            "rev-parse", "-q", "--verify", "refs/tags/" + tag + "^{commit}", check=False
+        )
         return result.stdout.strip() or None
 
     def create_tag(self, tag: str, message: str) -> None:

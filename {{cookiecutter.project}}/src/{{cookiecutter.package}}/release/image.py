@@ -30,13 +30,20 @@ class ImageState:
     labels: dict | None = None
 
 
-def _run(command: list[str], check: bool = True, quiet: bool = True,
-         timeout: int | None = None, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: list[str],
+    check: bool = True,
+    quiet: bool = True,
+    timeout: int | None = None,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, capture_output=quiet, text=True, timeout=timeout, cwd=cwd)
     if check and result.returncode != 0:
         detail = (result.stderr or "").strip().splitlines()
-        raise ReleaseError(f"`{shlex.join(command[:3])} ...` failed: "
-                           f"{detail[-1] if detail else 'exit ' + str(result.returncode)}")
+        raise ReleaseError(
+            f"`{shlex.join(command[:3])} ...` failed: "
+            f"{detail[-1] if detail else 'exit ' + str(result.returncode)}"
+        )
     return result
 
 
@@ -46,8 +53,9 @@ def find_builder(preference: str) -> str | None:
         return None
     if preference != "auto":
         if preference not in BUILDERS:
-            raise ReleaseError(f"unknown builder {preference!r}: use auto, none, "
-                               f"{', '.join(BUILDERS)}")
+            raise ReleaseError(
+                f"unknown builder {preference!r}: use auto, none, {', '.join(BUILDERS)}"
+            )
         if shutil.which(preference) is None:
             raise ReleaseError(f"builder {preference} is not installed")
         return preference
@@ -74,8 +82,11 @@ def _labels_of(ctx: ReleaseContext, builder: str, reference: str) -> dict | None
         pulled = _run([builder, "pull", *_tls_flags(ctx, builder), reference], check=False)
         if pulled.returncode != 0:
             return None
-    command = ([builder, "inspect", "--type", "image", reference] if builder == "buildah"
-               else [builder, "image", "inspect", reference])
+    command = (
+        [builder, "inspect", "--type", "image", reference]
+        if builder == "buildah"
+        else [builder, "image", "inspect", reference]
+    )
     result = _run(command, check=False)
     if result.returncode != 0:
         return None
@@ -105,8 +116,11 @@ def build_command(ctx: ReleaseContext, builder: str, rev: str) -> list[str]:
     base = str(ctx.cfg.env.get("base_image") or "")
     if base:
         command += ["--build-arg", f"BASE_IMAGE={base}"]
-    for key, value in {VERSION_LABEL: names.version, REVISION_LABEL: rev,
-                       SOURCE_LABEL: names.project}.items():
+    for key, value in {
+        VERSION_LABEL: names.version,
+        REVISION_LABEL: rev,
+        SOURCE_LABEL: names.project,
+    }.items():
         command += ["--label", f"{key}={value}"]
     command += ["-t", names.image, "-t", names.image_for_revision(rev), "."]
     return command
@@ -136,8 +150,10 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
         return names.image
     commands = [build_command(ctx, builder, rev)]
     if names.registry:
-        commands += [[builder, "push", *_tls_flags(ctx, builder), tag]
-                     for tag in (names.image, names.image_for_revision(rev))]
+        commands += [
+            [builder, "push", *_tls_flags(ctx, builder), tag]
+            for tag in (names.image, names.image_for_revision(rev))
+        ]
     for command in commands:
         print(f"$ {shlex.join(command)}")
         if not dry_run:

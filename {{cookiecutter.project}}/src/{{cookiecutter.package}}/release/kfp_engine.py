@@ -28,8 +28,7 @@ FINISHED = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED"}
 
 
 def _equals(key: str, value: str) -> str:
-    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key,
-                                       "stringValue": value}]})
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
 
 
 @contextmanager
@@ -51,16 +50,17 @@ class KfpEngine:
     def from_config(cls, cfg: Any) -> KfpEngine:
         host = str(cfg.env.kfp_host or "")
         if not host:
-            raise ReleaseError(f"no Kubeflow Pipelines host for {cfg.env.name}: set KFP_HOST "
-                               f"or env.kfp_host in conf/env/{cfg.env.name}.yaml")
+            raise ReleaseError(
+                f"no Kubeflow Pipelines host for {cfg.env.name}: set KFP_HOST "
+                f"or env.kfp_host in conf/env/{cfg.env.name}.yaml"
+            )
         import kfp
 
         try:
             client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"))
         except Exception as error:  # kfp raises many types while connecting
             raise ReleaseError(f"cannot reach Kubeflow Pipelines at {host}: {error}") from error
-        return cls(client, str(cfg.env.experiment),
-                   float(cfg.env.get("kfp_poll_seconds", 10.0)))
+        return cls(client, str(cfg.env.experiment), float(cfg.env.get("kfp_poll_seconds", 10.0)))
 
     def check(self) -> None:
         try:
@@ -70,8 +70,7 @@ class KfpEngine:
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            self._experiment_id = str(self.client.create_experiment(self.experiment)
-                                      .experiment_id)
+            self._experiment_id = str(self.client.create_experiment(self.experiment).experiment_id)
         return self._experiment_id
 
     # -- pipeline versions ---------------------------------------------------------------
@@ -79,8 +78,12 @@ class KfpEngine:
         return self.client.get_pipeline_id(names.pipeline_name(workflow))
 
     def _version(self, pipeline_id: str, version: str) -> Any | None:
-        found = self.client.list_pipeline_versions(
-            pipeline_id, filter=_equals("display_name", version)).pipeline_versions or []
+        found = (
+            self.client.list_pipeline_versions(
+                pipeline_id, filter=_equals("display_name", version)
+            ).pipeline_versions
+            or []
+        )
         return next((v for v in found if v.display_name == version), None)
 
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
@@ -92,30 +95,45 @@ class KfpEngine:
                 # KFP quirk: the first upload creates the pipeline with an unnamed default
                 # version; the release's own version is uploaded next to it.
                 pipeline_id = self.client.upload_pipeline(
-                    path, pipeline_name=pipeline_name,
-                    description=f"{workflow} pipeline of {names.project}").pipeline_id
+                    path,
+                    pipeline_name=pipeline_name,
+                    description=f"{workflow} pipeline of {names.project}",
+                ).pipeline_id
             existing = self._version(pipeline_id, names.pipeline_version_name)
             if existing is not None:
                 if existing.pipeline_spec != yaml.safe_load(spec):
                     raise ReleaseError(
                         f"pipeline version {pipeline_name}/{names.pipeline_version_name} exists "
                         "with a different spec: a released pipeline never changes, bump the "
-                        "version")
+                        "version"
+                    )
                 return str(existing.pipeline_version_id)
             # KFP quirk: a version name can be uploaded only once (checked just above).
             created = self.client.upload_pipeline_version(
-                path, pipeline_version_name=names.pipeline_version_name,
-                pipeline_id=pipeline_id, description=f"release {names.version}")
+                path,
+                pipeline_version_name=names.pipeline_version_name,
+                pipeline_id=pipeline_id,
+                description=f"release {names.version}",
+            )
             return str(created.pipeline_version_id)
 
     # -- one-off runs --------------------------------------------------------------------
-    def run(self, names: ReleaseNames, workflow: Workflow, spec: str,
-            arguments: dict[str, Any], timeout_s: int) -> str:
+    def run(
+        self,
+        names: ReleaseNames,
+        workflow: Workflow,
+        spec: str,
+        arguments: dict[str, Any],
+        timeout_s: int,
+    ) -> str:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         with _spec_file(spec) as path:
-            run = self.client.run_pipeline(self.experiment_id(),
-                                           names.adhoc_run_name(workflow, stamp),
-                                           pipeline_package_path=path, params=arguments)
+            run = self.client.run_pipeline(
+                self.experiment_id(),
+                names.adhoc_run_name(workflow, stamp),
+                pipeline_package_path=path,
+                params=arguments,
+            )
         run_id = str(run.run_id)
         print(f"submitted {names.adhoc_run_name(workflow, stamp)} (run {run_id})")
         deadline = time.monotonic() + timeout_s
@@ -134,8 +152,10 @@ class KfpEngine:
         if state != "SUCCEEDED":
             error = getattr(run, "error", None)
             message = getattr(error, "message", None) or "no error message"
-            raise ReleaseError(f"{names.pipeline_name(workflow)} {names.version} run {run_id} "
-                               f"ended {state}: {message}")
+            raise ReleaseError(
+                f"{names.pipeline_name(workflow)} {names.version} run {run_id} "
+                f"ended {state}: {message}"
+            )
         return run_id
 
     # -- recurring runs ------------------------------------------------------------------
@@ -144,7 +164,8 @@ class KfpEngine:
         for workflow in WORKFLOWS:
             name = names.recurring_run_name(workflow)
             response = self.client.list_recurring_runs(
-                experiment_id=self.experiment_id(), filter=_equals("display_name", name))
+                experiment_id=self.experiment_id(), filter=_equals("display_name", name)
+            )
             found += [r for r in response.recurring_runs or [] if r.display_name == name]
         return found
 
@@ -153,32 +174,48 @@ class KfpEngine:
         for run in self._recurring_runs(names):
             workflow = next(w for w in WORKFLOWS if names.recurring_run_name(w) == run.display_name)
             trigger = run.trigger
-            schedules.append(Schedule(
-                workflow=workflow, name=run.display_name,
-                enabled=str(run.mode).upper() == "ENABLE",
-                cron=trigger.cron_schedule.cron if trigger.cron_schedule else None,
-                interval_seconds=(int(trigger.periodic_schedule.interval_second)
-                                  if trigger.periodic_schedule else None),
-                parameters=dict(run.runtime_config.parameters or {}),
-                max_concurrency=int(run.max_concurrency or 1),
-                no_catchup=bool(run.no_catchup)))
+            schedules.append(
+                Schedule(
+                    workflow=workflow,
+                    name=run.display_name,
+                    enabled=str(run.mode).upper() == "ENABLE",
+                    cron=trigger.cron_schedule.cron if trigger.cron_schedule else None,
+                    interval_seconds=(
+                        int(trigger.periodic_schedule.interval_second)
+                        if trigger.periodic_schedule
+                        else None
+                    ),
+                    parameters=dict(run.runtime_config.parameters or {}),
+                    max_concurrency=int(run.max_concurrency or 1),
+                    no_catchup=bool(run.no_catchup),
+                )
+            )
         return schedules
 
     def create_schedules(self, names: ReleaseNames, schedules: list[Schedule]) -> None:
         for schedule in schedules:
             pipeline_id = self._pipeline_id(names, schedule.workflow)
-            version = self._version(pipeline_id, names.pipeline_version_name) if pipeline_id \
-                else None
+            version = (
+                self._version(pipeline_id, names.pipeline_version_name) if pipeline_id else None
+            )
             if version is None:
-                raise ReleaseError(f"{names.pipeline_name(schedule.workflow)} has no version "
-                                   f"{names.version}: deploy the workflows first")
+                raise ReleaseError(
+                    f"{names.pipeline_name(schedule.workflow)} has no version "
+                    f"{names.version}: deploy the workflows first"
+                )
             self.client.create_recurring_run(
-                self.experiment_id(), schedule.name,
+                self.experiment_id(),
+                schedule.name,
                 description=f"{schedule.workflow} of release {names.version}",
-                cron_expression=schedule.cron, interval_second=schedule.interval_seconds,
-                max_concurrency=schedule.max_concurrency, no_catchup=schedule.no_catchup,
-                params=schedule.parameters, pipeline_id=pipeline_id,
-                version_id=version.pipeline_version_id, enabled=schedule.enabled)
+                cron_expression=schedule.cron,
+                interval_second=schedule.interval_seconds,
+                max_concurrency=schedule.max_concurrency,
+                no_catchup=schedule.no_catchup,
+                params=schedule.parameters,
+                pipeline_id=pipeline_id,
+                version_id=version.pipeline_version_id,
+                enabled=schedule.enabled,
+            )
 
     def set_enabled(self, names: ReleaseNames, enabled: bool) -> None:
         runs = self._recurring_runs(names)

@@ -130,8 +130,9 @@ def names_for(cfg, version: str | None = None) -> ReleaseNames:
     named by its own version, and its model metadata records the feature version it used.
     """
     release_version = version or str(cfg.version)
-    feature_version = (str(cfg.features.version) if release_version == str(cfg.version)
-                       else release_version)
+    feature_version = (
+        str(cfg.features.version) if release_version == str(cfg.version) else release_version
+    )
     return ReleaseNames(
         project=str(cfg.project),
         version=release_version,

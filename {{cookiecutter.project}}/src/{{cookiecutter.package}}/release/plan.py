@@ -40,20 +40,36 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
     tag_commit = ctx.git.tag_commit(names.git_tag)
     builder_state = image.state(ctx)
     return [
-        Resource("tag", names.git_tag, tag_commit is not None,
-                 f"at {tag_commit[:12]}" if tag_commit else ""),
+        Resource(
+            "tag",
+            names.git_tag,
+            tag_commit is not None,
+            f"at {tag_commit[:12]}" if tag_commit else "",
+        ),
         Resource("image", builder_state.reference, builder_state.exists, builder_state.note),
-        Resource("features", names.uri(names.features_prefix),
-                 store.exists(names.features_key("train")),
-                 "" if names.feature_version == names.version
-                 else f"pinned feature version {names.feature_version}"),
+        Resource(
+            "features",
+            names.uri(names.features_prefix),
+            store.exists(names.features_key("train")),
+            ""
+            if names.feature_version == names.version
+            else f"pinned feature version {names.feature_version}",
+        ),
         Resource("model", names.uri(names.model_key), store.exists(names.model_metadata_key)),
-        *[Resource("workflow", names.uri(names.workflow_key(w)),
-                   store.exists(names.workflow_key(w))) for w in WORKFLOWS],
-        Resource("schedules", ", ".join(names.recurring_run_name(w) for w in WORKFLOWS),
-                 bool(ctx.engine.schedules(names))),
-        Resource("record", names.uri(names.release_record_key),
-                 store.exists(names.release_record_key)),
+        *[
+            Resource(
+                "workflow", names.uri(names.workflow_key(w)), store.exists(names.workflow_key(w))
+            )
+            for w in WORKFLOWS
+        ],
+        Resource(
+            "schedules",
+            ", ".join(names.recurring_run_name(w) for w in WORKFLOWS),
+            bool(ctx.engine.schedules(names)),
+        ),
+        Resource(
+            "record", names.uri(names.release_record_key), store.exists(names.release_record_key)
+        ),
     ]
 
 
@@ -75,23 +91,30 @@ def preflight(ctx: ReleaseContext) -> None:
     """Refuse before anything is touched: released, dirty, wrong branch, unreachable."""
     names = ctx.names
     if is_released(ctx):
-        raise ReleaseError(f"version {names.version} is already released on {ctx.env} "
-                           f"({names.uri(names.release_record_key)}); bump the version in "
-                           "pyproject.toml (e.g. `poetry version patch`)")
+        raise ReleaseError(
+            f"version {names.version} is already released on {ctx.env} "
+            f"({names.uri(names.release_record_key)}); bump the version in "
+            "pyproject.toml (e.g. `poetry version patch`)"
+        )
     dirty = ctx.git.dirty_paths()
     if dirty:
-        raise ReleaseError(f"working tree is not clean ({', '.join(dirty[:3])}"
-                           f"{' ...' if len(dirty) > 3 else ''}); commit or stash first")
+        raise ReleaseError(
+            f"working tree is not clean ({', '.join(dirty[:3])}"
+            f"{' ...' if len(dirty) > 3 else ''}); commit or stash first"
+        )
     branch = ctx.git.branch()
     allowed = [str(b) for b in ctx.cfg.env.allowed_branches]
     if not any(fnmatch.fnmatchcase(branch, pattern) for pattern in allowed):
-        raise ReleaseError(f"branch {branch!r} may not release to {ctx.env} "
-                           f"(allowed: {', '.join(allowed)})")
+        raise ReleaseError(
+            f"branch {branch!r} may not release to {ctx.env} (allowed: {', '.join(allowed)})"
+        )
     tag_commit = ctx.git.tag_commit(names.git_tag)
     head = ctx.git.head()
     if tag_commit is not None and tag_commit != head:
-        raise ReleaseError(f"tag {names.git_tag} already marks commit {tag_commit[:12]}, not "
-                           f"HEAD {head[:12]}: released code never changes, bump the version")
+        raise ReleaseError(
+            f"tag {names.git_tag} already marks commit {tag_commit[:12]}, not "
+            f"HEAD {head[:12]}: released code never changes, bump the version"
+        )
     try:
         ctx.store.check()
     except StoreError as error:
@@ -118,7 +141,7 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         timings[name] = round(time.perf_counter() - started, 3)
 
     step("tag", lambda: _tag(ctx, head))
-    built = {}
+    built: dict[str, str | None] = {}
     step("build", lambda: built.update(image=image.build(ctx)))
     step("train-adhoc", lambda: train_adhoc(ctx, head))
     step("deploy-workflow", lambda: deploy_workflows(ctx, head))
@@ -139,7 +162,8 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     }
     record["model"].pop("config", None)
     ctx.store.write_text(ctx.names.release_record_key, json.dumps(record, indent=2))
-    print(f"released {ctx.names.version} to {ctx.env}: {ctx.names.uri(ctx.names.release_record_key)}")
+    record_uri = ctx.names.uri(ctx.names.release_record_key)
+    print(f"released {ctx.names.version} to {ctx.env}: {record_uri}")
     return record
 
 

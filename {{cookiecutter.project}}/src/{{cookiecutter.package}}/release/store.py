@@ -114,9 +114,8 @@ class LocalStore(ArtifactStore):
             key = path.relative_to(self.path).as_posix()
             # Hidden names are temporary files of writes in flight, never artifacts.
             hidden = any(part.startswith(".") for part in key.split("/"))
-            if path.is_file() and not hidden:
-                if key.startswith(prefix):
-                    keys.append(key)
+            if path.is_file() and not hidden and key.startswith(prefix):
+                keys.append(key)
         return sorted(keys)
 
     def check(self) -> None:
@@ -173,7 +172,7 @@ class GCSStore(ArtifactStore):
 
     def list(self, prefix: str = "") -> list[str]:
         blobs = self.bucket.client.list_blobs(self.bucket, prefix=self.prefix + prefix)
-        return sorted(blob.name[len(self.prefix):] for blob in blobs)
+        return sorted(blob.name[len(self.prefix) :] for blob in blobs)
 
     def check(self) -> None:
         from google.api_core.exceptions import GoogleAPIError

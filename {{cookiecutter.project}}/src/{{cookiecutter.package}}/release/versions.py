@@ -12,15 +12,23 @@ from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.names import WORKFLOWS
 
 PREFIXES = ("models/", "workflows/", "releases/", "predictions/", "schedules/")
-COLUMNS = ("version", "image", "features", "model (mae)", "workflows", "schedules",
-           "predictions", "released")
+COLUMNS = (
+    "version",
+    "image",
+    "features",
+    "model (mae)",
+    "workflows",
+    "schedules",
+    "predictions",
+    "released",
+)
 
 
 def known_versions(ctx: ReleaseContext) -> list[str]:
     found = {ctx.names.version}
     for prefix in PREFIXES:
         for key in ctx.store.list(prefix):
-            found.add(key[len(prefix):].split("/")[0].removesuffix(".json"))
+            found.add(key[len(prefix) :].split("/")[0].removesuffix(".json"))
     valid = []
     for version in found:
         try:
@@ -32,8 +40,11 @@ def known_versions(ctx: ReleaseContext) -> list[str]:
 
 def row(ctx: ReleaseContext) -> dict[str, str]:
     names, store = ctx.names, ctx.store
-    metadata = (json.loads(store.read_text(names.model_metadata_key))
-                if store.exists(names.model_metadata_key) else None)
+    metadata = (
+        json.loads(store.read_text(names.model_metadata_key))
+        if store.exists(names.model_metadata_key)
+        else None
+    )
     feature_version = metadata["feature_version"] if metadata else names.feature_version
     features_key = replace(names, feature_version=feature_version).features_key("train")
     workflows = [w for w in WORKFLOWS if store.exists(names.workflow_key(w))]
@@ -46,10 +57,13 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
         "features": feature_version if store.exists(features_key) else "-",
         "model (mae)": f"{metadata['metrics']['mae']:.3f}" if metadata else "-",
         "workflows": ",".join(workflows) or "-",
-        "schedules": ",".join(f"{s.workflow}:{'on' if s.enabled else 'off'}"
-                              for s in schedules) or "-",
-        "predictions": (f"{len(predictions)} (last {predictions[-1].rsplit('/', 1)[-1]})"
-                        if predictions else "-"),
+        "schedules": ",".join(f"{s.workflow}:{'on' if s.enabled else 'off'}" for s in schedules)
+        or "-",
+        "predictions": (
+            f"{len(predictions)} (last {predictions[-1].rsplit('/', 1)[-1]})"
+            if predictions
+            else "-"
+        ),
         "released": "yes" if store.exists(names.release_record_key) else "-",
     }
 

@@ -50,8 +50,9 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
 def compile_spec(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> str:
     from {{ cookiecutter.package }}.pipelines.definitions import compile_workflow
 
-    return compile_workflow(workflow, ctx.names, ctx.names.image,
-                            workflow_parameters(ctx, workflow, git_sha))
+    return compile_workflow(
+        workflow, ctx.names, ctx.names.image, workflow_parameters(ctx, workflow, git_sha)
+    )
 
 
 def model_released(ctx: ReleaseContext) -> bool:
@@ -66,8 +67,7 @@ def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
         print(f"model {names.version} exists at {names.uri(names.model_key)}: nothing to train")
         return names.uri(names.model_key)
     features = "reuse" if ctx.store.exists(names.features_key("train")) else "create"
-    print(f"training {names.version} on {ctx.env} (features {names.feature_version}: "
-          f"{features})")
+    print(f"training {names.version} on {ctx.env} (features {names.feature_version}: {features})")
     spec = compile_spec(ctx, "training", git_sha)
     try:
         return ctx.engine.run(names, "training", spec, {}, RUN_TIMEOUT_S)
@@ -104,15 +104,26 @@ def planned_schedules(ctx: ReleaseContext) -> list[Schedule]:
     Inference runs get their user clusters explicitly: that is the A/B split of live versions.
     """
     cfg, names = ctx.cfg, ctx.names
-    common = {"enabled": True, "max_concurrency": int(cfg.schedules.max_concurrency),
-              "no_catchup": bool(cfg.schedules.no_catchup)}
     inference = workflow_parameters(ctx, "inference", "")
+    concurrency, no_catchup = int(cfg.schedules.max_concurrency), bool(cfg.schedules.no_catchup)
     return [
-        Schedule("training", names.recurring_run_name("training"),
-                 cron=str(cfg.schedules.training.cron), **common),
-        Schedule("inference", names.recurring_run_name("inference"),
-                 interval_seconds=int(cfg.schedules.inference.interval_seconds),
-                 parameters={"user_clusters": inference["user_clusters"]}, **common),
+        Schedule(
+            "training",
+            names.recurring_run_name("training"),
+            enabled=True,
+            cron=str(cfg.schedules.training.cron),
+            max_concurrency=concurrency,
+            no_catchup=no_catchup,
+        ),
+        Schedule(
+            "inference",
+            names.recurring_run_name("inference"),
+            enabled=True,
+            interval_seconds=int(cfg.schedules.inference.interval_seconds),
+            parameters={"user_clusters": inference["user_clusters"]},
+            max_concurrency=concurrency,
+            no_catchup=no_catchup,
+        ),
     ]
 
 
@@ -162,8 +173,10 @@ def run_inference(ctx: ReleaseContext, run_id: str = "") -> str:
     names = ctx.names
     key = names.workflow_key("inference")
     if not ctx.store.exists(key):
-        raise ReleaseError(f"version {names.version} has no deployed inference workflow "
-                           f"({names.uri(key)}); run `inv deploy-workflow` first")
+        raise ReleaseError(
+            f"version {names.version} has no deployed inference workflow "
+            f"({names.uri(key)}); run `inv deploy-workflow` first"
+        )
     arguments = {"run_id": run_id} if run_id else {}
     output = ctx.engine.run(names, "inference", ctx.store.read_text(key), arguments, 3600)
     print(f"predictions of {names.version}: {output}")

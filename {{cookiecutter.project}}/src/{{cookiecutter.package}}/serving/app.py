@@ -67,17 +67,24 @@ def create_app(names: ReleaseNames) -> FastAPI:
 
     @app.get("/version")
     def version() -> dict[str, Any]:
-        return {"version": names.version, "feature_version": metadata["feature_version"],
-                "metrics": metadata["metrics"], "git_sha": metadata["git_sha"]}
+        return {
+            "version": names.version,
+            "feature_version": metadata["feature_version"],
+            "metrics": metadata["metrics"],
+            "git_sha": metadata["git_sha"],
+        }
 
     @app.post(names.endpoint_path, response_model=PredictResponse)
     def predict_trips(request: PredictRequest) -> PredictResponse:
         trips = pd.DataFrame([trip.model_dump() for trip in request.trips])
         predicted = predict(model, build_features(trips, rush_hours), names.version)
-        return PredictResponse(version=names.version, predictions=[
-            Prediction(trip_id=row.trip_id, eta_minutes=float(row.eta_minutes))
-            for row in predicted.itertuples()
-        ])
+        return PredictResponse(
+            version=names.version,
+            predictions=[
+                Prediction(trip_id=row.trip_id, eta_minutes=float(row.eta_minutes))
+                for row in predicted.itertuples()
+            ],
+        )
 
     return app
 
@@ -90,6 +97,13 @@ def serve(names: ReleaseNames, host: str = "127.0.0.1", port: int = 8080) -> Non
 
 if __name__ == "__main__":  # the image's entry point
     version = os.environ.get("MODEL_VERSION") or read_version()
-    serve(ReleaseNames(project="{{ cookiecutter.project }}", version=version,
-                       feature_version=version, artifact_root=os.environ["ARTIFACT_ROOT"]),
-          host="0.0.0.0", port=int(os.environ.get("PORT", "8080")))
+    serve(
+        ReleaseNames(
+            project="{{ cookiecutter.project }}",
+            version=version,
+            feature_version=version,
+            artifact_root=os.environ["ARTIFACT_ROOT"],
+        ),
+        host="0.0.0.0",
+        port=int(os.environ.get("PORT", "8080")),
+    )
