@@ -50,7 +50,7 @@ def test_train_with_override_records_version_and_override(project: Project) -> N
 
 def test_hydra_multirun_sweeps_models(project: Project) -> None:
     project.run(str(project.path / ".venv/bin/python"), "-m", "taxi_eta.train", "--multirun",
-                "model=ridge,random_forest", "data.n_trips=300", "model.random_state=1")
+                "model=ridge,random_forest", "data.n_trips=300")
     runs = sorted((project.path / "multirun" / "0.1.0").glob("*/*/metadata.json"))
     targets = {json.loads(p.read_text())["config"]["model"]["_target_"] for p in runs}
     assert targets == {"sklearn.linear_model.Ridge", "sklearn.ensemble.RandomForestRegressor"}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.errors import ReleaseError
+from {{ cookiecutter.package }}.release.requirements import pinned_requirements
+from {{ cookiecutter.package }}.version import DISTRIBUTION
 
 BUILDERS = ("docker", "podman", "buildah")
 VERSION_LABEL = "org.opencontainers.image.version"
@@ -148,6 +150,8 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
             )
         print(f"image {names.image} exists (revision {rev[:12]})")
         return names.image
+    lock = ctx.project_root / "requirements.lock"
+    lock.write_text("\n".join(pinned_requirements(DISTRIBUTION)) + "\n")
     commands = [build_command(ctx, builder, rev)]
     if names.registry:
         commands += [
