@@ -24,6 +24,7 @@ demo: $(PY)  ## generate a project into a scratch folder and run a full local re
 bench: $(PY)  ## benchmark scripts; figures go to bench/results/
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_release.py
+	$(PY) bench/bench_serving.py
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests bench

@@ -45,7 +45,7 @@ train_adhoc(ReleaseContext.create(cfg), "bench")
 
 def release(project: Path) -> dict:
     inv = str(project / ".venv/bin/inv")
-    seconds = timed(lambda: run([inv, "release", "-o", "env.builder=none"], project), 1)[0]
+    seconds = timed(lambda: run([inv, "release"], project, IMAGE_BUILDER="none"), 1)[0]
     version = run([str(TOOLS / "poetry"), "version", "--short"], project).stdout.strip()
     record = json.loads((project / f"artifacts/releases/{version}.json").read_text())
     return {"version": version, "wall_s": round(seconds, 3), "steps_s": record["timings_s"]}

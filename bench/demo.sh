@@ -12,7 +12,9 @@ export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EM
 cd "$scratch/taxi-eta"
 "$venv_bin/uv" sync --quiet            # or: poetry install
 git add uv.lock && git commit -q -m "Lock dependencies"
-.venv/bin/inv release
+# The image needs a base image from Docker Hub: set DEMO_BUILDER=auto (or docker, podman,
+# buildah) where one is reachable; by default the demo releases everything but the image.
+IMAGE_BUILDER="${DEMO_BUILDER:-none}" .venv/bin/inv release
 .venv/bin/inv run-inference
 .venv/bin/inv versions
 echo "demo project: $scratch/taxi-eta"

