@@ -23,9 +23,10 @@ def main() -> None:
                                             output_dir=str(root / f"r{next(counter)}")), REPEAT)
         project = generated_project(root / "installed")
         venv = project / ".venv" / "bin"
-        empty = root / "empty"  # bare invoke: the same venv, a tasks.py with no tasks
+        empty = root / "bare"  # bare invoke: the same venv, a tasks.py with one empty task
         empty.mkdir()
-        (empty / "tasks.py").write_text("from invoke import task  # noqa: F401\n")
+        (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\n"
+                                        "def hello(c):\n    pass\n")
         run([str(venv / "invoke"), "--list"], project)  # warm the bytecode caches
         run([str(venv / "invoke"), "--list"], empty)
         inv_list = timed(lambda: run([str(venv / "inv"), "--list"], project), REPEAT)

@@ -52,7 +52,9 @@ def main() -> None:
                 try:
                     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                     connection.request("GET", "/healthz")
-                    if connection.getresponse().status == 200:
+                    health = connection.getresponse()
+                    health.read()
+                    if health.status == 200:
                         break
                 except OSError:
                     assert server.poll() is None, "server exited"
