@@ -40,13 +40,14 @@ EXPECTED_FILES = {
     "src/taxi_eta/release/engines.py", "src/taxi_eta/release/errors.py",
     "src/taxi_eta/release/git.py", "src/taxi_eta/release/image.py",
     "src/taxi_eta/release/kfp_engine.py", "src/taxi_eta/release/names.py",
-    "src/taxi_eta/release/plan.py", "src/taxi_eta/release/store.py",
+    "src/taxi_eta/release/plan.py", "src/taxi_eta/release/requirements.py",
+    "src/taxi_eta/release/store.py",
     "src/taxi_eta/release/versions.py", "src/taxi_eta/release/workflows.py",
     "src/taxi_eta/serving/__init__.py", "src/taxi_eta/serving/app.py",
     "tests/conftest.py", "tests/test_config.py", "tests/test_ml.py", "tests/test_names.py",
     "tests/test_pipelines.py", "tests/test_release.py", "tests/test_store.py",
     "tests/test_serving.py", "tests/test_kfp_engine.py", "tests/kfp_api_double.py",
-    "tests/test_deployment.py",
+    "tests/test_deployment.py", "tests/test_image.py",
 }
 
 

@@ -13,9 +13,10 @@ from packaging.utils import canonicalize_name
 def _applies(requirement: Requirement, extras: frozenset[str]) -> bool:
     if requirement.marker is None:
         return True
-    environment = dict(default_environment())
-    return any(requirement.marker.evaluate({**environment, "extra": extra})
-               for extra in (extras or {""}))
+    environment: dict[str, str] = {str(k): str(v) for k, v in default_environment().items()}
+    return any(
+        requirement.marker.evaluate({**environment, "extra": extra}) for extra in (extras or {""})
+    )
 
 
 def pinned_requirements(distribution: str) -> list[str]:
