@@ -27,7 +27,7 @@ def test_build_command_tags_and_labels_the_version(cfg, tmp_path: Path) -> None:
     ctx = ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=tmp_path)
     command = build_command(ctx, "buildah", "f" * 40)
     image = f"eu-docker.pkg.dev/p/r/{cfg.project}"
-    assert command[:4] == ["buildah", "build", "-f", "Dockerfile"]
+    assert command[:5] == ["buildah", "build", "-f", "Dockerfile", "--layers"]
     assert "BASE_IMAGE=python:3.11-slim" in command
     assert f"org.opencontainers.image.version={cfg.version}" in command
     assert f"org.opencontainers.image.revision={'f' * 40}" in command

@@ -115,6 +115,8 @@ def state(ctx: ReleaseContext) -> ImageState:
 def build_command(ctx: ReleaseContext, builder: str, rev: str) -> list[str]:
     names = ctx.names
     command = [builder, "build", "-f", "Dockerfile"]
+    if builder == "buildah":
+        command.append("--layers")  # docker and podman cache layers by default, buildah not
     base = str(ctx.cfg.env.get("base_image") or "")
     if base:
         command += ["--build-arg", f"BASE_IMAGE={base}"]
