@@ -65,8 +65,8 @@ def test_build_push_reuse_refuse_and_bump(project: Project, registry: str,
     digest = inspected["Digest"]
     raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
                           f"docker://{image}:0.1.0"], capture_output=True, text=True, check=True)
-    layers = json.loads(raw.stdout)["layers"]
-    print(f"image size (compressed layers): {sum(l['size'] for l in layers) / 2**20:.0f} MiB")
+    size = sum(layer["size"] for layer in json.loads(raw.stdout)["layers"])
+    print(f"image size (compressed layers): {size / 2**20:.0f} MiB")
 
     # Inside the image: the version comes from the installed wheel, the user is not root.
     container = parts.buildah("from", "--tls-verify=false", f"{image}:0.1.0").stdout.strip()
