@@ -152,8 +152,9 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
             )
         print(f"image {names.image} exists (revision {rev[:12]})")
         return names.image
-    lock = ctx.project_root / "requirements.lock"
-    lock.write_text("\n".join(pinned_requirements(DISTRIBUTION)) + "\n")
+    if not dry_run:
+        lock = ctx.project_root / "requirements.lock"
+        lock.write_text("\n".join(pinned_requirements(DISTRIBUTION)) + "\n")
     commands = [build_command(ctx, builder, rev)]
     if names.registry:
         commands += [
