@@ -27,7 +27,7 @@ bench: $(PY)  ## benchmark scripts; figures go to bench/results/
 	$(PY) bench/bench_serving.py
 
 lint: $(PY)
-	$(PY) -m ruff check hooks tests bench
+	$(PY) -m ruff check hooks tests bench local_extensions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cookiecutter.exceptions import FailedHookException
+from cookiecutter.exceptions import FailedHookException, UndefinedVariableInTemplate
 
 from tests.conftest import DEFAULTS, render
 
@@ -118,7 +118,6 @@ def test_hostile_but_valid_answers_render_as_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("answers,error", [
-    ({"project": "../escape"}, "ERROR: project:"),
     ({"project": "Bad Name", "package": "bad_name"}, "ERROR: project:"),
     ({"package": "import"}, "ERROR: package:"),
     ({"package": "os"}, "ERROR: package:"),
@@ -151,3 +150,17 @@ def test_generated_code_is_ruff_clean_whatever_the_name_length(tmp_path: Path,
                     [ruff, "format", "--check", "--no-cache", "."]):
         result = subprocess.run(command, cwd=generated, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("project", ["..", ".", "../escape", "a/b", "a\\\\b", ""])
+def test_path_like_project_names_create_and_delete_nothing(tmp_path: Path, project: str) -> None:
+    """cookiecutter removes the project directory when a hook fails; for `..` that directory
+    would be the user's own. The name is refused before any directory exists."""
+    keep = tmp_path / "keep.txt"
+    keep.write_text("mine")
+    out = tmp_path / "not-yet" / "out"  # does not exist: `out/..` would look new
+    with pytest.raises(UndefinedVariableInTemplate) as refused:
+        render(out, project=project)
+    assert "is not a plain directory name" in str(refused.value.error)
+    assert keep.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.txt"]

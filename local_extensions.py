@@ -1,0 +1,34 @@
+"""A guard cookiecutter needs before its hooks run.
+
+cookiecutter creates the project directory *before* the pre-generation hook validates the
+answers, and removes it when the hook fails. A project name such as `..` or `a/../..` names a
+directory that already exists, so that removal would delete the user's own files. This
+extension makes rendering the project directory's name fail for anything that is not a plain
+directory name, so nothing is created; the hook then gives the full verdict on every answer.
+"""
+
+from __future__ import annotations
+
+from jinja2 import Environment
+from jinja2.exceptions import UndefinedError
+from jinja2.ext import Extension
+
+PROJECT_DIR_TEMPLATE = "{{cookiecutter.project}}"
+
+
+def plain_directory_name(value: object) -> str:
+    name = str(value)
+    if name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise UndefinedError(f"ERROR: project: {name!r} is not a plain directory name")
+    return name
+
+
+class ProjectDirGuard(Extension):
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["plain_directory_name"] = plain_directory_name
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        if source == PROJECT_DIR_TEMPLATE:
+            return "{{ cookiecutter.project | plain_directory_name }}"
+        return source
