@@ -90,6 +90,10 @@ def refuse(project: Project, *args: str, message: str) -> None:
 
 def test_refusals_change_nothing(project: Project) -> None:
     refuse(project, "release", message="0.2.0 is already released on local")
+    before = snapshot(project.artifacts)
+    skipped = project.inv("release", "--skip-released")  # what CD runs on every merge
+    assert skipped.stdout.strip() == "version 0.2.0 is already released on local: nothing to do"
+    assert snapshot(project.artifacts) == before
     project.bump("patch")
     (project.path / "README.md").write_text("edited\n")
     refuse(project, "release", message="working tree is not clean (README.md)")
