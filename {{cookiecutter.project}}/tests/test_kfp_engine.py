@@ -15,6 +15,7 @@ from {{ cookiecutter.package }}.release.engines import LocalEngine
 from {{ cookiecutter.package }}.release.errors import ReleaseError
 from {{ cookiecutter.package }}.release.names import names_for
 from {{ cookiecutter.package }}.release.plan import release
+from {{ cookiecutter.package }}.release.versions import table
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows, retire, rollback
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -169,3 +170,28 @@ def test_missing_host_is_a_clear_error(artifact_root: Path, tmp_path: Path) -> N
     cfg = dev_config(artifact_root, "")
     with pytest.raises(ReleaseError, match="no Kubeflow Pipelines host for dev"):
         context(cfg, tmp_path, "0.1.0").engine.check()
+
+
+def test_versions_table_reads_pipeline_versions_and_schedules_from_kfp(
+    kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
+) -> None:
+    cfg = dev_config(artifact_root, kfp_api.host)
+    for version in ("0.1.0", "0.2.0"):
+        deploy_workflows(context(cfg, tmp_path, version), SHA)
+    retire(context(cfg, tmp_path, "0.2.0"), "0.1.0")
+    rows = [line.split() for line in table(context(cfg, tmp_path, "0.2.0")).splitlines()]
+    assert rows[0][:5] == ["version", "image", "features", "model", "(mae)"]
+    assert [row[0] for row in rows[1:]] == ["0.1.0", "0.2.0"]
+    assert rows[1][4:6] == ["training,inference", "training:off,inference:off"]
+    assert rows[2][4:6] == ["training,inference", "training:on,inference:on"]
+    # The engine, not the store, answers: a pipeline version deleted in KFP shows as missing.
+    pipeline = next(
+        p
+        for p in kfp_api.state.pipelines.values()
+        if p["display_name"] == f"{cfg.project}-inference"
+    )
+    kfp_api.state.versions[pipeline["pipeline_id"]] = [
+        v for v in kfp_api.state.versions[pipeline["pipeline_id"]] if v["display_name"] != "0.1.0"
+    ]
+    rows = [line.split() for line in table(context(cfg, tmp_path, "0.2.0")).splitlines()]
+    assert rows[1][4] == "training"

@@ -47,6 +47,9 @@ class Engine(Protocol):
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
         """Make `spec` the version's pipeline version; idempotent; return its id."""
 
+    def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
+        """Whether the engine holds the version's pipeline version of `workflow`."""
+
     def schedules(self, names: ReleaseNames) -> list[Schedule]: ...
 
     def create_schedules(self, names: ReleaseNames, schedules: list[Schedule]) -> None: ...
@@ -99,6 +102,9 @@ class LocalEngine:
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
         # Locally the compiled spec in the store is the registered pipeline version.
         return names.uri(names.workflow_key(workflow))
+
+    def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
+        return self.store.exists(names.workflow_key(workflow))
 
     def schedules(self, names: ReleaseNames) -> list[Schedule]:
         if not self.store.exists(names.schedules_key):

@@ -117,6 +117,12 @@ class KfpEngine:
             )
             return str(created.pipeline_version_id)
 
+    def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
+        pipeline_id = self._pipeline_id(names, workflow)
+        return pipeline_id is not None and (
+            self._version(pipeline_id, names.pipeline_version_name) is not None
+        )
+
     # -- one-off runs --------------------------------------------------------------------
     def run(
         self,

@@ -47,7 +47,8 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
     )
     feature_version = metadata["feature_version"] if metadata else names.feature_version
     features_key = replace(names, feature_version=feature_version).features_key("train")
-    workflows = [w for w in WORKFLOWS if store.exists(names.workflow_key(w))]
+    # Asked of the engine: on dev/prod these are Kubeflow Pipelines' pipeline versions.
+    workflows = [w for w in WORKFLOWS if ctx.engine.registered(names, w)]
     schedules = ctx.engine.schedules(names)
     predictions = store.list(names.predictions_prefix)
     image_state = image.state(ctx)
