@@ -74,8 +74,11 @@ def create_app(names: ReleaseNames) -> FastAPI:
             "git_sha": metadata["git_sha"],
         }
 
+    # `async def` on purpose: the few milliseconds of prediction run on the event loop's
+    # thread. In FastAPI's thread-pool workers scikit-learn's OpenMP hand-off made the same
+    # one-trip prediction take 16 ms instead of 6 ms (measured on 2 cores).
     @app.post(names.endpoint_path, response_model=PredictResponse)
-    def predict_trips(request: PredictRequest) -> PredictResponse:
+    async def predict_trips(request: PredictRequest) -> PredictResponse:
         trips = pd.DataFrame([trip.model_dump() for trip in request.trips])
         predicted = predict(model, build_features(trips, rush_hours), names.version)
         return PredictResponse(
