@@ -29,7 +29,6 @@ class ImageState:
     reference: str
     exists: bool
     note: str = ""
-    labels: dict | None = None
 
 
 def _run(
@@ -69,16 +68,19 @@ def find_builder(preference: str) -> str | None:
     return None
 
 
-def _tls_flags(ctx: ReleaseContext, builder: str) -> list[str]:
+def _tls_flags(ctx: ReleaseContext, tool: str) -> list[str]:
+    """Plain-HTTP registry flags for buildah, podman and skopeo (docker decides that itself)."""
     insecure = bool(ctx.cfg.env.get("insecure_registry", False))
-    return ["--tls-verify=false"] if insecure and builder != "docker" else []
+    return ["--tls-verify=false"] if insecure and tool != "docker" else []
 
 
 def _labels_of(ctx: ReleaseContext, builder: str, reference: str) -> dict | None:
     """The labels of `reference` in the registry (or local storage), None when absent."""
     if ctx.names.registry and shutil.which("skopeo"):
-        flags = ["--tls-verify=false"] if ctx.cfg.env.get("insecure_registry") else []
-        result = _run(["skopeo", "inspect", *flags, f"docker://{reference}"], check=False)
+        result = _run(
+            ["skopeo", "inspect", *_tls_flags(ctx, "skopeo"), f"docker://{reference}"],
+            check=False,
+        )
         return (json.loads(result.stdout).get("Labels") or {}) if result.returncode == 0 else None
     if ctx.names.registry:
         pulled = _run([builder, "pull", *_tls_flags(ctx, builder), reference], check=False)
@@ -109,7 +111,7 @@ def state(ctx: ReleaseContext) -> ImageState:
     if builder is None:
         return ImageState(reference, False, "no image builder installed")
     labels = _labels_of(ctx, builder, reference)
-    return ImageState(reference, labels is not None, f"builder {builder}", labels)
+    return ImageState(reference, labels is not None, f"builder {builder}")
 
 
 def build_command(ctx: ReleaseContext, builder: str, rev: str) -> list[str]:

@@ -18,7 +18,11 @@ from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.errors import ReleaseError
 from {{ cookiecutter.package }}.release.names import WORKFLOWS
 from {{ cookiecutter.package }}.release.store import StoreError
-from {{ cookiecutter.package }}.release.workflows import deploy_workflows, train_adhoc
+from {{ cookiecutter.package }}.release.workflows import (
+    deploy_workflows,
+    model_released,
+    train_adhoc,
+)
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,10 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
             if names.feature_version == names.version
             else f"pinned feature version {names.feature_version}",
         ),
-        Resource("model", names.uri(names.model_key), store.exists(names.model_metadata_key)),
+        Resource("model", names.uri(names.model_key), model_released(ctx)),
+        # Asked of the engine, as `inv versions` does: on dev/prod, KFP's pipeline versions.
         *[
-            Resource(
-                "workflow", names.uri(names.workflow_key(w)), store.exists(names.workflow_key(w))
-            )
+            Resource("workflow", names.uri(names.workflow_key(w)), ctx.engine.registered(names, w))
             for w in WORKFLOWS
         ],
         Resource(
@@ -67,9 +70,7 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
             ", ".join(names.recurring_run_name(w) for w in WORKFLOWS),
             bool(ctx.engine.schedules(names)),
         ),
-        Resource(
-            "record", names.uri(names.release_record_key), store.exists(names.release_record_key)
-        ),
+        Resource("record", names.uri(names.release_record_key), is_released(ctx)),
     ]
 
 

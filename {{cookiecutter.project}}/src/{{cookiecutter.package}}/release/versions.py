@@ -10,6 +10,7 @@ from packaging.version import InvalidVersion, Version
 from {{ cookiecutter.package }}.release import image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.names import WORKFLOWS
+from {{ cookiecutter.package }}.release.workflows import model_released
 
 PREFIXES = ("models/", "workflows/", "releases/", "predictions/", "schedules/")
 COLUMNS = (
@@ -41,9 +42,7 @@ def known_versions(ctx: ReleaseContext) -> list[str]:
 def row(ctx: ReleaseContext) -> dict[str, str]:
     names, store = ctx.names, ctx.store
     metadata = (
-        json.loads(store.read_text(names.model_metadata_key))
-        if store.exists(names.model_metadata_key)
-        else None
+        json.loads(store.read_text(names.model_metadata_key)) if model_released(ctx) else None
     )
     feature_version = metadata["feature_version"] if metadata else names.feature_version
     features_key = replace(names, feature_version=feature_version).features_key("train")
