@@ -84,6 +84,13 @@ def test_build_push_reuse_refuse_and_bump(project: Project, registry: str,
     again = project.inv(*build_args(registry, base_image), env=env)
     assert "image" in again.stdout and "exists" in again.stdout and "$ buildah" not in again.stdout
 
+    # A merge commit with the same files (develop merged into main with --no-ff) promotes
+    # the image as it is: same digest, nothing rebuilt.
+    project.git("commit", "-q", "--allow-empty", "-m", "Merge branch 'develop'")
+    promoted = project.inv(*build_args(registry, base_image), env=env)
+    assert "exists" in promoted.stdout and "$ buildah" not in promoted.stdout
+    assert skopeo("inspect", f"docker://{image}:0.1.0")["Digest"] == digest
+
     # Code changed without a version bump: the tag never moves.
     init = project.path / "src/taxi_eta/ml/predict.py"
     init.write_text(init.read_text() + "\n# a change\n")

@@ -57,7 +57,8 @@ def test_two_versions_side_by_side(project: Project) -> None:
         assert metadata["version"] == version
         record = json.loads((project.artifacts / f"releases/{version}.json").read_text())
         assert record["git_tag"] == f"v{version}"
-        assert list(record["timings_s"]) == ["tag", "build", "train-adhoc", "deploy-workflow"]
+        assert list(record["timings_s"]) == ["tag", "build", "code", "train-adhoc",
+                                            "deploy-workflow"]
 
     # 0.1.0 keeps working after 0.2.0 is out, and each version writes under its own name.
     before = snapshot(project.artifacts / "predictions/0.2.0")

@@ -24,14 +24,11 @@ PACKAGE = "{{ cookiecutter.package }}"
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Known failures become one `error:` line and exit code 1, never a traceback."""
-    from {{ cookiecutter.package }}.config import ConfigError
-    from {{ cookiecutter.package }}.release.errors import ReleaseError
-    from {{ cookiecutter.package }}.release.names import InvalidVersionError
-    from {{ cookiecutter.package }}.release.store import StoreError
+    from {{ cookiecutter.package }}.errors import UserError
 
     try:
         yield
-    except (ReleaseError, ConfigError, InvalidVersionError, StoreError) as error:
+    except UserError as error:
         raise Exit(f"error: {error}", code=1) from None
 
 
@@ -57,11 +54,15 @@ def build(
 
 @task(help=OVERRIDE_HELP, iterable=["override"])
 def train_adhoc(c: Context, env: str = "local", override: list[str] | None = None) -> None:
-    """Run the training pipeline once for this version: features, model, metrics. Waits."""
+    """Run the training pipeline once for this version, in its own code: features, model,
+    metrics. Publishes the version's code first (its wheel, from HEAD). Waits."""
+    from {{ cookiecutter.package }}.release.code import publish_code
     from {{ cookiecutter.package }}.release.workflows import train_adhoc as run
 
     with _release_context(env, override) as ctx:
-        run(ctx, ctx.git.head())
+        head = ctx.git.head()
+        publish_code(ctx, head)
+        run(ctx, head)
 
 
 @task(help=OVERRIDE_HELP, iterable=["override"])
@@ -121,6 +122,19 @@ def run_inference(
         run(ctx, run_id)
 
 
+@task(help={**OVERRIDE_HELP, "workflow": "training or inference (default)"}, iterable=["override"])
+def run_scheduled(
+    c: Context, workflow: str = "inference", env: str = "local", override: list[str] | None = None
+) -> None:
+    """Fire every enabled local schedule once, each version with its own code (cron it)."""
+    from {{ cookiecutter.package }}.release.workflows import run_scheduled as run
+
+    if workflow not in ("training", "inference"):
+        raise Exit(f"error: unknown workflow {workflow!r}: use training or inference", code=1)
+    with _release_context(env, override) as ctx:
+        run(ctx, workflow)  # type: ignore[arg-type]
+
+
 @task(help=OVERRIDE_HELP, iterable=["override"])
 def versions(c: Context, env: str = "local", override: list[str] | None = None) -> None:
     """Table of versions and what exists for each: image, features, model, workflows..."""
@@ -178,11 +192,16 @@ def serve(
     env: str = "local",
     override: list[str] | None = None,
 ) -> None:
-    """Serve one released version's model at POST /v{version}/predict."""
-    with _release_context(env, override, version) as ctx:
-        from {{ cookiecutter.package }}.serving.app import serve as run
+    """Serve one released version's model at POST /v{version}/predict, with its own code."""
+    import os
 
-        run(ctx.names, port=port)
+    from {{ cookiecutter.package }}.serving.app import serve_command
+
+    with _release_context(env, override, version) as ctx:
+        python = ctx.environments.python_for(ctx.names)
+    command, environment = serve_command(python, ctx.names, port=port)
+    sys.stdout.flush()
+    os.execve(command[0], command, environment)  # the server replaces this process
 
 
 @task(

@@ -4,6 +4,7 @@ GCS emulator server (fake-gcs-server), and a scratch git repository."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 SMALL = ["data.n_trips=600", "data.inference_batch_size=50", "model=ridge"]
 
@@ -49,9 +51,15 @@ def gcs_root(gcs_server: str, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def git_repo(tmp_path: Path) -> Path:
-    """A scratch repository on branch main with one commit."""
+    """A scratch repository on branch main with one commit: this project's package and
+    pyproject.toml, so that a release can build the version's wheel from it."""
     repo = tmp_path / "repo"
     repo.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(PROJECT_ROOT / name, repo / name)
+    shutil.copytree(
+        PROJECT_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__")
+    )
 
     def git(*args: str) -> None:
         subprocess.run(
@@ -62,7 +70,6 @@ def git_repo(tmp_path: Path) -> Path:
         )
 
     git("init", "-q", "-b", "main")
-    (repo / "README.md").write_text("scratch\n")
     git("add", "-A")
     git("commit", "-q", "-m", "first")
     return repo

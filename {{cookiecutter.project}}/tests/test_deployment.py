@@ -6,8 +6,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.release import deployment
-from {{ cookiecutter.package }}.release.names import ReleaseNames
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 BASE = PROJECT_ROOT / "deploy" / "base"

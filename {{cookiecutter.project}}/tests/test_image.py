@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package }}.artifacts.names import names_for
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.errors import ReleaseError
 from {{ cookiecutter.package }}.release.image import build_command, find_builder
-from {{ cookiecutter.package }}.release.names import names_for
 from {{ cookiecutter.package }}.release.requirements import pinned_requirements
 from {{ cookiecutter.package }}.version import DISTRIBUTION
 
@@ -25,12 +25,13 @@ def test_build_command_tags_and_labels_the_version(cfg, tmp_path: Path) -> None:
     cfg.env.registry = "eu-docker.pkg.dev/p/r"
     cfg.env.base_image = "python:3.11-slim"
     ctx = ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=tmp_path)
-    command = build_command(ctx, "buildah", "f" * 40)
+    command = build_command(ctx, "buildah", "f" * 40, "e" * 40)
     image = f"eu-docker.pkg.dev/p/r/{cfg.project}"
     assert command[:5] == ["buildah", "build", "-f", "Dockerfile", "--layers"]
     assert "BASE_IMAGE=python:3.11-slim" in command
     assert f"org.opencontainers.image.version={cfg.version}" in command
     assert f"org.opencontainers.image.revision={'f' * 40}" in command
+    assert f"git.tree={'e' * 40}" in command  # what promotion across merge commits compares
     assert command[-5:] == ["-t", f"{image}:{cfg.version}", "-t", f"{image}:git-ffffffffffff", "."]
 
 

@@ -9,11 +9,11 @@ import yaml
 from conftest import SMALL, snapshot
 from kfp_api_double import KfpApiDouble
 
+from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.engines.local import LocalEngine
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.engines import LocalEngine
-from {{ cookiecutter.package }}.release.errors import ReleaseError
-from {{ cookiecutter.package }}.release.names import names_for
 from {{ cookiecutter.package }}.release.plan import release
 from {{ cookiecutter.package }}.release.versions import table
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows, retire, rollback
@@ -102,7 +102,7 @@ def test_the_uploaded_training_spec_runs_locally(
         if v["display_name"] == "0.1.0"
     )["pipeline_spec"]
     assert yaml.safe_load((artifact_root / "workflows/0.1.0/training.yaml").read_text()) == uploaded
-    local = LocalEngine(ctx.store, tmp_path / ".kfp-local")
+    local = LocalEngine(ctx.store, tmp_path / ".kfp-local", ctx.environments)
     output = local.run(ctx.names, "training", yaml.safe_dump(uploaded), {}, 600)
     assert output.endswith("models/0.1.0/model.pkl")
     assert (artifact_root / "models/0.1.0/metadata.json").exists()
@@ -180,10 +180,10 @@ def test_versions_table_reads_pipeline_versions_and_schedules_from_kfp(
         deploy_workflows(context(cfg, tmp_path, version), SHA)
     retire(context(cfg, tmp_path, "0.2.0"), "0.1.0")
     rows = [line.split() for line in table(context(cfg, tmp_path, "0.2.0")).splitlines()]
-    assert rows[0][:5] == ["version", "image", "features", "model", "(mae)"]
+    assert rows[0][:6] == ["version", "image", "code", "features", "model", "(mae)"]
     assert [row[0] for row in rows[1:]] == ["0.1.0", "0.2.0"]
-    assert rows[1][4:6] == ["training,inference", "training:off,inference:off"]
-    assert rows[2][4:6] == ["training,inference", "training:on,inference:on"]
+    assert rows[1][5:7] == ["training,inference", "training:off,inference:off"]
+    assert rows[2][5:7] == ["training,inference", "training:on,inference:on"]
     # The engine, not the store, answers: a pipeline version deleted in KFP shows as missing.
     pipeline = next(
         p
@@ -194,4 +194,4 @@ def test_versions_table_reads_pipeline_versions_and_schedules_from_kfp(
         v for v in kfp_api.state.versions[pipeline["pipeline_id"]] if v["display_name"] != "0.1.0"
     ]
     rows = [line.split() for line in table(context(cfg, tmp_path, "0.2.0")).splitlines()]
-    assert rows[1][4] == "training"
+    assert rows[1][5] == "training"

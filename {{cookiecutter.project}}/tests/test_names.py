@@ -1,6 +1,6 @@
 import pytest
 
-from {{ cookiecutter.package }}.release.names import InvalidVersionError, ReleaseNames, names_for
+from {{ cookiecutter.package }}.artifacts.names import InvalidVersionError, ReleaseNames, names_for
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from conftest import snapshot
 
+from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.errors import ReleaseError
-from {{ cookiecutter.package }}.release.names import names_for
 from {{ cookiecutter.package }}.release.workflows import (
     compile_spec,
     deploy_workflows,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import snapshot
 
+from {{ cookiecutter.package }}.artifacts.names import names_for
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.errors import ReleaseError
-from {{ cookiecutter.package }}.release.names import names_for
 from {{ cookiecutter.package }}.release.plan import plan, preflight, release
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows, retire, rollback
 
@@ -43,7 +43,7 @@ def test_release_creates_every_resource_then_refuses_to_repeat(
     assert git(git_repo, "tag", "--list") == f"v{cfg.version}"
     assert all(r.exists for r in plan(ctx) if r.step != "image")
     assert json.loads((artifact_root / ctx.names.release_record_key).read_text()) == record
-    assert list(record["timings_s"]) == ["tag", "build", "train-adhoc", "deploy-workflow"]
+    assert list(record["timings_s"]) == ["tag", "build", "code", "train-adhoc", "deploy-workflow"]
 
     before = snapshot(artifact_root)
     with pytest.raises(ReleaseError, match="already released"):
@@ -74,11 +74,23 @@ def test_branch_not_allowed_for_the_env_is_refused(cfg, git_repo: Path) -> None:
         preflight(context(cfg, git_repo))
 
 
-def test_tag_on_another_commit_is_refused(cfg, git_repo: Path) -> None:
+def test_tag_on_a_commit_with_other_files_is_refused(cfg, git_repo: Path) -> None:
     git(git_repo, "tag", f"v{cfg.version}")
-    git(git_repo, "commit", "--allow-empty", "-q", "-m", "later")
-    with pytest.raises(ReleaseError, match="already marks commit"):
+    (git_repo / "README.md").write_text("a hotfix without a bump\n")
+    git(git_repo, "commit", "-q", "-am", "hotfix")
+    with pytest.raises(ReleaseError, match="whose files differ from HEAD"):
         preflight(context(cfg, git_repo))
+
+
+def test_tag_on_a_commit_with_the_same_files_is_accepted(cfg, git_repo: Path) -> None:
+    """develop merged into main with --no-ff: another commit, the same tree."""
+    git(git_repo, "checkout", "-q", "-b", "develop")
+    git(git_repo, "commit", "--allow-empty", "-q", "-m", "feature")
+    git(git_repo, "tag", f"v{cfg.version}")
+    git(git_repo, "checkout", "-q", "main")
+    git(git_repo, "merge", "-q", "--no-ff", "-m", "Merge develop", "develop")
+    assert git(git_repo, "rev-parse", "HEAD") != git(git_repo, "rev-parse", f"v{cfg.version}")
+    preflight(context(cfg, git_repo))
 
 
 def test_keep_live_retire_and_rollback(cfg, git_repo: Path) -> None:

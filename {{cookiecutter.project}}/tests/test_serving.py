@@ -10,8 +10,8 @@ import httpx
 import pytest
 import uvicorn
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.pipelines import steps
-from {{ cookiecutter.package }}.release.names import ReleaseNames
 from {{ cookiecutter.package }}.serving.app import create_app
 
 TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}

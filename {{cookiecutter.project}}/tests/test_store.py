@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package }}.release.store import (
+from {{ cookiecutter.package }}.artifacts.store import (
     AlreadyExistsError,
     ArtifactStore,
     LocalStore,

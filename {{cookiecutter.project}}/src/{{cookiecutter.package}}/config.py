@@ -14,13 +14,14 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.version import PROJECT_ROOT, read_version
 
 CONF_DIR = PROJECT_ROOT / "conf"
 ENVIRONMENTS = ("local", "dev", "prod")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot be composed: bad environment, override or value."""
 
 

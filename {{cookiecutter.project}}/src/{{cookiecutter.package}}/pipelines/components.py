@@ -19,8 +19,8 @@ def build_features(
     seed: int,
     rush_hours: list,
 ) -> str:
+    from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
     from {{ cookiecutter.package }}.pipelines import steps
-    from {{ cookiecutter.package }}.release.names import ReleaseNames
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
     return steps.ensure_features(names, n_trips, seed, rush_hours)
@@ -40,8 +40,8 @@ def train_model(
     """Fit and evaluate in one task: both need scikit-learn, which takes seconds to import."""
     import json
 
+    from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
     from {{ cookiecutter.package }}.pipelines import steps
-    from {{ cookiecutter.package }}.release.names import ReleaseNames
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
     scores = steps.train_and_evaluate(
@@ -64,8 +64,8 @@ def publish_model(
 ) -> str:
     import json
 
+    from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
     from {{ cookiecutter.package }}.pipelines import steps
-    from {{ cookiecutter.package }}.release.names import ReleaseNames
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
     return steps.publish_model(names, model.path, metrics, git_sha, json.loads(config))
@@ -87,8 +87,8 @@ def predict_batch(
     run_id: str,
     features: Input[Dataset],
 ) -> str:
+    from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
     from {{ cookiecutter.package }}.pipelines import steps
-    from {{ cookiecutter.package }}.release.names import ReleaseNames
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
     return steps.predict_batch(names, features.path, run_id)

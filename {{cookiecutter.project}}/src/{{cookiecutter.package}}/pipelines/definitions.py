@@ -14,8 +14,8 @@ from typing import Any
 
 from kfp import compiler, dsl
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.pipelines import components
-from {{ cookiecutter.package }}.release.names import ReleaseNames, Workflow
 
 
 def components_for(image: str) -> SimpleNamespace:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
-from {{ cookiecutter.package }}.release.names import ReleaseNames
-from {{ cookiecutter.package }}.release.store import AlreadyExistsError, StoreError, open_store
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,6 +55,13 @@ def ensure_features(names: ReleaseNames, n_trips: int, seed: int, rush_hours: li
     key = names.features_key("train")
     if store.exists(key):
         return "reused"
+    if names.feature_version != names.version:
+        # A pin names features another release produced: computing them here would put
+        # this version's code under that version's name.
+        raise StoreError(
+            f"pinned feature version {names.feature_version} does not exist at "
+            f"{names.uri(names.features_prefix)}"
+        )
     from {{ cookiecutter.package }}.ml.data import make_trips
     from {{ cookiecutter.package }}.ml.features import build_features
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError, open_store
 from {{ cookiecutter.package }}.config import to_plain
-from {{ cookiecutter.package }}.release.engines import Engine, LocalEngine
-from {{ cookiecutter.package }}.release.errors import ReleaseError
+from {{ cookiecutter.package }}.engines import Engine, create_engine
+from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.git import Git
-from {{ cookiecutter.package }}.release.names import ReleaseNames, names_for
-from {{ cookiecutter.package }}.release.store import ArtifactStore, StoreError, open_store
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 
@@ -46,20 +47,25 @@ class ReleaseContext:
         return Git(self.project_root)
 
     @cached_property
-    def engine(self) -> Engine:
-        if self.cfg.env.engine == "local":
-            return LocalEngine(self.store, self.project_root / ".kfp-local")
-        if self.cfg.env.engine == "kfp":
-            from {{ cookiecutter.package }}.release.kfp_engine import KfpEngine
+    def environments(self) -> VersionEnvironments:
+        """Each version's own Python environment on this machine (its code, from the store)."""
+        return VersionEnvironments(
+            self.store, self.project_root / ".version-envs", checkout_version=str(self.cfg.version)
+        )
 
-            return KfpEngine.from_config(self.cfg)
-        raise ReleaseError(f"unknown engine {self.cfg.env.engine!r}: use local or kfp")
+    @cached_property
+    def engine(self) -> Engine:
+        return create_engine(self.cfg, self.store, self.project_root, self.environments)
 
     def for_version(self, version: str) -> ReleaseContext:
         """The same environment, for another version (store and engine shared)."""
         other = ReleaseContext.create(self.cfg, version)
         other.__dict__.update(
-            {k: v for k, v in self.__dict__.items() if k in ("store", "git", "engine")}
+            {
+                k: v
+                for k, v in self.__dict__.items()
+                if k in ("store", "git", "engine", "environments")
+            }
         )
         return other
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from {{ cookiecutter.package }}.release.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 
 VERSION_LABEL = "app.kubernetes.io/version"
 

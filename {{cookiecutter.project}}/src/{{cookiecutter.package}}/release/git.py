@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from {{ cookiecutter.package }}.release.errors import ReleaseError
+from {{ cookiecutter.package }}.errors import ReleaseError
 
 
 class Git:
@@ -14,7 +14,9 @@ class Git:
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         try:
-            result = subprocess.run(["git", *args], cwd=self.repo, capture_output=True, text=True)
+            result = subprocess.run(
+                ["git", *args], cwd=self.repo, capture_output=True, text=True, errors="replace"
+            )
         except FileNotFoundError:
             raise ReleaseError("git is not installed") from None
         if check and result.returncode != 0:
@@ -29,6 +31,19 @@ class Git:
 
     def head(self) -> str:
         return self._run("rev-parse", "HEAD").stdout.strip()
+
+    def tree(self, rev: str) -> str:
+        """The id of `rev`'s tree: equal trees mean the same content, whatever the history."""
+        return self._run("rev-parse", rev + "^{tree}").stdout.strip()
+
+    def archive(self, rev: str) -> bytes:
+        """The files of `rev` as a tar archive (what a clean checkout of it holds)."""
+        result = subprocess.run(
+            ["git", "archive", "--format=tar", rev], cwd=self.repo, capture_output=True
+        )
+        if result.returncode != 0:
+            raise ReleaseError(f"git archive {rev} failed: {result.stderr.decode().strip()}")
+        return result.stdout
 
     def dirty_paths(self) -> list[str]:
         lines = self._run("status", "--porcelain", "--untracked-files=normal").stdout

@@ -2,7 +2,8 @@
 
 The builder is docker when its daemon answers, else podman, else buildah (or the one named in
 `env.builder`). The version tag is immutable: when it exists, its revision label must be this
-checkout's commit (then nothing is rebuilt), otherwise the build is refused.
+checkout's files (its git tree: a merge commit of the same files reuses the image, which is
+how a version is promoted from dev to prod), otherwise the build is refused.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.errors import ReleaseError
 from {{ cookiecutter.package }}.release.requirements import pinned_requirements
 from {{ cookiecutter.package }}.version import DISTRIBUTION
 
@@ -22,6 +23,7 @@ BUILDERS = ("docker", "podman", "buildah")
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
 SOURCE_LABEL = "org.opencontainers.image.source"
+TREE_LABEL = "git.tree"  # what the image was built from; commits differ across merges
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,11 @@ def _labels_of(ctx: ReleaseContext, builder: str, reference: str) -> dict | None
     return config.get("Labels") or {}
 
 
-def revision(ctx: ReleaseContext) -> str:
-    """The commit the image is built from; `-dirty` when the tree has local changes."""
-    return ctx.git.head() + ("-dirty" if ctx.git.dirty_paths() else "")
+def revision(ctx: ReleaseContext) -> tuple[str, str]:
+    """(commit, tree) the image is built from; `-dirty` when the tree has local changes."""
+    suffix = "-dirty" if ctx.git.dirty_paths() else ""
+    head = ctx.git.head()
+    return head + suffix, ctx.git.tree(head) + suffix
 
 
 def state(ctx: ReleaseContext) -> ImageState:
@@ -114,7 +118,7 @@ def state(ctx: ReleaseContext) -> ImageState:
     return ImageState(reference, labels is not None, f"builder {builder}")
 
 
-def build_command(ctx: ReleaseContext, builder: str, rev: str) -> list[str]:
+def build_command(ctx: ReleaseContext, builder: str, rev: str, tree: str) -> list[str]:
     names = ctx.names
     command = [builder, "build", "-f", "Dockerfile"]
     if builder == "buildah":
@@ -125,6 +129,7 @@ def build_command(ctx: ReleaseContext, builder: str, rev: str) -> list[str]:
     for key, value in {
         VERSION_LABEL: names.version,
         REVISION_LABEL: rev,
+        TREE_LABEL: tree,
         SOURCE_LABEL: names.project,
     }.items():
         command += ["--label", f"{key}={value}"]
@@ -144,20 +149,21 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
             print("no image builder (docker, podman or buildah) available: image skipped")
             return None
         raise ReleaseError(f"no image builder installed: {ctx.env} needs the version's image")
-    rev = revision(ctx)
+    rev, tree = revision(ctx)
     existing = _labels_of(ctx, builder, names.image)
     if existing is not None:
-        if existing.get(REVISION_LABEL) != rev:
+        if existing.get(TREE_LABEL) != tree:
             raise ReleaseError(
-                f"image {names.image} exists with revision {existing.get(REVISION_LABEL)}, "
-                f"not {rev}: a version tag never moves, bump the version"
+                f"image {names.image} exists, built from files {existing.get(TREE_LABEL)} "
+                f"(revision {existing.get(REVISION_LABEL)}), not {tree}: a version tag never "
+                "moves, bump the version"
             )
-        print(f"image {names.image} exists (revision {rev[:12]})")
+        print(f"image {names.image} exists (revision {existing.get(REVISION_LABEL, '')[:12]})")
         return names.image
     if not dry_run:
         lock = ctx.project_root / "requirements.lock"
         lock.write_text("\n".join(pinned_requirements(DISTRIBUTION)) + "\n")
-    commands = [build_command(ctx, builder, rev)]
+    commands = [build_command(ctx, builder, rev, tree)]
     if names.registry:
         commands += [
             [builder, "push", *_tls_flags(ctx, builder), tag]

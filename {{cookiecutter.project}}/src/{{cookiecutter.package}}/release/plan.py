@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
+from {{ cookiecutter.package }}.artifacts.store import StoreError
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import image
+from {{ cookiecutter.package }}.release.code import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.errors import ReleaseError
-from {{ cookiecutter.package }}.release.names import WORKFLOWS
-from {{ cookiecutter.package }}.release.store import StoreError
 from {{ cookiecutter.package }}.release.workflows import (
     deploy_workflows,
     model_released,
@@ -51,6 +54,7 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
             f"at {tag_commit[:12]}" if tag_commit else "",
         ),
         Resource("image", builder_state.reference, builder_state.exists, builder_state.note),
+        Resource("code", names.uri(names.code_record_key), read_code(store, names) is not None),
         Resource(
             "features",
             names.uri(names.features_prefix),
@@ -111,16 +115,33 @@ def preflight(ctx: ReleaseContext) -> None:
         )
     tag_commit = ctx.git.tag_commit(names.git_tag)
     head = ctx.git.head()
-    if tag_commit is not None and tag_commit != head:
+    # A version moves between environments by content: the tag marks the commit it was
+    # first released from, and any commit with the same tree (a merge of develop into
+    # main, fast-forward or not) may release it elsewhere. Other content needs a new version.
+    if tag_commit is not None and ctx.git.tree(tag_commit) != ctx.git.tree(head):
         raise ReleaseError(
-            f"tag {names.git_tag} already marks commit {tag_commit[:12]}, not "
+            f"tag {names.git_tag} marks commit {tag_commit[:12]}, whose files differ from "
             f"HEAD {head[:12]}: released code never changes, bump the version"
         )
     try:
         ctx.store.check()
     except StoreError as error:
         raise ReleaseError(f"artifact store unreachable: {error}") from error
+    check_pinned_features(ctx)
     ctx.engine.check()
+
+
+def check_pinned_features(ctx: ReleaseContext) -> None:
+    """Features pinned to another version are reused, never computed under that name."""
+    names = ctx.names
+    if names.feature_version == names.version:
+        return
+    if not ctx.store.exists(names.features_key("train")):
+        raise ReleaseError(
+            f"pinned feature version {names.feature_version} does not exist on {ctx.env} "
+            f"({names.uri(names.features_prefix)}): release {names.feature_version} to "
+            f"{ctx.env} first (its training produces them), or unpin features.version"
+        )
 
 
 def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
@@ -142,8 +163,9 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         timings[name] = round(time.perf_counter() - started, 3)
 
     step("tag", lambda: _tag(ctx, head))
-    built: dict[str, str | None] = {}
+    built: dict[str, Any] = {}
     step("build", lambda: built.update(image=image.build(ctx)))
+    step("code", lambda: built.update(code=_code(ctx, head)))
     step("train-adhoc", lambda: train_adhoc(ctx, head))
     step("deploy-workflow", lambda: deploy_workflows(ctx, head))
     record = {
@@ -153,6 +175,7 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         "git_sha": head,
         "git_tag": ctx.names.git_tag,
         "image": built.get("image"),
+        "code": asdict(built["code"]),
         "feature_version": ctx.names.feature_version,
         "model": json.loads(ctx.store.read_text(ctx.names.model_metadata_key)),
         "workflows": {w: ctx.names.uri(ctx.names.workflow_key(w)) for w in WORKFLOWS},
@@ -168,9 +191,17 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     return record
 
 
+def _code(ctx: ReleaseContext, head: str) -> CodeRecord:
+    record = publish_code(ctx, head)
+    print(f"{ctx.names.version} {ctx.engine.prepare(ctx.names)}")
+    return record
+
+
 def _tag(ctx: ReleaseContext, head: str) -> None:
-    if ctx.git.tag_commit(ctx.names.git_tag) == head:
-        print(f"tag {ctx.names.git_tag} exists")
+    tagged = ctx.git.tag_commit(ctx.names.git_tag)
+    if tagged is not None:  # preflight checked that its tree is HEAD's
+        same = "" if tagged == head else f" at {tagged[:12]}, same files as HEAD"
+        print(f"tag {ctx.names.git_tag} exists{same}")
         return
     ctx.git.create_tag(ctx.names.git_tag, f"Release {ctx.names.version}")
     print(f"tagged {head[:12]} as {ctx.names.git_tag}")

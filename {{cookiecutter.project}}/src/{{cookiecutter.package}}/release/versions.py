@@ -7,15 +7,17 @@ from dataclasses import replace
 
 from packaging.version import InvalidVersion, Version
 
+from {{ cookiecutter.package }}.artifacts.code import read_code
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.release import image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.names import WORKFLOWS
 from {{ cookiecutter.package }}.release.workflows import model_released
 
-PREFIXES = ("models/", "workflows/", "releases/", "predictions/", "schedules/")
+PREFIXES = ("code/", "models/", "workflows/", "releases/", "predictions/", "schedules/")
 COLUMNS = (
     "version",
     "image",
+    "code",
     "features",
     "model (mae)",
     "workflows",
@@ -51,9 +53,12 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
     schedules = ctx.engine.schedules(names)
     predictions = store.list(names.predictions_prefix)
     image_state = image.state(ctx)
+    code = read_code(store, names)
     return {
         "version": names.version,
         "image": "yes" if image_state.exists else "-",
+        # The wheel a version runs with locally (its image's twin), by content hash.
+        "code": f"sha256:{code.wheel_sha256[:12]}" if code else "-",
         "features": feature_version if store.exists(features_key) else "-",
         "model (mae)": f"{metadata['metrics']['mae']:.3f}" if metadata else "-",
         "workflows": ",".join(workflows) or "-",

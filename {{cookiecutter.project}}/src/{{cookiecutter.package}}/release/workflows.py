@@ -8,11 +8,11 @@ from typing import Any
 from omegaconf import OmegaConf
 from packaging.version import Version
 
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_version
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError
+from {{ cookiecutter.package }}.engines import Schedule
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.engines import Schedule
-from {{ cookiecutter.package }}.release.errors import ReleaseError
-from {{ cookiecutter.package }}.release.names import WORKFLOWS, Workflow, check_version
-from {{ cookiecutter.package }}.release.store import AlreadyExistsError
 
 RUN_TIMEOUT_S = 3 * 60 * 60
 
@@ -166,6 +166,26 @@ def rollback(ctx: ReleaseContext, to: str) -> None:
             ctx.engine.set_enabled(ctx.for_version(version).names, False)
             print(f"schedules of {version} disabled")
     print(f"schedules of {to} enabled")
+
+
+def run_scheduled(ctx: ReleaseContext, workflow: Workflow = "inference") -> list[str]:
+    """Fire every enabled local schedule of `workflow` once, each version with its own code
+    and its schedule's parameters: what the next tick of a scheduler would start.
+
+    Kubeflow Pipelines fires recurring runs itself; locally, call this from cron or a loop.
+    """
+    if str(ctx.cfg.env.engine) != "local":
+        raise ReleaseError(f"{ctx.env} runs its schedules itself: `run-scheduled` is for local")
+    outputs = []
+    for version in released_versions(ctx):
+        names = ctx.for_version(version).names
+        for schedule in ctx.engine.schedules(names):
+            if schedule.enabled and schedule.workflow == workflow:
+                spec = ctx.store.read_text(names.workflow_key(workflow))
+                output = ctx.engine.run(names, workflow, spec, schedule.parameters, RUN_TIMEOUT_S)
+                print(f"{schedule.name}: {output}")
+                outputs.append(output)
+    return outputs
 
 
 def run_inference(ctx: ReleaseContext, run_id: str = "") -> str:

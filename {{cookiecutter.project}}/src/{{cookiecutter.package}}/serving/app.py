@@ -4,8 +4,9 @@ It loads that version's model from the artifact store once, at start-up, and ser
 `POST /v{version}/predict`, `GET /healthz` and `GET /version`. Each version runs as its own
 deployment, so a new release never changes what an older endpoint answers.
 
-In the image: `python -m {{ cookiecutter.package }}.serving.app` with ARTIFACT_ROOT (and
-optionally MODEL_VERSION, PORT) in the environment.
+In the image, and locally in the version's own environment (`inv serve --version X`):
+`python -m {{ cookiecutter.package }}.serving.app` with ARTIFACT_ROOT (and optionally
+MODEL_VERSION, HOST, PORT) in the environment.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ import pandas as pd
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.predict import predict
 from {{ cookiecutter.package }}.pipelines.steps import load_model
-from {{ cookiecutter.package }}.release.names import ReleaseNames
-from {{ cookiecutter.package }}.release.store import open_store
 from {{ cookiecutter.package }}.version import read_version
 
 
@@ -98,6 +99,21 @@ def serve(names: ReleaseNames, host: str = "127.0.0.1", port: int = 8080) -> Non
     uvicorn.run(create_app(names), host=host, port=port)
 
 
+def serve_command(
+    python: str, names: ReleaseNames, host: str = "127.0.0.1", port: int = 8080
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that serve `names.version` with the interpreter `python`
+    (the version's own environment): the same entry point as the image's."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        "ARTIFACT_ROOT": names.artifact_root,
+        "MODEL_VERSION": names.version,
+        "HOST": host,
+        "PORT": str(port),
+    }
+    return [python, "-m", "{{ cookiecutter.package }}.serving.app"], environment
+
+
 if __name__ == "__main__":  # the image's entry point
     version = os.environ.get("MODEL_VERSION") or read_version()
     serve(
@@ -107,6 +123,6 @@ if __name__ == "__main__":  # the image's entry point
             feature_version=version,
             artifact_root=os.environ["ARTIFACT_ROOT"],
         ),
-        host="0.0.0.0",
+        host=os.environ.get("HOST", "0.0.0.0"),
         port=int(os.environ.get("PORT", "8080")),
     )

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from {{ cookiecutter.package }}.release.engines import Schedule
-from {{ cookiecutter.package }}.release.errors import ReleaseError
-from {{ cookiecutter.package }}.release.names import WORKFLOWS, ReleaseNames, Workflow
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, ReleaseNames, Workflow
+from {{ cookiecutter.package }}.engines import Schedule
+from {{ cookiecutter.package }}.errors import ReleaseError
 
 FINISHED = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED"}
 
@@ -67,6 +67,10 @@ class KfpEngine:
             self.client.get_kfp_healthz()
         except Exception as error:
             raise ReleaseError(f"Kubeflow Pipelines is not healthy: {error}") from error
+
+    def prepare(self, names: ReleaseNames) -> str:
+        # Every task of the version runs in the version's image, which `inv build` pushed.
+        return f"runs in {names.image}"
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:

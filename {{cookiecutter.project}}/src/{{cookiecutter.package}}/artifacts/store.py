@@ -13,8 +13,10 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from {{ cookiecutter.package }}.errors import UserError
 
-class StoreError(RuntimeError):
+
+class StoreError(UserError, RuntimeError):
     """The store cannot be reached or refused an operation."""
 
 

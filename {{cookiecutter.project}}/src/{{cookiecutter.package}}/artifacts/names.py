@@ -10,11 +10,13 @@ from typing import Literal
 
 from packaging.version import InvalidVersion, Version
 
+from {{ cookiecutter.package }}.errors import UserError
+
 Workflow = Literal["training", "inference"]
 WORKFLOWS: tuple[Workflow, ...] = ("training", "inference")
 
 
-class InvalidVersionError(ValueError):
+class InvalidVersionError(UserError, ValueError):
     """A version string that is not a public PEP 440 version."""
 
 
@@ -77,6 +79,20 @@ class ReleaseNames:
     def model_metadata_key(self) -> str:
         """Written after model.pkl: its presence is what makes the model released."""
         return f"models/{self.version}/metadata.json"
+
+    # A version's code: the local analogue of its image. The wheel and the locked
+    # requirements sit under a content-addressed folder; code.json, written last and
+    # create-only, is what names them.
+    @property
+    def code_record_key(self) -> str:
+        return f"code/{self.version}/code.json"
+
+    def code_key(self, digest: str, filename: str) -> str:
+        return f"code/{self.version}/{digest[:16]}/{filename}"
+
+    def code_env_name(self, digest: str) -> str:
+        """The folder of the version's local environment built from that code."""
+        return f"{self.version}-{digest[:12]}"
 
     def workflow_key(self, workflow: Workflow) -> str:
         return f"workflows/{self.version}/{workflow}.yaml"

@@ -1,0 +1,79 @@
+"""Workflow engines: where a version's compiled pipelines run, are registered and scheduled.
+
+One module per engine, chosen by name in `conf/env/*.yaml` (`engine: local | kfp`):
+`local` runs kfp's local execution in the version's own environment and keeps schedules as
+records in the artifact store; `kfp` talks to Kubeflow Pipelines. Both take the same
+compiled pipeline spec YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
+from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
+from {{ cookiecutter.package }}.errors import ReleaseError
+
+ENGINES = ("local", "kfp")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A version's recurring run: a cron expression (KFP's 6 fields) or an interval."""
+
+    workflow: Workflow
+    name: str
+    enabled: bool
+    cron: str | None = None
+    interval_seconds: int | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    max_concurrency: int = 1
+    no_catchup: bool = True
+
+
+class Engine(Protocol):
+    def check(self) -> None: ...
+
+    def prepare(self, names: ReleaseNames) -> str:
+        """Make the version's code runnable here (its environment or image); describe it."""
+
+    def run(
+        self,
+        names: ReleaseNames,
+        workflow: Workflow,
+        spec: str,
+        arguments: dict[str, Any],
+        timeout_s: int,
+    ) -> str:
+        """Run `spec` once, wait for it, return its output; raise ReleaseError on failure."""
+
+    def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
+        """Make `spec` the version's pipeline version; idempotent; return its id."""
+
+    def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
+        """Whether the engine holds the version's pipeline version of `workflow`."""
+
+    def schedules(self, names: ReleaseNames) -> list[Schedule]: ...
+
+    def create_schedules(self, names: ReleaseNames, schedules: list[Schedule]) -> None: ...
+
+    def set_enabled(self, names: ReleaseNames, enabled: bool) -> None: ...
+
+
+def create_engine(
+    cfg: Any, store: ArtifactStore, project_root: Path, environments: VersionEnvironments
+) -> Engine:
+    """The engine named by `env.engine`; each is imported only when chosen."""
+    name = str(cfg.env.engine)
+    if name == "local":
+        from {{ cookiecutter.package }}.engines.local import LocalEngine
+
+        return LocalEngine(store, project_root / ".kfp-local", environments)
+    if name == "kfp":
+        from {{ cookiecutter.package }}.engines.kubeflow import KfpEngine
+
+        return KfpEngine.from_config(cfg)
+    raise ReleaseError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")

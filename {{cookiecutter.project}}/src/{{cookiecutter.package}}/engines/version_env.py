@@ -1,0 +1,135 @@
+"""A released version's own Python environment on this machine: the local analogue of its image.
+
+Built with uv from the version's wheel and locked requirements in the artifact store, under
+`.version-envs/{version}-{digest}/`, and reused while it exists (uv's cache makes a rebuild
+cheap). A build happens in a hidden `.partial` folder that is renamed into place when it is
+complete, so a killed build never leaves something that passes for an environment; the next
+build removes what a dead build left.
+
+Which interpreter runs a version:
+- a version whose code was published: its environment, always;
+- the checkout's own version before its code is published (developing, the first step of a
+  release): the current interpreter, i.e. the checkout's code;
+- any other version: refused, there is no code to run it with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code, read_code_files
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
+from {{ cookiecutter.package }}.errors import ReleaseError
+
+READY = "version-code.json"  # written last inside an environment: it is complete
+
+
+def find_uv() -> str:
+    """uv next to this interpreter (the dev group installs it), else on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    found = str(beside) if beside.is_file() else shutil.which("uv")
+    if found is None:
+        raise ReleaseError(
+            "uv is needed to build a version's environment: `uv sync` or `poetry install` "
+            "installs it with the dev group (or `pip install uv`)"
+        )
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class VersionEnvironments:
+    def __init__(self, store: ArtifactStore, root: Path, checkout_version: str) -> None:
+        self.store = store
+        self.root = root
+        self.checkout_version = checkout_version
+
+    def python_for(self, names: ReleaseNames) -> str:
+        """The interpreter that runs `names.version`'s code (building its environment)."""
+        record = read_code(self.store, names)
+        if record is None:
+            if names.version == self.checkout_version:
+                return sys.executable
+            raise ReleaseError(
+                f"version {names.version} has no published code in {names.artifact_root} "
+                f"({names.code_record_key}): it cannot run without its own code"
+            )
+        return str(self.ensure(names, record) / "bin" / "python")
+
+    def path(self, names: ReleaseNames, record: CodeRecord) -> Path:
+        return self.root / names.code_env_name(record.digest)
+
+    def ensure(self, names: ReleaseNames, record: CodeRecord) -> Path:
+        final = self.path(names, record)
+        if (final / READY).is_file():
+            return final
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_builds()
+        partial = self.root / f".{final.name}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        print(f"building the environment of {names.version} ({record.wheel_filename})")
+        self._build(partial, record)
+        (partial / READY).write_text(json.dumps(asdict(record), indent=2))
+        if final.exists():  # a dead build's leftovers, or another process won: keep one
+            if (final / READY).is_file():
+                shutil.rmtree(partial)
+                return final
+            shutil.rmtree(final)
+        os.rename(partial, final)
+        return final
+
+    def _build(self, target: Path, record: CodeRecord) -> None:
+        wheel, requirements = read_code_files(self.store, record)
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        python = sys.executable if record.python == here else record.python
+        uv = find_uv()
+        self._uv(record, uv, "venv", "--quiet", "--relocatable", "--python", python, str(target))
+        # The wheel and lock stay inside the environment: what it was built from, on disk.
+        dist = target / "dist"
+        dist.mkdir()
+        whl, lock = dist / record.wheel_filename, dist / "requirements.lock"
+        whl.write_bytes(wheel)
+        lock.write_bytes(requirements)
+        target_python = str(target / "bin" / "python")
+        self._uv(
+            record, uv, "pip", "install", "--quiet", "--python", target_python, "-r", str(lock)
+        )
+        self._uv(
+            record,
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            target_python,
+            "--no-deps",
+            str(whl),
+        )
+
+    @staticmethod
+    def _uv(record: CodeRecord, *command: str) -> None:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+            raise ReleaseError(f"cannot build the environment of {record.version}: {detail}")
+
+    def _remove_dead_builds(self) -> None:
+        for leftover in self.root.glob(".*.partial"):
+            pid = leftover.name.rsplit(".", 2)[-2]
+            if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
+                shutil.rmtree(leftover, ignore_errors=True)
