@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests import parts
 from tests.project import Project
 
 pytestmark = pytest.mark.slow
@@ -43,6 +45,12 @@ def test_two_versions_side_by_side(project: Project) -> None:
     assert project.git("tag", "--list") == "v0.1.0"
     project.inv("run-inference", "--run-id", "before-0.2.0")
 
+    # 0.2.0 changes prediction code visibly: from now on the checkout predicts x1000.
+    predict = project.path / "src/taxi_eta/ml/predict.py"
+    predict.write_text(predict.read_text().replace(
+        "model.predict(features[FEATURE_COLUMNS]).round(2)",
+        "(model.predict(features[FEATURE_COLUMNS]) * 1000).round(2)"))
+    project.git("commit", "-q", "-am", "Predict in thousandths")
     assert project.bump("minor") == "0.2.0"
     project.inv("release")
     assert project.git("tag", "--list").split() == ["v0.1.0", "v0.2.0"]
@@ -58,7 +66,7 @@ def test_two_versions_side_by_side(project: Project) -> None:
         record = json.loads((project.artifacts / f"releases/{version}.json").read_text())
         assert record["git_tag"] == f"v{version}"
         assert list(record["timings_s"]) == ["tag", "build", "code", "train-adhoc",
-                                            "deploy-workflow"]
+                                            "deploy-workflow", "traffic"]
 
     # 0.1.0 keeps working after 0.2.0 is out, and each version writes under its own name.
     before = snapshot(project.artifacts / "predictions/0.2.0")
@@ -67,6 +75,8 @@ def test_two_versions_side_by_side(project: Project) -> None:
     old = pd.read_parquet(project.artifacts / "predictions/0.1.0/after-0.2.0.parquet")
     new = pd.read_parquet(project.artifacts / "predictions/0.2.0/first-0.2.0.parquet")
     assert set(old.model_version) == {"0.1.0"} and set(new.model_version) == {"0.2.0"}
+    # Each version ran its own code: 0.1.0's ETAs are minutes, 0.2.0's are x1000.
+    assert old.eta_minutes.median() < 100 < 1000 < new.eta_minutes.median()
     assert sorted(p.name for p in (project.artifacts / "predictions/0.1.0").iterdir()) == [
         "after-0.2.0.parquet", "before-0.2.0.parquet"]
     assert set(snapshot(project.artifacts / "predictions/0.2.0")) == {
@@ -76,6 +86,58 @@ def test_two_versions_side_by_side(project: Project) -> None:
     assert table[0].split()[:2] == ["version", "image"]
     assert [line.split()[0] for line in table[1:]] == ["0.1.0", "0.2.0"]
     assert all(line.rstrip().endswith("yes") for line in table[1:])
+
+
+def predictions(project: Project, version: str) -> set[str]:
+    folder = project.artifacts / "predictions" / version
+    return {p.name for p in folder.iterdir()} if folder.exists() else set()
+
+
+def test_scheduled_and_served_runs_use_each_versions_own_code(project: Project) -> None:
+    """After 0.2.0 changed the prediction code, 0.1.0 keeps running 0.1.0's code."""
+    envs = sorted(p.name for p in (project.path / ".version-envs").iterdir())
+    assert [name.split("-")[0] for name in envs] == ["0.1.0", "0.2.0"]
+    codes = [line.split()[2] for line in project.inv("versions").stdout.splitlines()[1:3]]
+    assert all(code.startswith("sha256:") for code in codes) and codes[0] != codes[1]
+
+    before = {v: predictions(project, v) for v in ("0.1.0", "0.2.0")}
+    project.inv("run-scheduled")  # one tick of both versions' inference schedules
+    medians = {}
+    for version in ("0.1.0", "0.2.0"):
+        (new_file,) = predictions(project, version) - before[version]
+        batch = pd.read_parquet(project.artifacts / "predictions" / version / new_file)
+        assert set(batch.model_version) == {version}
+        medians[version] = batch.eta_minutes.median()
+    assert medians["0.1.0"] < 100 < 1000 < medians["0.2.0"]
+
+    port = parts.free_port()
+    server = subprocess.Popen(
+        [str(project.path / ".venv/bin/inv"), "serve", "--version", "0.1.0", "--port", str(port)],
+        cwd=project.path, env=project.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "the 0.1.0 server did not start"
+                time.sleep(0.2)
+        # `inv serve` became the server, started by 0.1.0's own interpreter.
+        argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[0].decode().startswith(str(project.path / ".version-envs/0.1.0-"))
+        request = urllib.request.Request(
+            f"{base}/v0.1.0/predict", method="POST", headers={"content-type": "application/json"},
+            data=json.dumps({"trips": [{"trip_id": "t1", "distance_km": 4.2, "pickup_hour": 8,
+                                        "weekday": 1, "area_cluster": 0}]}).encode())
+        answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
+        assert answer["version"] == "0.1.0"
+        assert 1 < answer["predictions"][0]["eta_minutes"] < 100
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def refuse(project: Project, *args: str, message: str) -> None:
@@ -110,20 +172,40 @@ def test_refusals_change_nothing(project: Project) -> None:
     project.git("reset", "-q", "--hard", "HEAD~1")
 
 
-def test_a_killed_release_finishes_when_run_again(project: Project) -> None:
-    current = project.bump("patch")
+def kill_release(project: Project, when: str, *also: str, after_s: float) -> None:
+    """Start `inv release`, SIGKILL its whole process group `after_s` seconds after it
+    prints a line holding `when` (and every string of `also`)."""
     inv = [str(project.path / ".venv/bin/inv"), "release"]
     killed = subprocess.Popen(inv, cwd=project.path, env=project.env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 300
     assert killed.stdout is not None
     for line in killed.stdout:
-        if "Executing task" in line and "train-model" in line:
+        if when in line and all(part in line for part in also):
             break
-        assert time.monotonic() < deadline, "training never started"
-    time.sleep(1.0)
+        assert time.monotonic() < deadline, f"the release never printed {when!r}"
+    time.sleep(after_s)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
+
+
+def test_a_release_killed_while_building_its_environment_finishes(project: Project) -> None:
+    current = project.bump("patch")
+    envs = project.path / ".version-envs"
+    kill_release(project, f"building the environment of {current}", after_s=0.5)
+    assert not (project.artifacts / f"releases/{current}.json").exists()
+    assert not [p for p in envs.iterdir() if p.name.startswith(f"{current}-")]
+
+    result = project.inv("release")
+    assert f"released {current} to local" in result.stdout
+    assert [p.name for p in envs.iterdir() if p.name.startswith(".")] == []  # no debris
+    (env,) = [p for p in envs.iterdir() if p.name.startswith(f"{current}-")]
+    assert (env / "version-code.json").is_file()
+
+
+def test_a_killed_release_finishes_when_run_again(project: Project) -> None:
+    current = project.bump("patch")
+    kill_release(project, "Executing task", "train-model", after_s=1.0)
     assert not (project.artifacts / f"releases/{current}.json").exists()
     assert not (project.artifacts / f"models/{current}/metadata.json").exists()
 

@@ -68,10 +68,12 @@ def train_adhoc(c: Context, env: str = "local", override: list[str] | None = Non
 @task(help=OVERRIDE_HELP, iterable=["override"])
 def deploy_workflow(c: Context, env: str = "local", override: list[str] | None = None) -> None:
     """Compile this version's training and inference pipelines, register and schedule them."""
+    from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live
     from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 
     with _release_context(env, override) as ctx:
         deploy_workflows(ctx, ctx.git.head())
+        keep_newest_live(ctx)
 
 
 @task(
@@ -145,11 +147,48 @@ def versions(c: Context, env: str = "local", override: list[str] | None = None) 
 
 
 @task(
+    help={
+        **OVERRIDE_HELP,
+        "assign": "VERSION=CLUSTERS moves clusters to a live version, e.g. 0.2.0=4-7 (repeatable)",
+        "all": "VERSION gets every user cluster (blue/green switch)",
+        "history": "print every change, oldest first",
+        "reason": "why (recorded with your name and the time)",
+    },
+    iterable=["override", "assign"],
+)
+def traffic(
+    c: Context,
+    assign: list[str] | None = None,
+    all_: str = "",
+    history: bool = False,
+    reason: str = "",
+    env: str = "local",
+    override: list[str] | None = None,
+) -> None:
+    """Which live version serves which user clusters: show it, move clusters (A/B, canary),
+    switch everything (blue/green). Every change is recorded."""
+    from {{ cookiecutter.package }}.artifacts import traffic as records
+    from {{ cookiecutter.package }}.release import traffic as run
+
+    with _release_context(env, override) as ctx:
+        if history:
+            print(run.describe_history(ctx))
+            return
+        if assign and all_:
+            raise Exit("error: use either --assign or --all", code=1)
+        if assign:
+            run.assign(ctx, assign, reason)
+        elif all_:
+            run.switch(ctx, all_, reason)
+        print(run.describe(ctx, records.current(ctx.store)))
+
+
+@task(
     help={**OVERRIDE_HELP, "version": "version whose schedules to disable"}, iterable=["override"]
 )
 def retire(c: Context, version: str, env: str = "local", override: list[str] | None = None) -> None:
-    """Disable (never delete) a version's recurring runs."""
-    from {{ cookiecutter.package }}.release.workflows import retire as run
+    """Disable (never delete) a version's recurring runs; refused while it serves clusters."""
+    from {{ cookiecutter.package }}.release.lifecycle import retire as run
 
     with _release_context(env, override) as ctx:
         run(ctx, version)
@@ -157,8 +196,9 @@ def retire(c: Context, version: str, env: str = "local", override: list[str] | N
 
 @task(help={**OVERRIDE_HELP, "to": "version to make live again"}, iterable=["override"])
 def rollback(c: Context, to: str, env: str = "local", override: list[str] | None = None) -> None:
-    """Re-enable version TO's schedules and disable those of every newer version."""
-    from {{ cookiecutter.package }}.release.workflows import rollback as run
+    """Re-enable version TO, move its user clusters and those of every newer version back to
+    it, and disable the newer versions' schedules."""
+    from {{ cookiecutter.package }}.release.lifecycle import rollback as run
 
     with _release_context(env, override) as ctx:
         run(ctx, to)
@@ -202,6 +242,37 @@ def serve(
     command, environment = serve_command(python, ctx.names, port=port)
     sys.stdout.flush()
     os.execve(command[0], command, environment)  # the server replaces this process
+
+
+@task(
+    help={
+        **OVERRIDE_HELP,
+        "port": "port on 127.0.0.1",
+        "upstream": "VERSION=URL of a version's server, e.g. 0.1.0=http://127.0.0.1:8081 "
+        "(repeatable; others: serving.upstream_url)",
+    },
+    iterable=["override", "upstream"],
+)
+def serve_router(
+    c: Context,
+    port: int = 8000,
+    upstream: list[str] | None = None,
+    env: str = "local",
+    override: list[str] | None = None,
+) -> None:
+    """Serve POST /predict: each trip goes to the live version serving its user cluster."""
+    with _release_context(env, override) as ctx:
+        from {{ cookiecutter.package }}.serving import router
+
+        explicit = dict(spec.split("=", 1) for spec in upstream or [] if "=" in spec)
+        if len(explicit) != len(upstream or []):
+            raise Exit("error: write --upstream VERSION=URL", code=1)
+        app = router.create_router(
+            ctx.names.artifact_root,
+            router.upstreams(str(ctx.cfg.serving.upstream_url), explicit, ctx.names.artifact_root),
+            refresh_s=float(ctx.cfg.serving.traffic_refresh_seconds),
+        )
+    router.serve(app, port=port)
 
 
 @task(

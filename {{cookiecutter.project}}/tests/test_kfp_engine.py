@@ -4,19 +4,22 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import SMALL, snapshot
 from kfp_api_double import KfpApiDouble
 
+from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.engines.local import LocalEngine
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.lifecycle import retire, rollback
 from {{ cookiecutter.package }}.release.plan import release
 from {{ cookiecutter.package }}.release.versions import table
-from {{ cookiecutter.package }}.release.workflows import deploy_workflows, retire, rollback
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -40,7 +43,6 @@ def dev_config(artifact_root: Path, host: str, *overrides: str):
             *overrides,
         ],
     )
-    cfg.release.user_clusters = {"0.1.0": [0, 1, 2, 3], "0.2.0": [4, 5, 6, 7]}
     return cfg
 
 
@@ -63,11 +65,12 @@ def test_two_versions_deploy_side_by_side(
             "0.1.0",
             "0.2.0",
         ]
-    for version, clusters in (("0.1.0", [0, 1, 2, 3]), ("0.2.0", [4, 5, 6, 7])):
+    for version in ("0.1.0", "0.2.0"):
         inference = kfp_api.recurring_run(f"{cfg.project}-inference-v{version}")
         training = kfp_api.recurring_run(f"{cfg.project}-training-v{version}")
         assert inference["mode"] == training["mode"] == "ENABLE"
-        assert inference["runtime_config"]["parameters"] == {"user_clusters": clusters}
+        # No user clusters in the recurring run: each run reads the traffic assignment.
+        assert inference["runtime_config"].get("parameters") in (None, {})
         assert inference["trigger"] == {"periodic_schedule": {"interval_second": 600}}
         assert training["trigger"]["cron_schedule"]["cron"] == cfg.schedules.training.cron
         assert inference["max_concurrency"] == 1 and inference["no_catchup"] is True
@@ -107,6 +110,25 @@ def test_the_uploaded_training_spec_runs_locally(
     assert output.endswith("models/0.1.0/model.pkl")
     assert (artifact_root / "models/0.1.0/metadata.json").exists()
 
+    # The uploaded inference pipeline, run with its recurring run's parameters, serves the
+    # clusters assigned when it starts: a new assignment needs no new upload.
+    inference = next(
+        v
+        for v in kfp_api.pipeline_versions(f"{cfg.project}-inference")
+        if v["display_name"] == "0.1.0"
+    )["pipeline_spec"]
+    parameters = kfp_api.recurring_run(f"{cfg.project}-inference-v0.1.0")["runtime_config"]
+    posts = [r for r in kfp_api.state.requests if r[0] == "POST"]
+    for clusters in ([0, 1, 2, 3], [6]):
+        rest = [c for c in range(8) if c not in clusters]
+        traffic.record(ctx.store, {"0.1.0": clusters, "0.2.0": rest}, 8, ["0.1.0", "0.2.0"], "ab")
+        run_id = f"ab-{len(clusters)}"
+        arguments = {**(parameters.get("parameters") or {}), "run_id": run_id}
+        local.run(ctx.names, "inference", yaml.safe_dump(inference), arguments, 600)
+        batch = pd.read_parquet(artifact_root / ctx.names.predictions_key(run_id))
+        assert set(batch.user_cluster) == set(clusters)
+    assert [r for r in kfp_api.state.requests if r[0] == "POST"] == posts
+
 
 def test_redeploy_is_a_no_op_and_a_changed_pipeline_is_refused(
     kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
@@ -129,7 +151,9 @@ def test_retire_and_rollback_flip_recurring_runs(
 ) -> None:
     cfg = dev_config(artifact_root, kfp_api.host)
     for version in ("0.1.0", "0.2.0"):
-        deploy_workflows(context(cfg, tmp_path, version), SHA)
+        ctx = context(cfg, tmp_path, version)
+        deploy_workflows(ctx, SHA)
+        ctx.store.write_text(ctx.names.release_record_key, "{}")  # released, untrained here
 
     def modes() -> dict[str, str]:
         return {r["display_name"]: r["mode"] for r in kfp_api.state.recurring_runs.values()}

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import snapshot
 
+from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -98,19 +99,43 @@ def test_pinned_feature_version_is_reused(cfg, tmp_path: Path, artifact_root: Pa
     assert metadata["feature_version"] == cfg.version
 
 
-def test_deployed_inference_writes_only_under_its_version(
+def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     cfg, tmp_path: Path, artifact_root: Path
 ) -> None:
-    cfg.release.user_clusters = {cfg.version: [1, 2]}
     ctx = context(cfg, tmp_path)
     train_adhoc(ctx, SHA)
     deploy_workflows(ctx, SHA)
+    other = "9.9.9"  # another live version holds the rest: no gap, no overlap
+    traffic.record(
+        ctx.store,
+        {cfg.version: [1, 2], other: [0, *range(3, 8)]},
+        8,
+        live=[cfg.version, other],
+        reason="A/B",
+    )
     run_inference(ctx, "batch-1")
     predictions = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-1"))
-    assert len(predictions) > 0
-    assert set(predictions.user_cluster) <= {1, 2}
+    assert set(predictions.user_cluster) == {1, 2}
     assert (predictions.model_version == cfg.version).all()
     assert [p.name for p in (artifact_root / "predictions").iterdir()] == [cfg.version]
+
+    # The same compiled pipeline, after the assignment changed: the new clusters apply.
+    traffic.record(
+        ctx.store,
+        {cfg.version: [5], other: [0, 1, 2, 3, 4, 6, 7]},
+        8,
+        live=[cfg.version, other],
+        reason="shrink",
+    )
+    run_inference(ctx, "batch-2")
+    second = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-2"))
+    assert set(second.user_cluster) == {5}
+
+    # A version with no clusters writes no predictions.
+    traffic.record(ctx.store, {other: range(8)}, 8, live=[cfg.version, other], reason="off")
+    before = snapshot(artifact_root / "predictions")
+    assert run_inference(ctx, "batch-3") == ""
+    assert snapshot(artifact_root / "predictions") == before
     schedules = ctx.engine.schedules(ctx.names)
     assert [(s.name, s.enabled) for s in schedules] == [
         (f"{cfg.project}-training-v{cfg.version}", True),

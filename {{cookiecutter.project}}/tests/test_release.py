@@ -10,8 +10,9 @@ from conftest import snapshot
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live, retire, rollback
 from {{ cookiecutter.package }}.release.plan import plan, preflight, release
-from {{ cookiecutter.package }}.release.workflows import deploy_workflows, retire, rollback
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 
 
 def context(cfg, repo: Path, version: str | None = None) -> ReleaseContext:
@@ -43,7 +44,14 @@ def test_release_creates_every_resource_then_refuses_to_repeat(
     assert git(git_repo, "tag", "--list") == f"v{cfg.version}"
     assert all(r.exists for r in plan(ctx) if r.step != "image")
     assert json.loads((artifact_root / ctx.names.release_record_key).read_text()) == record
-    assert list(record["timings_s"]) == ["tag", "build", "code", "train-adhoc", "deploy-workflow"]
+    assert list(record["timings_s"]) == [
+        "tag",
+        "build",
+        "code",
+        "train-adhoc",
+        "deploy-workflow",
+        "traffic",
+    ]
 
     before = snapshot(artifact_root)
     with pytest.raises(ReleaseError, match="already released"):
@@ -97,7 +105,10 @@ def test_keep_live_retire_and_rollback(cfg, git_repo: Path) -> None:
     sha = git(git_repo, "rev-parse", "HEAD")
     versions = ["1.0.0", "1.1.0", "1.2.0"]
     for version in versions:
-        deploy_workflows(context(cfg, git_repo, version), sha)
+        ctx = context(cfg, git_repo, version)
+        deploy_workflows(ctx, sha)
+        ctx.store.write_text(ctx.names.release_record_key, "{}")  # released, untrained here
+        keep_newest_live(ctx)
 
     def live() -> list[str]:
         ctx = context(cfg, git_repo)

@@ -10,8 +10,11 @@ import httpx
 import pytest
 import uvicorn
 
+from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.serving import router
 from {{ cookiecutter.package }}.serving.app import create_app
 
 TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}
@@ -34,42 +37,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[dict[str, str]]:
-    root = tmp_path / "artifacts"
-    versions = {
-        "1.0.0": release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, tmp_path),
-        "2.0.0": release_model(
-            root,
-            "2.0.0",
-            {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_iter": 50},
-            tmp_path,
-        ),
-    }
-    running, urls = [], {}
-    for version, names in versions.items():
+class Servers:
+    """Real uvicorn servers on loopback ports, each in a thread; stoppable one by one."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, tuple[uvicorn.Server, threading.Thread]] = {}
+        self.urls: dict[str, str] = {}
+
+    def start(self, name: str, app) -> str:
         port = free_port()
         server = uvicorn.Server(
-            uvicorn.Config(create_app(names), host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        running.append((server, thread))
-        urls[version] = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    for url in urls.values():
+        self.running[name] = (server, thread)
+        url = self.urls[name] = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
         while True:
             try:
                 if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
+                    return url
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "server did not start"
+            assert time.monotonic() < deadline, f"{name} did not start"
             time.sleep(0.05)
-    yield urls
-    for server, thread in running:
+
+    def stop(self, name: str) -> None:
+        server, thread = self.running.pop(name)
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path) -> Path:
+    root = tmp_path / "artifacts"
+    release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, tmp_path)
+    release_model(
+        root,
+        "2.0.0",
+        {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_iter": 50},
+        tmp_path,
+    )
+    return root
+
+
+@pytest.fixture
+def running() -> Iterator[Servers]:
+    servers = Servers()
+    yield servers
+    for name in list(servers.running):
+        servers.stop(name)
+
+
+@pytest.fixture
+def servers(artifact_root: Path, running: Servers) -> dict[str, str]:
+    """Each released version's own server."""
+    for version in ("1.0.0", "2.0.0"):
+        names = ReleaseNames("taxi", version, version, str(artifact_root))
+        running.start(version, create_app(names))
+    return dict(running.urls)
 
 
 def test_each_version_answers_at_its_own_endpoint(servers: dict[str, str]) -> None:
@@ -105,3 +132,54 @@ def test_bad_requests_get_422_naming_the_field(
     response = httpx.post(f"{servers['1.0.0']}/v1.0.0/predict", json=payload)
     assert response.status_code == 422
     assert any(field in detail["loc"] for detail in response.json()["detail"])
+
+
+def cluster_trips(clusters) -> list[dict]:
+    return [{**TRIP, "trip_id": f"t{c}", "user_cluster": c} for c in clusters]
+
+
+def start_router(artifact_root: Path, servers: dict[str, str], running: Servers) -> str:
+    root = str(artifact_root)
+    # refresh_s=0: every request reads the assignment, so the test sees changes at once.
+    app = router.create_router(root, router.upstreams("http://{deployment}", servers, root), 0.0)
+    return running.start("router", app)
+
+
+def test_the_router_sends_each_trip_to_the_version_serving_its_cluster(
+    artifact_root: Path, servers: dict[str, str], running: Servers
+) -> None:
+    store = open_store(str(artifact_root))
+    live = ["1.0.0", "2.0.0"]
+    url = start_router(artifact_root, servers, running)
+    unassigned = httpx.post(f"{url}/predict", json={"trips": cluster_trips([0])})
+    assert unassigned.status_code == 503
+    assert "no live version serves user cluster 0" in unassigned.json()["detail"]
+
+    traffic.record(store, {"1.0.0": range(4), "2.0.0": range(4, 8)}, 8, live, "A/B")
+    body = httpx.post(f"{url}/predict", json={"trips": cluster_trips(range(8))}).json()
+    assert [p["version"] for p in body["predictions"]] == ["1.0.0"] * 4 + ["2.0.0"] * 4
+    assert [p["trip_id"] for p in body["predictions"]] == [f"t{c}" for c in range(8)]
+    for cluster in (1, 6):  # the router's answer is the owning version's own answer
+        owner = "1.0.0" if cluster < 4 else "2.0.0"
+        direct = httpx.post(
+            f"{servers[owner]}/v{owner}/predict", json={"trips": cluster_trips([cluster])}
+        ).json()["predictions"][0]
+        assert body["predictions"][cluster]["eta_minutes"] == direct["eta_minutes"]
+
+    # Moving traffic takes effect without restarting any server.
+    traffic.record(store, {"2.0.0": range(8)}, 8, live, "blue/green")
+    body = httpx.post(f"{url}/predict", json={"trips": cluster_trips(range(8))}).json()
+    assert {p["version"] for p in body["predictions"]} == {"2.0.0"}
+
+    # A cluster whose version is down gets a clear 503, never another version's answer.
+    traffic.record(store, {"1.0.0": [0], "2.0.0": range(1, 8)}, 8, live, "canary")
+    running.stop("1.0.0")
+    down = httpx.post(f"{url}/predict", json={"trips": cluster_trips([0, 3])})
+    assert down.status_code == 503 and "version 1.0.0 is unavailable" in down.json()["detail"]
+    up = httpx.post(f"{url}/predict", json={"trips": cluster_trips([3])})
+    assert up.status_code == 200 and up.json()["versions"] == ["2.0.0"]
+
+    bad = httpx.post(f"{url}/predict", json={"trips": [{**TRIP, "user_cluster": -1}]})
+    assert bad.status_code == 422 and ["trips", 0, "user_cluster"] in [
+        d["loc"] for d in bad.json()["detail"]
+    ]

@@ -72,11 +72,20 @@ def publish_model(
 
 
 def make_batch_features(
-    n_trips: int, seed: int, rush_hours: list, user_clusters: list, features: Output[Dataset]
+    project: str,
+    version: str,
+    feature_version: str,
+    artifact_root: str,
+    n_trips: int,
+    seed: int,
+    rush_hours: list,
+    features: Output[Dataset],
 ) -> int:
+    from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
     from {{ cookiecutter.package }}.pipelines import steps
 
-    return steps.make_batch_features(n_trips, seed, rush_hours, user_clusters, features.path)
+    names = ReleaseNames(project, version, feature_version, artifact_root)
+    return steps.make_batch_features(names, n_trips, seed, rush_hours, features.path)
 
 
 def predict_batch(

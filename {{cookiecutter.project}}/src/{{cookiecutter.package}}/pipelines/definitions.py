@@ -90,20 +90,18 @@ def inference_pipeline(names: ReleaseNames, image: str):
         n_trips: int,
         seed: int,
         rush_hours: list,
-        user_clusters: list,
         run_id: str,
     ) -> str:
-        batch = ops.make_batch_features(
-            n_trips=n_trips, seed=seed, rush_hours=rush_hours, user_clusters=user_clusters
-        )
-        predicted = ops.predict_batch(
+        release = dict(
             project=project,
             version=version,
             feature_version=feature_version,
             artifact_root=artifact_root,
-            run_id=run_id,
-            features=batch.outputs["features"],
         )
+        batch = ops.make_batch_features(
+            **release, n_trips=n_trips, seed=seed, rush_hours=rush_hours
+        )
+        predicted = ops.predict_batch(**release, run_id=run_id, features=batch.outputs["features"])
         return predicted.output
 
     return inference

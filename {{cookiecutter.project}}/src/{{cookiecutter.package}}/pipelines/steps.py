@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
@@ -129,20 +130,23 @@ def new_run_id() -> str:
 
 
 def make_batch_features(
-    n_trips: int, seed: int, rush_hours: list[int], user_clusters: list[int], features_path: str
+    names: ReleaseNames, n_trips: int, seed: int, rush_hours: list[int], features_path: str
 ) -> int:
-    """Features of one inference batch (only the selected user clusters; all when empty).
+    """Features of one inference batch: the trips of the user clusters that the version
+    serves now, read from the traffic assignment as the run starts (every cluster while the
+    environment has no assignment yet; none when the version serves none).
 
     A negative seed (the default of scheduled runs) draws a fresh batch each run.
     """
     from {{ cookiecutter.package }}.ml.data import make_trips
     from {{ cookiecutter.package }}.ml.features import build_features
 
+    clusters = traffic.clusters_for(open_store(names.artifact_root), names.version)
     if seed < 0:
         seed = uuid.uuid4().int % 2**31
     trips = make_trips(n_trips, seed).drop(columns=[TARGET])
-    if user_clusters:
-        trips = trips[trips["user_cluster"].isin([int(c) for c in user_clusters])]
+    if clusters is not None:
+        trips = trips[trips["user_cluster"].isin(clusters)]
     features = build_features(trips, [int(h) for h in rush_hours])
     features.to_parquet(features_path, index=False)
     return len(features)
@@ -154,8 +158,11 @@ def predict_batch(names: ReleaseNames, features_path: str, run_id: str) -> str:
 
     from {{ cookiecutter.package }}.ml.predict import predict
 
+    features = pd.read_parquet(features_path)
+    if features.empty:
+        return ""  # the version serves no user clusters now: nothing to predict
     model = load_model(names)
-    predictions = predict(model, pd.read_parquet(features_path), names.version)
+    predictions = predict(model, features, names.version)
     key = names.predictions_key(run_id or new_run_id())
     open_store(names.artifact_root).write(key, _parquet_bytes(predictions))
     return names.uri(key)

@@ -1,4 +1,5 @@
-"""`inv release`: preflight, then tag -> image -> training -> workflows -> record.
+"""`inv release`: preflight, then tag -> image -> code -> training -> workflows -> traffic
+-> record.
 
 Every step first looks at whether its result exists, so a release that died half way is
 finished by running it again, and `--dry-run` is the same look without the doing.
@@ -18,9 +19,10 @@ from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.release import image
+from {{ cookiecutter.package }}.release import image, traffic
 from {{ cookiecutter.package }}.release.code import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live
 from {{ cookiecutter.package }}.release.workflows import (
     deploy_workflows,
     model_released,
@@ -128,6 +130,7 @@ def preflight(ctx: ReleaseContext) -> None:
     except StoreError as error:
         raise ReleaseError(f"artifact store unreachable: {error}") from error
     check_pinned_features(ctx)
+    traffic.check_policy(ctx)
     ctx.engine.check()
 
 
@@ -168,6 +171,7 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     step("code", lambda: built.update(code=_code(ctx, head)))
     step("train-adhoc", lambda: train_adhoc(ctx, head))
     step("deploy-workflow", lambda: deploy_workflows(ctx, head))
+    step("traffic", lambda: _traffic(ctx))
     record = {
         "project": ctx.names.project,
         "version": ctx.names.version,
@@ -180,6 +184,7 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         "model": json.loads(ctx.store.read_text(ctx.names.model_metadata_key)),
         "workflows": {w: ctx.names.uri(ctx.names.workflow_key(w)) for w in WORKFLOWS},
         "schedules": [asdict(s) for s in ctx.engine.schedules(ctx.names)],
+        "user_clusters": traffic.serving(ctx, ctx.names.version),
         "existed_before": [r.step + ":" + r.name for r in resources if r.exists],
         "timings_s": timings,
         "released_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -189,6 +194,14 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     record_uri = ctx.names.uri(ctx.names.release_record_key)
     print(f"released {ctx.names.version} to {ctx.env}: {record_uri}")
     return record
+
+
+def _traffic(ctx: ReleaseContext) -> None:
+    """The new version's traffic (release.on_release), then retire what keep_live allows."""
+    assignment = traffic.on_release(ctx)
+    if assignment is not None:
+        print(traffic.describe(ctx, assignment))
+    keep_newest_live(ctx)
 
 
 def _code(ctx: ReleaseContext, head: str) -> CodeRecord:

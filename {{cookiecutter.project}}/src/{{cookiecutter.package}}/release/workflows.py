@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from packaging.version import Version
 
-from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_version
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -37,12 +37,12 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
             "git_sha": git_sha,
             "config": json.dumps(ctx.plain_config(), sort_keys=True),
         }
-    clusters = cfg.release.user_clusters.get(names.version) or []
+    # No user clusters here: which clusters a version serves is read from the traffic
+    # assignment when each run starts, never compiled into a released pipeline.
     return {
         **common,
         "n_trips": int(cfg.data.inference_batch_size),
         "seed": -1,  # a fresh batch on every scheduled run
-        "user_clusters": [int(c) for c in clusters],
         "run_id": "",
     }
 
@@ -95,16 +95,11 @@ def deploy_workflows(ctx: ReleaseContext, git_sha: str) -> None:
     else:
         ctx.engine.create_schedules(names, planned_schedules(ctx))
         print(f"schedules of {names.version} created")
-    keep_newest_live(ctx)
 
 
 def planned_schedules(ctx: ReleaseContext) -> list[Schedule]:
-    """Training every few days, inference every few minutes (conf/config.yaml `schedules`).
-
-    Inference runs get their user clusters explicitly: that is the A/B split of live versions.
-    """
+    """Training every few days, inference every few minutes (conf/config.yaml `schedules`)."""
     cfg, names = ctx.cfg, ctx.names
-    inference = workflow_parameters(ctx, "inference", "")
     concurrency, no_catchup = int(cfg.schedules.max_concurrency), bool(cfg.schedules.no_catchup)
     return [
         Schedule(
@@ -120,7 +115,6 @@ def planned_schedules(ctx: ReleaseContext) -> list[Schedule]:
             names.recurring_run_name("inference"),
             enabled=True,
             interval_seconds=int(cfg.schedules.inference.interval_seconds),
-            parameters={"user_clusters": inference["user_clusters"]},
             max_concurrency=concurrency,
             no_catchup=no_catchup,
         ),
@@ -133,39 +127,9 @@ def released_versions(ctx: ReleaseContext) -> list[str]:
     return sorted(versions, key=Version)
 
 
-def _enabled(ctx: ReleaseContext, version: str) -> bool:
-    schedules = ctx.engine.schedules(ctx.for_version(version).names)
-    return any(s.enabled for s in schedules)
-
-
-def keep_newest_live(ctx: ReleaseContext) -> None:
-    """Disable (never delete) the schedules of live versions beyond the newest `keep_live`."""
-    live = [v for v in released_versions(ctx) if _enabled(ctx, v)]
-    for version in live[: max(0, len(live) - int(ctx.cfg.release.keep_live))]:
-        ctx.engine.set_enabled(ctx.for_version(version).names, False)
-        print(f"retired {version}: more than {ctx.cfg.release.keep_live} live versions")
-
-
-def retire(ctx: ReleaseContext, version: str) -> None:
-    check_version(version)
-    if version not in released_versions(ctx):
-        raise ReleaseError(f"version {version} has no deployed workflows on {ctx.env}")
-    ctx.engine.set_enabled(ctx.for_version(version).names, False)
-    print(f"schedules of {version} disabled")
-
-
-def rollback(ctx: ReleaseContext, to: str) -> None:
-    """Re-enable `to` and disable every newer live version."""
-    check_version(to)
-    versions = released_versions(ctx)
-    if to not in versions:
-        raise ReleaseError(f"version {to} has no deployed workflows on {ctx.env}")
-    ctx.engine.set_enabled(ctx.for_version(to).names, True)
-    for version in versions:
-        if Version(version) > Version(to) and _enabled(ctx, version):
-            ctx.engine.set_enabled(ctx.for_version(version).names, False)
-            print(f"schedules of {version} disabled")
-    print(f"schedules of {to} enabled")
+def is_enabled(ctx: ReleaseContext, version: str) -> bool:
+    """Whether any schedule of `version` is enabled (retired versions have none)."""
+    return any(s.enabled for s in ctx.engine.schedules(ctx.for_version(version).names))
 
 
 def run_scheduled(ctx: ReleaseContext, workflow: Workflow = "inference") -> list[str]:
@@ -199,5 +163,8 @@ def run_inference(ctx: ReleaseContext, run_id: str = "") -> str:
         )
     arguments = {"run_id": run_id} if run_id else {}
     output = ctx.engine.run(names, "inference", ctx.store.read_text(key), arguments, 3600)
-    print(f"predictions of {names.version}: {output}")
+    if output:
+        print(f"predictions of {names.version}: {output}")
+    else:
+        print(f"{names.version} serves no user clusters now: no predictions written")
     return output

@@ -1,0 +1,159 @@
+"""`inv traffic` and the traffic side of release, retire and rollback.
+
+A/B by user cluster, canary and blue/green are all one operation: recording which live
+version serves which clusters (see `artifacts.traffic`). A live version is one that is
+released in this environment and not retired (its schedules are enabled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts.names import check_version
+from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
+from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
+
+ON_RELEASE = ("dark", "switch", "canary")
+
+
+def n_clusters(ctx: ReleaseContext) -> int:
+    return int(ctx.cfg.traffic.n_user_clusters)
+
+
+def live_versions(ctx: ReleaseContext) -> list[str]:
+    return [
+        version
+        for version in released_versions(ctx)
+        if ctx.store.exists(ctx.for_version(version).names.release_record_key)
+        and is_enabled(ctx, version)
+    ]
+
+
+def change(
+    ctx: ReleaseContext,
+    moves: Mapping[str, Iterable[int]],
+    reason: str,
+    extra_live: Iterable[str] = (),
+) -> Assignment:
+    """Give each version of `moves` its clusters (taken from their owners) and record it."""
+    now = traffic.current(ctx.store)
+    base = now.clusters if now is not None else {}
+    if now is not None and now.n_clusters != n_clusters(ctx):
+        raise ReleaseError(
+            f"traffic.n_user_clusters is {n_clusters(ctx)} but the current assignment has "
+            f"{now.n_clusters} clusters: change it with a full `inv traffic --all VERSION`"
+        )
+    current = Assignment(dict(base), n_clusters(ctx))
+    return traffic.record(
+        ctx.store,
+        current.moved({v: list(cs) for v, cs in moves.items()}),
+        n_clusters(ctx),
+        live=[*live_versions(ctx), *extra_live],
+        reason=reason,
+    )
+
+
+def assign(ctx: ReleaseContext, specs: list[str], reason: str = "") -> Assignment:
+    """`inv traffic --assign 0.2.0=4-7 [--assign ...]`."""
+    moves: dict[str, list[int]] = {}
+    for spec in specs:
+        version, sep, clusters = spec.partition("=")
+        if not sep:
+            raise ReleaseError(
+                f"invalid assignment {spec!r}: write VERSION=CLUSTERS, e.g. 0.2.0=4-7"
+            )
+        check_version(version.strip())
+        moves.setdefault(version.strip(), []).extend(
+            traffic.parse_clusters(clusters, n_clusters(ctx))
+        )
+    text = ", ".join(f"{v}={format_clusters(cs)}" for v, cs in moves.items())
+    return change(ctx, moves, reason or f"assign {text}")
+
+
+def switch(ctx: ReleaseContext, version: str, reason: str = "") -> Assignment:
+    """`inv traffic --all VERSION`: blue/green, every cluster to one version."""
+    check_version(version)
+    return change(ctx, {version: range(n_clusters(ctx))}, reason or f"all clusters to {version}")
+
+
+def on_release(ctx: ReleaseContext) -> Assignment | None:
+    """The traffic a new release gets (`release.on_release`); idempotent on a rerun."""
+    version, total = ctx.names.version, n_clusters(ctx)
+    now = traffic.current(ctx.store)
+    policy = str(ctx.cfg.release.on_release)
+    if now is None:  # nothing serves yet: the first release serves everyone
+        return change(ctx, {version: range(total)}, f"first release {version}", [version])
+    if policy == "switch" and len(now.clusters_of(version)) < total:
+        return change(ctx, {version: range(total)}, f"release {version}: switch", [version])
+    if policy == "canary" and not now.clusters_of(version):
+        count = max(1, round(float(ctx.cfg.release.canary_share) * total))
+        clusters = range(total - count, total)
+        return change(ctx, {version: clusters}, f"release {version}: canary", [version])
+    if policy == "dark" and not now.clusters_of(version):
+        print(
+            f"{version} is live without traffic (release.on_release: dark); move clusters "
+            f"with `inv traffic --assign {version}=<clusters>` or `--all {version}`"
+        )
+    return None
+
+
+def check_policy(ctx: ReleaseContext) -> None:
+    policy = str(ctx.cfg.release.on_release)
+    if policy not in ON_RELEASE:
+        raise ReleaseError(f"unknown release.on_release {policy!r}: use {', '.join(ON_RELEASE)}")
+
+
+def rollback_moves(ctx: ReleaseContext, to: str, retired: Iterable[str]) -> dict[str, list[int]]:
+    """What `inv rollback --to X` gives X: the clusters it served last, and every cluster of
+    the versions the rollback retires."""
+    now = traffic.current(ctx.store)
+    if now is None:
+        return {}
+    clusters = {c for version in retired for c in now.clusters_of(version)}
+    for past in reversed(traffic.history(ctx.store)):
+        if past.clusters_of(to):
+            clusters.update(past.clusters_of(to))
+            break
+    return {to: sorted(clusters)} if clusters else {}
+
+
+def serving(ctx: ReleaseContext, version: str) -> list[int]:
+    now = traffic.current(ctx.store)
+    return now.clusters_of(version) if now is not None else []
+
+
+def describe(ctx: ReleaseContext, assignment: Assignment | None) -> str:
+    if assignment is None:
+        return f"no traffic assignment on {ctx.env} yet: the first release serves every cluster"
+    lines = [
+        f"traffic on {ctx.env} ({assignment.n_clusters} user clusters), "
+        f"since {assignment.created_at} by {assignment.author}: {assignment.reason}"
+    ]
+    live = live_versions(ctx)
+    for version in sorted({*live, *assignment.clusters}, key=_version_key):
+        clusters = assignment.clusters_of(version)
+        lines.append(
+            f"  {version:<12} clusters {format_clusters(clusters):<16} "
+            f"{assignment.share(version):>5.0%}{'' if version in live else '  (not live)'}"
+        )
+    return "\n".join(lines)
+
+
+def describe_history(ctx: ReleaseContext) -> str:
+    records = traffic.history(ctx.store)
+    if not records:
+        return f"no traffic changes on {ctx.env} yet"
+    lines = []
+    for record in records:
+        split = "  ".join(f"{v}={format_clusters(cs)}" for v, cs in sorted(record.clusters.items()))
+        lines.append(f"{record.created_at}  {split}  -- {record.reason} ({record.author})")
+    return "\n".join(lines)
+
+
+def _version_key(version: str):
+    from packaging.version import Version
+
+    return Version(version)

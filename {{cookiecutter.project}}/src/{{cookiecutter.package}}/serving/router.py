@@ -1,0 +1,174 @@
+"""The online router: one stable endpoint, `POST /predict`, for every live version.
+
+Each trip goes to the version that serves its `user_cluster` in the environment's traffic
+assignment (see `artifacts.traffic`), at that version's own server (`/v{version}/predict`);
+the answer says which version predicted each trip. The assignment is re-read at most every
+`refresh_s` seconds, so `inv traffic` moves live traffic without restarting any server.
+A cluster whose version is not reachable gets 503 naming the version, never another
+version's answer.
+
+In Kubernetes the router is its own Deployment (`inv render-deployment --router`) and finds a
+version's server by its Service name; locally `inv serve-router --upstream VERSION=URL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
+from {{ cookiecutter.package }}.artifacts.traffic import Assignment
+from {{ cookiecutter.package }}.serving.app import PredictRequest
+
+PROJECT = "{{ cookiecutter.project }}"
+
+
+def upstreams(template: str, explicit: dict[str, str], artifact_root: str) -> Callable[[str], str]:
+    """version -> base URL of its server: an explicit URL, else `template` formatted with
+    `{version}` and `{deployment}` (the version's Kubernetes Service name)."""
+
+    def resolve(version: str) -> str:
+        if version in explicit:
+            return explicit[version].rstrip("/")
+        names = ReleaseNames(PROJECT, version, version, artifact_root)
+        return template.format(version=version, deployment=names.deployment_name).rstrip("/")
+
+    return resolve
+
+
+class AssignmentCache:
+    """The current assignment, read from the store at most every `refresh_s` seconds."""
+
+    def __init__(self, store: ArtifactStore, refresh_s: float) -> None:
+        self.store, self.refresh_s = store, refresh_s
+        self.value: Assignment | None = None
+        self.read_at = float("-inf")
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> Assignment | None:
+        if time.monotonic() - self.read_at >= self.refresh_s:
+            async with self.lock:
+                if time.monotonic() - self.read_at >= self.refresh_s:
+                    self.value = await asyncio.to_thread(traffic.current, self.store)
+                    self.read_at = time.monotonic()
+        return self.value
+
+
+def create_router(
+    artifact_root: str,
+    upstream: Callable[[str], str],
+    refresh_s: float = 1.0,
+    timeout_s: float = 10.0,
+) -> FastAPI:
+    cache = AssignmentCache(open_store(artifact_root), refresh_s)
+    client = httpx.AsyncClient(timeout=timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await client.aclose()
+
+    app = FastAPI(title=f"{PROJECT} router", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/traffic")
+    async def current_traffic() -> dict[str, Any]:
+        assignment = await cache.get()
+        if assignment is None:
+            raise HTTPException(503, "no traffic assignment yet: release a version first")
+        return {"clusters": assignment.clusters, "since": assignment.created_at}
+
+    async def forward(version: str, body: bytes) -> list[dict[str, Any]]:
+        url = f"{upstream(version)}/v{version}/predict"
+        try:
+            response = await client.post(
+                url, content=body, headers={"content-type": "application/json"}
+            )
+        except httpx.HTTPError as error:
+            raise HTTPException(
+                503,
+                f"version {version} is unavailable at {upstream(version)}: {type(error).__name__}",
+            ) from None
+        if response.status_code != 200:
+            raise HTTPException(
+                502 if response.status_code >= 500 else response.status_code,
+                f"version {version} answered {response.status_code}",
+            )
+        predictions = response.json()["predictions"]
+        for prediction in predictions:
+            prediction["version"] = version
+        return predictions
+
+    # Routes on the raw body: a request whose trips all go to one version is forwarded as
+    # it came, and the answer is built as plain JSON (no second validation pass).
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            parsed = PredictRequest.model_validate_json(body)
+        except ValidationError as error:
+            detail = [{"loc": e["loc"], "msg": e["msg"]} for e in error.errors()]
+            return JSONResponse({"detail": detail}, status_code=422)
+        assignment = await cache.get()
+        groups: dict[str, list[int]] = {}
+        for index, trip in enumerate(parsed.trips):
+            owner = assignment.owner(trip.user_cluster) if assignment else None
+            if owner is None:
+                raise HTTPException(503, f"no live version serves user cluster {trip.user_cluster}")
+            groups.setdefault(owner, []).append(index)
+        if len(groups) == 1:
+            (version,) = groups
+            predictions = await forward(version, body)
+        else:
+            answers = await asyncio.gather(
+                *(
+                    forward(
+                        version,
+                        json.dumps(
+                            {"trips": [parsed.trips[i].model_dump() for i in indexes]}
+                        ).encode(),
+                    )
+                    for version, indexes in groups.items()
+                )
+            )
+            predictions = [{}] * len(parsed.trips)
+            for indexes, answer in zip(groups.values(), answers, strict=True):
+                for index, prediction in zip(indexes, answer, strict=True):
+                    predictions[index] = prediction
+        return JSONResponse({"predictions": predictions, "versions": sorted(groups)})
+
+    return app
+
+
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port)
+
+
+if __name__ == "__main__":  # the router Deployment's entry point
+    root = os.environ["ARTIFACT_ROOT"]
+    serve(
+        create_router(
+            root,
+            upstreams(os.environ.get("UPSTREAM_URL", "http://{deployment}"), {}, root),
+            refresh_s=float(os.environ.get("TRAFFIC_REFRESH_SECONDS", "1")),
+        ),
+        host=os.environ.get("HOST", "0.0.0.0"),
+        port=int(os.environ.get("PORT", "8080")),
+    )
