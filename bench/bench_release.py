@@ -18,7 +18,7 @@ REPEAT = 3
 DIRECT = """
 import sys, tempfile
 from taxi_eta.config import load_config
-from taxi_eta.release.names import names_for
+from taxi_eta.artifacts.names import names_for
 from taxi_eta.pipelines import steps
 from taxi_eta.release.workflows import workflow_parameters
 from taxi_eta.release.context import ReleaseContext

@@ -1,7 +1,9 @@
 """Latency of one online prediction: a version's server (real uvicorn) on loopback, one
 client on a kept-alive connection; median and p99 over a bounded number of requests. The
 baseline, in the same run against the same server, is GET /healthz: the framework and HTTP
-cost with no validation, features or model."""
+cost with no validation, features or model. Then the same request through the router
+(`POST /predict`, a second real uvicorn process that reads the traffic assignment and
+forwards to the version): what the stable endpoint adds."""
 
 from __future__ import annotations
 
@@ -23,15 +25,25 @@ TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "ar
 RELEASE_AND_SERVE = """
 import sys, tempfile
 from taxi_eta.pipelines import steps
-from taxi_eta.release.names import ReleaseNames
+from taxi_eta.artifacts import traffic
+from taxi_eta.artifacts.names import ReleaseNames
+from taxi_eta.artifacts.store import open_store
 from taxi_eta.serving.app import serve
 names = ReleaseNames("taxi-eta", "0.1.0", "0.1.0", sys.argv[1])
+traffic.record(open_store(sys.argv[1]), {"0.1.0": range(8)}, 8, ["0.1.0"], "bench")
 steps.ensure_features(names, 4000, 42, [7, 8, 9, 16, 17, 18])
 path = tempfile.mktemp()
 model = {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_depth": 6}
 metrics = steps.train_and_evaluate(names, model, 0.2, 42, path)
 steps.publish_model(names, path, metrics, "bench", {"features": {"rush_hours": [7, 8, 9]}})
 serve(names, port=int(sys.argv[2]))
+"""
+ROUTER = """
+import sys
+from taxi_eta.serving import router
+root, upstream, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+app = router.create_router(root, router.upstreams("http://{deployment}", {"0.1.0": upstream}, root))
+router.serve(app, port=port)
 """
 
 
@@ -41,59 +53,83 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/healthz")
+            health = connection.getresponse()
+            health.read()
+            if health.status == 200:
+                connection.close()
+                return
+        except OSError:
+            assert process.poll() is None, "server exited"
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+
+
+def latencies(port: int, method: str, path: str, payload: str | None) -> list[float]:
+    """One fresh kept-alive connection per series (an idle one is closed by the server)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    samples = []
+    for i in range(WARMUP + REQUESTS):
+        started = time.perf_counter()
+        connection.request(method, path, payload, headers)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        if i >= WARMUP:
+            samples.append(time.perf_counter() - started)
+    return sorted(samples)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         project = generated_project(Path(scratch))
-        port = free_port()
-        server = subprocess.Popen([str(project / ".venv/bin/python"), "-c", RELEASE_AND_SERVE,
-                                   str(Path(scratch) / "artifacts"), str(port)],
+        python, root = str(project / ".venv/bin/python"), str(Path(scratch) / "artifacts")
+        port, router_port = free_port(), free_port()
+        server = subprocess.Popen([python, "-c", RELEASE_AND_SERVE, root, str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        router = None
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                    connection.request("GET", "/healthz")
-                    health = connection.getresponse()
-                    health.read()
-                    if health.status == 200:
-                        break
-                except OSError:
-                    assert server.poll() is None, "server exited"
-                    assert time.monotonic() < deadline, "server did not start"
-                    time.sleep(0.2)
+            wait_until_healthy(port, server)
+            router = subprocess.Popen(
+                [python, "-c", ROUTER, root, f"http://127.0.0.1:{port}", str(router_port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_until_healthy(router_port, router)
             body = json.dumps({"trips": [TRIP]})
-            headers = {"Content-Type": "application/json"}
-
-            def latencies(method: str, path: str, payload: str | None) -> list[float]:
-                samples = []
-                for i in range(WARMUP + REQUESTS):
-                    started = time.perf_counter()
-                    connection.request(method, path, payload, headers)
-                    response = connection.getresponse()
-                    response.read()
-                    assert response.status == 200
-                    if i >= WARMUP:
-                        samples.append(time.perf_counter() - started)
-                return sorted(samples)
-
-            baseline = latencies("GET", "/healthz", None)
-            samples = latencies("POST", "/v0.1.0/predict", body)
+            baseline = latencies(port, "GET", "/healthz", None)
+            samples = latencies(port, "POST", "/v0.1.0/predict", body)
+            through_router = latencies(router_port, "POST", "/predict", body)
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            for process in (server, router):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=10)
+
+    def ms(value: float) -> float:
+        return round(value * 1000, 2)
+
     def p99(values: list[float]) -> float:
-        return round(values[int(0.99 * len(values)) - 1] * 1000, 2)
+        return ms(values[int(0.99 * len(values)) - 1])
 
     save("serving", {
         "requests": REQUESTS,
-        "predict_median_ms": round(statistics.median(samples) * 1000, 2),
+        "predict_median_ms": ms(statistics.median(samples)),
         "predict_p99_ms": p99(samples),
-        "predict_max_ms": round(samples[-1] * 1000, 2),
-        "healthz_median_ms": round(statistics.median(baseline) * 1000, 2),
+        "predict_max_ms": ms(samples[-1]),
+        "healthz_median_ms": ms(statistics.median(baseline)),
         "healthz_p99_ms": p99(baseline),
         "predict_over_healthz": round(statistics.median(samples) / statistics.median(baseline),
                                       1),
+        "router_median_ms": ms(statistics.median(through_router)),
+        "router_p99_ms": p99(through_router),
+        "router_adds_median_ms": ms(statistics.median(through_router)
+                                    - statistics.median(samples)),
+        "router_adds_p99_ms": round(p99(through_router) - p99(samples), 2),
     })
 
 

@@ -71,16 +71,15 @@ def test_two_versions_side_by_side(project: Project) -> None:
     # 0.1.0 keeps working after 0.2.0 is out, and each version writes under its own name.
     before = snapshot(project.artifacts / "predictions/0.2.0")
     project.inv("run-inference", "--version", "0.1.0", "--run-id", "after-0.2.0")
-    project.inv("run-inference", "--run-id", "first-0.2.0")
+    # 0.2.0 was released dark (release.on_release: dark): it serves no cluster yet.
+    dark = project.inv("run-inference", "--run-id", "first-0.2.0")
+    assert "0.2.0 serves no user clusters now: no predictions written" in dark.stdout
+    assert snapshot(project.artifacts / "predictions/0.2.0") == before
     old = pd.read_parquet(project.artifacts / "predictions/0.1.0/after-0.2.0.parquet")
-    new = pd.read_parquet(project.artifacts / "predictions/0.2.0/first-0.2.0.parquet")
-    assert set(old.model_version) == {"0.1.0"} and set(new.model_version) == {"0.2.0"}
-    # Each version ran its own code: 0.1.0's ETAs are minutes, 0.2.0's are x1000.
-    assert old.eta_minutes.median() < 100 < 1000 < new.eta_minutes.median()
+    assert set(old.model_version) == {"0.1.0"} and set(old.user_cluster) == set(range(8))
+    assert old.eta_minutes.median() < 100  # 0.1.0's own code, not the checkout's x1000
     assert sorted(p.name for p in (project.artifacts / "predictions/0.1.0").iterdir()) == [
         "after-0.2.0.parquet", "before-0.2.0.parquet"]
-    assert set(snapshot(project.artifacts / "predictions/0.2.0")) == {
-        *before, "first-0.2.0.parquet"}
 
     table = project.inv("versions").stdout.splitlines()
     assert table[0].split()[:2] == ["version", "image"]
@@ -93,51 +92,82 @@ def predictions(project: Project, version: str) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.exists() else set()
 
 
-def test_scheduled_and_served_runs_use_each_versions_own_code(project: Project) -> None:
-    """After 0.2.0 changed the prediction code, 0.1.0 keeps running 0.1.0's code."""
+def test_traffic_splits_scheduled_runs_exactly(project: Project) -> None:
+    """The leak of the old split: after --assign, each cluster is predicted by one version."""
     envs = sorted(p.name for p in (project.path / ".version-envs").iterdir())
     assert [name.split("-")[0] for name in envs] == ["0.1.0", "0.2.0"]
     codes = [line.split()[2] for line in project.inv("versions").stdout.splitlines()[1:3]]
     assert all(code.startswith("sha256:") for code in codes) and codes[0] != codes[1]
 
+    shown = project.inv("traffic").stdout  # 0.2.0 was released dark
+    assert "0.1.0        clusters 0-7" in shown and "0.2.0        clusters -" in shown
+    project.inv("traffic", "--assign", "0.2.0=4-7", "--reason", "A/B test")
+    assert "A/B test" in project.inv("traffic", "--history").stdout
+
     before = {v: predictions(project, v) for v in ("0.1.0", "0.2.0")}
     project.inv("run-scheduled")  # one tick of both versions' inference schedules
-    medians = {}
+    served, medians = {}, {}
     for version in ("0.1.0", "0.2.0"):
         (new_file,) = predictions(project, version) - before[version]
         batch = pd.read_parquet(project.artifacts / "predictions" / version / new_file)
         assert set(batch.model_version) == {version}
-        medians[version] = batch.eta_minutes.median()
+        served[version], medians[version] = set(batch.user_cluster), batch.eta_minutes.median()
+    assert served == {"0.1.0": {0, 1, 2, 3}, "0.2.0": {4, 5, 6, 7}}
+    # ... and each ran its own code: 0.1.0's ETAs are minutes, 0.2.0's are x1000.
     assert medians["0.1.0"] < 100 < 1000 < medians["0.2.0"]
 
+
+def start(project: Project, *args: str) -> tuple[subprocess.Popen, str]:
+    """`inv ARGS --port P` in the background, once it answers /healthz."""
     port = parts.free_port()
-    server = subprocess.Popen(
-        [str(project.path / ".venv/bin/inv"), "serve", "--version", "0.1.0", "--port", str(port)],
-        cwd=project.path, env=project.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen([str(project.path / ".venv/bin/inv"), *args, "--port", str(port)],
+                              cwd=project.path, env=project.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
+            return server, url
+        except OSError:
+            if server.poll() is not None:
+                raise AssertionError(server.stderr.read() if server.stderr else "") from None
+            assert time.monotonic() < deadline, f"inv {' '.join(args)} did not start"
+            time.sleep(0.2)
+
+
+def post(url: str, trips: list[dict]) -> dict:
+    request = urllib.request.Request(url, method="POST", data=json.dumps({"trips": trips}).encode(),
+                                     headers={"content-type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def test_the_router_answers_each_cluster_from_its_version(project: Project) -> None:
+    servers = {version: start(project, "serve", "--version", version)
+               for version in ("0.1.0", "0.2.0")}
+    router, url = start(project, "serve-router",
+                        *[f"--upstream={v}={u}" for v, (_, u) in servers.items()])
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read() if server.stderr else ""
-                assert time.monotonic() < deadline, "the 0.1.0 server did not start"
-                time.sleep(0.2)
-        # `inv serve` became the server, started by 0.1.0's own interpreter.
-        argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+        # `inv serve --version 0.1.0` became the server, started by 0.1.0's own interpreter.
+        argv = Path(f"/proc/{servers['0.1.0'][0].pid}/cmdline").read_bytes().split(b"\0")
         assert argv[0].decode().startswith(str(project.path / ".version-envs/0.1.0-"))
-        request = urllib.request.Request(
-            f"{base}/v0.1.0/predict", method="POST", headers={"content-type": "application/json"},
-            data=json.dumps({"trips": [{"trip_id": "t1", "distance_km": 4.2, "pickup_hour": 8,
-                                        "weekday": 1, "area_cluster": 0}]}).encode())
-        answer = json.loads(urllib.request.urlopen(request, timeout=10).read())
-        assert answer["version"] == "0.1.0"
-        assert 1 < answer["predictions"][0]["eta_minutes"] < 100
+        trips = [{"trip_id": f"t{c}", "distance_km": 4.2, "pickup_hour": 8, "weekday": 1,
+                  "area_cluster": 0, "user_cluster": c} for c in range(8)]
+        answer = post(f"{url}/predict", trips)["predictions"]
+        assert [p["version"] for p in answer] == ["0.1.0"] * 4 + ["0.2.0"] * 4
+        assert all(p["eta_minutes"] < 100 for p in answer[:4])  # 0.1.0's own code
+        assert all(p["eta_minutes"] > 1000 for p in answer[4:])  # 0.2.0's x1000
+
+        project.inv("traffic", "--all", "0.2.0")  # blue/green, no server restarted
+        deadline = time.monotonic() + 10
+        while {p["version"] for p in post(f"{url}/predict", trips)["predictions"]} != {"0.2.0"}:
+            assert time.monotonic() < deadline, "the router never saw the switch"
+            time.sleep(0.2)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for process in (router, *(server for server, _ in servers.values())):
+            process.terminate()
+            process.wait(timeout=30)
+    project.inv("traffic", "--assign", "0.1.0=0-3")  # back to the A/B split
 
 
 def refuse(project: Project, *args: str, message: str) -> None:
@@ -153,6 +183,10 @@ def refuse(project: Project, *args: str, message: str) -> None:
 
 def test_refusals_change_nothing(project: Project) -> None:
     refuse(project, "release", message="0.2.0 is already released on local")
+    refuse(project, "traffic", "--assign", "9.9.9=1", message="version 9.9.9 is not live")
+    refuse(project, "traffic", "--assign", "0.2.0=8", message="user cluster 8 does not exist")
+    refuse(project, "retire", "--version", "0.1.0",
+           message="version 0.1.0 still serves user clusters 0-3")
     before = snapshot(project.artifacts)
     skipped = project.inv("release", "--skip-released")  # what CD runs on every merge
     assert skipped.stdout.strip() == "version 0.2.0 is already released on local: nothing to do"

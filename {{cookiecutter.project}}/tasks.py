@@ -276,18 +276,29 @@ def serve_router(
 
 
 @task(
-    help={**OVERRIDE_HELP, "version": "version to deploy (default: this checkout's)"},
+    help={
+        **OVERRIDE_HELP,
+        "version": "version to deploy (default: this checkout's)",
+        "router": "render the router (POST /predict for every live version) instead",
+    },
     iterable=["override"],
 )
 def render_deployment(
-    c: Context, version: str | None = None, env: str = "local", override: list[str] | None = None
+    c: Context,
+    version: str | None = None,
+    router: bool = False,
+    env: str = "local",
+    override: list[str] | None = None,
 ) -> None:
-    """Write deploy/versions/<version>.yaml: that version's Deployment, Service, Ingress."""
+    """Write deploy/rendered/<env>/<version>.yaml (Deployment, Service, Ingress of that
+    version) or, with --router, deploy/rendered/<env>/router.yaml. The folder is ignored by
+    git: apply it, or commit it to a GitOps repository."""
     from {{ cookiecutter.package }}.release import deployment
 
     with _release_context(env, override, version) as ctx:
         deploy = ctx.project_root / "deploy"
-        print(deployment.write(ctx.names, deploy / "base", deploy / "versions"))
+        out = deploy / "rendered" / ctx.env
+        print(deployment.write(ctx.names, deploy / "base", out, router=router))
 
 
 @task(help={"args": "extra pytest arguments"})

@@ -51,3 +51,23 @@ def test_two_versions_never_share_an_object() -> None:
     assert {(m["kind"], m["metadata"]["name"]) for m in first}.isdisjoint(
         {(m["kind"], m["metadata"]["name"]) for m in second}
     )
+
+
+def test_the_router_is_valid_kubernetes_and_routes_predict_to_itself(tmp_path: Path) -> None:
+    path = deployment.write(names("0.2.0"), BASE, tmp_path, router=True)
+    assert path == tmp_path / "router.yaml"
+    manifests = {m["kind"]: m for m in yaml.safe_load_all(path.read_text())}
+    for manifest in manifests.values():
+        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    assert {m["metadata"]["name"] for m in manifests.values()} == {"taxi-router"}
+    container = manifests["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][-1].endswith(".serving.router")
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "ARTIFACT_ROOT": "gs://bucket",
+        "UPSTREAM_URL": "http://{deployment}",
+    }
+    rule = manifests["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]
+    assert (rule["path"], rule["backend"]["service"]["name"]) == ("/predict", "taxi-router")
+    # Never the selector of a version's pods: the router and the versions are apart.
+    version_selector = deployment.render(names("0.2.0"), BASE)[0]["spec"]["selector"]
+    assert manifests["Deployment"]["spec"]["selector"] != version_selector

@@ -137,6 +137,11 @@ class ReleaseNames:
     def deployment_name(self) -> str:
         return f"{self.project}-v{self.version.replace('.', '-')}"
 
+    @property
+    def router_name(self) -> str:
+        """The one stable online entry point, in front of every live version."""
+        return f"{self.project}-router"
+
 
 def names_for(cfg, version: str | None = None) -> ReleaseNames:
     """The names of `version` (default: this checkout's) in the config's environment.
