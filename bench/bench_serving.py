@@ -22,13 +22,12 @@ from common import generated_project, save  # noqa: E402
 
 REQUESTS, WARMUP = 1000, 50
 TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}
-RELEASE_AND_SERVE = """
+RELEASE = """
 import sys, tempfile
 from taxi_eta.pipelines import steps
 from taxi_eta.artifacts import traffic
 from taxi_eta.artifacts.names import ReleaseNames
 from taxi_eta.artifacts.store import open_store
-from taxi_eta.serving.app import serve
 names = ReleaseNames("taxi-eta", "0.1.0", "0.1.0", sys.argv[1])
 traffic.record(open_store(sys.argv[1]), {"0.1.0": range(8)}, 8, ["0.1.0"], "bench")
 steps.ensure_features(names, 4000, 42, [7, 8, 9, 16, 17, 18])
@@ -36,7 +35,13 @@ path = tempfile.mktemp()
 model = {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_depth": 6}
 metrics = steps.train_and_evaluate(names, model, 0.2, 42, path)
 steps.publish_model(names, path, metrics, "bench", {"features": {"rush_hours": [7, 8, 9]}})
-serve(names, port=int(sys.argv[2]))
+"""
+# A server process that only serves, as `inv serve` and the image start it.
+SERVE = """
+import sys
+from taxi_eta.artifacts.names import ReleaseNames
+from taxi_eta.serving.app import serve
+serve(ReleaseNames("taxi-eta", "0.1.0", "0.1.0", sys.argv[1]), port=int(sys.argv[2]))
 """
 ROUTER = """
 import sys
@@ -91,7 +96,8 @@ def main() -> None:
         project = generated_project(Path(scratch))
         python, root = str(project / ".venv/bin/python"), str(Path(scratch) / "artifacts")
         port, router_port = free_port(), free_port()
-        server = subprocess.Popen([python, "-c", RELEASE_AND_SERVE, root, str(port)],
+        subprocess.run([python, "-c", RELEASE, root], check=True, capture_output=True)
+        server = subprocess.Popen([python, "-c", SERVE, root, str(port)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         router = None
         try:

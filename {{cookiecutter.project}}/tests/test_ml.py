@@ -1,8 +1,14 @@
+import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 from {{ cookiecutter.package }}.ml.data import make_trips
-from {{ cookiecutter.package }}.ml.features import FEATURE_COLUMNS, build_features
+from {{ cookiecutter.package }}.ml.features import (
+    FEATURE_COLUMNS,
+    build_features,
+    feature_matrix,
+    model_input,
+)
 from {{ cookiecutter.package }}.ml.predict import predict
 from {{ cookiecutter.package }}.ml.train import fit_and_evaluate
 
@@ -47,3 +53,16 @@ def test_models_beat_a_constant_guess_and_predict_per_trip() -> None:
             "model_version",
         ]
         assert (predictions.model_version == "1.0.0").all()
+
+
+def test_online_and_batch_paths_compute_the_same_features() -> None:
+    trips = make_trips(300, seed=3)
+    matrix = feature_matrix(
+        trips.distance_km.to_numpy(),
+        trips.pickup_hour.to_numpy(),
+        trips.weekday.to_numpy(),
+        trips.area_cluster.to_numpy(),
+        RUSH,
+    )
+    assert matrix.shape == (300, len(FEATURE_COLUMNS))
+    np.testing.assert_array_equal(matrix, model_input(build_features(trips, RUSH)))

@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import uvicorn
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.ml.features import build_features
+from {{ cookiecutter.package }}.ml.predict import predict
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.serving import router
 from {{ cookiecutter.package }}.serving.app import create_app
@@ -99,7 +102,9 @@ def servers(artifact_root: Path, running: Servers) -> dict[str, str]:
     return dict(running.urls)
 
 
-def test_each_version_answers_at_its_own_endpoint(servers: dict[str, str]) -> None:
+def test_each_version_answers_at_its_own_endpoint(
+    servers: dict[str, str], artifact_root: Path
+) -> None:
     answers = {}
     for version, url in servers.items():
         assert httpx.get(f"{url}/version").json()["version"] == version
@@ -112,6 +117,12 @@ def test_each_version_answers_at_its_own_endpoint(servers: dict[str, str]) -> No
         other = "2.0.0" if version == "1.0.0" else "1.0.0"
         assert httpx.post(f"{url}/v{other}/predict", json={"trips": [TRIP]}).status_code == 404
     assert answers["1.0.0"] != answers["2.0.0"]  # two different models
+    # The online path (arrays) answers what the batch path (frames) predicts.
+    model = steps.load_model(ReleaseNames("taxi", "2.0.0", "2.0.0", str(artifact_root)))
+    batch = predict(
+        model, build_features(pd.DataFrame([{**TRIP, "user_cluster": 0}]), [7, 8, 9]), "2.0.0"
+    )
+    assert answers["2.0.0"] == batch.eta_minutes.iloc[0]
     assert all(5 < eta < 60 for eta in answers.values())
 
 

@@ -9,11 +9,11 @@ import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
 from {{ cookiecutter.package }}.ml import TARGET
-from {{ cookiecutter.package }}.ml.features import FEATURE_COLUMNS
+from {{ cookiecutter.package }}.ml.features import model_input
 
 
 def evaluate(model: Any, labelled: pd.DataFrame) -> dict[str, float]:
-    predicted = model.predict(labelled[FEATURE_COLUMNS])
+    predicted = model.predict(model_input(labelled))
     actual = labelled[TARGET]
     return {
         "mae": round(float(mean_absolute_error(actual, predicted)), 4),

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from {{ cookiecutter.package }}.ml.features import FEATURE_COLUMNS
+from {{ cookiecutter.package }}.ml.features import model_input
 
 
 def predict(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -14,7 +14,7 @@ def predict(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:
         {
             "trip_id": features["trip_id"].to_numpy(),
             "user_cluster": features["user_cluster"].to_numpy(),
-            "eta_minutes": model.predict(features[FEATURE_COLUMNS]).round(2),
+            "eta_minutes": model.predict(model_input(features)).round(2),
             "model_version": version,
         }
     )

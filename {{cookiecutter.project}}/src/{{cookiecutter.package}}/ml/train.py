@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from {{ cookiecutter.package }}.ml import TARGET
 from {{ cookiecutter.package }}.ml.evaluate import evaluate
-from {{ cookiecutter.package }}.ml.features import FEATURE_COLUMNS
+from {{ cookiecutter.package }}.ml.features import model_input
 
 
 def make_model(model_cfg: Mapping[str, Any]) -> Any:
@@ -30,7 +30,7 @@ def split(
 
 def fit(train: pd.DataFrame, model_cfg: Mapping[str, Any]) -> Any:
     model = make_model(model_cfg)
-    model.fit(train[FEATURE_COLUMNS], train[TARGET])
+    model.fit(model_input(train), train[TARGET].to_numpy())
     return model
 
 

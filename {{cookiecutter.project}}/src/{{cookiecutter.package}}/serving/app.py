@@ -15,15 +15,14 @@ import json
 import os
 from typing import Any
 
-import pandas as pd
+import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.ml.data import N_AREAS
-from {{ cookiecutter.package }}.ml.features import build_features
-from {{ cookiecutter.package }}.ml.predict import predict
+from {{ cookiecutter.package }}.ml.features import feature_matrix
 from {{ cookiecutter.package }}.pipelines.steps import load_model
 from {{ cookiecutter.package }}.version import read_version
 
@@ -55,7 +54,21 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+def limit_native_threads() -> None:
+    """One OpenMP/BLAS thread per server process (SERVING_THREADS to change it).
+
+    A request is a few trips: handing them to a pool of OpenMP threads costs more than it
+    saves, and the idle threads spin on the cores that the router and the other requests
+    need (measured on 2 cores: one-trip prediction 5.6 ms -> see bench/results/serving.json).
+    Scale a version out with replicas, not threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=int(os.environ.get("SERVING_THREADS", "1")))
+
+
 def create_app(names: ReleaseNames) -> FastAPI:
+    limit_native_threads()
     model = load_model(names)
     store = open_store(names.artifact_root)
     metadata: dict[str, Any] = json.loads(store.read_text(names.model_metadata_key))
@@ -75,18 +88,24 @@ def create_app(names: ReleaseNames) -> FastAPI:
             "git_sha": metadata["git_sha"],
         }
 
-    # `async def` on purpose: the few milliseconds of prediction run on the event loop's
-    # thread. In FastAPI's thread-pool workers scikit-learn's OpenMP hand-off made the same
-    # one-trip prediction take 16 ms instead of 6 ms (measured on 2 cores).
+    # `async def` on purpose: the prediction of a few trips (about a millisecond) runs on
+    # the event loop's thread, with no hand-off to FastAPI's thread pool.
     @app.post(names.endpoint_path, response_model=PredictResponse)
     async def predict_trips(request: PredictRequest) -> PredictResponse:
-        trips = pd.DataFrame([trip.model_dump() for trip in request.trips])
-        predicted = predict(model, build_features(trips, rush_hours), names.version)
+        trips = request.trips
+        features = feature_matrix(
+            np.array([t.distance_km for t in trips]),
+            np.array([t.pickup_hour for t in trips]),
+            np.array([t.weekday for t in trips]),
+            np.array([t.area_cluster for t in trips]),
+            rush_hours,
+        )
+        etas = model.predict(features).round(2).tolist()
         return PredictResponse(
             version=names.version,
             predictions=[
-                Prediction(trip_id=row.trip_id, eta_minutes=float(row.eta_minutes))
-                for row in predicted.itertuples()
+                Prediction(trip_id=t.trip_id, eta_minutes=eta)
+                for t, eta in zip(trips, etas, strict=True)
             ],
         )
 
