@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -56,13 +57,14 @@ def test_two_versions_side_by_side(project: Project) -> None:
     assert project.git("tag", "--list").split() == ["v0.1.0", "v0.2.0"]
 
     for version in ("0.1.0", "0.2.0"):
-        expected = {f"features/{version}/train.parquet", f"models/{version}/model.pkl",
-                    f"models/{version}/metadata.json", f"workflows/{version}/training.yaml",
-                    f"workflows/{version}/inference.yaml", f"schedules/{version}.json",
-                    f"releases/{version}.json"}
-        assert expected <= released_files(project, version)
         metadata = json.loads((project.artifacts / f"models/{version}/metadata.json").read_text())
         assert metadata["version"] == version
+        assert re.fullmatch(rf"models/{version}/model-[0-9a-f]{{16}}\.pkl", metadata["model_key"])
+        expected = {f"features/{version}/train.parquet", metadata["model_key"],
+                    f"models/{version}/metadata.json", f"workflows/{version}/training.yaml",
+                    f"workflows/{version}/inference.yaml", f"schedules/{version}.json",
+                    f"releases/{version}.json", f"code/{version}/code.json"}
+        assert expected <= released_files(project, version)
         record = json.loads((project.artifacts / f"releases/{version}.json").read_text())
         assert record["git_tag"] == f"v{version}"
         assert list(record["timings_s"]) == ["tag", "build", "code", "train-adhoc",
@@ -247,7 +249,8 @@ def test_a_killed_release_finishes_when_run_again(project: Project) -> None:
     assert f"released {current} to local" in result.stdout
     assert "reuse" in result.stdout  # the features the killed run made are not recomputed
     files = sorted(p.name for p in (project.artifacts / f"models/{current}").iterdir())
-    assert files == ["metadata.json", "model.pkl"]
+    metadata = json.loads((project.artifacts / f"models/{current}/metadata.json").read_text())
+    assert files == ["metadata.json", metadata["model_key"].rsplit("/", 1)[1]]
     assert sorted(p.name for p in (project.artifacts / f"features/{current}").iterdir()) == [
         "train.parquet"]
     assert list(project.artifacts.rglob("*.partial")) == []
@@ -268,10 +271,12 @@ def test_release_against_a_gcs_emulator(project: Project) -> None:
         result = project.inv("release", "-o", f"env.artifact_root={root}", env=env)
         version = result.stdout.split("released ")[1].split()[0]
         keys = {b.name for b in client.list_blobs("release-e2e")}
-        assert {f"taxi/models/{version}/model.pkl", f"taxi/models/{version}/metadata.json",
+        metadata = json.loads(client.bucket("release-e2e").blob(
+            f"taxi/models/{version}/metadata.json").download_as_bytes())
+        assert {f"taxi/{metadata['model_key']}", f"taxi/models/{version}/metadata.json",
                 f"taxi/releases/{version}.json", f"taxi/workflows/{version}/training.yaml",
-                } <= keys
-        blob = client.bucket("release-e2e").blob(f"taxi/models/{version}/model.pkl")
+                f"taxi/code/{version}/code.json"} <= keys
+        blob = client.bucket("release-e2e").blob(f"taxi/{metadata['model_key']}")
         from google.api_core.exceptions import PreconditionFailed
 
         with pytest.raises(PreconditionFailed) as refused:

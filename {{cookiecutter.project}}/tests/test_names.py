@@ -18,7 +18,7 @@ def test_every_versioned_name_follows_the_contract(names: ReleaseNames) -> None:
     assert names.git_tag == "v1.2.0"
     assert names.image == "eu-docker.pkg.dev/p/r/taxi:1.2.0"
     assert names.features_key() == "features/1.1.0/train.parquet"
-    assert names.model_key == "models/1.2.0/model.pkl"
+    assert names.model_key("0123456789abcdef" * 4) == "models/1.2.0/model-0123456789abcdef.pkl"
     assert names.model_metadata_key == "models/1.2.0/metadata.json"
     assert names.workflow_key("training") == "workflows/1.2.0/training.yaml"
     assert names.workflow_key("inference") == "workflows/1.2.0/inference.yaml"
@@ -29,7 +29,7 @@ def test_every_versioned_name_follows_the_contract(names: ReleaseNames) -> None:
     assert names.endpoint_path == "/v1.2.0/predict"
     assert names.deployment_name == "taxi-v1-2-0"
     assert names.release_record_key == "releases/1.2.0.json"
-    assert names.uri(names.model_key) == "gs://bucket/models/1.2.0/model.pkl"
+    assert names.uri(names.model_metadata_key) == "gs://bucket/models/1.2.0/metadata.json"
 
 
 def test_without_registry_the_image_stays_in_local_storage() -> None:

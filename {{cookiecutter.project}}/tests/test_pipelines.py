@@ -51,7 +51,7 @@ def test_training_creates_features_model_and_metadata(
     assert metadata["git_sha"] == SHA
     assert metadata["metrics"]["mae"] > 0
     assert metadata["config"]["model"]["_target_"] == "sklearn.linear_model.Ridge"
-    model = pickle.loads((artifact_root / names.model_key).read_bytes())
+    model = pickle.loads((artifact_root / metadata["model_key"]).read_bytes())
     assert hasattr(model, "predict")
     assert pd.read_parquet(artifact_root / names.features_key()).shape[0] == 600
 
@@ -153,5 +153,6 @@ def test_training_against_a_gcs_emulator(cfg, tmp_path: Path, gcs_root: str) -> 
     ctx = context(cfg, tmp_path)
     train_adhoc(ctx, SHA)
     metadata = json.loads(ctx.store.read_text(ctx.names.model_metadata_key))
-    assert metadata["model"] == f"{gcs_root}/models/{cfg.version}/model.pkl"
+    assert metadata["model"] == f"{gcs_root}/{metadata['model_key']}"
+    assert metadata["model_key"].startswith(f"models/{cfg.version}/model-")
     assert ctx.store.list("features/") == [ctx.names.features_key()]

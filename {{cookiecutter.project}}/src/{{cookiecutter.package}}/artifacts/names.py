@@ -71,13 +71,13 @@ class ReleaseNames:
     def features_key(self, split: str = "train") -> str:
         return f"{self.features_prefix}/{split}.parquet"
 
-    @property
-    def model_key(self) -> str:
-        return f"models/{self.version}/model.pkl"
+    def model_key(self, sha256: str) -> str:
+        """Content-addressed: a model object's name says which bytes it holds."""
+        return f"models/{self.version}/model-{sha256[:16]}.pkl"
 
     @property
     def model_metadata_key(self) -> str:
-        """Written after model.pkl: its presence is what makes the model released."""
+        """Written last, create-only, naming the model object: it makes the model released."""
         return f"models/{self.version}/metadata.json"
 
     # A version's code: the local analogue of its image. The wheel and the locked

@@ -9,16 +9,14 @@ scikit-learn cost seconds to import, and only the steps that need them pay for t
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import pickle
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts import models, traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
@@ -40,14 +38,8 @@ def _read_parquet(data: bytes) -> pd.DataFrame:
 
 
 def load_model(names: ReleaseNames) -> Any:
-    """The released model of `names.version` (its metadata must exist: released = complete)."""
-    store = open_store(names.artifact_root)
-    if not store.exists(names.model_metadata_key):
-        raise StoreError(
-            f"no released model for version {names.version} "
-            f"at {names.uri(names.model_metadata_key)}"
-        )
-    return pickle.loads(store.read(names.model_key))
+    """The released model of `names.version`, verified against its metadata."""
+    return models.load(open_store(names.artifact_root), names)
 
 
 def ensure_features(names: ReleaseNames, n_trips: int, seed: int, rush_hours: list[int]) -> str:
@@ -93,36 +85,28 @@ def train_and_evaluate(
 def publish_model(
     names: ReleaseNames, model_path: str, metrics: dict[str, float], git_sha: str, config: dict
 ) -> str:
-    """Write model.pkl, then metadata.json: the metadata is what makes the model released.
-
-    A released model is never replaced (AlreadyExistsError). A model.pkl without metadata is
-    what a killed run leaves behind: it was never released, so it is replaced.
-    """
+    """Release the trained model (see `artifacts.models`: one create-only commit point)."""
     store = open_store(names.artifact_root)
-    if store.exists(names.model_metadata_key):
+    if models.released(store, names):
         raise AlreadyExistsError(
-            f"model {names.version} is already released at {names.uri(names.model_key)}; "
-            "bump the version to train a new one"
+            f"model {names.version} is already released at "
+            f"{names.uri(names.model_metadata_key)}; bump the version to train a new one"
         )
-    model_bytes = Path(model_path).read_bytes()
-    if store.exists(names.model_key):
-        store.replace(names.model_key, model_bytes)
-    else:
-        store.write(names.model_key, model_bytes)
-    metadata = {
-        "version": names.version,
-        "feature_version": names.feature_version,
-        "features": names.uri(names.features_key("train")),
-        "model": names.uri(names.model_key),
-        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "main_metric": MAIN_METRIC,
-        "metrics": metrics,
-        "git_sha": git_sha,
-        "config": config,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    store.write_text(names.model_metadata_key, json.dumps(metadata, indent=2, sort_keys=True))
-    return names.uri(names.model_key)
+    committed = models.publish(
+        store,
+        names,
+        Path(model_path).read_bytes(),
+        {
+            "feature_version": names.feature_version,
+            "features": names.uri(names.features_key("train")),
+            "main_metric": MAIN_METRIC,
+            "metrics": metrics,
+            "git_sha": git_sha,
+            "config": config,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
+    return str(committed["model"])
 
 
 def new_run_id() -> str:

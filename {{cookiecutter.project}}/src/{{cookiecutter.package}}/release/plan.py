@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
@@ -65,7 +66,7 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
             if names.feature_version == names.version
             else f"pinned feature version {names.feature_version}",
         ),
-        Resource("model", names.uri(names.model_key), model_released(ctx)),
+        Resource("model", names.uri(names.model_metadata_key), model_released(ctx)),
         # Asked of the engine, as `inv versions` does: on dev/prod, KFP's pipeline versions.
         *[
             Resource("workflow", names.uri(names.workflow_key(w)), ctx.engine.registered(names, w))
@@ -181,7 +182,10 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         "image": built.get("image"),
         "code": asdict(built["code"]),
         "feature_version": ctx.names.feature_version,
-        "model": json.loads(ctx.store.read_text(ctx.names.model_metadata_key)),
+        # The model's metadata without its resolved config (that stays in metadata.json).
+        "model": {
+            k: v for k, v in models.read_metadata(ctx.store, ctx.names).items() if k != "config"
+        },
         "workflows": {w: ctx.names.uri(ctx.names.workflow_key(w)) for w in WORKFLOWS},
         "schedules": [asdict(s) for s in ctx.engine.schedules(ctx.names)],
         "user_clusters": traffic.serving(ctx, ctx.names.version),
@@ -189,7 +193,6 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         "timings_s": timings,
         "released_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    record["model"].pop("config", None)
     ctx.store.write_text(ctx.names.release_record_key, json.dumps(record, indent=2))
     record_uri = ctx.names.uri(ctx.names.release_record_key)
     print(f"released {ctx.names.version} to {ctx.env}: {record_uri}")

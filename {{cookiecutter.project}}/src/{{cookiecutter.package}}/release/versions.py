@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 from packaging.version import InvalidVersion, Version
 
+from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.release import image
@@ -43,9 +43,7 @@ def known_versions(ctx: ReleaseContext) -> list[str]:
 
 def row(ctx: ReleaseContext) -> dict[str, str]:
     names, store = ctx.names, ctx.store
-    metadata = (
-        json.loads(store.read_text(names.model_metadata_key)) if model_released(ctx) else None
-    )
+    metadata = models.read_metadata(store, names) if model_released(ctx) else None
     feature_version = metadata["feature_version"] if metadata else names.feature_version
     features_key = replace(names, feature_version=feature_version).features_key("train")
     # Asked of the engine: on dev/prod these are Kubeflow Pipelines' pipeline versions.

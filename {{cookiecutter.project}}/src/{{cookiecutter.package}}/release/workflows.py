@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from packaging.version import Version
 
+from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError
 from {{ cookiecutter.package }}.engines import Schedule
@@ -56,7 +57,7 @@ def compile_spec(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> str:
 
 
 def model_released(ctx: ReleaseContext) -> bool:
-    return ctx.store.exists(ctx.names.model_metadata_key)
+    return models.released(ctx.store, ctx.names)
 
 
 def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
@@ -64,8 +65,9 @@ def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
     version exists), model (create-only), metrics. Waits for the result."""
     names = ctx.names
     if model_released(ctx):
-        print(f"model {names.version} exists at {names.uri(names.model_key)}: nothing to train")
-        return names.uri(names.model_key)
+        model = str(models.read_metadata(ctx.store, names)["model"])
+        print(f"model {names.version} exists at {model}: nothing to train")
+        return model
     features = "reuse" if ctx.store.exists(names.features_key("train")) else "create"
     print(f"training {names.version} on {ctx.env} (features {names.feature_version}: {features})")
     spec = compile_spec(ctx, "training", git_sha)

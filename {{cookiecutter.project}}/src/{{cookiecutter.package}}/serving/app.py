@@ -11,19 +11,20 @@ MODEL_VERSION, HOST, PORT) in the environment.
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import feature_matrix
-from {{ cookiecutter.package }}.pipelines.steps import load_model
 from {{ cookiecutter.package }}.version import read_version
 
 
@@ -69,9 +70,9 @@ def limit_native_threads() -> None:
 
 def create_app(names: ReleaseNames) -> FastAPI:
     limit_native_threads()
-    model = load_model(names)
     store = open_store(names.artifact_root)
-    metadata: dict[str, Any] = json.loads(store.read_text(names.model_metadata_key))
+    model = models.load(store, names)
+    metadata = models.read_metadata(store, names)
     rush_hours = [int(h) for h in metadata["config"]["features"]["rush_hours"]]
     app = FastAPI(title=f"{names.project} {names.version}", version=names.version)
 
@@ -133,15 +134,26 @@ def serve_command(
     return [python, "-m", "{{ cookiecutter.package }}.serving.app"], environment
 
 
-if __name__ == "__main__":  # the image's entry point
+def main() -> None:
+    """The image's entry point (and `inv serve`'s, in the version's own environment)."""
     version = os.environ.get("MODEL_VERSION") or read_version()
-    serve(
-        ReleaseNames(
+    try:
+        names = ReleaseNames(
             project="{{ cookiecutter.project }}",
             version=version,
             feature_version=version,
             artifact_root=os.environ["ARTIFACT_ROOT"],
-        ),
-        host=os.environ.get("HOST", "0.0.0.0"),
-        port=int(os.environ.get("PORT", "8080")),
+        )
+        app = create_app(names)
+    except (UserError, KeyError) as error:
+        # A missing, altered or unreadable model: one line, and no server that half works.
+        sys.exit(f"error: cannot serve {version}: {error}")
+    import uvicorn
+
+    uvicorn.run(
+        app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8080"))
     )
+
+
+if __name__ == "__main__":
+    main()

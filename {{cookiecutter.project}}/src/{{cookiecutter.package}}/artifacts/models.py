@@ -1,0 +1,82 @@
+"""A version's released model: published once, with one commit point, and loaded verified.
+
+Publication cannot be raced: the model's bytes go to a content-addressed object,
+`models/{version}/model-{sha256[:16]}.pkl` (two runs never write the same name with other
+bytes), then `metadata.json` is written create-only and names that object and its hash. The
+metadata is the commit: whoever writes it first released the model; the other run ends with
+"already released by another run", and no object that a committed metadata names is ever
+replaced.
+
+Every load reads the metadata, then the object it names, and refuses bytes whose sha256 is
+not the one recorded. What is trusted is the artifact store itself (who may write to the
+bucket or folder): models are pickles, which run code when loaded, so the hash check stops
+corruption and a swapped object, not someone who can rewrite the metadata too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from typing import Any
+
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, ArtifactStore, StoreError
+
+
+def released(store: ArtifactStore, names: ReleaseNames) -> bool:
+    return store.exists(names.model_metadata_key)
+
+
+def read_metadata(store: ArtifactStore, names: ReleaseNames) -> dict[str, Any]:
+    """The committed metadata of `names.version`'s model; StoreError when there is none."""
+    key = names.model_metadata_key
+    if not store.exists(key):
+        raise StoreError(f"no released model for version {names.version} at {names.uri(key)}")
+    try:
+        metadata = json.loads(store.read_text(key))
+        if not isinstance(metadata, dict) or not {"model_key", "model_sha256"} <= set(metadata):
+            raise ValueError("model_key or model_sha256 missing")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise StoreError(f"{names.uri(key)} is not model metadata: {error}") from None
+    return metadata
+
+
+def load(store: ArtifactStore, names: ReleaseNames) -> Any:
+    """The released model of `names.version`, its bytes checked against the metadata."""
+    metadata = read_metadata(store, names)
+    data = store.read(str(metadata["model_key"]))
+    if hashlib.sha256(data).hexdigest() != metadata["model_sha256"]:
+        raise StoreError(
+            f"{names.uri(metadata['model_key'])} does not match the sha256 recorded in "
+            f"{names.uri(names.model_metadata_key)}: refusing to load an altered model"
+        )
+    return pickle.loads(data)
+
+
+def publish(
+    store: ArtifactStore, names: ReleaseNames, model: bytes, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Release `model` with `metadata` (metrics, config, ...); returns what was committed."""
+    digest = hashlib.sha256(model).hexdigest()
+    key = names.model_key(digest)
+    try:
+        store.write(key, model)
+    except AlreadyExistsError:
+        if hashlib.sha256(store.read(key)).hexdigest() != digest:
+            raise StoreError(f"{names.uri(key)} exists with other bytes") from None
+    committed = {
+        **metadata,
+        "version": names.version,
+        "model": names.uri(key),
+        "model_key": key,
+        "model_sha256": digest,
+    }
+    try:
+        store.write_text(names.model_metadata_key, json.dumps(committed, indent=2, sort_keys=True))
+    except AlreadyExistsError:
+        raise AlreadyExistsError(
+            f"model {names.version} was already released by another run "
+            f"({names.uri(names.model_metadata_key)}); bump the version to train a new one"
+        ) from None
+    return committed
