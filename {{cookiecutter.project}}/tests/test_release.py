@@ -1,7 +1,9 @@
 """The release flow on a scratch git repository: preflight refusals, plan, schedules."""
 
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,17 @@ def test_redeploying_a_version_is_a_no_op_and_a_changed_pipeline_is_refused(
     with pytest.raises(ReleaseError, match="differs from the training pipeline"):
         deploy_workflows(context(cfg, git_repo), sha)
     assert snapshot(artifact_root) == before
+
+
+def test_a_tag_lock_left_by_a_killed_git_is_recovered(cfg, git_repo: Path) -> None:
+    ctx = context(cfg, git_repo)
+    lock = git_repo / ".git/refs/tags" / f"v{cfg.version}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    with pytest.raises(ReleaseError, match="cannot lock ref"):  # a live git may hold it
+        ctx.git.create_tag(f"v{cfg.version}", "release")
+    stale = time.time() - 60
+    os.utime(lock, (stale, stale))  # what a git killed a minute ago left
+    ctx.git.create_tag(f"v{cfg.version}", "release")
+    assert git(git_repo, "tag", "--list") == f"v{cfg.version}"
+    assert not lock.exists()

@@ -1,5 +1,11 @@
 """The artifact store contract, against a local directory and a real GCS emulator server."""
 
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +77,40 @@ def test_keys_cannot_escape_the_store(tmp_path: Path) -> None:
 def test_unsupported_scheme_is_refused() -> None:
     with pytest.raises(StoreError, match="unsupported artifact root"):
         open_store("s3://bucket")
+
+
+KILLED_WRITER = """
+import os, sys, time
+from {{ cookiecutter.package }}.artifacts.store import LocalStore
+os.fsync = lambda fd: time.sleep(600)  # hold the write open until killed
+LocalStore(sys.argv[1]).write("models/1.0.0/model.pkl", b"x" * 100_000)
+"""
+
+
+def test_a_write_killed_half_way_leaves_nothing_the_next_write_keeps(tmp_path: Path) -> None:
+    folder = tmp_path / "models/1.0.0"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path)])
+    deadline = time.monotonic() + 30
+    while not list(folder.glob(".*.partial")):
+        assert time.monotonic() < deadline and writer.poll() is None, "the write never started"
+        time.sleep(0.05)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    assert not (folder / "model.pkl").exists()  # never a half-written artifact
+    assert len(list(folder.glob(".*.partial"))) == 1
+
+    store = LocalStore(tmp_path)
+    store.write("models/1.0.0/metadata.json", b"{}")  # the next write into that folder
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.json"]
+    assert store.list("models/") == ["models/1.0.0/metadata.json"]
+
+
+def test_artifacts_are_readable_by_other_users(tmp_path: Path) -> None:
+    """The image runs as uid 10001: a shared local root must not hold 0600 artifacts."""
+    store = LocalStore(tmp_path)
+    store.write("features/1.0.0/train.parquet", b"f")
+    store.replace("schedules/1.0.0.json", b"{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    for key in ("features/1.0.0/train.parquet", "schedules/1.0.0.json"):
+        assert stat.S_IMODE((tmp_path / key).stat().st_mode) == 0o666 & ~umask

@@ -59,6 +59,35 @@ class ArtifactStore(ABC):
         self.write(key, text.encode())
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (the owner of a temporary file, say)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_partials(folder: Path) -> None:
+    """Delete the temporary files that killed writers left in `folder` (their pid is in the
+    name: `.NAME.PID.RANDOM.partial`); a live writer's file is left alone."""
+    for leftover in folder.glob(".*.partial"):
+        pid = leftover.name.rsplit(".", 3)[-3] if leftover.name.count(".") >= 4 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
 class LocalStore(ArtifactStore):
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root).resolve()
@@ -82,9 +111,15 @@ class LocalStore(ArtifactStore):
     def _write_atomically(self, key: str, data: bytes, create_only: bool) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        _remove_dead_partials(path.parent)
+        fd, temp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".partial"
+        )
         try:
             with os.fdopen(fd, "wb") as handle:
+                # mkstemp makes 0600 files; artifacts are read by other users too (the
+                # image's uid on a shared root), so they get the usual umask-based mode.
+                os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -88,6 +88,9 @@ class LocalEngine:
             # The version's environment alone decides what is imported: no PYTHONPATH, and a
             # working directory where no project source lies.
             environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            # kfp's runner makes a temporary folder per task and leaves it: keep them all in
+            # this run's scratch folder, which goes away with the run.
+            environment["TMPDIR"] = scratch
             try:
                 subprocess.run(command, cwd=scratch, env=environment, timeout=timeout_s)
             except subprocess.TimeoutExpired:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code, read_code_files
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
-from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, pid_alive
 from {{ cookiecutter.package }}.errors import ReleaseError
 
 READY = "version-code.json"  # written last inside an environment: it is complete
@@ -41,16 +41,6 @@ def find_uv() -> str:
             "installs it with the dev group (or `pip install uv`)"
         )
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class VersionEnvironments:
@@ -131,5 +121,5 @@ class VersionEnvironments:
     def _remove_dead_builds(self) -> None:
         for leftover in self.root.glob(".*.partial"):
             pid = leftover.name.rsplit(".", 2)[-2]
-            if not pid.isdigit() or not _alive(int(pid)) or int(pid) == os.getpid():
+            if not pid.isdigit() or not pid_alive(int(pid)) or int(pid) == os.getpid():
                 shutil.rmtree(leftover, ignore_errors=True)

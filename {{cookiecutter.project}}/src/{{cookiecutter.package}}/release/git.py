@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -56,4 +57,26 @@ class Git:
         return result.stdout.strip() or None
 
     def create_tag(self, tag: str, message: str) -> None:
-        self._run("tag", "-a", tag, "-m", message)
+        result = self._run("tag", "-a", tag, "-m", message, check=False)
+        if result.returncode != 0 and self._remove_stale_lock(f"refs/tags/{tag}"):
+            result = self._run("tag", "-a", tag, "-m", message, check=False)
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or [str(result.returncode)])[0]
+            raise ReleaseError(f"git tag {tag} failed: {detail}")
+
+    def _remove_stale_lock(self, ref: str, older_than_s: float = 10.0) -> bool:
+        """Remove the lock file a killed git left on `ref`, if nobody touched it lately.
+
+        git writes `<ref>.lock` while it updates a ref and removes it at the end; a process
+        killed in between leaves it, and every later update of that ref fails. A lock that
+        old is no live git's (a tag update takes milliseconds).
+        """
+        git_dir = Path(self._run("rev-parse", "--git-dir").stdout.strip())
+        lock = (git_dir if git_dir.is_absolute() else self.repo / git_dir) / f"{ref}.lock"
+        try:
+            if time.time() - lock.stat().st_mtime < older_than_s:
+                return False
+            lock.unlink()
+        except FileNotFoundError:
+            return False
+        return True
