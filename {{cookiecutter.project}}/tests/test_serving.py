@@ -1,9 +1,13 @@
 """Two released versions served side by side by real uvicorn servers on loopback."""
 
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -135,6 +139,9 @@ def test_each_version_answers_at_its_own_endpoint(
         ({"trips": [{**TRIP, "surge": 2}]}, "surge"),
         ({"trips": []}, "trips"),
         ({"rides": [TRIP]}, "trips"),
+        ({"trips": [{**TRIP, "distance_km": "4.2"}]}, "distance_km"),  # strict: no strings
+        ({"trips": [{**TRIP, "pickup_hour": 8.0}]}, "pickup_hour"),  # strict: no floats
+        ({"trips": [{**TRIP, "weekday": True}]}, "weekday"),  # strict: no booleans
     ],
 )
 def test_bad_requests_get_422_naming_the_field(
@@ -194,3 +201,102 @@ def test_the_router_sends_each_trip_to_the_version_serving_its_cluster(
     assert bad.status_code == 422 and ["trips", 0, "user_cluster"] in [
         d["loc"] for d in bad.json()["detail"]
     ]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_get_422_not_a_traceback(servers: dict[str, str], value: str) -> None:
+    body = json.dumps({"trips": [TRIP]}).replace('"distance_km": 5.0', f'"distance_km": {value}')
+    assert value in body
+    response = httpx.post(
+        f"{servers['1.0.0']}/v1.0.0/predict",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert ["body", "trips", 0, "distance_km"] in [d["loc"] for d in response.json()["detail"]]
+
+
+def test_errors_never_echo_the_request(servers: dict[str, str]) -> None:
+    huge = "x" * 500_000
+    response = httpx.post(
+        f"{servers['1.0.0']}/v1.0.0/predict", json={"trips": [{**TRIP, "trip_id": huge}]}
+    )
+    assert response.status_code == 422
+    assert len(response.content) < 1000 and "xxxx" not in response.text
+
+
+def test_oversized_bodies_get_413_before_they_are_read(servers: dict[str, str]) -> None:
+    url = f"{servers['1.0.0']}/v1.0.0/predict"
+    declared = httpx.post(
+        url, content=b"x" * 2_000_000, headers={"content-type": "application/json"}
+    )
+    assert declared.status_code == 413
+
+    def chunks():  # no Content-Length: the limit is counted as the body arrives
+        for _ in range(40):
+            yield b" " * 50_000
+
+    streamed = httpx.post(url, content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    assert httpx.post(url, json={"trips": [TRIP] * 1000}).status_code == 200  # the max is fine
+    assert httpx.post(url, json={"trips": [TRIP] * 1001}).status_code == 422
+
+
+SERVER = """
+import os, sys
+os.environ.update(ARTIFACT_ROOT=sys.argv[1], MODEL_VERSION="1.0.0", HOST="127.0.0.1",
+                  PORT=sys.argv[2])
+from {{ cookiecutter.package }}.serving.app import main
+main()
+"""
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def test_three_oversized_requests_at_once_leave_memory_and_healthz_alone(
+    artifact_root: Path,
+) -> None:
+    """A server process as the image runs it; three 80 MB bodies sent at once."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(artifact_root), str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        httpx.post(f"{url}/v1.0.0/predict", json={"trips": [TRIP]})  # warm
+        before = peak_rss_mib(server.pid)
+
+        def oversized() -> int:
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.sendall(
+                    b"POST /v1.0.0/predict HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 80000000\r\n\r\n"
+                )
+                try:
+                    for _ in range(80):
+                        raw.sendall(b" " * 1_000_000)
+                except OSError:
+                    pass  # the server answered and closed: the rest was never read
+                return int(raw.recv(1024).split()[1])
+
+        with ThreadPoolExecutor(3) as pool:
+            statuses = [pool.submit(oversized) for _ in range(3)]
+            started = time.perf_counter()
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+            healthz_s = time.perf_counter() - started
+            assert [s.result(timeout=60) for s in statuses] == [413, 413, 413]
+        grown = peak_rss_mib(server.pid) - before
+        print(f"peak RSS grew {grown:.1f} MiB; /healthz answered in {healthz_s * 1000:.0f} ms")
+        assert grown < 20  # three 80 MB bodies, none of them held
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

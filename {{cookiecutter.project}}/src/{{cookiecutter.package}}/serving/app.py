@@ -25,11 +25,14 @@ from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import feature_matrix
+from {{ cookiecutter.package }}.serving.limits import harden
 from {{ cookiecutter.package }}.version import read_version
 
 
 class Trip(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "4.2", 8.0 or true are refused where a number or an integer is due, and NaN
+    # and Infinity (which Python's JSON reader accepts) are no distance.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     trip_id: str = Field(default="", max_length=128)
     distance_km: float = Field(gt=0, le=1000)
@@ -75,6 +78,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
     metadata = models.read_metadata(store, names)
     rush_hours = [int(h) for h in metadata["config"]["features"]["rush_hours"]]
     app = FastAPI(title=f"{names.project} {names.version}", version=names.version)
+    harden(app)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -31,6 +31,7 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment
 from {{ cookiecutter.package }}.serving.app import PredictRequest
+from {{ cookiecutter.package }}.serving.limits import harden, validation_errors
 
 PROJECT = "{{ cookiecutter.project }}"
 
@@ -84,6 +85,7 @@ def create_router(
         await sessions.pop().close()
 
     app = FastAPI(title=f"{PROJECT} router", lifespan=lifespan)
+    harden(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -125,8 +127,7 @@ def create_router(
         try:
             parsed = PredictRequest.model_validate_json(body)
         except ValidationError as error:
-            detail = [{"loc": e["loc"], "msg": e["msg"]} for e in error.errors()]
-            return JSONResponse({"detail": detail}, status_code=422)
+            return validation_errors(error.errors())
         assignment = await cache.get()
         groups: dict[str, list[int]] = {}
         for index, trip in enumerate(parsed.trips):

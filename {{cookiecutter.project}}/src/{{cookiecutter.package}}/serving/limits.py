@@ -1,0 +1,97 @@
+"""What one request may cost a server: a bounded body, and errors that never echo it.
+
+Both the version's app and the router use these, so a single oversized or hostile request
+can neither exhaust memory nor block the event loop that answers `/healthz`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+DEFAULT_MAX_BODY_BYTES = 1_000_000  # 1000 trips of about 150 bytes, with room to spare
+
+
+def max_body_bytes() -> int:
+    return int(os.environ.get("SERVING_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over `limit` bytes, before anything parses it.
+
+    A declared Content-Length over the limit is refused before a byte of the body is read;
+    a chunked body is read up to the limit and refused as soon as it passes it. The app
+    then receives the buffered body, so memory per request is bounded by the limit.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any) -> None:
+        detail = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(detail)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": detail})
+
+
+def validation_errors(errors: Iterable[Mapping[str, Any]]) -> JSONResponse:
+    """422 naming each bad field and why, without the input (which may be huge or NaN)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def harden(app: FastAPI) -> None:
+    """Bound the body and keep request input out of error responses."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return validation_errors(error.errors())
+
+    app.add_middleware(BodyLimit, limit=max_body_bytes())
