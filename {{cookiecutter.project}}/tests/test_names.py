@@ -1,6 +1,11 @@
 import pytest
 
-from {{ cookiecutter.package }}.artifacts.names import InvalidVersionError, ReleaseNames, names_for
+from {{ cookiecutter.package }}.artifacts.names import (
+    InvalidVersionError,
+    ReleaseNames,
+    check_run_id,
+    names_for,
+)
 
 
 @pytest.fixture
@@ -49,3 +54,19 @@ def test_feature_version_follows_the_release_version_unless_pinned(cfg) -> None:
     cfg.features.version = "0.0.1"
     assert names_for(cfg).feature_version == "0.0.1"
     assert names_for(cfg, "9.9.9").feature_version == "9.9.9"
+
+
+@pytest.mark.parametrize(
+    "run_id", ["../../x", "../../models/9.9.9/x", "", "a/b", ".hidden", "x" * 129, "a..b", "a b"]
+)
+def test_run_ids_that_could_form_other_paths_are_refused(run_id: str) -> None:
+    with pytest.raises(InvalidVersionError, match="invalid run id"):
+        ReleaseNames("taxi", "0.1.0", "0.1.0", "/tmp/a").predictions_key(run_id)
+
+
+def test_run_ids_that_name_a_file() -> None:
+    names = ReleaseNames("taxi", "0.1.0", "0.1.0", "/tmp/a")
+    assert names.predictions_key("20261128T092743-296d2a") == (
+        "predictions/0.1.0/20261128T092743-296d2a.parquet"
+    )
+    assert check_run_id("batch_1.v2") == "batch_1.v2"

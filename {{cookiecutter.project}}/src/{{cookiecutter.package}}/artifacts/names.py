@@ -5,6 +5,7 @@ Store keys are relative to the environment's artifact root; `uri()` makes them a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,7 +18,7 @@ WORKFLOWS: tuple[Workflow, ...] = ("training", "inference")
 
 
 class InvalidVersionError(UserError, ValueError):
-    """A version string that is not a public PEP 440 version."""
+    """A version (or another name that becomes part of a key) that is not well formed."""
 
 
 def check_version(version: str) -> str:
@@ -31,6 +32,19 @@ def check_version(version: str) -> str:
             f"invalid version {version!r}: write it in normal form ({parsed.public!s})"
         )
     return version
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id becomes a file name in the store: letters, digits, `.`, `_`, `-` only."""
+    if not RUN_ID.match(run_id) or ".." in run_id:
+        raise InvalidVersionError(
+            f"invalid run id {run_id!r}: use up to 128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ class ReleaseNames:
         return f"schedules/{self.version}.json"
 
     def predictions_key(self, run_id: str) -> str:
-        return f"predictions/{self.version}/{run_id}.parquet"
+        return f"predictions/{self.version}/{check_run_id(run_id)}.parquet"
 
     @property
     def predictions_prefix(self) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from {{ cookiecutter.package }}.errors import UserError
@@ -156,75 +158,110 @@ class LocalStore(ArtifactStore):
         return sorted(keys)
 
     def check(self) -> None:
-        probe = self.path if self.path.exists() else self.path.parent
-        if not os.access(probe, os.W_OK):
-            raise StoreError(f"artifact root {self.root} is not writable")
+        # Writes create missing folders: what matters is the nearest folder that exists.
+        existing = next(p for p in (self.path, *self.path.parents) if p.exists())
+        if not existing.is_dir():
+            raise StoreError(f"artifact root {self.root} cannot be created: {existing} is a file")
+        if not os.access(existing, os.W_OK):
+            where = "" if existing == self.path else f" (nearest existing folder {existing})"
+            raise StoreError(f"artifact root {self.root} is not writable{where}")
+
+
+DEFAULT_TIMEOUT_S = 60.0
 
 
 class GCSStore(ArtifactStore):
     """`gs://bucket/prefix` through google-cloud-storage; credentials from the environment
-    (ADC or workload identity). STORAGE_EMULATOR_HOST points it at an emulator."""
+    (ADC or workload identity). STORAGE_EMULATOR_HOST points it at an emulator.
 
-    def __init__(self, root: str) -> None:
+    Every call is bounded: each HTTP request by `timeout_s`, and the client's retries of
+    transient errors by the same deadline. Whatever fails (no credentials, the service
+    unreachable or answering errors) becomes one StoreError naming the store.
+    """
+
+    def __init__(self, root: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         from google.cloud import storage
+        from google.cloud.storage.retry import DEFAULT_RETRY
 
         self.root = root.rstrip("/")
         bucket_name, _, prefix = self.root.removeprefix("gs://").partition("/")
         self.prefix = f"{prefix}/" if prefix else ""
-        if os.environ.get("STORAGE_EMULATOR_HOST"):
-            from google.auth.credentials import AnonymousCredentials
+        self.calls = {"timeout": timeout_s, "retry": DEFAULT_RETRY.with_timeout(timeout_s)}
+        with self._errors("connect to"):
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
 
-            client = storage.Client(credentials=AnonymousCredentials(), project="emulator")
-        else:
-            client = storage.Client()
+                client = storage.Client(credentials=AnonymousCredentials(), project="emulator")
+            else:
+                client = storage.Client()
         self.bucket = client.bucket(bucket_name)
+
+    @contextmanager
+    def _errors(self, action: str, key: str = "") -> Iterator[None]:
+        from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
+        from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+        from requests.exceptions import RequestException
+
+        where = self.uri(key) if key else self.root
+        try:
+            yield
+        except NotFound:
+            raise StoreError(f"{where} does not exist") from None
+        except PreconditionFailed:  # only create-only writes carry a precondition
+            raise AlreadyExistsError(
+                f"{where} already exists; released artifacts are immutable"
+            ) from None
+        except DefaultCredentialsError:
+            raise StoreError(
+                f"no Google Cloud credentials to {action} {where}: run `gcloud auth "
+                "application-default login` (locally) or use workload identity (CI, cluster)"
+            ) from None
+        except (GoogleAPIError, GoogleAuthError, RequestException, OSError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise StoreError(f"cannot {action} {where}: {first}") from None
 
     def _blob(self, key: str):
         return self.bucket.blob(self.prefix + key)
 
     def exists(self, key: str) -> bool:
-        return bool(self._blob(key).exists())
+        with self._errors("read", key):
+            return bool(self._blob(key).exists(**self.calls))
 
     def read(self, key: str) -> bytes:
-        from google.api_core.exceptions import NotFound
-
-        try:
-            return bytes(self._blob(key).download_as_bytes())
-        except NotFound:
-            raise StoreError(f"{self.uri(key)} does not exist") from None
+        with self._errors("read", key):
+            return bytes(self._blob(key).download_as_bytes(**self.calls))
 
     def write(self, key: str, data: bytes) -> None:
-        from google.api_core.exceptions import PreconditionFailed
-
-        try:
-            # Generation 0 means "no live object": the server refuses to overwrite.
-            self._blob(key).upload_from_string(data, if_generation_match=0)
-        except PreconditionFailed:
-            raise AlreadyExistsError(
-                f"{self.uri(key)} already exists; released artifacts are immutable"
-            ) from None
+        with self._errors("write", key):
+            # Generation 0 means "no live object": the server refuses to overwrite (412).
+            self._blob(key).upload_from_string(data, if_generation_match=0, **self.calls)
 
     def replace(self, key: str, data: bytes) -> None:
-        self._blob(key).upload_from_string(data)
+        with self._errors("write", key):
+            self._blob(key).upload_from_string(data, **self.calls)
 
     def list(self, prefix: str = "") -> list[str]:
-        blobs = self.bucket.client.list_blobs(self.bucket, prefix=self.prefix + prefix)
-        return sorted(blob.name[len(self.prefix) :] for blob in blobs)
+        with self._errors("list", prefix):
+            blobs = self.bucket.client.list_blobs(
+                self.bucket, prefix=self.prefix + prefix, **self.calls
+            )
+            return sorted(blob.name[len(self.prefix) :] for blob in blobs)
 
     def check(self) -> None:
-        from google.api_core.exceptions import GoogleAPIError
-
-        try:
-            if not self.bucket.exists():
-                raise StoreError(f"bucket {self.bucket.name} does not exist")
-        except GoogleAPIError as error:
-            raise StoreError(f"cannot reach {self.root}: {error}") from error
+        with self._errors("reach"):
+            exists = self.bucket.exists(**self.calls)
+        if not exists:
+            raise StoreError(f"bucket {self.bucket.name} does not exist")
 
 
-def open_store(root: str) -> ArtifactStore:
-    """The store behind an artifact root: `gs://...` or a local directory."""
+def open_store(root: str, timeout_s: float | None = None) -> ArtifactStore:
+    """The store behind an artifact root: `gs://...` or a local directory.
+
+    `timeout_s` bounds remote calls (default STORE_TIMEOUT_SECONDS, else 60 s).
+    """
     if root.startswith("gs://"):
-        return GCSStore(root)
+        default = float(os.environ.get("STORE_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_S))
+        return GCSStore(root, timeout_s if timeout_s is not None else default)
     if "://" in root:
         raise StoreError(f"unsupported artifact root {root!r}: use a local path or gs://")
     return LocalStore(root)

@@ -38,7 +38,8 @@ class ReleaseContext:
     @cached_property
     def store(self) -> ArtifactStore:
         try:
-            return open_store(self.names.artifact_root)
+            timeout = float(self.cfg.env.get("store_timeout_seconds", 60))
+            return open_store(self.names.artifact_root, timeout_s=timeout)
         except StoreError as error:
             raise ReleaseError(str(error)) from error
 

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from packaging.version import Version
 
 from {{ cookiecutter.package }}.artifacts import models
-from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_run_id
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -157,6 +157,8 @@ def run_scheduled(ctx: ReleaseContext, workflow: Workflow = "inference") -> list
 def run_inference(ctx: ReleaseContext, run_id: str = "") -> str:
     """Run the version's deployed inference pipeline once (the exact YAML in the store)."""
     names = ctx.names
+    if run_id:
+        check_run_id(run_id)  # before anything runs: it becomes a file name
     key = names.workflow_key("inference")
     if not ctx.store.exists(key):
         raise ReleaseError(
