@@ -185,6 +185,8 @@ def refuse(project: Project, *args: str, message: str) -> None:
 
 def test_refusals_change_nothing(project: Project) -> None:
     refuse(project, "release", message="0.2.0 is already released on local")
+    for run_id in ("../../x", "../../models/9.9.9/x"):
+        refuse(project, "run-inference", "--run-id", run_id, message="invalid run id")
     refuse(project, "traffic", "--assign", "9.9.9=1", message="version 9.9.9 is not live")
     refuse(project, "traffic", "--assign", "0.2.0=8", message="user cluster 8 does not exist")
     refuse(project, "retire", "--version", "0.1.0",
@@ -223,6 +225,29 @@ def kill_release(project: Project, when: str, *also: str, after_s: float) -> Non
     time.sleep(after_s)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
+
+
+def test_an_altered_model_is_refused_by_inference_and_serving(project: Project) -> None:
+    metadata = json.loads((project.artifacts / "models/0.1.0/metadata.json").read_text())
+    model = project.artifacts / metadata["model_key"]
+    original = model.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    model.write_bytes(bytes(flipped))
+    try:
+        before = snapshot(project.artifacts)
+        inference = project.inv("run-inference", "--version", "0.1.0", check=False)
+        assert inference.returncode == 1
+        assert inference.stderr.strip().startswith("error: taxi-eta-inference 0.1.0 failed")
+        assert "does not match the sha256 recorded" in inference.stdout  # the task's log
+        assert snapshot(project.artifacts) == before
+        served = project.inv("serve", "--version", "0.1.0", "--port", str(parts.free_port()),
+                             check=False, timeout=120)
+        assert served.returncode == 1
+        assert served.stderr.strip().splitlines()[-1].startswith("error: cannot serve 0.1.0: ")
+        assert "does not match the sha256 recorded" in served.stderr
+    finally:
+        model.write_bytes(original)
 
 
 def test_a_release_killed_while_building_its_environment_finishes(project: Project) -> None:

@@ -83,3 +83,26 @@ def test_workflows_only_run_tasks_that_exist(project: Path) -> None:
                         assert words[0] in tasks, f"{path.name}: no task {words[0]}"
                         for flag in (w for w in words[1:] if w.startswith("-")):
                             assert flag in tasks[words[0]], f"{path.name}: {words[0]} {flag}"
+
+
+def test_actions_are_pinned_by_commit_and_keep_no_credentials(project: Path) -> None:
+    for path in (project / ".github/workflows").glob("*.yml"):
+        text = path.read_text()
+        for action, sha, tag in re.findall(r"uses: ([\w./-]+)@(\S+)(?: # (v[\d.]+))?", text):
+            assert re.fullmatch(r"[0-9a-f]{40}", sha), f"{path.name}: {action}@{sha} not a SHA"
+            assert tag, f"{path.name}: {action} pin has no version comment"
+        for job in yaml.safe_load(text)["jobs"].values():
+            for step in job["steps"]:
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False, path.name
+                if "uv sync" in step.get("run", ""):
+                    assert "uv sync --locked" in step["run"], path.name
+
+
+def test_the_credentials_file_of_cd_does_not_dirty_the_tree(project: Path) -> None:
+    """google-github-actions/auth writes gha-creds-*.json into the checkout: the release's
+    clean-tree check (git status) must not see it."""
+    (project / "gha-creds-0123456789abcdef.json").write_text("{}")
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"],
+                            cwd=project, capture_output=True, text=True, check=True).stdout
+    assert status == ""
