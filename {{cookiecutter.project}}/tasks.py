@@ -32,6 +32,13 @@ def _user_errors() -> Iterator[None]:
         raise Exit(f"error: {error}", code=1) from None
 
 
+def _port(value: str) -> int:
+    """A TCP port from a flag. Taken as text: invoke's own int() would end in a traceback."""
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise Exit(f"error: invalid port {value!r}: use a number from 1 to 65535", code=1)
+    return int(value)
+
+
 @contextmanager
 def _release_context(env: str, override: list[str] | None, version: str | None = None):
     with _user_errors():
@@ -184,22 +191,31 @@ def traffic(
 
 
 @task(
-    help={**OVERRIDE_HELP, "version": "version whose schedules to disable"}, iterable=["override"]
+    help={**OVERRIDE_HELP, "version": "version whose schedules to disable (required)"},
+    iterable=["override"],
 )
-def retire(c: Context, version: str, env: str = "local", override: list[str] | None = None) -> None:
+def retire(
+    c: Context, version: str = "", env: str = "local", override: list[str] | None = None
+) -> None:
     """Disable (never delete) a version's recurring runs; refused while it serves clusters."""
     from {{ cookiecutter.package }}.release.lifecycle import retire as run
 
+    if not version:
+        raise Exit("error: say which version: inv retire --version X.Y.Z", code=1)
     with _release_context(env, override) as ctx:
         run(ctx, version)
 
 
-@task(help={**OVERRIDE_HELP, "to": "version to make live again"}, iterable=["override"])
-def rollback(c: Context, to: str, env: str = "local", override: list[str] | None = None) -> None:
+@task(help={**OVERRIDE_HELP, "to": "version to make live again (required)"}, iterable=["override"])
+def rollback(
+    c: Context, to: str = "", env: str = "local", override: list[str] | None = None
+) -> None:
     """Re-enable version TO, move its user clusters and those of every newer version back to
     it, and disable the newer versions' schedules."""
     from {{ cookiecutter.package }}.release.lifecycle import rollback as run
 
+    if not to:
+        raise Exit("error: say which version: inv rollback --to X.Y.Z", code=1)
     with _release_context(env, override) as ctx:
         run(ctx, to)
 
@@ -228,18 +244,19 @@ def train(c: Context, override: list[str] | None = None, multirun: bool = False)
 def serve(
     c: Context,
     version: str | None = None,
-    port: int = 8080,
+    port: str = "8080",
     env: str = "local",
     override: list[str] | None = None,
 ) -> None:
     """Serve one released version's model at POST /v{version}/predict, with its own code."""
+    port_number = _port(port)
     import os
 
     from {{ cookiecutter.package }}.serving.app import serve_command
 
     with _release_context(env, override, version) as ctx:
         python = ctx.environments.python_for(ctx.names)
-    command, environment = serve_command(python, ctx.names, port=port)
+    command, environment = serve_command(python, ctx.names, port=port_number)
     sys.stdout.flush()
     os.execve(command[0], command, environment)  # the server replaces this process
 
@@ -255,12 +272,13 @@ def serve(
 )
 def serve_router(
     c: Context,
-    port: int = 8000,
+    port: str = "8000",
     upstream: list[str] | None = None,
     env: str = "local",
     override: list[str] | None = None,
 ) -> None:
     """Serve POST /predict: each trip goes to the live version serving its user cluster."""
+    port_number = _port(port)
     with _release_context(env, override) as ctx:
         from {{ cookiecutter.package }}.serving import router
 
@@ -272,7 +290,7 @@ def serve_router(
             router.upstreams(str(ctx.cfg.serving.upstream_url), explicit, ctx.names.artifact_root),
             refresh_s=float(ctx.cfg.serving.traffic_refresh_seconds),
         )
-    router.serve(app, port=port)
+    router.serve(app, port=port_number)
 
 
 @task(

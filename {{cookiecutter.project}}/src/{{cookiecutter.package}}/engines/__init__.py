@@ -71,7 +71,8 @@ def create_engine(
     if name == "local":
         from {{ cookiecutter.package }}.engines.local import LocalEngine
 
-        return LocalEngine(store, project_root / ".kfp-local", environments)
+        verbose = bool(cfg.env.get("verbose", False))
+        return LocalEngine(store, project_root / ".kfp-local", environments, verbose)
     if name == "kfp":
         from {{ cookiecutter.package }}.engines.kubeflow import KfpEngine
 

@@ -4,17 +4,24 @@ Each run is a child process started by the interpreter of the version's own envi
 (see `version_env`): kfp's subprocess runner starts every task with that interpreter, so
 every task runs the version's own code, whatever the current checkout holds. Schedules are
 records in the artifact store; `inv run-scheduled` fires the enabled ones once.
+
+kfp's executor output (about 200 lines per run) goes to a log file under
+`.kfp-local/logs/`; the terminal gets one line per task state, and a failure is one error
+naming the task, the exception and the log (`-o env.verbose=true` shows everything).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
@@ -45,13 +52,68 @@ open(result, "w").write(json.dumps({"output": str(output)}))
 """
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '([\w-]+)'")
+_FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+
+
+class _Progress:
+    """Reads a run's output: all of it into the log file, one line per task state to the
+    terminal (everything with `verbose`), and what failed, for a one-line error."""
+
+    def __init__(self, log: IO[str], verbose: bool) -> None:
+        self.log, self.verbose = log, verbose
+        self.started: dict[str, float] = {}
+        self.failed_task = ""
+        self.exception = ""
+
+    def follow(self, process: subprocess.Popen, deadline: float) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            self.log.write(raw)
+            line = _ANSI.sub("", raw).rstrip()
+            if self.verbose:
+                print(line, flush=True)
+            if started := _STARTED.search(line):
+                self.started[started.group(1)] = time.monotonic()
+                if not self.verbose:
+                    print(f"  task {started.group(1)}: running", flush=True)
+            elif finished := _FINISHED.search(line):
+                task, status = finished.groups()
+                took = time.monotonic() - self.started.get(task, time.monotonic())
+                if status != "SUCCESS":
+                    self.failed_task = task
+                if not self.verbose:
+                    print(f"  task {task}: {status.lower()} ({took:.1f} s)", flush=True)
+            elif exception := _EXCEPTION.match(line.strip()):
+                self.exception = f"{exception.group(1).rsplit('.', 1)[-1]}: {exception.group(2)}"
+            if time.monotonic() > deadline:
+                raise TimeoutError
+        process.wait(timeout=max(1.0, deadline - time.monotonic()))
+
+    def failure(self) -> str:
+        """` in task T: Error: message`, as much of it as the output told; "" if nothing."""
+        task = f" in task {self.failed_task}" if self.failed_task else ""
+        return f"{task}: {_ANSI.sub('', self.exception)}" if self.exception else task
+
+
 class LocalEngine:
     def __init__(
-        self, store: ArtifactStore, pipeline_root: Path, environments: VersionEnvironments
+        self,
+        store: ArtifactStore,
+        pipeline_root: Path,
+        environments: VersionEnvironments,
+        verbose: bool = False,
     ) -> None:
         self.store = store
         self.pipeline_root = pipeline_root
         self.environments = environments
+        self.verbose = verbose  # the pipeline's own log on the terminal, not only in a file
 
     def check(self) -> None:
         try:
@@ -71,8 +133,10 @@ class LocalEngine:
         timeout_s: int,
     ) -> str:
         python = self.environments.python_for(names)
-        self.pipeline_root.mkdir(parents=True, exist_ok=True)
-        failed = f"{names.pipeline_name(workflow)} {names.version} failed"
+        pipeline = names.pipeline_name(workflow)
+        log_path = self.pipeline_root / "logs" / f"{pipeline}-{names.version}-{_stamp()}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        failed = f"{pipeline} {names.version} failed"
         with tempfile.TemporaryDirectory() as scratch:
             spec_path, result_path = Path(scratch) / f"{workflow}.yaml", Path(scratch) / "result"
             spec_path.write_text(spec)
@@ -91,16 +155,31 @@ class LocalEngine:
             # kfp's runner makes a temporary folder per task and leaves it: keep them all in
             # this run's scratch folder, which goes away with the run.
             environment["TMPDIR"] = scratch
-            try:
-                subprocess.run(command, cwd=scratch, env=environment, timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                raise ReleaseError(f"{failed}: no result after {timeout_s} s") from None
-            if not result_path.is_file():
-                raise ReleaseError(f"{failed}: the run ended without a result (see above)")
-            result = json.loads(result_path.read_text())
-        if "error" in result:
-            raise ReleaseError(f"{failed}: {result['error']}")
-        return str(result["output"])
+            environment["PYTHONUNBUFFERED"] = "1"
+            with log_path.open("w") as log:
+                progress = _Progress(log, self.verbose)
+                process = subprocess.Popen(
+                    command,
+                    cwd=scratch,
+                    env=environment,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    errors="replace",
+                )
+                try:
+                    progress.follow(process, time.monotonic() + timeout_s)
+                except TimeoutError:
+                    process.kill()
+                    process.wait()
+                    raise ReleaseError(
+                        f"{failed}: no result after {timeout_s} s (log: {log_path})"
+                    ) from None
+            result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        if "output" in result:
+            return str(result["output"])
+        cause = progress.failure() or f": {result.get('error', 'it ended without a result')}"
+        raise ReleaseError(f"{failed}{cause} (log: {log_path})")
 
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
         # Locally the compiled spec in the store is the registered pipeline version.

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.package }}.ml.features import model_input
+
+
+def predict_etas(model: Any, matrix: np.ndarray) -> np.ndarray:
+    """ETA minutes for rows of the feature matrix: the one prediction, batch and online."""
+    return np.asarray(model.predict(matrix)).round(2)
 
 
 def predict(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:
@@ -14,7 +20,7 @@ def predict(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:
         {
             "trip_id": features["trip_id"].to_numpy(),
             "user_cluster": features["user_cluster"].to_numpy(),
-            "eta_minutes": model.predict(model_input(features)).round(2),
+            "eta_minutes": predict_etas(model, model_input(features)),
             "model_version": version,
         }
     )

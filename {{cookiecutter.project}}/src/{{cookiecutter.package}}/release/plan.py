@@ -203,7 +203,7 @@ def _traffic(ctx: ReleaseContext) -> None:
     """The new version's traffic (release.on_release), then retire what keep_live allows."""
     assignment = traffic.on_release(ctx)
     if assignment is not None:
-        print(traffic.describe(ctx, assignment))
+        print(traffic.describe(ctx, assignment, also_live=[ctx.names.version]))
     keep_newest_live(ctx)
 
 

@@ -125,14 +125,16 @@ def serving(ctx: ReleaseContext, version: str) -> list[int]:
     return now.clusters_of(version) if now is not None else []
 
 
-def describe(ctx: ReleaseContext, assignment: Assignment | None) -> str:
+def describe(
+    ctx: ReleaseContext, assignment: Assignment | None, also_live: Iterable[str] = ()
+) -> str:
     if assignment is None:
         return f"no traffic assignment on {ctx.env} yet: the first release serves every cluster"
     lines = [
         f"traffic on {ctx.env} ({assignment.n_clusters} user clusters), "
         f"since {assignment.created_at} by {assignment.author}: {assignment.reason}"
     ]
-    live = live_versions(ctx)
+    live = [*live_versions(ctx), *also_live]
     for version in sorted({*live, *assignment.clusters}, key=_version_key):
         clusters = assignment.clusters_of(version)
         lines.append(

@@ -25,6 +25,7 @@ from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import feature_matrix
+from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.limits import harden
 from {{ cookiecutter.package }}.version import read_version
 
@@ -105,7 +106,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
             np.array([t.area_cluster for t in trips]),
             rush_hours,
         )
-        etas = model.predict(features).round(2).tolist()
+        etas = predict_etas(model, features).tolist()
         return PredictResponse(
             version=names.version,
             predictions=[
