@@ -49,6 +49,16 @@ def test_train_with_override_records_version_and_override(project: Project) -> N
     assert (metadata_files[0].parent / "model.pkl").stat().st_size > 0
 
 
+def test_a_bad_model_parameter_is_one_line_before_any_data(project: Project) -> None:
+    before = sorted((project.path / "outputs").rglob("*.pkl"))
+    result = project.inv("train", "-o", "model.max_depth=abc", check=False)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid configuration: model "), lines
+    assert "max_depth" in lines[0]
+    assert sorted((project.path / "outputs").rglob("*.pkl")) == before
+
+
 def test_hydra_multirun_sweeps_models(project: Project) -> None:
     project.run(str(project.path / ".venv/bin/python"), "-m", "taxi_eta.train", "--multirun",
                 "model=ridge,random_forest", "data.n_trips=300")

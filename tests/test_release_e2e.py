@@ -186,6 +186,9 @@ def refuse(project: Project, *args: str, message: str) -> None:
 
 def test_refusals_change_nothing(project: Project) -> None:
     refuse(project, "release", message="0.2.0 is already released on local")
+    refuse(project, "release", "--dry-run", message="would be refused (1 reason above)")
+    refuse(project, "release", "--dry-run", "-o", "model.max_depth=abc",
+           message="would be refused (2 reasons above)")
     refuse(project, "serve", "--port", "abc", message="invalid port 'abc'")
     for run_id in ("../../x", "../../models/9.9.9/x"):
         refuse(project, "run-inference", "--run-id", run_id, message="invalid run id")

@@ -230,7 +230,11 @@ def rollback(
 def train(c: Context, override: list[str] | None = None, multirun: bool = False) -> None:
     """Train an experiment with Hydra overrides; writes outputs/<version>/<time>/."""
     arguments = [*(override or []), *(["--multirun"] if multirun else [])]
-    c.run(shlex.join([sys.executable, "-m", f"{PACKAGE}.train", *arguments]), pty=False)
+    result = c.run(
+        shlex.join([sys.executable, "-m", f"{PACKAGE}.train", *arguments]), pty=False, warn=True
+    )
+    if result is not None and result.failed:
+        raise Exit(code=result.exited)  # the run said why on stderr, in one line
 
 
 @task(

@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 from {{ cookiecutter.package }}.ml.data import make_trips
@@ -10,7 +11,7 @@ from {{ cookiecutter.package }}.ml.features import (
     model_input,
 )
 from {{ cookiecutter.package }}.ml.predict import predict
-from {{ cookiecutter.package }}.ml.train import fit_and_evaluate
+from {{ cookiecutter.package }}.ml.train import check_training_config, fit_and_evaluate
 
 RUSH = [7, 8, 9, 16, 17, 18]
 
@@ -66,3 +67,17 @@ def test_online_and_batch_paths_compute_the_same_features() -> None:
     )
     assert matrix.shape == (300, len(FEATURE_COLUMNS))
     np.testing.assert_array_equal(matrix, model_input(build_features(trips, RUSH)))
+
+
+def test_training_config_is_checked_before_any_data_is_made() -> None:
+    good = {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_depth": 3}
+    check_training_config(good, 100, 0.2)
+    for model, n_trips, fraction, message in (
+        ({**good, "max_depth": "abc"}, 100, 0.2, "max_depth"),
+        ({**good, "no_such_param": 1}, 100, 0.2, "no_such_param"),
+        ({"_target_": "sklearn.nope.Model"}, 100, 0.2, "sklearn.nope.Model"),
+        (good, 0, 0.2, "n_trips"),
+        (good, 100, 1.5, "test_fraction"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check_training_config(model, n_trips, fraction)

@@ -153,3 +153,34 @@ def test_a_tag_lock_left_by_a_killed_git_is_recovered(cfg, git_repo: Path) -> No
     ctx.git.create_tag(f"v{cfg.version}", "release")
     assert git(git_repo, "tag", "--list") == f"v{cfg.version}"
     assert not lock.exists()
+
+
+def test_a_bad_model_parameter_is_refused_before_anything_is_created(
+    cfg, git_repo: Path, artifact_root: Path
+) -> None:
+    cfg.model.alpha = "abc"  # the test config's model is a ridge regression
+    with pytest.raises(ReleaseError, match="invalid configuration: model .*alpha"):
+        release(context(cfg, git_repo))
+    assert not artifact_root.exists()
+    assert git(git_repo, "tag", "--list") == ""
+
+
+def test_the_dry_run_lists_every_refusal_the_release_would_meet(
+    cfg, git_repo: Path, artifact_root: Path, capsys
+) -> None:
+    (git_repo / "README.md").write_text("uncommitted\n")
+    cfg.env.allowed_branches = ["develop"]
+    cfg.model.alpha = -1.0
+    with pytest.raises(ReleaseError, match=r"would be refused \(3 reasons above\)"):
+        release(context(cfg, git_repo), dry_run=True)
+    refused = [line for line in capsys.readouterr().out.splitlines() if line.startswith("refused:")]
+    assert len(refused) == 3
+    assert "working tree is not clean" in refused[0]
+    assert "branch 'main' may not release to local" in refused[1]
+    assert "alpha" in refused[2]
+    # The real release meets the first of them, and creates nothing either.
+    with pytest.raises(ReleaseError) as real:
+        release(context(cfg, git_repo))
+    assert refused[0] == f"refused: {real.value}"
+    assert not artifact_root.exists()
+    assert git(git_repo, "tag", "--list") == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,11 +21,12 @@ from {{ cookiecutter.package }}.config import CONF_DIR, to_plain
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
-from {{ cookiecutter.package }}.ml.train import fit_and_evaluate
+from {{ cookiecutter.package }}.ml.train import check_training_config, fit_and_evaluate
 
 
 def run_experiment(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict:
     """Train and evaluate the configured model; write model.pkl and metadata.json."""
+    check_training_config(to_plain(cfg)["model"], cfg.data.n_trips, cfg.data.test_fraction)
     features = build_features(make_trips(cfg.data.n_trips, cfg.data.seed), cfg.features.rush_hours)
     model, metrics = fit_and_evaluate(
         features, to_plain(cfg)["model"], cfg.data.test_fraction, cfg.data.seed
@@ -46,7 +48,10 @@ def run_experiment(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> d
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    metadata = run_experiment(cfg, output_dir, list(hydra_cfg.overrides.task))
+    try:
+        metadata = run_experiment(cfg, output_dir, list(hydra_cfg.overrides.task))
+    except ValueError as error:
+        sys.exit(f"error: invalid configuration: {error}")  # one line, no traceback
     print(f"{cfg.version} {metadata['overrides']}: {metadata['metrics']} -> {output_dir}")
     # The returned value is what Hydra sweepers (e.g. Optuna) minimise.
     return float(metadata["metrics"][MAIN_METRIC])

@@ -20,6 +20,28 @@ def make_model(model_cfg: Mapping[str, Any]) -> Any:
     return instantiate(dict(model_cfg))
 
 
+def check_training_config(model_cfg: Mapping[str, Any], n_trips: int, test_fraction: float) -> None:
+    """Refuse a configuration that training would fail on, before any data is made.
+
+    The estimator is built and its own parameter validation runs (scikit-learn checks types
+    and ranges there, not in the constructor), so `max_depth=abc` fails here, in a second,
+    rather than minutes into a pipeline. Raises ValueError with a one-line message.
+    """
+    if int(n_trips) < 10:
+        raise ValueError(f"data.n_trips must be at least 10, got {n_trips}")
+    if not 0 < float(test_fraction) < 1:
+        raise ValueError(f"data.test_fraction must be between 0 and 1, got {test_fraction}")
+    try:
+        model = make_model(model_cfg)
+        validate = getattr(model, "_validate_params", None)
+        if validate is not None:
+            validate()
+    except Exception as error:  # hydra and scikit-learn raise many types: all mean "bad config"
+        cause = error.__cause__ or error
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ValueError(f"model {model_cfg.get('_target_', '?')}: {first}") from None
+
+
 def split(
     features: pd.DataFrame, test_fraction: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -19,7 +19,7 @@ from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
-from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.errors import ReleaseError, UserError
 from {{ cookiecutter.package }}.release import image, traffic
 from {{ cookiecutter.package }}.release.code import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -96,7 +96,38 @@ def is_released(ctx: ReleaseContext) -> bool:
 
 
 def preflight(ctx: ReleaseContext) -> None:
-    """Refuse before anything is touched: released, dirty, wrong branch, unreachable."""
+    """Refuse before anything is touched; the first refusal is the error."""
+    found = refusals(ctx)
+    if found:
+        raise ReleaseError(found[0])
+
+
+def refusals(ctx: ReleaseContext) -> list[str]:
+    """Every reason the release of this version would be refused, in the order checked.
+
+    The release stops at the first; `--dry-run` lists them all.
+    """
+    found: list[str] = []
+    for check in (
+        check_not_released,
+        check_clean_tree,
+        check_branch,
+        check_tag,
+        check_store,
+        check_pinned_features,
+        traffic.check_policy,
+        check_config,
+        lambda ctx: ctx.engine.check(),
+    ):
+        try:
+            check(ctx)
+        except UserError as error:
+            if str(error) not in found:
+                found.append(str(error))
+    return found
+
+
+def check_not_released(ctx: ReleaseContext) -> None:
     names = ctx.names
     if is_released(ctx):
         raise ReleaseError(
@@ -104,35 +135,56 @@ def preflight(ctx: ReleaseContext) -> None:
             f"({names.uri(names.release_record_key)}); bump the version in "
             "pyproject.toml (e.g. `poetry version patch`)"
         )
+
+
+def check_clean_tree(ctx: ReleaseContext) -> None:
     dirty = ctx.git.dirty_paths()
     if dirty:
         raise ReleaseError(
             f"working tree is not clean ({', '.join(dirty[:3])}"
             f"{' ...' if len(dirty) > 3 else ''}); commit or stash first"
         )
+
+
+def check_branch(ctx: ReleaseContext) -> None:
     branch = ctx.git.branch()
     allowed = [str(b) for b in ctx.cfg.env.allowed_branches]
     if not any(fnmatch.fnmatchcase(branch, pattern) for pattern in allowed):
         raise ReleaseError(
             f"branch {branch!r} may not release to {ctx.env} (allowed: {', '.join(allowed)})"
         )
-    tag_commit = ctx.git.tag_commit(names.git_tag)
-    head = ctx.git.head()
+
+
+def check_tag(ctx: ReleaseContext) -> None:
     # A version moves between environments by content: the tag marks the commit it was
     # first released from, and any commit with the same tree (a merge of develop into
     # main, fast-forward or not) may release it elsewhere. Other content needs a new version.
+    names = ctx.names
+    tag_commit = ctx.git.tag_commit(names.git_tag)
+    head = ctx.git.head()
     if tag_commit is not None and ctx.git.tree(tag_commit) != ctx.git.tree(head):
         raise ReleaseError(
             f"tag {names.git_tag} marks commit {tag_commit[:12]}, whose files differ from "
             f"HEAD {head[:12]}: released code never changes, bump the version"
         )
+
+
+def check_store(ctx: ReleaseContext) -> None:
     try:
         ctx.store.check()
     except StoreError as error:
         raise ReleaseError(f"artifact store unreachable: {error}") from error
-    check_pinned_features(ctx)
-    traffic.check_policy(ctx)
-    ctx.engine.check()
+
+
+def check_config(ctx: ReleaseContext) -> None:
+    """The resolved training configuration, checked as training would use it."""
+    from {{ cookiecutter.package }}.ml.train import check_training_config
+
+    cfg = ctx.cfg
+    try:
+        check_training_config(ctx.plain_config()["model"], cfg.data.n_trips, cfg.data.test_fraction)
+    except ValueError as error:
+        raise ReleaseError(f"invalid configuration: {error}") from None
 
 
 def check_pinned_features(ctx: ReleaseContext) -> None:
@@ -151,7 +203,15 @@ def check_pinned_features(ctx: ReleaseContext) -> None:
 def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     """Release this version; returns the release record (written last)."""
     if dry_run:
+        found = refusals(ctx)
         print_plan(ctx, plan(ctx))
+        if found:
+            for refusal in found:
+                print(f"refused: {refusal}")
+            raise ReleaseError(
+                f"the release would be refused ({len(found)} reason"
+                f"{'s' if len(found) > 1 else ''} above); dry run: nothing was changed"
+            )
         print("dry run: nothing was changed")
         return {}
     preflight(ctx)
