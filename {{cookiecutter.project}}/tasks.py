@@ -59,6 +59,16 @@ def build(
         image.build(ctx, dry_run=dry_run)
 
 
+@task(help={"to": "patch, minor, major or an explicit version such as 1.4.0"})
+def bump(c: Context, to: str = "patch") -> None:
+    """Set the next version in pyproject.toml, refresh the lock, commit `Release X.Y.Z`."""
+    from {{ cookiecutter.package }}.release.bump import bump as run
+    from {{ cookiecutter.package }}.version import PROJECT_ROOT
+
+    with _user_errors():
+        print(f"version {run(PROJECT_ROOT, to)} committed: `inv release` releases it")
+
+
 @task(help=OVERRIDE_HELP, iterable=["override"])
 def train_adhoc(c: Context, env: str = "local", override: list[str] | None = None) -> None:
     """Run the training pipeline once for this version, in its own code: features, model,

@@ -56,6 +56,13 @@ class Git:
         )
         return result.stdout.strip() or None
 
+    def commit(self, message: str, *paths: str) -> None:
+        self._run("add", "--", *paths)
+        self._run("commit", "-q", "-m", message, "--", *paths)
+
+    def unstage(self) -> None:
+        self._run("reset", "-q")
+
     def create_tag(self, tag: str, message: str) -> None:
         result = self._run("tag", "-a", tag, "-m", message, check=False)
         if result.returncode != 0 and self._remove_stale_lock(f"refs/tags/{tag}"):

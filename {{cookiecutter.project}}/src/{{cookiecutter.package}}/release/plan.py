@@ -133,7 +133,7 @@ def check_not_released(ctx: ReleaseContext) -> None:
         raise ReleaseError(
             f"version {names.version} is already released on {ctx.env} "
             f"({names.uri(names.release_record_key)}); bump the version in "
-            "pyproject.toml (e.g. `poetry version patch`)"
+            "pyproject.toml (`inv bump`)"
         )
 
 

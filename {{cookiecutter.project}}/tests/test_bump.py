@@ -1,0 +1,78 @@
+"""`inv bump`: the one manual step, on a real git repository with a real uv lock."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.release.bump import bump, next_version
+from {{ cookiecutter.package }}.version import PROJECT_ROOT
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def test_next_versions() -> None:
+    assert next_version("1.2.3", "patch") == "1.2.4"
+    assert next_version("1.2.3", "minor") == "1.3.0"
+    assert next_version("1.2.3", "major") == "2.0.0"
+    assert next_version("1.2", "patch") == "1.2.1"
+    assert next_version("1.2.3", "1.10.0") == "1.10.0"
+    for bad, message in (("1.2.3", "not greater"), ("1.2.2", "not greater"), ("x", "invalid")):
+        with pytest.raises((ReleaseError, ValueError), match=message):
+            next_version("1.2.3", bad)
+
+
+@pytest.fixture
+def locked_repo(git_repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "T")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "t@example.com")
+    lock = PROJECT_ROOT / "uv.lock"
+    if not lock.exists():
+        pytest.skip("this checkout has no uv.lock (run `uv sync` and commit it)")
+    shutil.copy(lock, git_repo / "uv.lock")
+    git(git_repo, "add", "uv.lock")
+    git(git_repo, "commit", "-q", "-m", "lock")
+    return git_repo
+
+
+def version_in(repo: Path, name: str) -> str:
+    text = (repo / name).read_text()
+    if name == "pyproject.toml":
+        return text.split('\nversion = "', 1)[1].split('"', 1)[0]
+    package = text.split('[[package]]\nname = "{{ cookiecutter.project }}"\nversion = "', 1)[1]
+    return package.split('"', 1)[0]
+
+
+def test_bump_edits_the_version_refreshes_the_lock_and_commits(locked_repo: Path) -> None:
+    current = version_in(locked_repo, "pyproject.toml")
+    new = bump(locked_repo, "minor")
+    assert new == next_version(current, "minor")
+    assert version_in(locked_repo, "pyproject.toml") == new
+    assert version_in(locked_repo, "uv.lock") == new  # the lock follows
+    assert git(locked_repo, "log", "-1", "--format=%s") == f"Release {new}"
+    assert git(locked_repo, "status", "--porcelain") == ""
+    assert bump(locked_repo, "9.0.0") == "9.0.0"
+
+
+def test_refused_bumps_change_nothing(locked_repo: Path) -> None:
+    head = git(locked_repo, "rev-parse", "HEAD")
+    files = {n: (locked_repo / n).read_bytes() for n in ("pyproject.toml", "uv.lock")}
+    current = version_in(locked_repo, "pyproject.toml")
+    with pytest.raises(ReleaseError, match="not greater"):
+        bump(locked_repo, current)
+    (locked_repo / "README.md").write_text("dirty\n")
+    with pytest.raises(ReleaseError, match="working tree is not clean"):
+        bump(locked_repo, "patch")
+    assert git(locked_repo, "rev-parse", "HEAD") == head
+    assert {n: (locked_repo / n).read_bytes() for n in files} == files
