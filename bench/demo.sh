@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generate a project into a scratch folder and run its main job: a full local release,
-# then one batch-inference run and the versions table. Prints where the project is.
+# then one batch-inference run, the versions table and who serves which user clusters. Prints where the project is.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv_bin="$here/${VENV:-.venv}/bin"
@@ -17,4 +17,5 @@ git add uv.lock && git commit -q -m "Lock dependencies"
 IMAGE_BUILDER="${DEMO_BUILDER:-none}" .venv/bin/inv release
 .venv/bin/inv run-inference
 .venv/bin/inv versions
+.venv/bin/inv traffic
 echo "demo project: $scratch/taxi-eta"
