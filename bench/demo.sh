@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generate a project into a scratch folder and run its main job: a full local release,
-# then one batch-inference run, the versions table and who serves which user clusters. Prints where the project is.
+# then one batch-inference run, the versions table and who serves which user clusters.
+# Prints where the project is.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv_bin="$here/${VENV:-.venv}/bin"
