@@ -75,6 +75,17 @@ def git_repo(tmp_path: Path) -> Path:
     return repo
 
 
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` with a fixed identity; its output, stripped."""
+    return subprocess.run(
+        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under `root` (hidden ones too) with its bytes: to prove nothing changed."""
     if not root.exists():

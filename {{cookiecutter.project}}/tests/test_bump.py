@@ -1,24 +1,14 @@
 """`inv bump`: the one manual step, on a real git repository with a real uv lock."""
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import git
 
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.bump import bump, next_version
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 def test_next_versions() -> None:

@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import git, snapshot
 
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -19,16 +18,6 @@ from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 
 def context(cfg, repo: Path, version: str | None = None) -> ReleaseContext:
     return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=repo)
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 def test_release_creates_every_resource_then_refuses_to_repeat(

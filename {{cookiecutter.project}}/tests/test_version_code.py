@@ -7,26 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import git, snapshot
 
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.code import build_wheel, publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-
-
-@pytest.fixture(autouse=True)
-def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "T")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "t@example.com")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def context(cfg, repo: Path, version: str | None = None) -> ReleaseContext:

@@ -11,6 +11,7 @@ traffic never needs a new manifest.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,58 +22,74 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 VERSION_LABEL = "app.kubernetes.io/version"
 
 
-def _versioned(document: dict[str, Any], names: ReleaseNames) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": names.project, VERSION_LABEL: names.version}
-    document["metadata"]["name"] = names.deployment_name
-    document["metadata"]["labels"] = labels
+@dataclass(frozen=True)
+class Shape:
+    """What makes one online deployment of the base manifests distinct from another."""
+
+    name: str
+    labels: dict[str, str]
+    image: str
+    env: list[dict[str, str]]
+    path: str
+    path_type: str = "Prefix"
+    args: list[str] | None = None  # None: the base's (the version's own server)
+    container: str | None = None
+
+
+def _shaped(document: dict[str, Any], shape: Shape) -> dict[str, Any]:
+    document["metadata"]["name"] = shape.name
+    document["metadata"]["labels"] = shape.labels
     kind = document["kind"]
     if kind == "Deployment":
         spec = document["spec"]
-        spec["selector"]["matchLabels"] = labels
-        spec["template"]["metadata"]["labels"] = labels
+        spec["selector"]["matchLabels"] = shape.labels
+        spec["template"]["metadata"]["labels"] = shape.labels
         container = spec["template"]["spec"]["containers"][0]
-        container["image"] = names.image
-        container["env"] = [
-            {"name": "ARTIFACT_ROOT", "value": names.artifact_root},
-            {"name": "MODEL_VERSION", "value": names.version},
-        ]
+        container["image"] = shape.image
+        container["env"] = shape.env
+        if shape.args is not None:
+            container["args"] = shape.args
+        if shape.container is not None:
+            container["name"] = shape.container
     elif kind == "Service":
-        document["spec"]["selector"] = labels
+        document["spec"]["selector"] = shape.labels
     elif kind == "Ingress":
         for rule in document["spec"]["rules"]:
             for path in rule["http"]["paths"]:
-                path["path"] = f"/v{names.version}/"
-                path["backend"]["service"]["name"] = names.deployment_name
+                path["path"] = shape.path
+                path["pathType"] = shape.path_type
+                path["backend"]["service"]["name"] = shape.name
     return document
 
 
-def _router(document: dict[str, Any], names: ReleaseNames) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": names.project, "app.kubernetes.io/component": "router"}
-    document["metadata"]["name"] = names.router_name
-    document["metadata"]["labels"] = labels
-    kind = document["kind"]
-    if kind == "Deployment":
-        spec = document["spec"]
-        spec["selector"]["matchLabels"] = labels
-        spec["template"]["metadata"]["labels"] = labels
-        container = spec["template"]["spec"]["containers"][0]
-        container["name"] = "router"
-        container["image"] = names.image
-        container["args"] = ["python3", "-m", "{{ cookiecutter.package }}.serving.router"]
-        container["env"] = [
+def version_shape(names: ReleaseNames) -> Shape:
+    return Shape(
+        name=names.deployment_name,
+        labels={"app.kubernetes.io/name": names.project, VERSION_LABEL: names.version},
+        image=names.image,
+        env=[
+            {"name": "ARTIFACT_ROOT", "value": names.artifact_root},
+            {"name": "MODEL_VERSION", "value": names.version},
+        ],
+        path=f"/v{names.version}/",
+    )
+
+
+def router_shape(names: ReleaseNames) -> Shape:
+    return Shape(
+        name=names.router_name,
+        labels={"app.kubernetes.io/name": names.project, "app.kubernetes.io/component": "router"},
+        image=names.image,
+        env=[
             {"name": "ARTIFACT_ROOT", "value": names.artifact_root},
             # A version's server is its Service, `{project}-v{x-y-z}`, in this namespace.
             {"name": "UPSTREAM_URL", "value": "http://{deployment}"},
-        ]
-    elif kind == "Service":
-        document["spec"]["selector"] = labels
-    elif kind == "Ingress":
-        for rule in document["spec"]["rules"]:
-            for path in rule["http"]["paths"]:
-                path["path"] = "/predict"
-                path["pathType"] = "Exact"
-                path["backend"]["service"]["name"] = names.router_name
-    return document
+        ],
+        path="/predict",
+        path_type="Exact",
+        args=["python3", "-m", "{{ cookiecutter.package }}.serving.router"],
+        container="router",
+    )
 
 
 def _base(base: Path) -> list[dict[str, Any]]:
@@ -83,12 +100,12 @@ def _base(base: Path) -> list[dict[str, Any]]:
 
 
 def render(names: ReleaseNames, base: Path) -> list[dict[str, Any]]:
-    return [_versioned(document, names) for document in _base(base)]
+    return [_shaped(document, version_shape(names)) for document in _base(base)]
 
 
 def render_router(names: ReleaseNames, base: Path) -> list[dict[str, Any]]:
     """The router, running the image of `names.version` (the newest release, usually)."""
-    return [_router(document, names) for document in _base(base)]
+    return [_shaped(document, router_shape(names)) for document in _base(base)]
 
 
 def write(names: ReleaseNames, base: Path, out_dir: Path, router: bool = False) -> Path:
