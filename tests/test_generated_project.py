@@ -82,7 +82,10 @@ def test_a_version_bump_is_seen_without_reinstalling(project: Project) -> None:
     project.run(str(TOOLS / "poetry"), "version", "patch")
     try:
         assert project.run(python, *read).stdout.split() == ["0.1.1", "0.1.1"]
-        assert "release taxi-eta 0.1.1 to local" in project.inv("release", "--dry-run").stdout
+        dry = project.inv("release", "--dry-run", check=False)
+        assert "release taxi-eta 0.1.1 to local" in dry.stdout  # the plan names 0.1.1
+        # ... and the dry run refuses, as the release would: the bump is not committed.
+        assert dry.returncode == 1 and "refused: working tree is not clean" in dry.stdout
     finally:
         project.git("checkout", "pyproject.toml")
 
