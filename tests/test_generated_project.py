@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def test_its_own_test_suite_passes(project: Project) -> None:
+    # Every test, slow ones included (what `inv test --all` and the project's CI run).
     result = project.run(str(project.path / ".venv/bin/pytest"), "-q", "-p", "no:cacheprovider",
-                         timeout=1800)
+                         "-n", "auto", timeout=1800)
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_the_default_test_run_is_the_fast_inner_loop(project: Project) -> None:
+    """`inv test` selects the fast tests; `--all` (CI) adds the slow ones."""
+    def collected(*flags: str) -> int:
+        out = project.inv("test", *flags, "--args", "--collect-only -q", timeout=600).stdout
+        return int(re.search(r"(\d+)(?:/\d+)? tests? collected", out)[1])
+
+    assert 0 < collected() < collected("--all")
 
 
 def test_it_is_ruff_and_mypy_clean(project: Project) -> None:
@@ -34,7 +45,8 @@ def test_it_is_ruff_and_mypy_clean(project: Project) -> None:
 def test_inv_list_shows_the_release_tasks(project: Project) -> None:
     listed = project.inv("--list").stdout.split()
     for name in ("build", "train-adhoc", "deploy-workflow", "release", "versions", "retire",
-                 "rollback", "run-inference", "train", "serve", "test", "lint"):
+                 "rollback", "run-inference", "run-scheduled", "traffic", "bump", "train",
+                 "serve", "serve-router", "render-deployment", "test", "lint"):
         assert name in listed
 
 

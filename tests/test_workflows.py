@@ -32,8 +32,10 @@ def tasks_and_flags(project: Path) -> dict[str, set[str]]:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and any(
                 "task" in ast.unparse(d) for d in node.decorator_list):
-            flags = {"--" + a.arg.replace("_", "-") for a in node.args.args[1:]}
-            flags |= {"-" + a.arg[0] for a in node.args.args[1:]}
+            # invoke's own translation: `all_` -> --all, `run_id` -> --run-id
+            names = [a.arg.strip("_") for a in node.args.args[1:]]
+            flags = {"--" + name.replace("_", "-") for name in names}
+            flags |= {"-" + name[0] for name in names}
             found[node.name.replace("_", "-")] = flags
     return found
 

@@ -333,10 +333,12 @@ def render_deployment(
         print(deployment.write(ctx.names, deploy / "base", out, router=router))
 
 
-@task(help={"args": "extra pytest arguments"})
-def test(c: Context, args: str = "") -> None:
-    """Run the test suite."""
-    c.run(f"{shlex.quote(sys.executable)} -m pytest {args}", pty=False)
+@task(help={"all": "also the slow tests (pipelines, servers): what CI runs", "args": "pytest args"})
+def test(c: Context, all_: bool = False, args: str = "") -> None:
+    """Run the tests: the fast ones by default (seconds), every one with --all."""
+    selection = "" if all_ else "-m 'not slow'"
+    # -n auto: one pytest worker per core (pytest-xdist); the tests share no state.
+    c.run(f"{shlex.quote(sys.executable)} -m pytest -n auto {selection} {args}", pty=False)
 
 
 @task

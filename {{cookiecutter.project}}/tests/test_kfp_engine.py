@@ -93,6 +93,7 @@ def test_two_versions_deploy_side_by_side(
     assert experiments == {f"{cfg.project}-dev"}
 
 
+@pytest.mark.slow
 def test_the_uploaded_training_spec_runs_locally(
     kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
 ) -> None:

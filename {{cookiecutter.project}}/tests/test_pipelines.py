@@ -39,6 +39,7 @@ def test_compiled_pipelines_run_in_the_versions_image(cfg, tmp_path: Path) -> No
         assert defaults["version"]["defaultValue"] == cfg.version
 
 
+@pytest.mark.slow
 def test_training_creates_features_model_and_metadata(
     cfg, tmp_path: Path, artifact_root: Path
 ) -> None:
@@ -61,6 +62,7 @@ def test_training_creates_features_model_and_metadata(
     assert snapshot(artifact_root) == before
 
 
+@pytest.mark.slow
 def test_publishing_over_a_released_model_is_refused(
     cfg, tmp_path: Path, artifact_root: Path
 ) -> None:
@@ -74,6 +76,7 @@ def test_publishing_over_a_released_model_is_refused(
     assert after == before
 
 
+@pytest.mark.slow
 def test_pinned_feature_version_is_reused(cfg, tmp_path: Path, artifact_root: Path) -> None:
     first = context(cfg, tmp_path)
     train_adhoc(first, SHA)
@@ -99,6 +102,7 @@ def test_pinned_feature_version_is_reused(cfg, tmp_path: Path, artifact_root: Pa
     assert metadata["feature_version"] == cfg.version
 
 
+@pytest.mark.slow
 def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     cfg, tmp_path: Path, artifact_root: Path
 ) -> None:
@@ -148,6 +152,7 @@ def test_inference_of_an_undeployed_version_is_refused(cfg, tmp_path: Path) -> N
         run_inference(context(cfg, tmp_path, version="42.0.0"))
 
 
+@pytest.mark.slow
 def test_training_against_a_gcs_emulator(cfg, tmp_path: Path, gcs_root: str) -> None:
     cfg.env.artifact_root = gcs_root
     ctx = context(cfg, tmp_path)

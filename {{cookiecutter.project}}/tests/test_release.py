@@ -20,6 +20,7 @@ def context(cfg, repo: Path, version: str | None = None) -> ReleaseContext:
     return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=repo)
 
 
+@pytest.mark.slow
 def test_release_creates_every_resource_then_refuses_to_repeat(
     cfg, git_repo: Path, artifact_root: Path, monkeypatch, capsys
 ) -> None:

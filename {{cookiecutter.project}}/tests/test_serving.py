@@ -256,6 +256,7 @@ def peak_rss_mib(pid: int) -> float:
     return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
+@pytest.mark.slow
 def test_three_oversized_requests_at_once_leave_memory_and_healthz_alone(
     artifact_root: Path,
 ) -> None:

@@ -116,6 +116,7 @@ def test_artifacts_are_readable_by_other_users(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / key).stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.slow
 def test_an_unreachable_gcs_is_one_error_within_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

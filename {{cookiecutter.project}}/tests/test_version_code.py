@@ -75,6 +75,7 @@ def test_promotion_copies_the_code_released_from_the_same_tree(
     ).read_bytes()
 
 
+@pytest.mark.slow
 def test_each_version_runs_in_its_own_environment(cfg, git_repo: Path, artifact_root: Path) -> None:
     ctx = context(cfg, git_repo)
     environments = ctx.environments
