@@ -39,3 +39,23 @@ def test_builder_choice() -> None:
     assert find_builder("none") is None
     with pytest.raises(ReleaseError, match="unknown builder 'kaniko'"):
         find_builder("kaniko")
+
+
+def test_without_a_builder_the_plan_says_skipped_and_a_dry_build_shows_the_commands(
+    cfg, git_repo: Path, capsys
+) -> None:
+    from {{ cookiecutter.package }}.release.image import build
+    from {{ cookiecutter.package }}.release.plan import plan
+
+    cfg.env.builder = "none"
+    cfg.env.registry = "eu-docker.pkg.dev/p/r"
+    ctx = ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=git_repo)
+    (image,) = [r for r in plan(ctx) if r.step == "image"]
+    assert "skipped" in image.line() and "IMAGE_BUILDER=none" in image.line()
+
+    assert build(ctx, dry_run=True) == f"eu-docker.pkg.dev/p/r/{cfg.project}:{cfg.version}"
+    out = capsys.readouterr().out
+    assert "IMAGE_BUILDER=none" in out
+    assert "$ docker build -f Dockerfile" in out
+    assert f"$ docker push eu-docker.pkg.dev/p/r/{cfg.project}:{cfg.version}" in out
+    assert not (git_repo / "requirements.lock").exists()  # a dry run writes nothing

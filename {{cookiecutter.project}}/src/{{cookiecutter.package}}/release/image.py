@@ -31,6 +31,7 @@ class ImageState:
     reference: str
     exists: bool
     note: str = ""
+    skipped: bool = False  # no builder on the local env: the release goes on without it
 
 
 def _run(
@@ -113,7 +114,10 @@ def state(ctx: ReleaseContext) -> ImageState:
     reference = ctx.names.image
     builder = find_builder(str(ctx.cfg.env.builder))
     if builder is None:
-        return ImageState(reference, False, "no image builder installed")
+        why = _no_builder(ctx)
+        if ctx.env == "local":
+            return ImageState(reference, False, why, skipped=True)
+        return ImageState(reference, False, f"{why}: the release will refuse")
     labels = _labels_of(ctx, builder, reference)
     return ImageState(reference, labels is not None, f"builder {builder}")
 
@@ -137,11 +141,22 @@ def build_command(ctx: ReleaseContext, builder: str, rev: str, tree: str) -> lis
     return command
 
 
+def _no_builder(ctx: ReleaseContext) -> str:
+    if str(ctx.cfg.env.builder) == "none":
+        return "IMAGE_BUILDER=none: images are built elsewhere"
+    return "no image builder (docker, podman or buildah) available"
+
+
 def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
-    """Build and push the version's image; None when no builder exists on the local env."""
+    """Build and push the version's image; None when no builder exists on the local env.
+
+    A dry run prints the tags and the commands, with or without a builder on this machine.
+    """
     names = ctx.names
     builder = find_builder(str(ctx.cfg.env.builder))
-    if builder is None:
+    if builder is None and dry_run:
+        print(f"{_no_builder(ctx)}; with docker, the build would be:")
+    elif builder is None:
         if str(ctx.cfg.env.builder) == "none":
             print("image build skipped (env.builder: none): images are built elsewhere")
             return None
@@ -150,7 +165,7 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
             return None
         raise ReleaseError(f"no image builder installed: {ctx.env} needs the version's image")
     rev, tree = revision(ctx)
-    existing = _labels_of(ctx, builder, names.image)
+    existing = _labels_of(ctx, builder, names.image) if builder is not None else None
     if existing is not None:
         if existing.get(TREE_LABEL) != tree:
             raise ReleaseError(
@@ -163,10 +178,11 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
     if not dry_run:
         lock = ctx.project_root / "requirements.lock"
         lock.write_text("\n".join(pinned_requirements(DISTRIBUTION)) + "\n")
-    commands = [build_command(ctx, builder, rev, tree)]
+    tool = builder or "docker"
+    commands = [build_command(ctx, tool, rev, tree)]
     if names.registry:
         commands += [
-            [builder, "push", *_tls_flags(ctx, builder), tag]
+            [tool, "push", *_tls_flags(ctx, tool), tag]
             for tag in (names.image, names.image_for_revision(rev))
         ]
     for command in commands:

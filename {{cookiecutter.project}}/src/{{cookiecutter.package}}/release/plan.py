@@ -37,9 +37,10 @@ class Resource:
     name: str
     exists: bool
     note: str = ""
+    skipped: bool = False
 
     def line(self) -> str:
-        state = "exists" if self.exists else "will be created"
+        state = "exists" if self.exists else "skipped" if self.skipped else "will be created"
         note = f"  ({self.note})" if self.note else ""
         return f"  {self.step:<10} {state:<16} {self.name}{note}"
 
@@ -56,7 +57,13 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
             tag_commit is not None,
             f"at {tag_commit[:12]}" if tag_commit else "",
         ),
-        Resource("image", builder_state.reference, builder_state.exists, builder_state.note),
+        Resource(
+            "image",
+            builder_state.reference,
+            builder_state.exists,
+            builder_state.note,
+            skipped=builder_state.skipped,
+        ),
         Resource("code", names.uri(names.code_record_key), read_code(store, names) is not None),
         Resource(
             "features",
