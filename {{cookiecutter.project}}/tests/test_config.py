@@ -51,3 +51,10 @@ def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -
 def test_unknown_environment_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown environment 'staging'"):
         load_config("staging")
+
+
+def test_traffic_counts_the_user_clusters_the_data_has() -> None:
+    """The traffic assignment splits exactly the clusters users are hashed into."""
+    from {{ cookiecutter.package }}.ml.data import N_USER_CLUSTERS
+
+    assert load_config().traffic.n_user_clusters == N_USER_CLUSTERS

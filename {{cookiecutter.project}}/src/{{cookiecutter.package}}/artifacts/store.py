@@ -9,6 +9,7 @@ refuses to replace an existing object. Only mutable records (schedule states) us
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -81,13 +82,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_dead_partials(folder: Path) -> None:
-    """Delete the temporary files that killed writers left in `folder` (their pid is in the
-    name: `.NAME.PID.RANDOM.partial`); a live writer's file is left alone."""
+def remove_dead_partials(folder: Path) -> None:
+    """Delete what killed writers left in `folder`: hidden `.NAME[.RANDOM].PID.partial`
+    files or folders whose process is gone. A live writer's is left alone."""
     for leftover in folder.glob(".*.partial"):
-        pid = leftover.name.rsplit(".", 3)[-3] if leftover.name.count(".") >= 4 else ""
+        pid = leftover.name.rsplit(".", 2)[-2]
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            leftover.unlink(missing_ok=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 class LocalStore(ArtifactStore):
@@ -113,9 +117,9 @@ class LocalStore(ArtifactStore):
     def _write_atomically(self, key: str, data: bytes, create_only: bool) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_partials(path.parent)
+        remove_dead_partials(path.parent)
         fd, temp = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".partial"
+            dir=path.parent, prefix=f".{path.name}.", suffix=f".{os.getpid()}.partial"
         )
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code, read_code_files
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
-from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, pid_alive
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, remove_dead_partials
 from {{ cookiecutter.package }}.errors import ReleaseError
 
 READY = "version-code.json"  # written last inside an environment: it is complete
@@ -69,7 +69,7 @@ class VersionEnvironments:
         if (final / READY).is_file():
             return final
         self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_dead_builds()
+        remove_dead_partials(self.root)  # what killed builds left
         partial = self.root / f".{final.name}.{os.getpid()}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         print(f"building the environment of {names.version} ({record.wheel_filename})")
@@ -117,9 +117,3 @@ class VersionEnvironments:
         if result.returncode != 0:
             detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
             raise ReleaseError(f"cannot build the environment of {record.version}: {detail}")
-
-    def _remove_dead_builds(self) -> None:
-        for leftover in self.root.glob(".*.partial"):
-            pid = leftover.name.rsplit(".", 2)[-2]
-            if not pid.isdigit() or not pid_alive(int(pid)) or int(pid) == os.getpid():
-                shutil.rmtree(leftover, ignore_errors=True)

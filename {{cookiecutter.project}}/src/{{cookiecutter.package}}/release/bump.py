@@ -61,11 +61,7 @@ def _lock(root: Path) -> list[str]:
 def bump(root: Path, rule: str) -> str:
     """Set the next version, refresh the lock, commit; returns the new version."""
     git = Git(root)
-    dirty = git.dirty_paths()
-    if dirty:
-        raise ReleaseError(
-            f"working tree is not clean ({', '.join(dirty[:3])}): a bump is its own commit"
-        )
+    git.require_clean("a bump is its own commit")
     pyproject = root / "pyproject.toml"
     text = pyproject.read_text()
     match = _PROJECT_VERSION.search(text)

@@ -70,22 +70,18 @@ def publish_code(ctx: ReleaseContext, head: str) -> CodeRecord:
         _check_same_tree(existing, tree, f"to {ctx.env}")
         print(f"code of {names.version} exists ({existing.wheel_filename})")
         return existing
-    dirty = ctx.git.dirty_paths()
-    if dirty:
-        raise ReleaseError(
-            f"working tree is not clean ({', '.join(dirty[:3])}): a version's code is built "
-            "from a commit; commit or stash first"
-        )
+    ctx.git.require_clean("a version's code is built from a commit: commit or stash first")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     source_root = str(ctx.cfg.env.get("promote_from") or "")
     if source_root:
         try:
-            promoted = read_code(open_store(source_root), names)
+            source = open_store(source_root)
+            promoted = read_code(source, names)
         except StoreError as error:
             raise ReleaseError(f"cannot read {source_root} to promote from: {error}") from error
         if promoted is not None:
             _check_same_tree(promoted, tree, f"in {source_root}")
-            wheel, requirements = read_code_files(open_store(source_root), promoted)
+            wheel, requirements = read_code_files(source, promoted)
             record = commit_code(
                 store,
                 names,

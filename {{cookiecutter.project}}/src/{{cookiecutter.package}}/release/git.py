@@ -33,6 +33,15 @@ class Git:
     def head(self) -> str:
         return self._run("rev-parse", "HEAD").stdout.strip()
 
+    def require_clean(self, advice: str) -> None:
+        """Refuse when the working tree has changes: what is released is what is committed."""
+        dirty = self.dirty_paths()
+        if dirty:
+            more = " ..." if len(dirty) > 3 else ""
+            raise ReleaseError(
+                f"working tree is not clean ({', '.join(dirty[:3])}{more}); {advice}"
+            )
+
     def tree(self, rev: str) -> str:
         """The id of `rev`'s tree: equal trees mean the same content, whatever the history."""
         return self._run("rev-parse", rev + "^{tree}").stdout.strip()

@@ -145,12 +145,7 @@ def check_not_released(ctx: ReleaseContext) -> None:
 
 
 def check_clean_tree(ctx: ReleaseContext) -> None:
-    dirty = ctx.git.dirty_paths()
-    if dirty:
-        raise ReleaseError(
-            f"working tree is not clean ({', '.join(dirty[:3])}"
-            f"{' ...' if len(dirty) > 3 else ''}); commit or stash first"
-        )
+    ctx.git.require_clean("commit or stash first")
 
 
 def check_branch(ctx: ReleaseContext) -> None:

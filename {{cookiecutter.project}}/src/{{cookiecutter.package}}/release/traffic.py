@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from packaging.version import Version
+
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import check_version
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
@@ -121,8 +123,8 @@ def rollback_moves(ctx: ReleaseContext, to: str, retired: Iterable[str]) -> dict
 
 
 def serving(ctx: ReleaseContext, version: str) -> list[int]:
-    now = traffic.current(ctx.store)
-    return now.clusters_of(version) if now is not None else []
+    """The clusters `version` serves now (none before the first assignment)."""
+    return traffic.clusters_for(ctx.store, version) or []
 
 
 def describe(
@@ -135,7 +137,7 @@ def describe(
         f"since {assignment.created_at} by {assignment.author}: {assignment.reason}"
     ]
     live = [*live_versions(ctx), *also_live]
-    for version in sorted({*live, *assignment.clusters}, key=_version_key):
+    for version in sorted({*live, *assignment.clusters}, key=Version):
         clusters = assignment.clusters_of(version)
         lines.append(
             f"  {version:<12} clusters {format_clusters(clusters):<16} "
@@ -153,9 +155,3 @@ def describe_history(ctx: ReleaseContext) -> str:
         split = "  ".join(f"{v}={format_clusters(cs)}" for v, cs in sorted(record.clusters.items()))
         lines.append(f"{record.created_at}  {split}  -- {record.reason} ({record.author})")
     return "\n".join(lines)
-
-
-def _version_key(version: str):
-    from packaging.version import Version
-
-    return Version(version)
