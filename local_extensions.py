@@ -1,4 +1,4 @@
-"""A guard cookiecutter needs before its hooks run.
+"""Jinja extensions of the template: a guard before the hooks run, and version filters.
 
 cookiecutter creates the project directory *before* the pre-generation hook validates the
 answers, and removes it when the hook fails. A project name such as `..` or `a/../..` names a
@@ -8,6 +8,8 @@ directory name, so nothing is created; the hook then gives the full verdict on e
 """
 
 from __future__ import annotations
+
+import re
 
 from jinja2 import Environment
 from jinja2.exceptions import UndefinedError
@@ -32,3 +34,19 @@ class ProjectDirGuard(Extension):
         if source == PROJECT_DIR_TEMPLATE:
             return "{{ cookiecutter.project | plain_directory_name }}"
         return source
+
+
+def next_minor(version: object) -> str:
+    """The version `inv bump --to minor` gives (1.2.3rc1 -> 1.3.0), for the README's examples."""
+    match = re.match(r"^(?:[0-9]+!)?([0-9]+)(?:\.([0-9]+))?", str(version))
+    if match is None:
+        raise UndefinedError(f"ERROR: version: {version!r} is not a PEP 440 version")
+    return f"{match[1]}.{int(match[2] or 0) + 1}.0"
+
+
+class VersionFilters(Extension):
+    """`{{ cookiecutter.version | next_minor }}`: examples use the versions the user chose."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.filters["next_minor"] = next_minor

@@ -22,9 +22,7 @@ class Project:
     @classmethod
     def create(cls, output_dir: Path, **answers: Any) -> Project:
         project = cls(render(output_dir, **answers))
-        project.run(str(TOOLS / "uv"), "sync", "--quiet")
-        project.git("add", "uv.lock")
-        project.git("commit", "-q", "-m", "Lock dependencies")
+        project.run(str(TOOLS / "uv"), "sync", "--locked", "--quiet")  # the hook's lock
         return project
 
     def run(self, *command: str, check: bool = True, timeout: float = 900,

@@ -124,3 +124,42 @@ def test_hooks_never_execute_answer_text(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr  # quotes and parentheses are a valid name
     assert not marker.exists()
+
+
+def test_under_cruft_the_hook_leaves_git_to_the_user(tmp_path: Path, capsys) -> None:
+    """cruft re-renders the template for every update; a .git there breaks its diff."""
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "0.1.0"\n'
+                                             'requires-python = ">=3.11"\n')
+    answers = {**GOOD, "license": "MIT", "ci": "none", "_commit": "0" * 40}
+    assert post.main(json.dumps(answers), tmp_path) == 0
+    assert not (tmp_path / ".git").exists()
+    assert not (tmp_path / ".cruft.json").exists()  # cruft writes its own after the hook
+    assert (tmp_path / "uv.lock").is_file()
+    assert "git init -b main && git add -A" in capsys.readouterr().out
+
+
+def test_a_template_that_is_not_a_git_checkout_is_not_recorded(tmp_path: Path) -> None:
+    copy = tmp_path / "template-copy"
+    copy.mkdir()
+    (copy / "cookiecutter.json").write_text("{}")
+    answers = {**GOOD, "_template": str(copy), "_repo_dir": str(copy)}
+    assert post.template_record(answers) is None
+    project = tmp_path / "project"
+    project.mkdir()
+    assert not post.write_template_record(project, answers)
+    assert not (project / ".cruft.json").exists()
+
+
+def test_abbreviated_templates_are_recorded_as_clonable_urls(tmp_path: Path) -> None:
+    assert post.template_url("gh:acme/ml-template", tmp_path) == (
+        "https://github.com/acme/ml-template.git")
+    assert post.template_url("https://git.example.com/t.git", tmp_path) == (
+        "https://git.example.com/t.git")
+    assert post.template_url("../t", tmp_path) == str(tmp_path.resolve())
+
+
+def test_without_uv_the_hook_warns_and_goes_on(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(post.sys, "executable", str(tmp_path / "python"))
+    assert not post.lock(tmp_path)
+    assert "uv not found; run `uv lock` and commit uv.lock" in capsys.readouterr().err

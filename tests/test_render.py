@@ -20,8 +20,8 @@ COMBINATIONS = list(itertools.product(DEFAULTS["python_version"], DEFAULTS["lice
 
 # The exact file set of the default project (MIT, GitHub Actions).
 EXPECTED_FILES = {
-    ".dockerignore", ".gitignore", "Dockerfile", "LICENSE", "README.md", "pyproject.toml",
-    "tasks.py",
+    ".cruft.json", "uv.lock", ".dockerignore", ".gitignore", "Dockerfile", "LICENSE",
+    "README.md", "pyproject.toml", "tasks.py",
     ".github/workflows/ci.yml", ".github/workflows/cd-dev.yml", ".github/workflows/cd-prod.yml",
     "conf/config.yaml", "conf/env/local.yaml", "conf/env/dev.yaml", "conf/env/prod.yaml",
     "conf/model/gradient_boosting.yaml", "conf/model/random_forest.yaml",
@@ -71,6 +71,24 @@ def test_default_project_has_exactly_the_expected_files(default_project: Path) -
     assert project_files(default_project) == EXPECTED_FILES
 
 
+def test_default_project_is_committed_locked_and_records_its_template(
+        default_project: Path) -> None:
+    def run(*command: str) -> str:
+        return subprocess.run(command, cwd=default_project, capture_output=True, text=True,
+                              check=True).stdout
+
+    assert run("git", "status", "--porcelain") == ""
+    assert set(run("git", "ls-files").split()) == EXPECTED_FILES
+    # The committed lock is the one `uv sync --locked` (CI, CD, the image) accepts.
+    run(str(Path(sys.executable).parent / "uv"), "lock", "--check", "--offline")
+    record = json.loads((default_project / ".cruft.json").read_text())
+    template = Path(__file__).resolve().parents[1]
+    assert record["template"] == str(template)
+    assert record["commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=template,
+                                              capture_output=True, text=True).stdout.strip()
+    assert record["context"]["cookiecutter"]["version"] == "0.1.0"
+
+
 @pytest.mark.parametrize("python_version,license_,ci", COMBINATIONS)
 def test_every_option_combination_renders_cleanly(tmp_path: Path, python_version: str,
                                                   license_: str, ci: str) -> None:
@@ -81,7 +99,9 @@ def test_every_option_combination_renders_cleanly(tmp_path: Path, python_version
     for name in files:
         text = (project / name).read_text()
         assert "{{" not in text.replace("${{", "") and "{%" not in text, name
-        assert "cookiecutter" not in text, f"template variable left in {name}"
+        # .cruft.json is cruft's record of the answers, keyed "cookiecutter" by its format.
+        if name != ".cruft.json":
+            assert "cookiecutter" not in text, f"template variable left in {name}"
         if name.endswith(".toml"):
             tomllib.loads(text)
         elif name.endswith((".yaml", ".yml")):
@@ -108,8 +128,11 @@ def test_generated_project_is_a_git_repo_with_one_clean_commit(default_project: 
 
 def test_the_version_is_written_in_exactly_one_file(tmp_path: Path) -> None:
     project = render(tmp_path, version="7.3.1")
-    holders = [f for f in project_files(project) if "7.3.1" in (project / f).read_text()]
-    assert holders == ["pyproject.toml"]
+    holders = {f for f in project_files(project) if "7.3.1" in (project / f).read_text()}
+    # Written once, in pyproject.toml. The others only mirror it: uv.lock is derived from it
+    # (`inv bump` refreshes it), .cruft.json records the answers the project was made with,
+    # and the README's examples name the version the user chose. No code or config does.
+    assert holders == {"pyproject.toml", "uv.lock", ".cruft.json", "README.md"}
 
 
 def test_hostile_but_valid_answers_render_as_data(tmp_path: Path) -> None:
