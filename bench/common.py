@@ -37,13 +37,11 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
 
 
 def generated_project(workdir: Path) -> Path:
-    """Render the default project into `workdir`, install it with uv, commit the lock."""
+    """Render the default project into `workdir` (committed with its lock), install it."""
     from cookiecutter.main import cookiecutter
 
     project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
-    run([str(TOOLS / "uv"), "sync", "--quiet"], project)
-    run(["git", "add", "uv.lock"], project)
-    run(["git", "commit", "-q", "-m", "Lock dependencies"], project)
+    run([str(TOOLS / "uv"), "sync", "--locked", "--quiet"], project)
     return project
 
 

@@ -11,8 +11,8 @@ export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EM
 
 "$venv_bin/cookiecutter" --no-input "$here" -o "$scratch"
 cd "$scratch/taxi-eta"
-"$venv_bin/uv" sync --quiet            # or: poetry install
-git add uv.lock && git commit -q -m "Lock dependencies"
+"$venv_bin/uv" sync --locked --quiet   # the lock the hook committed
+test -z "$(git status --porcelain)"   # generated, locked and installed: nothing to commit
 # The image needs a base image from Docker Hub: set DEMO_BUILDER=auto (or docker, podman,
 # buildah) where one is reachable; by default the demo releases everything but the image.
 IMAGE_BUILDER="${DEMO_BUILDER:-none}" .venv/bin/inv release
