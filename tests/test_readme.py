@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import render
 from tests.project import TOOLS, Project
@@ -48,7 +52,44 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert (project.artifacts / "predictions/1.4.2").is_dir()
     # Traffic ended with its last command, `inv rollback --to 1.4.2`.
     assert "rollback to 1.4.2" in project.inv("traffic").stdout
-    schedules = {line.split()[0]: line.split()[6]
-                 for line in project.inv("versions").stdout.splitlines()[1:]}
+    versions = project.inv("versions").stdout.splitlines()
+    schedules = {line.split()[0]: next(w for w in line.split() if w.startswith("training:"))
+                 for line in versions[1:]}
     assert schedules == {"1.4.2": "training:on,inference:on",
                          "1.5.0": "training:off,inference:off"}
+    # Every metric, with its change from the previous version on the second row.
+    assert versions[0].split()[4:8] == ["mae", "n_test", "r2", "rmse"]
+    assert re.search(r"\(\+0\)", versions[2]) and versions[2].count("(") == 4
+
+    # `inv experiments`: the seven runs of Train (three single runs, a sweep of three, one
+    # experiment), best mae first.
+    runs = project.inv("experiments").stdout.splitlines()[1:]
+    assert len(runs) == 7
+    maes = [float(line.split()[1]) for line in runs]
+    assert maes == sorted(maes)
+
+    # `inv compare --html outputs/compare.html` of Release, opened in a real browser.
+    assert_report_renders(project.path / "outputs/compare.html", tmp_path)
+
+
+def assert_report_renders(report: Path, tmp_path: Path) -> None:
+    """Headless Chromium lays the page out with its three plots, both versions drawn."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", report.as_uri()], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    for plot in ("plot-metrics", "plot-predictions", "plot-residuals"):
+        assert f'<svg id="{plot}"' in dom, plot
+    assert dom.count('class="series"') == 4 and dom.count('class="bar"') == 6
+
+    png = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, "--window-size=1200,1800", f"--screenshot={png}",
+                    report.as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = Image.open(png).convert("RGB").getdata()
+    counts = Counter(pixels)
+    # Both versions' colours (OLD_COLOUR, NEW_COLOUR of reports/html.py) fill bars and lines.
+    assert counts[(0x1F, 0x77, 0xB4)] > 2000 and counts[(0xD6, 0x27, 0x28)] > 2000

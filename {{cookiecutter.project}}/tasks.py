@@ -71,8 +71,10 @@ def bump(c: Context, to: str = "patch") -> None:
 
 @task(help=OVERRIDE_HELP, iterable=["override"])
 def train_adhoc(c: Context, env: str = "local", override: list[str] | None = None) -> None:
-    """Run the training pipeline once for this version, in its own code: features, model,
-    metrics. Publishes the version's code first (its wheel, from HEAD). Waits."""
+    """Run this version's training pipeline once, with its own code, and wait for it.
+
+    Features, model and metrics. Publishes the version's code first (its wheel, from HEAD).
+    """
     from {{ cookiecutter.package }}.release.code import publish_code
     from {{ cookiecutter.package }}.release.workflows import train_adhoc as run
 
@@ -156,11 +158,58 @@ def run_scheduled(
 
 @task(help=OVERRIDE_HELP, iterable=["override"])
 def versions(c: Context, env: str = "local", override: list[str] | None = None) -> None:
-    """Table of versions and what exists for each: image, features, model, workflows..."""
-    from {{ cookiecutter.package }}.release.versions import table
+    """Every version and what exists for it, with each metric's change from the previous one.
+
+    Image, code, features, the model's metrics, workflows, schedules, predictions, released.
+    """
+    from {{ cookiecutter.package }}.reports.versions import show
 
     with _release_context(env, override) as ctx:
-        print(table(ctx))
+        show(ctx)
+
+
+@task(
+    help={
+        **OVERRIDE_HELP,
+        "base": "the version to compare against (default: the one released before --new)",
+        "new": "the version to compare (default: this checkout's)",
+        "html": "also write a self-contained page with plots to this file",
+    },
+    iterable=["override"],
+)
+def compare(
+    c: Context,
+    base: str = "",
+    new: str = "",
+    html: str = "",
+    env: str = "local",
+    override: list[str] | None = None,
+) -> None:
+    """Two released versions side by side: metrics, config diff, predictions on one batch.
+
+    The predictions are computed on one fixed, labelled batch by each version's own code.
+    """
+    from pathlib import Path
+
+    from {{ cookiecutter.package }}.reports import compare as report
+
+    with _release_context(env, override) as ctx:
+        comparison = report.compare(ctx, base, new)
+        report.show(comparison)
+        if html:
+            from {{ cookiecutter.package }}.reports.html import write
+
+            print(f"report: {write(Path(html), comparison, str(ctx.cfg.project))}")
+
+
+@task(help={"limit": "show only the best N runs (default: all)"})
+def experiments(c: Context, limit: int = 0) -> None:
+    """Local experiment runs (outputs/, multirun/): overrides and metrics, best first."""
+    from pathlib import Path
+
+    from {{ cookiecutter.package }}.reports.experiments import show
+
+    show(Path(__file__).resolve().parent, limit)
 
 
 @task(
@@ -182,8 +231,10 @@ def traffic(
     env: str = "local",
     override: list[str] | None = None,
 ) -> None:
-    """Which live version serves which user clusters: show it, move clusters (A/B, canary),
-    switch everything (blue/green). Every change is recorded."""
+    """Show or move which live version serves which user clusters (A/B, canary, blue/green).
+
+    Show it, move clusters to a version, or switch everything. Every change is recorded.
+    """
     from {{ cookiecutter.package }}.artifacts import traffic as records
     from {{ cookiecutter.package }}.release import traffic as run
 
@@ -220,8 +271,11 @@ def retire(
 def rollback(
     c: Context, to: str = "", env: str = "local", override: list[str] | None = None
 ) -> None:
-    """Re-enable version TO, move its user clusters and those of every newer version back to
-    it, and disable the newer versions' schedules."""
+    """Make version TO live again and disable the newer versions (traffic moves back too).
+
+    TO's schedules are re-enabled, its user clusters and those of every newer version move
+    back to it, and the newer versions' schedules are disabled.
+    """
     from {{ cookiecutter.package }}.release.lifecycle import rollback as run
 
     if not to:
@@ -322,9 +376,12 @@ def render_deployment(
     env: str = "local",
     override: list[str] | None = None,
 ) -> None:
-    """Write deploy/rendered/<env>/<version>.yaml (Deployment, Service, Ingress of that
-    version) or, with --router, deploy/rendered/<env>/router.yaml. The folder is ignored by
-    git: apply it, or commit it to a GitOps repository."""
+    """Write a version's Kubernetes manifests (or the router's) to deploy/rendered/<env>/.
+
+    deploy/rendered/<env>/<version>.yaml holds the Deployment, Service and Ingress of that
+    version; with --router, deploy/rendered/<env>/router.yaml. The folder is ignored by git:
+    apply it, or commit it to a GitOps repository.
+    """
     from {{ cookiecutter.package }}.release import deployment
 
     with _release_context(env, override, version) as ctx:

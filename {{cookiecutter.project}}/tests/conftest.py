@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 SMALL = ["data.n_trips=600", "data.inference_batch_size=50", "model=ridge"]
@@ -95,3 +97,15 @@ def snapshot(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def release_model(root: Path, version: str, model: dict, tmp_path: Path) -> ReleaseNames:
+    """Publish `version`: features, a trained `model` and its metadata, as a release does."""
+    names = ReleaseNames("taxi", version, version, str(root))
+    steps.ensure_features(names, 600, 1, [7, 8, 9])
+    model_path = tmp_path / f"model-{version}.pkl"
+    metrics = steps.train_and_evaluate(names, model, 0.2, 1, str(model_path))
+    steps.publish_model(
+        names, str(model_path), metrics, "abc", {"features": {"rush_hours": [7, 8, 9]}}
+    )
+    return names

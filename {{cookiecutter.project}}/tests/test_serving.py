@@ -14,6 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 import uvicorn
+from conftest import release_model
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
@@ -25,17 +26,6 @@ from {{ cookiecutter.package }}.serving import router
 from {{ cookiecutter.package }}.serving.app import create_app
 
 TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}
-
-
-def release_model(root: Path, version: str, model: dict, tmp_path: Path) -> ReleaseNames:
-    names = ReleaseNames("taxi", version, version, str(root))
-    steps.ensure_features(names, 600, 1, [7, 8, 9])
-    model_path = tmp_path / f"model-{version}.pkl"
-    metrics = steps.train_and_evaluate(names, model, 0.2, 1, str(model_path))
-    steps.publish_model(
-        names, str(model_path), metrics, "abc", {"features": {"rush_hours": [7, 8, 9]}}
-    )
-    return names
 
 
 def free_port() -> int:
@@ -112,6 +102,18 @@ def test_each_version_answers_at_its_own_endpoint(
     answers = {}
     for version, url in servers.items():
         assert httpx.get(f"{url}/version").json()["version"] == version
+        index = httpx.get(f"{url}/").json()  # what a person opening the address sees
+        assert index["version"] == version
+        listed = {(e["method"], e["path"]): e["does"] for e in index["endpoints"]}
+        assert set(listed) == {
+            ("GET", "/"),
+            ("GET", "/healthz"),
+            ("GET", "/version"),
+            ("GET", "/docs"),
+            ("POST", f"/v{version}/predict"),
+        }
+        assert all(listed.values())
+        assert httpx.get(f"{url}/docs").status_code == 200
         response = httpx.post(f"{url}/v{version}/predict", json={"trips": [TRIP]})
         assert response.status_code == 200
         body = response.json()

@@ -175,3 +175,14 @@ def names_for(cfg, version: str | None = None) -> ReleaseNames:
         artifact_root=str(cfg.env.artifact_root),
         registry=str(cfg.env.registry or ""),
     )
+
+
+def names_of_model(version: str, artifact_root: str) -> ReleaseNames:
+    """The names a process that loads one version's model needs (the server, `inv compare`'s
+    scorer): what the image's entry points get from MODEL_VERSION and ARTIFACT_ROOT."""
+    return ReleaseNames(
+        project="{{ cookiecutter.project }}",
+        version=version,
+        feature_version=version,
+        artifact_root=artifact_root,
+    )

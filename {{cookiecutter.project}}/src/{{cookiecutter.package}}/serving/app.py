@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from {{ cookiecutter.package }}.artifacts import models
-from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_of_model
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
@@ -81,12 +82,27 @@ def create_app(names: ReleaseNames) -> FastAPI:
     app = FastAPI(title=f"{names.project} {names.version}", version=names.version)
     harden(app)
 
+    @app.get("/")
+    def index() -> dict[str, Any]:
+        """This list: the service, its version and its endpoints."""
+        endpoints = [
+            {"method": method, "path": route.path, "does": route.description.splitlines()[0]}
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.include_in_schema
+            for method in sorted(route.methods or ())
+        ]
+        if app.docs_url:
+            endpoints.append({"method": "GET", "path": app.docs_url, "does": "API documentation."})
+        return {"service": app.title, "version": names.version, "endpoints": endpoints}
+
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
+        """Liveness: the model is loaded."""
         return {"status": "ok"}
 
     @app.get("/version")
     def version() -> dict[str, Any]:
+        """The version served: its feature version, metrics and commit."""
         return {
             "version": names.version,
             "feature_version": metadata["feature_version"],
@@ -98,6 +114,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
     # the event loop's thread, with no hand-off to FastAPI's thread pool.
     @app.post(names.endpoint_path, response_model=PredictResponse)
     async def predict_trips(request: PredictRequest) -> PredictResponse:
+        """ETAs in minutes for up to 1000 trips."""
         trips = request.trips
         features = feature_matrix(
             np.array([t.distance_km for t in trips]),
@@ -143,13 +160,7 @@ def main() -> None:
     """The image's entry point (and `inv serve`'s, in the version's own environment)."""
     version = os.environ.get("MODEL_VERSION") or read_version()
     try:
-        names = ReleaseNames(
-            project="{{ cookiecutter.project }}",
-            version=version,
-            feature_version=version,
-            artifact_root=os.environ["ARTIFACT_ROOT"],
-        )
-        app = create_app(names)
+        app = create_app(names_of_model(version, os.environ["ARTIFACT_ROOT"]))
     except (UserError, KeyError) as error:
         # A missing, altered or unreadable model: one line, and no server that half works.
         sys.exit(f"error: cannot serve {version}: {error}")

@@ -9,22 +9,15 @@ from packaging.version import InvalidVersion, Version
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
+from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.release import image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import model_released
+from {{ cookiecutter.package }}.reports import tables
 
 PREFIXES = ("code/", "models/", "workflows/", "releases/", "predictions/", "schedules/")
-COLUMNS = (
-    "version",
-    "image",
-    "code",
-    "features",
-    "model (mae)",
-    "workflows",
-    "schedules",
-    "predictions",
-    "released",
-)
+BEFORE_METRICS = ("version", "image", "code", "features")
+AFTER_METRICS = ("workflows", "schedules", "predictions", "released")
 
 
 def known_versions(ctx: ReleaseContext) -> list[str]:
@@ -39,6 +32,21 @@ def known_versions(ctx: ReleaseContext) -> list[str]:
         except InvalidVersion:
             continue
     return [version for _, version in sorted(valid)]
+
+
+def metrics_of(ctx: ReleaseContext) -> dict[str, float]:
+    if not model_released(ctx):
+        return {}
+    return {k: float(v) for k, v in models.read_metadata(ctx.store, ctx.names)["metrics"].items()}
+
+
+def with_change(value: float | None, previous: float | None) -> str:
+    """`1.471` for the first version with the metric, `1.612 (+0.141)` after it."""
+    if value is None:
+        return "-"
+    if previous is None:
+        return f"{value:.4g}"
+    return f"{value:.4g} ({value - previous:+.3g})"
 
 
 def row(ctx: ReleaseContext) -> dict[str, str]:
@@ -58,7 +66,6 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
         # The wheel a version runs with locally (its image's twin), by content hash.
         "code": f"sha256:{code.wheel_sha256[:12]}" if code else "-",
         "features": feature_version if store.exists(features_key) else "-",
-        "model (mae)": f"{metadata['metrics']['mae']:.3f}" if metadata else "-",
         "workflows": ",".join(workflows) or "-",
         "schedules": ",".join(f"{s.workflow}:{'on' if s.enabled else 'off'}" for s in schedules)
         or "-",
@@ -71,9 +78,28 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
     }
 
 
+def rows(ctx: ReleaseContext) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns and one row per version; every model metric with its change from the
+    previous version that has it."""
+    contexts = [ctx.for_version(v) for v in known_versions(ctx)]
+    metrics = [metrics_of(c) for c in contexts]
+    names = sorted({m for found in metrics for m in found}, key=lambda m: (m != MAIN_METRIC, m))
+    result: list[dict[str, str]] = []
+    previous: dict[str, float] = {}
+    for version_ctx, found in zip(contexts, metrics, strict=True):
+        line = row(version_ctx)
+        for metric in names:
+            line[metric] = with_change(found.get(metric), previous.get(metric))
+        previous.update(found)
+        result.append(line)
+    return [*BEFORE_METRICS, *names, *AFTER_METRICS], result
+
+
 def table(ctx: ReleaseContext) -> str:
-    rows = [row(ctx.for_version(v)) for v in known_versions(ctx)]
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
-    lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS)]
-    lines += ["  ".join(r[c].ljust(widths[c]) for c in COLUMNS) for r in rows]
-    return "\n".join(line.rstrip() for line in lines)
+    """The versions table as plain text (what scripts and tests read)."""
+    return tables.plain(*rows(ctx))
+
+
+def show(ctx: ReleaseContext) -> None:
+    """The versions table: `rich` on a terminal, plain text otherwise."""
+    tables.show(*rows(ctx), title=f"versions on {ctx.env}")

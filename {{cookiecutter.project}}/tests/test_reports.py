@@ -1,0 +1,125 @@
+"""What `inv versions`, `inv compare` and `inv experiments` show, from real artifacts."""
+
+from __future__ import annotations
+
+import io
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import release_model
+
+from {{ cookiecutter.package }}.reports import experiments, fixed_batch, html, tables
+from {{ cookiecutter.package }}.reports.compare import Comparison, Scored, flatten
+from {{ cookiecutter.package }}.reports.versions import with_change
+
+
+def scored(version: str, predicted: list[float], mae: float, depth: int) -> Scored:
+    return Scored(
+        version=version,
+        metrics={"mae": mae, "r2": 0.9},
+        config=flatten({"model": {"max_depth": depth}, "env": {"name": "local"}, "version": 1}),
+        actual=np.array([10.0, 20.0, 30.0, 40.0]),
+        predicted=np.array(predicted),
+    )
+
+
+@pytest.fixture
+def comparison() -> Comparison:
+    return Comparison(
+        old=scored("1.0.0", [11.0, 19.0, 31.0, 39.0], 1.0, 6),
+        new=scored("1.1.0", [10.0, 22.0, 30.5, 40.0], 0.8, 3),
+    )
+
+
+def test_plain_tables_are_aligned_with_the_header_first() -> None:
+    out = io.StringIO()  # not a terminal: plain text, as scripts and logs get it
+    tables.show(("version", "mae"), [{"version": "1.0.0", "mae": "1.5"}], title="t", out=out)
+    assert out.getvalue() == "version  mae\n1.0.0    1.5\n"
+
+
+def test_metric_changes_are_signed_from_the_previous_version() -> None:
+    assert with_change(1.471, None) == "1.471"
+    assert with_change(1.612, 1.471) == "1.612 (+0.141)"
+    assert with_change(0.95, 0.97) == "0.95 (-0.02)"
+    assert with_change(None, 1.0) == "-"
+
+
+def test_a_comparison_shows_config_changes_but_not_the_environment(
+    comparison: Comparison,
+) -> None:
+    assert comparison.config_changes == [("model.max_depth", "6", "3")]
+    stats = dict((name, (a, b)) for name, a, b in comparison.prediction_stats())
+    assert stats["mae on this batch"] == ("1.000", "0.625")
+    assert comparison.agreement() == (
+        "4 trips: mean |difference| 1.38 min, max 3.00 min, 25.0% differ by more than 1 min"
+    )
+
+
+def test_the_html_report_is_self_contained_with_its_three_plots(
+    comparison: Comparison, tmp_path: Path
+) -> None:
+    path = html.write(tmp_path / "reports" / "compare.html", comparison, "taxi")
+    page = path.read_text()
+    assert "<script" not in page and "src=" not in page and "href=" not in page  # offline
+    for plot in ("plot-metrics", "plot-predictions", "plot-residuals"):
+        start = page.index(f'<svg id="{plot}"')
+        svg = ET.fromstring(page[start : page.index("</svg>", start) + len("</svg>")])
+        assert len(svg) > 3, plot  # drawn, not an empty frame
+    assert page.count('class="series"') == 4  # two versions in each distribution plot
+    assert "model.max_depth" in page
+
+
+def test_an_unwritable_report_is_one_error(comparison: Comparison, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(html.CompareError, match="cannot write"):
+        html.write(tmp_path / "file" / "report.html", comparison, "taxi")
+
+
+def test_the_fixed_batch_is_scored_by_the_released_model(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, tmp_path)
+    first = fixed_batch.score(str(root), "1.0.0", n_trips=200)
+    again = fixed_batch.score(str(root), "1.0.0", n_trips=200)
+    assert first == again  # fixed: the same trips every time
+    assert len(first["actual"]) == len(first["predicted"]) == 200
+    errors = np.abs(np.array(first["predicted"]) - np.array(first["actual"]))
+    assert errors.mean() < 5  # a trained model, not noise
+
+
+def write_run(root: Path, folder: str, overrides: list[str], mae: float | None) -> None:
+    run = root / folder
+    run.mkdir(parents=True)
+    metrics = {"mae": mae, "r2": 0.9} if mae is not None else {}
+    (run / "metadata.json").write_text(
+        json.dumps({"version": "1.0.0", "overrides": overrides, "metrics": metrics})
+    )
+
+
+def test_experiments_are_listed_best_first(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path, "outputs/1.0.0/2024-01-01_10-00-00", [], 2.0)
+    write_run(tmp_path, "multirun/1.0.0/2024-01-01_11-00-00/0", ["model=ridge"], 3.0)
+    write_run(tmp_path, "multirun/1.0.0/2024-01-01_11-00-00/1", ["model=random_forest"], 1.5)
+    write_run(tmp_path, "outputs/1.0.0/2024-01-01_12-00-00", ["model.max_depth=1"], None)
+    (tmp_path / "outputs/1.0.0/broken").mkdir(parents=True)
+    (tmp_path / "outputs/1.0.0/broken/metadata.json").write_text("{not json")
+
+    found = experiments.find(tmp_path)
+    assert [e.overrides for e in found] == [
+        ["model=random_forest"],
+        [],
+        ["model=ridge"],
+        ["model.max_depth=1"],
+    ]
+    experiments.show(tmp_path, limit=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["rank", "mae", "r2", "version", "overrides", "run"]
+    assert lines[1].split()[:5] == ["1", "1.5", "0.9", "1.0.0", "model=random_forest"]
+    assert len(lines) == 3
+
+
+def test_no_experiments_says_how_to_make_one(tmp_path: Path, capsys) -> None:
+    experiments.show(tmp_path)
+    assert "`inv train` writes them to outputs/" in capsys.readouterr().out
