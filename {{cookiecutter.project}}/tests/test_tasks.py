@@ -1,16 +1,20 @@
-"""The invoke tasks as a user calls them: every one answers --help, version flags are flags."""
+"""The invoke tasks as a user calls them: every one answers --help, version flags are flags,
+errors are one line, progress is one line per task."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 from invoke import Collection, Program
 
+from {{ cookiecutter.package }}.progress import Activity
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 
@@ -108,3 +112,35 @@ def test_a_missing_or_unknown_version_is_one_error_line(
     assert result.returncode == 1
     assert result.stderr.strip() == message
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_progress_is_plain_lines_off_a_terminal() -> None:
+    out = io.StringIO()
+    activity = Activity("  task train-model", out=out)
+    activity.done("success")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "  task train-model: running"
+    assert re.fullmatch(r"  task train-model: success \(\d+\.\d s\)", lines[1])
+
+
+def test_progress_on_a_terminal_ends_with_the_same_final_line() -> None:
+    leader, follower = os.openpty()
+    with os.fdopen(follower, "w") as terminal:
+        assert terminal.isatty()
+        Activity("  task train-model", out=terminal).done("success")
+    shown = b""
+    while chunk := _read_available(leader):
+        shown += chunk
+    os.close(leader)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", shown).decode()
+    assert re.search(r"  task train-model: success \(\d+\.\d s\)", text), text
+
+
+def _read_available(fd: int) -> bytes:
+    import select
+
+    ready, _, _ = select.select([fd], [], [], 0.2)
+    try:
+        return os.read(fd, 65536) if ready else b""
+    except OSError:  # EIO: the terminal's other end is closed and everything was read
+        return b""

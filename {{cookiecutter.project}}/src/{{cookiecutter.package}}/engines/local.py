@@ -28,6 +28,7 @@ from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.progress import Activity
 
 # Runs in the version's interpreter and uses only kfp, which every version's lock pins: it
 # must not import this package, whose code may differ from the version being run.
@@ -68,7 +69,7 @@ class _Progress:
 
     def __init__(self, log: IO[str], verbose: bool) -> None:
         self.log, self.verbose = log, verbose
-        self.started: dict[str, float] = {}
+        self.running: dict[str, Activity] = {}
         self.failed_task = ""
         self.exception = ""
 
@@ -79,22 +80,24 @@ class _Progress:
             line = _ANSI.sub("", raw).rstrip()
             if self.verbose:
                 print(line, flush=True)
-            if started := _STARTED.search(line):
-                self.started[started.group(1)] = time.monotonic()
-                if not self.verbose:
-                    print(f"  task {started.group(1)}: running", flush=True)
+            if (started := _STARTED.search(line)) and not self.verbose:
+                self.running[started.group(1)] = Activity(f"  task {started.group(1)}")
             elif finished := _FINISHED.search(line):
                 task, status = finished.groups()
-                took = time.monotonic() - self.started.get(task, time.monotonic())
                 if status != "SUCCESS":
                     self.failed_task = task
-                if not self.verbose:
-                    print(f"  task {task}: {status.lower()} ({took:.1f} s)", flush=True)
+                if task in self.running:
+                    self.running.pop(task).done(status.lower())
             elif exception := _EXCEPTION.match(line.strip()):
                 self.exception = f"{exception.group(1).rsplit('.', 1)[-1]}: {exception.group(2)}"
             if time.monotonic() > deadline:
                 raise TimeoutError
         process.wait(timeout=max(1.0, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        """End the display of tasks whose end the output never told (a killed runner)."""
+        for task in list(self.running):
+            self.running.pop(task).done("stopped")
 
     def failure(self) -> str:
         """` in task T: Error: message`, as much of it as the output told; "" if nothing."""
@@ -175,6 +178,8 @@ class LocalEngine:
                     raise ReleaseError(
                         f"{failed}: no result after {timeout_s} s (log: {log_path})"
                     ) from None
+                finally:
+                    progress.stop()
             result = json.loads(result_path.read_text()) if result_path.is_file() else {}
         if "output" in result:
             return str(result["output"])

@@ -223,10 +223,11 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     timings: dict[str, float] = {}
 
     def step(name: str, action: Callable[[], object]) -> None:
-        print(f"==> {name}")
+        print(f"==> {name}", flush=True)
         started = time.perf_counter()
         action()
         timings[name] = round(time.perf_counter() - started, 3)
+        print(f"    {name}: done ({timings[name]:.1f} s)", flush=True)
 
     step("tag", lambda: _tag(ctx, head))
     built: dict[str, Any] = {}
