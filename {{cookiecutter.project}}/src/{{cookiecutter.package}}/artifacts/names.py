@@ -83,7 +83,7 @@ class ReleaseNames:
         return f"features/{self.feature_version}"
 
     def features_key(self, split: str = "train") -> str:
-        return f"{self.features_prefix}/{split}.parquet"
+        return features_key(self.feature_version, split)
 
     def model_key(self, sha256: str) -> str:
         """Content-addressed: a model object's name says which bytes it holds."""
@@ -116,11 +116,11 @@ class ReleaseNames:
         return f"schedules/{self.version}.json"
 
     def predictions_key(self, run_id: str) -> str:
-        return f"predictions/{self.version}/{check_run_id(run_id)}.parquet"
+        return predictions_key(self.version, run_id)
 
     @property
     def predictions_prefix(self) -> str:
-        return f"predictions/{self.version}/"
+        return predictions_prefix(self.version)
 
     @property
     def release_record_key(self) -> str:
@@ -155,6 +155,28 @@ class ReleaseNames:
     def router_name(self) -> str:
         """The one stable online entry point, in front of every live version."""
         return f"{self.project}-router"
+
+
+def features_key(feature_version: str, split: str = "train") -> str:
+    return f"features/{check_version(feature_version)}/{split}.parquet"
+
+
+def predictions_prefix(version: str) -> str:
+    return f"predictions/{check_version(version)}/"
+
+
+def predictions_key(version: str, run_id: str) -> str:
+    return f"{predictions_prefix(version)}{check_run_id(run_id)}.parquet"
+
+
+def bigquery_suffix(version: str) -> str:
+    """`1.2.0` -> `v1_2_0`: a version in a BigQuery table name (letters, digits, _)."""
+    return "v" + re.sub(r"[^A-Za-z0-9]", "_", check_version(version))
+
+
+def bigquery_features_table(split: str, feature_version: str | None = None) -> str:
+    """`train_v1_2_0` (a table per feature version) or `train` (a feature_version column)."""
+    return f"{split}_{bigquery_suffix(feature_version)}" if feature_version else split
 
 
 def names_for(cfg, version: str | None = None) -> ReleaseNames:

@@ -184,7 +184,9 @@ class GCSStore(ArtifactStore):
     """
 
     def __init__(self, root: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        from google.cloud import storage
+        # `import ... as`: with typed google.cloud packages beside it (bigquery), mypy reads
+        # google.cloud as a package without an untyped `storage` attribute.
+        import google.cloud.storage as storage
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         self.root = root.rstrip("/")

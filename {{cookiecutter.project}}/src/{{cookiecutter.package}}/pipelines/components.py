@@ -1,8 +1,9 @@
 """kfp component functions: thin shims over `steps`, one per pipeline step.
 
 kfp copies each function's source into a fresh module, so imports live inside the bodies.
-Structured values (model and release config) travel as JSON strings: kfp's dict parameters
-go through protobuf Struct, which turns every integer into a float.
+Structured values (model and release config, where features and predictions are stored)
+travel as JSON strings: kfp's dict parameters go through protobuf Struct, which turns every
+integer into a float.
 They are turned into components by `definitions.components_for(image)`: every step of a
 version runs in that version's image.
 """
@@ -18,12 +19,14 @@ def build_features(
     n_trips: int,
     seed: int,
     rush_hours: list,
+    storage: str,
 ) -> str:
     from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
     from {{ cookiecutter.package }}.pipelines import steps
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
-    return steps.ensure_features(names, n_trips, seed, rush_hours)
+    features = steps.feature_store_of(names, storage)
+    return steps.ensure_features(names, n_trips, seed, rush_hours, features)
 
 
 def train_model(
@@ -34,6 +37,7 @@ def train_model(
     model_config: str,
     test_fraction: float,
     seed: int,
+    storage: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> dict:
@@ -44,8 +48,9 @@ def train_model(
     from {{ cookiecutter.package }}.pipelines import steps
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
+    features = steps.feature_store_of(names, storage)
     scores = steps.train_and_evaluate(
-        names, json.loads(model_config), test_fraction, seed, model.path
+        names, json.loads(model_config), test_fraction, seed, model.path, features
     )
     for name, value in scores.items():
         metrics.log_metric(name, value)
@@ -61,6 +66,7 @@ def publish_model(
     metrics: dict,
     git_sha: str,
     config: str,
+    storage: str,
 ) -> str:
     import json
 
@@ -68,7 +74,8 @@ def publish_model(
     from {{ cookiecutter.package }}.pipelines import steps
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
-    return steps.publish_model(names, model.path, metrics, git_sha, json.loads(config))
+    features = steps.feature_store_of(names, storage)
+    return steps.publish_model(names, model.path, metrics, git_sha, json.loads(config), features)
 
 
 def make_batch_features(
@@ -94,10 +101,13 @@ def predict_batch(
     feature_version: str,
     artifact_root: str,
     run_id: str,
+    storage: str,
     features: Input[Dataset],
 ) -> str:
     from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+    from {{ cookiecutter.package }}.artifacts.predictions import open_predictions
     from {{ cookiecutter.package }}.pipelines import steps
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
-    return steps.predict_batch(names, features.path, run_id)
+    sink = open_predictions(steps.storage(storage).get("predictions"), artifact_root)
+    return steps.predict_batch(names, features.path, run_id, sink)

@@ -52,6 +52,7 @@ def training_pipeline(names: ReleaseNames, image: str):
         test_fraction: float,
         git_sha: str,
         config: str,
+        storage: str,
     ) -> str:
         release = dict(
             project=project,
@@ -59,9 +60,15 @@ def training_pipeline(names: ReleaseNames, image: str):
             feature_version=feature_version,
             artifact_root=artifact_root,
         )
-        features = ops.build_features(**release, n_trips=n_trips, seed=seed, rush_hours=rush_hours)
+        features = ops.build_features(
+            **release, n_trips=n_trips, seed=seed, rush_hours=rush_hours, storage=storage
+        )
         trained = ops.train_model(
-            **release, model_config=model_config, test_fraction=test_fraction, seed=seed
+            **release,
+            model_config=model_config,
+            test_fraction=test_fraction,
+            seed=seed,
+            storage=storage,
         ).after(features)
         published = ops.publish_model(
             **release,
@@ -69,6 +76,7 @@ def training_pipeline(names: ReleaseNames, image: str):
             metrics=trained.outputs["Output"],
             git_sha=git_sha,
             config=config,
+            storage=storage,
         )
         return published.output
 
@@ -91,6 +99,7 @@ def inference_pipeline(names: ReleaseNames, image: str):
         seed: int,
         rush_hours: list,
         run_id: str,
+        storage: str,
     ) -> str:
         release = dict(
             project=project,
@@ -101,7 +110,9 @@ def inference_pipeline(names: ReleaseNames, image: str):
         batch = ops.make_batch_features(
             **release, n_trips=n_trips, seed=seed, rush_hours=rush_hours
         )
-        predicted = ops.predict_batch(**release, run_id=run_id, features=batch.outputs["features"])
+        predicted = ops.predict_batch(
+            **release, run_id=run_id, storage=storage, features=batch.outputs["features"]
+        )
         return predicted.output
 
     return inference

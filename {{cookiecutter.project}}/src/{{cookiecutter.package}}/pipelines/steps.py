@@ -1,4 +1,5 @@
-"""What each pipeline step does, as plain functions over the artifact store.
+"""What each pipeline step does, as plain functions over the artifact store, the feature
+store and the predictions sink (`artifacts.features`, `artifacts.predictions`).
 
 The kfp components are one-line shims over these, so the same code runs in kfp's local
 execution, on Kubeflow Pipelines, and when called directly (tests, benchmarks).
@@ -9,7 +10,7 @@ scikit-learn cost seconds to import, and only the steps that need them pay for t
 
 from __future__ import annotations
 
-import io
+import json
 import pickle
 import uuid
 from datetime import UTC, datetime
@@ -17,24 +18,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.artifacts import models, traffic
+from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
+def storage(spec: str | dict | None) -> dict:
+    """The `storage` parameter of the pipelines: JSON of {feature_store, predictions}."""
+    if isinstance(spec, str):
+        return dict(json.loads(spec or "{}"))
+    return dict(spec or {})
 
 
-def _read_parquet(data: bytes) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.read_parquet(io.BytesIO(data))
+def feature_store_of(names: ReleaseNames, spec: str | dict | None = None) -> FeatureStore:
+    return open_feature_store(storage(spec).get("feature_store"), names.artifact_root)
 
 
 def load_model(names: ReleaseNames) -> Any:
@@ -42,48 +44,62 @@ def load_model(names: ReleaseNames) -> Any:
     return models.load(open_store(names.artifact_root), names)
 
 
-def ensure_features(names: ReleaseNames, n_trips: int, seed: int, rush_hours: list[int]) -> str:
+def ensure_features(
+    names: ReleaseNames,
+    n_trips: int,
+    seed: int,
+    rush_hours: list[int],
+    features: FeatureStore | None = None,
+) -> str:
     """Create the training features of the feature version, or reuse them when they exist."""
-    store = open_store(names.artifact_root)
-    key = names.features_key("train")
-    if store.exists(key):
+    features = features or feature_store_of(names)
+    if features.exists(names.feature_version):
         return "reused"
     if names.feature_version != names.version:
         # A pin names features another release produced: computing them here would put
         # this version's code under that version's name.
         raise StoreError(
             f"pinned feature version {names.feature_version} does not exist at "
-            f"{names.uri(names.features_prefix)}"
+            f"{features.location(names.feature_version)}"
         )
     from {{ cookiecutter.package }}.ml.data import make_trips
     from {{ cookiecutter.package }}.ml.features import build_features
 
-    features = build_features(make_trips(n_trips, seed), [int(h) for h in rush_hours])
+    frame = build_features(make_trips(n_trips, seed), [int(h) for h in rush_hours])
     try:
-        store.write(key, _parquet_bytes(features))
+        features.write(names.feature_version, frame)
     except AlreadyExistsError:
         return "reused"  # another run created them first: same inputs, same features
     return "created"
 
 
 def train_and_evaluate(
-    names: ReleaseNames, model_config: dict, test_fraction: float, seed: int, model_path: str
+    names: ReleaseNames,
+    model_config: dict,
+    test_fraction: float,
+    seed: int,
+    model_path: str,
+    features: FeatureStore | None = None,
 ) -> dict[str, float]:
     """Fit on the train split of the version's features, pickle the model to `model_path`,
     return its metrics on the test split."""
     from {{ cookiecutter.package }}.ml.evaluate import evaluate
     from {{ cookiecutter.package }}.ml.train import fit, split
 
-    store = open_store(names.artifact_root)
-    features = _read_parquet(store.read(names.features_key("train")))
-    train_split, test_split = split(features, test_fraction, seed)
+    frame = (features or feature_store_of(names)).read(names.feature_version)
+    train_split, test_split = split(frame, test_fraction, seed)
     model = fit(train_split, model_config)
     Path(model_path).write_bytes(pickle.dumps(model))
     return evaluate(model, test_split)
 
 
 def publish_model(
-    names: ReleaseNames, model_path: str, metrics: dict[str, float], git_sha: str, config: dict
+    names: ReleaseNames,
+    model_path: str,
+    metrics: dict[str, float],
+    git_sha: str,
+    config: dict,
+    features: FeatureStore | None = None,
 ) -> str:
     """Release the trained model (see `artifacts.models`: one create-only commit point)."""
     store = open_store(names.artifact_root)
@@ -98,7 +114,7 @@ def publish_model(
         Path(model_path).read_bytes(),
         {
             "feature_version": names.feature_version,
-            "features": names.uri(names.features_key("train")),
+            "features": (features or feature_store_of(names)).location(names.feature_version),
             "main_metric": MAIN_METRIC,
             "metrics": metrics,
             "git_sha": git_sha,
@@ -136,8 +152,11 @@ def make_batch_features(
     return len(features)
 
 
-def predict_batch(names: ReleaseNames, features_path: str, run_id: str) -> str:
-    """Predict with the version's released model; write predictions/{version}/{run_id}."""
+def predict_batch(
+    names: ReleaseNames, features_path: str, run_id: str, predictions: PredictionSink | None = None
+) -> str:
+    """Predict with the version's released model; the run's rows go to the predictions sink
+    (by default predictions/{version}/{run_id}.parquet in the artifact store)."""
     import pandas as pd
 
     from {{ cookiecutter.package }}.ml.predict import predict
@@ -146,7 +165,7 @@ def predict_batch(names: ReleaseNames, features_path: str, run_id: str) -> str:
     if features.empty:
         return ""  # the version serves no user clusters now: nothing to predict
     model = load_model(names)
-    predictions = predict(model, features, names.version)
-    key = names.predictions_key(run_id or new_run_id())
-    open_store(names.artifact_root).write(key, _parquet_bytes(predictions))
-    return names.uri(key)
+    sink = predictions or open_predictions(None, names.artifact_root)
+    return sink.write(
+        names.version, run_id or new_run_id(), predict(model, features, names.version)
+    )

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
+from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError, open_store
 from {{ cookiecutter.package }}.config import to_plain
 from {{ cookiecutter.package }}.engines import Engine, create_engine
@@ -43,6 +45,30 @@ class ReleaseContext:
         except StoreError as error:
             raise ReleaseError(str(error)) from error
 
+    @property
+    def storage(self) -> dict:
+        """Where features and predictions live (`conf/feature_store`, `conf/predictions`), as
+        the pipeline steps receive it."""
+        plain = self.plain_config()
+        return {
+            "feature_store": plain.get("feature_store"),
+            "predictions": plain.get("predictions"),
+        }
+
+    @cached_property
+    def feature_store(self) -> FeatureStore:
+        try:
+            return open_feature_store(self.storage["feature_store"], self.names.artifact_root)
+        except StoreError as error:
+            raise ReleaseError(str(error)) from error
+
+    @cached_property
+    def predictions(self) -> PredictionSink:
+        try:
+            return open_predictions(self.storage["predictions"], self.names.artifact_root)
+        except StoreError as error:
+            raise ReleaseError(str(error)) from error
+
     @cached_property
     def git(self) -> Git:
         return Git(self.project_root)
@@ -65,7 +91,7 @@ class ReleaseContext:
             {
                 k: v
                 for k, v in self.__dict__.items()
-                if k in ("store", "git", "engine", "environments")
+                if k in ("store", "git", "engine", "environments", "feature_store", "predictions")
             }
         )
         return other

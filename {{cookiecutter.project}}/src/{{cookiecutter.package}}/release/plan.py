@@ -67,8 +67,8 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
         Resource("code", names.uri(names.code_record_key), read_code(store, names) is not None),
         Resource(
             "features",
-            names.uri(names.features_prefix),
-            store.exists(names.features_key("train")),
+            ctx.feature_store.location(names.feature_version),
+            ctx.feature_store.exists(names.feature_version),
             ""
             if names.feature_version == names.version
             else f"pinned feature version {names.feature_version}",
@@ -194,10 +194,11 @@ def check_pinned_features(ctx: ReleaseContext) -> None:
     names = ctx.names
     if names.feature_version == names.version:
         return
-    if not ctx.store.exists(names.features_key("train")):
+    if not ctx.feature_store.exists(names.feature_version):
         raise ReleaseError(
             f"pinned feature version {names.feature_version} does not exist on {ctx.env} "
-            f"({names.uri(names.features_prefix)}): release {names.feature_version} to "
+            f"({ctx.feature_store.location(names.feature_version)}): release "
+            f"{names.feature_version} to "
             f"{ctx.env} first (its training produces them), or unpin features.version"
         )
 

@@ -27,6 +27,7 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
         "feature_version": names.feature_version,
         "artifact_root": names.artifact_root,
         "rush_hours": list(cfg.features.rush_hours),
+        "storage": json.dumps(ctx.storage, sort_keys=True),
     }
     if workflow == "training":
         return {
@@ -68,7 +69,7 @@ def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
         model = str(models.read_metadata(ctx.store, names)["model"])
         print(f"model {names.version} exists at {model}: nothing to train")
         return model
-    features = "reuse" if ctx.store.exists(names.features_key("train")) else "create"
+    features = "reuse" if ctx.feature_store.exists(names.feature_version) else "create"
     print(f"training {names.version} on {ctx.env} (features {names.feature_version}: {features})")
     spec = compile_spec(ctx, "training", git_sha)
     try:

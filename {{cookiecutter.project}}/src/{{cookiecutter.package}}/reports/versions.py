@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from packaging.version import InvalidVersion, Version
 
 from {{ cookiecutter.package }}.artifacts import models
@@ -53,11 +51,10 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
     names, store = ctx.names, ctx.store
     metadata = models.read_metadata(store, names) if model_released(ctx) else None
     feature_version = metadata["feature_version"] if metadata else names.feature_version
-    features_key = replace(names, feature_version=feature_version).features_key("train")
     # Asked of the engine: on dev/prod these are Kubeflow Pipelines' pipeline versions.
     workflows = [w for w in WORKFLOWS if ctx.engine.registered(names, w)]
     schedules = ctx.engine.schedules(names)
-    predictions = store.list(names.predictions_prefix)
+    runs = ctx.predictions.runs(names.version)
     image_state = image.state(ctx)
     code = read_code(store, names)
     return {
@@ -65,15 +62,11 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
         "image": "yes" if image_state.exists else "-",
         # The wheel a version runs with locally (its image's twin), by content hash.
         "code": f"sha256:{code.wheel_sha256[:12]}" if code else "-",
-        "features": feature_version if store.exists(features_key) else "-",
+        "features": feature_version if ctx.feature_store.exists(feature_version) else "-",
         "workflows": ",".join(workflows) or "-",
         "schedules": ",".join(f"{s.workflow}:{'on' if s.enabled else 'off'}" for s in schedules)
         or "-",
-        "predictions": (
-            f"{len(predictions)} (last {predictions[-1].rsplit('/', 1)[-1]})"
-            if predictions
-            else "-"
-        ),
+        "predictions": f"{len(runs)} (last {runs[-1]})" if runs else "-",
         "released": "yes" if store.exists(names.release_record_key) else "-",
     }
 
@@ -103,3 +96,29 @@ def table(ctx: ReleaseContext) -> str:
 def show(ctx: ReleaseContext) -> None:
     """The versions table: `rich` on a terminal, plain text otherwise."""
     tables.show(*rows(ctx), title=f"versions on {ctx.env}")
+
+
+def where(ctx: ReleaseContext) -> None:
+    """Per version, where its features and its batch predictions are."""
+    found = []
+    for version in known_versions(ctx):
+        version_ctx = ctx.for_version(version)
+        metadata = (
+            models.read_metadata(ctx.store, version_ctx.names)
+            if model_released(version_ctx)
+            else None
+        )
+        # A released model records where its features were read from.
+        features = (
+            str(metadata["features"])
+            if metadata
+            else ctx.feature_store.location(version_ctx.names.feature_version)
+        )
+        found.append(
+            {
+                "version": version,
+                "features": features,
+                "predictions": ctx.predictions.location(version),
+            }
+        )
+    tables.show(("version", "features", "predictions"), found, title=f"where, on {ctx.env}")

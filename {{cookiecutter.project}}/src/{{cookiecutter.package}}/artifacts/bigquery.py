@@ -1,0 +1,353 @@
+"""Features and batch predictions in BigQuery, versioned as the rest of a release.
+
+Features, two layouts (`layout` in `conf/feature_store/bigquery.yaml`):
+- `per_version`: a table per feature version, `{dataset}.train_v1_2_0`. For features whose
+  columns change between versions.
+- `version_column`: one table, `{dataset}.train`, with a `feature_version` column it is
+  clustered by. For features whose columns stay the same.
+
+Either way a feature version is written once. Its commit point comes last: the
+`complete=true` label on its table (per_version) or its row in `{dataset}.train__commits`
+(version_column). A run killed before it leaves rows that nothing reads as complete; the
+next write of that version removes them first. Rows carry their position (`row_number`) so
+they are read back in the order written, as training's split expects.
+
+Predictions: one table, `{dataset}.predictions`, that every version's runs append to, each
+row with `model_version`, `run_id`, `user_cluster` and `predicted_at`. The A/B split is a
+`GROUP BY model_version, user_cluster`.
+
+Credentials as for GCS: Application Default Credentials (workload identity in CI and on the
+cluster). `BIGQUERY_EMULATOR_HOST` (host:port) points the client at an emulator instead, with
+anonymous credentials; the tests use one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from {{ cookiecutter.package }}.artifacts.names import bigquery_features_table, check_run_id
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Layout = Literal["per_version", "version_column"]
+LAYOUTS = ("per_version", "version_column")
+ROW_NUMBER = "row_number"
+COMPLETE = {"complete": "true"}
+WAIT_FOR_OTHER_WRITER_S = 300
+
+
+def client(project: str, timeout_s: float = 60) -> Any:
+    from google.cloud import bigquery
+
+    host = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if host:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        endpoint = host if "://" in host else f"http://{host}"
+        return bigquery.Client(
+            project=project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=endpoint),
+        )
+    with _errors("connect to BigQuery", project):
+        return bigquery.Client(project=project)
+
+
+@contextmanager
+def _errors(action: str, where: str) -> Iterator[None]:
+    """Google's exceptions as one-line StoreErrors (a user error, never a traceback)."""
+    from google.api_core.exceptions import Conflict, GoogleAPIError
+    from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+
+    try:
+        yield
+    except Conflict:
+        raise AlreadyExistsError(f"{where} already exists") from None
+    except DefaultCredentialsError:
+        raise StoreError(
+            f"no Google Cloud credentials to {action} {where}: run `gcloud auth "
+            "application-default login` (locally) or use workload identity (CI, cluster)"
+        ) from None
+    except (GoogleAPIError, GoogleAuthError, OSError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise StoreError(f"cannot {action} {where}: {first}") from None
+
+
+def schema_of(frame: pd.DataFrame) -> list[Any]:
+    from google.cloud import bigquery
+
+    kinds = {"i": "INT64", "u": "INT64", "f": "FLOAT64", "b": "BOOL", "M": "TIMESTAMP"}
+    return [
+        bigquery.SchemaField(str(name), kinds.get(dtype.kind, "STRING"))
+        for name, dtype in frame.dtypes.items()
+    ]
+
+
+def _parquet(frame: pd.DataFrame) -> io.BytesIO:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    buffer.seek(0)
+    return buffer
+
+
+def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """BigQuery's pandas types (nullable Int64, ...) back to the numpy ones written."""
+    for column in frame.columns:
+        if str(frame[column].dtype) in ("Int64", "boolean") and not frame[column].isna().any():
+            frame[column] = frame[column].astype(str(frame[column].dtype).lower())
+    return frame
+
+
+class _Dataset:
+    def __init__(self, project: str, dataset: str, location: str, timeout_s: float) -> None:
+        self.project, self.dataset, self.location = project, dataset, location
+        self.timeout_s = timeout_s
+        self.bq = client(project, timeout_s)
+
+    def table_id(self, table: str) -> str:
+        return f"{self.project}.{self.dataset}.{table}"
+
+    def ensure_dataset(self) -> None:
+        from google.cloud import bigquery
+
+        dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
+        if self.location:
+            dataset.location = self.location
+        with _errors("create dataset", dataset.dataset_id):
+            self.bq.create_dataset(dataset, exists_ok=True, timeout=self.timeout_s)
+
+    def get_table(self, table: str) -> Any | None:
+        from google.api_core.exceptions import NotFound
+
+        with _errors("read", self.table_id(table)):
+            try:
+                return self.bq.get_table(self.table_id(table), timeout=self.timeout_s)
+            except NotFound:
+                return None
+
+    def create_table(self, table: str, frame: pd.DataFrame, cluster_by: str = "") -> Any:
+        from google.cloud import bigquery
+
+        definition = bigquery.Table(self.table_id(table), schema=schema_of(frame))
+        if cluster_by:
+            definition.clustering_fields = [cluster_by]
+        with _errors("create", self.table_id(table)):
+            return self.bq.create_table(definition, timeout=self.timeout_s)
+
+    def load(self, table: str, frame: pd.DataFrame, disposition: str) -> None:
+        from google.cloud import bigquery
+
+        config = bigquery.LoadJobConfig(source_format="PARQUET", write_disposition=disposition)
+        with _errors("write", self.table_id(table)):
+            job = self.bq.load_table_from_file(
+                _parquet(frame), self.table_id(table), job_config=config, timeout=self.timeout_s
+            )
+            job.result(timeout=self.timeout_s)
+
+    def query(self, sql: str, **parameters: Any) -> pd.DataFrame:
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter(
+                    name, "INT64" if isinstance(value, int) else "STRING", value
+                )
+                for name, value in parameters.items()
+            ]
+        )
+        with _errors("query", f"{self.project}.{self.dataset}"):
+            job = self.bq.query(sql, job_config=config, timeout=self.timeout_s)
+            rows = job.result(timeout=self.timeout_s)
+            return _plain_dtypes(rows.to_dataframe(create_bqstorage_client=False))
+
+
+class BigQueryFeatureStore:
+    """Feature versions in a BigQuery dataset (see the module docstring for the layouts)."""
+
+    def __init__(
+        self,
+        project: str,
+        dataset: str,
+        layout: Layout = "per_version",
+        location: str = "",
+        timeout_s: float = 60,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise StoreError(f"feature_store.layout must be one of {LAYOUTS}, not {layout!r}")
+        self.layout = layout
+        self.data = _Dataset(project, dataset, location, timeout_s)
+
+    def _table(self, feature_version: str, split: str) -> str:
+        per_version = self.layout == "per_version"
+        return bigquery_features_table(split, feature_version if per_version else None)
+
+    def location(self, feature_version: str, split: str = "train") -> str:
+        table = f"bigquery://{self.data.table_id(self._table(feature_version, split))}"
+        if self.layout == "version_column":
+            return f"{table}[feature_version={feature_version}]"
+        return table
+
+    # -- the commit point of each layout --------------------------------------------------
+    def exists(self, feature_version: str, split: str = "train") -> bool:
+        if self.layout == "per_version":
+            table = self.data.get_table(self._table(feature_version, split))
+            return table is not None and dict(table.labels).items() >= COMPLETE.items()
+        commits = f"{self._table(feature_version, split)}__commits"
+        if self.data.get_table(commits) is None:
+            return False
+        found = self.data.query(
+            f"SELECT COUNT(*) AS n FROM `{self.data.table_id(commits)}` "
+            "WHERE feature_version = @feature_version",
+            feature_version=feature_version,
+        )
+        return int(found["n"].iloc[0]) > 0
+
+    def write(self, feature_version: str, frame: pd.DataFrame, split: str = "train") -> None:
+        if self.exists(feature_version, split):
+            raise AlreadyExistsError(
+                f"features {feature_version} already exist at "
+                f"{self.location(feature_version, split)}; feature versions are immutable"
+            )
+        self.data.ensure_dataset()
+        rows = frame.reset_index(drop=True)
+        rows[ROW_NUMBER] = range(len(rows))
+        if self.layout == "per_version":
+            self._write_table(feature_version, rows, split)
+        else:
+            self._append_rows(feature_version, rows, split)
+
+    def _write_table(self, feature_version: str, rows: pd.DataFrame, split: str) -> None:
+        table = self._table(feature_version, split)
+        if self.data.get_table(table) is not None:
+            # Not complete (checked above): what a run killed half way left. Its inputs are
+            # this run's inputs, so its rows go and are written again.
+            with _errors("delete", self.data.table_id(table)):
+                self.data.bq.delete_table(self.data.table_id(table), not_found_ok=True)
+        try:
+            created = self.data.create_table(table, rows)
+        except AlreadyExistsError:
+            self._wait_for_other_writer(feature_version, split)
+            raise AlreadyExistsError(
+                f"features {feature_version} were written by another run"
+            ) from None
+        self.data.load(table, rows, "WRITE_EMPTY")
+        created.labels = COMPLETE  # the commit point
+        with _errors("commit", self.data.table_id(table)):
+            self.data.bq.update_table(created, ["labels"], timeout=self.data.timeout_s)
+
+    def _append_rows(self, feature_version: str, rows: pd.DataFrame, split: str) -> None:
+        import pandas as pd
+
+        table = self._table(feature_version, split)
+        rows.insert(0, "feature_version", feature_version)
+        if self.data.get_table(table) is None:
+            # Another version's first write may create it first: one table for all.
+            with suppress(AlreadyExistsError):
+                self.data.create_table(table, rows, cluster_by="feature_version")
+        commits = f"{table}__commits"
+        commit = pd.DataFrame(
+            {
+                "feature_version": [feature_version],
+                "n_rows": [len(rows)],
+                "committed_at": [datetime.now(UTC).isoformat(timespec="seconds")],
+            }
+        )
+        if self.data.get_table(commits) is None:
+            with suppress(AlreadyExistsError):
+                self.data.create_table(commits, commit)
+        # Rows of this version without a commit are a dead run's: remove them first.
+        self.data.query(
+            f"DELETE FROM `{self.data.table_id(table)}` WHERE feature_version = @feature_version",
+            feature_version=feature_version,
+        )
+        self.data.load(table, rows, "WRITE_APPEND")
+        self.data.load(commits, commit, "WRITE_APPEND")  # the commit point
+
+    def _wait_for_other_writer(self, feature_version: str, split: str) -> None:
+        deadline = time.monotonic() + WAIT_FOR_OTHER_WRITER_S
+        while not self.exists(feature_version, split):
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"{self.location(feature_version, split)} is being written by another "
+                    f"run that has not finished in {WAIT_FOR_OTHER_WRITER_S} s"
+                )
+            time.sleep(2)
+
+    def read(self, feature_version: str, split: str = "train") -> pd.DataFrame:
+        if not self.exists(feature_version, split):
+            raise StoreError(f"no features {feature_version} at {self.location(feature_version)}")
+        table = self.data.table_id(self._table(feature_version, split))
+        if self.layout == "per_version":
+            frame = self.data.query(f"SELECT * FROM `{table}` ORDER BY {ROW_NUMBER}")
+        else:
+            frame = self.data.query(
+                f"SELECT * FROM `{table}` WHERE feature_version = @feature_version "
+                f"ORDER BY {ROW_NUMBER}",
+                feature_version=feature_version,
+            ).drop(columns=["feature_version"])
+        return frame.drop(columns=[ROW_NUMBER]).reset_index(drop=True)
+
+
+class BigQueryPredictions:
+    """Every version's batch predictions in one table, a row per trip and run."""
+
+    def __init__(
+        self,
+        project: str,
+        dataset: str,
+        table: str = "predictions",
+        location: str = "",
+        timeout_s: float = 60,
+    ) -> None:
+        self.table = table
+        self.data = _Dataset(project, dataset, location, timeout_s)
+
+    def location(self, version: str) -> str:
+        return f"bigquery://{self.data.table_id(self.table)}[model_version={version}]"
+
+    def write(self, version: str, run_id: str, frame: pd.DataFrame) -> str:
+        import pandas as pd
+
+        check_run_id(run_id)
+        rows = frame.reset_index(drop=True).assign(
+            model_version=version,
+            run_id=run_id,
+            predicted_at=pd.Timestamp(datetime.now(UTC)).floor("us"),
+        )
+        self.data.ensure_dataset()
+        if self.data.get_table(self.table) is None:
+            # Another version's first run may create it first: one table for all.
+            with suppress(AlreadyExistsError):
+                self.data.create_table(self.table, rows, cluster_by="model_version")
+        elif run_id in self.runs(version):
+            raise AlreadyExistsError(f"run {run_id} of {version} already wrote predictions")
+        self.data.load(self.table, rows, "WRITE_APPEND")
+        return f"{self.location(version)}[run_id={run_id}]"
+
+    def runs(self, version: str) -> list[str]:
+        if self.data.get_table(self.table) is None:
+            return []
+        found = self.data.query(
+            f"SELECT run_id, MIN(predicted_at) AS first_at FROM "
+            f"`{self.data.table_id(self.table)}` WHERE model_version = @version "
+            "GROUP BY run_id ORDER BY first_at, run_id",
+            version=version,
+        )
+        return [str(r) for r in found["run_id"]]
+
+    def split(self) -> pd.DataFrame:
+        """Rows per version and user cluster: who served whom (the A/B split)."""
+        return self.data.query(
+            "SELECT model_version, user_cluster, COUNT(*) AS n_predictions FROM "
+            f"`{self.data.table_id(self.table)}` GROUP BY model_version, user_cluster "
+            "ORDER BY model_version, user_cluster"
+        )

@@ -1,0 +1,194 @@
+"""Features and predictions in BigQuery, against a real emulator (bqemulator, on loopback)
+driven by the real google-cloud-bigquery client.
+
+Slow tier: the emulator takes seconds to start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import SMALL
+
+from {{ cookiecutter.package }}.artifacts.bigquery import (
+    BigQueryFeatureStore,
+    BigQueryPredictions,
+    client,
+)
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
+from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.ml.data import make_trips
+from {{ cookiecutter.package }}.ml.features import build_features
+from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.workflows import train_adhoc
+
+pytestmark = pytest.mark.slow
+
+LAYOUTS = ["per_version", "version_column"]
+
+
+@pytest.fixture
+def dataset(bigquery_emulator: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A dataset of this test's own (the emulator is shared by the session)."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:60].strip("_")
+    yield name
+    client("local").delete_dataset(name, delete_contents=True, not_found_ok=True)
+
+
+def features(n: int, seed: int, rush_hours: list[int]) -> pd.DataFrame:
+    return build_features(make_trips(n, seed), rush_hours)
+
+
+def tables_of(dataset: str) -> dict[str, int]:
+    """Every table of the dataset and its row count: what a refusal must leave unchanged."""
+    bq = client("local")
+    return {
+        t.table_id: int(
+            bq.query(f"SELECT COUNT(*) AS n FROM `local.{dataset}.{t.table_id}`")
+            .result()
+            .to_dataframe(create_bqstorage_client=False)["n"][0]
+        )
+        for t in bq.list_tables(dataset)
+    }
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_two_feature_versions_side_by_side(dataset: str, layout: str) -> None:
+    store = BigQueryFeatureStore("local", dataset, layout=layout)
+    first, second = features(300, 1, [7, 8]), features(200, 2, [16, 17])
+    assert not store.exists("1.0.0")
+    store.write("1.0.0", first)
+    store.write("1.1.0", second)
+
+    assert store.exists("1.0.0") and store.exists("1.1.0")
+    pd.testing.assert_frame_equal(store.read("1.0.0"), first, check_dtype=False)
+    pd.testing.assert_frame_equal(store.read("1.1.0"), second, check_dtype=False)
+    assert store.read("1.0.0").dtypes.equals(first.dtypes)  # int64 stays int64, not Int64
+    if layout == "per_version":
+        assert store.location("1.1.0") == f"bigquery://local.{dataset}.train_v1_1_0"
+        assert set(tables_of(dataset)) == {"train_v1_0_0", "train_v1_1_0"}
+    else:
+        assert store.location("1.1.0") == f"bigquery://local.{dataset}.train[feature_version=1.1.0]"
+        assert tables_of(dataset) == {"train": 500, "train__commits": 2}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_feature_version_is_written_once(dataset: str, layout: str) -> None:
+    store = BigQueryFeatureStore("local", dataset, layout=layout)
+    store.write("1.0.0", features(100, 1, [7]))
+    before = tables_of(dataset)
+    with pytest.raises(AlreadyExistsError, match="feature versions are immutable"):
+        store.write("1.0.0", features(100, 9, [8]))
+    assert tables_of(dataset) == before
+    assert store.read("1.0.0")["trip_id"].iloc[0] == "1-0"  # the first write's rows
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_write_killed_half_way_is_not_complete_and_the_next_write_finishes(
+    dataset: str, layout: str
+) -> None:
+    store = BigQueryFeatureStore("local", dataset, layout=layout)
+    frame = features(100, 1, [7])
+    rows = frame.assign(row_number=range(len(frame)))
+    # What a run killed after loading its rows and before its commit point leaves behind.
+    if layout == "per_version":
+        store.data.ensure_dataset()
+        store.data.create_table("train_v1_0_0", rows)
+        store.data.load("train_v1_0_0", rows, "WRITE_EMPTY")
+    else:
+        store.write("0.9.0", features(10, 3, [7]))  # creates the shared tables
+        store.data.load(
+            "train",
+            rows.assign(feature_version="1.0.0")[["feature_version", *rows.columns]],
+            "WRITE_APPEND",
+        )
+    assert not store.exists("1.0.0")
+    with pytest.raises(StoreError, match="no features 1.0.0"):
+        store.read("1.0.0")
+
+    store.write("1.0.0", frame)
+    pd.testing.assert_frame_equal(store.read("1.0.0"), frame, check_dtype=False)
+    assert len(store.read("1.0.0")) == 100  # the dead run's rows are gone, not doubled
+
+
+def test_a_pinned_feature_version_is_reused_by_the_pipeline_steps(
+    dataset: str, tmp_path: Path
+) -> None:
+    store = BigQueryFeatureStore("local", dataset, layout="version_column")
+    first = ReleaseNames("taxi", "1.0.0", "1.0.0", str(tmp_path))
+    assert steps.ensure_features(first, 300, 1, [7, 8], store) == "created"
+    pinned = ReleaseNames("taxi", "1.1.0", "1.0.0", str(tmp_path))
+    before = tables_of(dataset)
+    assert steps.ensure_features(pinned, 999, 5, [9], store) == "reused"
+    assert tables_of(dataset) == before
+    missing = ReleaseNames("taxi", "1.2.0", "1.1.5", str(tmp_path))
+    with pytest.raises(
+        StoreError,
+        match=f"pinned feature version 1.1.5 does not exist at bigquery://local.{dataset}.train",
+    ):
+        steps.ensure_features(missing, 300, 1, [7], store)
+    assert tables_of(dataset) == before
+
+
+def test_predictions_of_two_live_versions_share_one_table_split_by_cluster(
+    dataset: str,
+) -> None:
+    sink = BigQueryPredictions("local", dataset)
+    batch = features(400, 4, [7]).drop(columns=["eta_minutes"])
+    for version, clusters in (("1.0.0", [0, 1, 2, 3, 4, 5]), ("1.1.0", [6, 7])):
+        rows = batch[batch["user_cluster"].isin(clusters)]
+        frame = pd.DataFrame(
+            {
+                "trip_id": rows["trip_id"],
+                "user_cluster": rows["user_cluster"],
+                "eta_minutes": 10.0,
+                "model_version": version,
+            }
+        )
+        where = sink.write(version, f"run-{version}", frame)
+        assert where.endswith(f"[model_version={version}][run_id=run-{version}]")
+    with pytest.raises(AlreadyExistsError):
+        sink.write("1.1.0", "run-1.1.0", frame)
+    assert sink.runs("1.0.0") == ["run-1.0.0"] and sink.runs("2.0.0") == []
+
+    split = sink.split()
+    served = {v: set(g["user_cluster"]) for v, g in split.groupby("model_version")}
+    assert served == {"1.0.0": {0, 1, 2, 3, 4, 5}, "1.1.0": {6, 7}}
+    assert split["n_predictions"].sum() == len(batch)
+
+
+def test_a_release_keeps_features_and_predictions_in_bigquery(
+    dataset: str, tmp_path: Path, git_repo: Path
+) -> None:
+    """The local engine's pipeline tasks (kfp's runner, separate processes) write and read
+    BigQuery through the `storage` parameter compiled into the version's pipelines."""
+    cfg = load_config(
+        "local",
+        [
+            f"env.artifact_root={tmp_path / 'artifacts'}",
+            *SMALL,
+            "feature_store=bigquery",
+            "predictions=bigquery",
+            f"env.bigquery.features_dataset={dataset}",
+            f"env.bigquery.predictions_dataset={dataset}",
+            "feature_store.layout=version_column",
+        ],
+    )
+    ctx = ReleaseContext.create(cfg)
+    ctx.project_root = git_repo
+    train_adhoc(ctx, "abc123")
+    assert ctx.feature_store.exists(ctx.names.feature_version)
+    assert not (tmp_path / "artifacts" / "features").exists()  # nothing went to Parquet
+    from {{ cookiecutter.package }}.release.workflows import run_inference
+
+    where = run_inference(ctx, "first-run")
+    assert where.startswith(f"bigquery://local.{dataset}.predictions")
+    assert ctx.predictions.runs(ctx.names.version) == ["first-run"]
+    metadata = tmp_path / "artifacts" / "models" / ctx.names.version / "metadata.json"
+    assert f"bigquery://local.{dataset}.train[feature_version=" in metadata.read_text()
