@@ -82,11 +82,12 @@ def histograms(plot_id: str, title: str, label: str, series: list[tuple[str, np.
 
 
 def metric_bars(comparison: Comparison) -> str:
-    """Each metric as a pair of bars, scaled to the larger of the two."""
+    """Each metric as a pair of bars, scaled to the larger of the two (counts such as
+    n_test are in the table, not drawn)."""
     names = [
         m
         for m in comparison.metric_names
-        if m in comparison.old.metrics and m in comparison.new.metrics
+        if m in comparison.old.metrics and m in comparison.new.metrics and not m.startswith("n_")
     ]
     group = (WIDTH - 2 * MARGIN) / max(len(names), 1)
     bar = group / 3
