@@ -98,9 +98,8 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(
-                    f"bqemulator did not start: {(home / 'emulator.log').read_text()[-2000:]}"
-                )
+                log_text = (home / "emulator.log").read_text()[-2000:]
+                raise RuntimeError(f"bqemulator did not start: {log_text}") from None
             time.sleep(0.2)
     previous = os.environ.get("BIGQUERY_EMULATOR_HOST")
     os.environ["BIGQUERY_EMULATOR_HOST"] = f"127.0.0.1:{port}"

@@ -26,7 +26,8 @@ from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.workflows import train_adhoc
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows, run_inference, train_adhoc
+from {{ cookiecutter.package }}.reports import versions
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +50,13 @@ def tables_of(dataset: str) -> dict[str, int]:
     """Every table of the dataset and its row count: what a refusal must leave unchanged."""
     bq = client("local")
     return {
-        t.table_id: int(
-            bq.query(f"SELECT COUNT(*) AS n FROM `local.{dataset}.{t.table_id}`")
-            .result()
-            .to_dataframe(create_bqstorage_client=False)["n"][0]
-        )
+        t.table_id: next(
+            iter(
+                bq.query(
+                    f"SELECT COUNT(*) AS n FROM `{t.full_table_id.replace(':', '.')}`"
+                ).result()
+            )
+        ).n
         for t in bq.list_tables(dataset)
     }
 
@@ -164,7 +167,7 @@ def test_predictions_of_two_live_versions_share_one_table_split_by_cluster(
 
 
 def test_a_release_keeps_features_and_predictions_in_bigquery(
-    dataset: str, tmp_path: Path, git_repo: Path
+    dataset: str, tmp_path: Path, git_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The local engine's pipeline tasks (kfp's runner, separate processes) write and read
     BigQuery through the `storage` parameter compiled into the version's pipelines."""
@@ -183,12 +186,20 @@ def test_a_release_keeps_features_and_predictions_in_bigquery(
     ctx = ReleaseContext.create(cfg)
     ctx.project_root = git_repo
     train_adhoc(ctx, "abc123")
+    deploy_workflows(ctx, "abc123")
     assert ctx.feature_store.exists(ctx.names.feature_version)
     assert not (tmp_path / "artifacts" / "features").exists()  # nothing went to Parquet
-    from {{ cookiecutter.package }}.release.workflows import run_inference
-
-    where = run_inference(ctx, "first-run")
-    assert where.startswith(f"bigquery://local.{dataset}.predictions")
+    written = run_inference(ctx, "first-run")
+    assert written.startswith(f"bigquery://local.{dataset}.predictions")
     assert ctx.predictions.runs(ctx.names.version) == ["first-run"]
     metadata = tmp_path / "artifacts" / "models" / ctx.names.version / "metadata.json"
     assert f"bigquery://local.{dataset}.train[feature_version=" in metadata.read_text()
+
+    capsys.readouterr()
+    versions.where(ctx)  # `inv versions --where`
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row == [
+        ctx.names.version,
+        f"bigquery://local.{dataset}.train[feature_version={ctx.names.version}]",
+        f"bigquery://local.{dataset}.predictions[model_version={ctx.names.version}]",
+    ]

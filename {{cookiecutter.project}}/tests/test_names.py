@@ -70,3 +70,13 @@ def test_run_ids_that_name_a_file() -> None:
         "predictions/0.1.0/20261128T092743-296d2a.parquet"
     )
     assert check_run_id("batch_1.v2") == "batch_1.v2"
+
+
+def test_bigquery_table_names_carry_the_feature_version() -> None:
+    from {{ cookiecutter.package }}.artifacts.names import bigquery_features_table
+
+    assert bigquery_features_table("train", "1.2.0") == "train_v1_2_0"
+    assert bigquery_features_table("train", "2.0.0rc1") == "train_v2_0_0rc1"
+    assert bigquery_features_table("train") == "train"  # the version_column layout
+    with pytest.raises(ValueError):
+        bigquery_features_table("train", "1.2.0; DROP TABLE x")

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.artifacts.names import bigquery_features_table, check_run_id
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
@@ -37,7 +37,6 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, Store
 if TYPE_CHECKING:
     import pandas as pd
 
-Layout = Literal["per_version", "version_column"]
 LAYOUTS = ("per_version", "version_column")
 ROW_NUMBER = "row_number"
 COMPLETE = {"complete": "true"}
@@ -97,14 +96,6 @@ def _parquet(frame: pd.DataFrame) -> io.BytesIO:
     frame.to_parquet(buffer, index=False)
     buffer.seek(0)
     return buffer
-
-
-def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
-    """BigQuery's pandas types (nullable Int64, ...) back to the numpy ones written."""
-    for column in frame.columns:
-        if str(frame[column].dtype) in ("Int64", "boolean") and not frame[column].isna().any():
-            frame[column] = frame[column].astype(str(frame[column].dtype).lower())
-    return frame
 
 
 class _Dataset:
@@ -167,7 +158,8 @@ class _Dataset:
         with _errors("query", f"{self.project}.{self.dataset}"):
             job = self.bq.query(sql, job_config=config, timeout=self.timeout_s)
             rows = job.result(timeout=self.timeout_s)
-            return _plain_dtypes(rows.to_dataframe(create_bqstorage_client=False))
+            # Through Arrow: int64 stays int64 (to_dataframe gives nullable Int64).
+            return rows.to_arrow(create_bqstorage_client=False).to_pandas()
 
 
 class BigQueryFeatureStore:
@@ -177,7 +169,7 @@ class BigQueryFeatureStore:
         self,
         project: str,
         dataset: str,
-        layout: Layout = "per_version",
+        layout: str = "per_version",  # checked here: it comes from configuration
         location: str = "",
         timeout_s: float = 60,
     ) -> None:
