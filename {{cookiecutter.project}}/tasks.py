@@ -2,7 +2,7 @@
 
 Each task turns flags into a call of the package; heavy imports (kfp, google-cloud-storage,
 scikit-learn) happen inside the tasks, so `inv --list` stays as fast as bare invoke.
-Every task takes `--env local|dev|prod` and Hydra overrides (`-o key=value`, repeatable).
+Every task takes `--env local|dev|prod|airflow` and Hydra overrides (`-o key=value`, repeatable).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from invoke import Context, Exit, task
 
 OVERRIDE_HELP = {
     "override": "Hydra override, e.g. -o model.max_depth=6 (repeatable)",
-    "env": "environment: local (default), dev or prod",
+    "env": "environment: local (default), dev, prod or airflow",
 }
 PACKAGE = "{{ cookiecutter.package }}"
 

@@ -18,7 +18,7 @@ from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.version import PROJECT_ROOT, read_version
 
 CONF_DIR = PROJECT_ROOT / "conf"
-ENVIRONMENTS = ("local", "dev", "prod")
+ENVIRONMENTS = ("local", "dev", "prod", "airflow")
 
 
 class ConfigError(UserError, ValueError):
@@ -43,6 +43,9 @@ def load_config(env: str = "local", overrides: Sequence[str] = ()) -> DictConfig
         root = str(cfg.env.artifact_root)
         if "://" not in root and not Path(root).is_absolute():
             cfg.env.artifact_root = str((PROJECT_ROOT / root).resolve())
+        dags = str(cfg.env.get("airflow", {}).get("dags_folder", ""))
+        if dags and "://" not in dags and not Path(dags).is_absolute():
+            cfg.env.airflow.dags_folder = str((PROJECT_ROOT / dags).resolve())
     except (HydraException, OmegaConfBaseException) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ConfigError(f"invalid configuration {list(overrides)}: {first_line}") from error

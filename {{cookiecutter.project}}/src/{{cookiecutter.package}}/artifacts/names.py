@@ -133,6 +133,10 @@ class ReleaseNames:
     def pipeline_name(self, workflow: Workflow) -> str:
         return f"{self.project}-{workflow}"
 
+    def airflow_dag_id(self, workflow: Workflow) -> str:
+        """`taxi_eta_training__v1_2_0`: Airflow does not version DAGs, so the id does."""
+        return f"{self.project.replace('-', '_')}_{workflow}__{version_suffix(self.version)}"
+
     @property
     def pipeline_version_name(self) -> str:
         return self.version
@@ -169,14 +173,14 @@ def predictions_key(version: str, run_id: str) -> str:
     return f"{predictions_prefix(version)}{check_run_id(run_id)}.parquet"
 
 
-def bigquery_suffix(version: str) -> str:
-    """`1.2.0` -> `v1_2_0`: a version in a BigQuery table name (letters, digits, _)."""
+def version_suffix(version: str) -> str:
+    """`1.2.0` -> `v1_2_0`: a version in an identifier (BigQuery table, Airflow DAG id)."""
     return "v" + re.sub(r"[^A-Za-z0-9]", "_", check_version(version))
 
 
 def bigquery_features_table(split: str, feature_version: str | None = None) -> str:
     """`train_v1_2_0` (a table per feature version) or `train` (a feature_version column)."""
-    return f"{split}_{bigquery_suffix(feature_version)}" if feature_version else split
+    return f"{split}_{version_suffix(feature_version)}" if feature_version else split
 
 
 def names_for(cfg, version: str | None = None) -> ReleaseNames:

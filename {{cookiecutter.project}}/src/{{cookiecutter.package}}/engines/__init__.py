@@ -1,9 +1,10 @@
 """Workflow engines: where a version's compiled pipelines run, are registered and scheduled.
 
-One module per engine, chosen by name in `conf/env/*.yaml` (`engine: local | kfp`):
-`local` runs kfp's local execution in the version's own environment and keeps schedules as
-records in the artifact store; `kfp` talks to Kubeflow Pipelines. Both take the same
-compiled pipeline spec YAML.
+One module per engine, chosen by name in `conf/env/*.yaml` (`engine: local | kfp |
+airflow`): `local` runs kfp's local execution in the version's own environment and keeps
+schedules as records in the artifact store; `kfp` talks to Kubeflow Pipelines; `airflow`
+writes a DAG per version and drives Airflow's REST API. All take the same compiled pipeline
+spec (Airflow reads its parameters from it) and run the same steps (`pipelines.steps`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
 
-ENGINES = ("local", "kfp")
+ENGINES = ("local", "kfp", "airflow")
 
 
 @dataclass(frozen=True)
@@ -77,4 +78,8 @@ def create_engine(
         from {{ cookiecutter.package }}.engines.kubeflow import KfpEngine
 
         return KfpEngine.from_config(cfg)
+    if name == "airflow":
+        from {{ cookiecutter.package }}.engines.airflow import AirflowEngine
+
+        return AirflowEngine(cfg, store, environments)
     raise ReleaseError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")

@@ -1,0 +1,218 @@
+"""Slow tier: a generated project released to a real Apache Airflow 3 on loopback.
+
+Airflow (`apache-airflow==3.3.2`) lives in its own venv, `.airflow-venv/` beside the
+template's (its dependency set is large and never enters the project's), created on first
+use and reused after. `airflow standalone` runs it: API server, scheduler, DAG processor and
+triggerer, with SQLite, in a scratch AIRFLOW_HOME; the project reaches it only through its
+REST API (v2) and its DAGs folder, as it would reach Cloud Composer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TEMPLATE
+from tests.project import TOOLS, Project
+
+pytestmark = pytest.mark.slow
+
+AIRFLOW = "apache-airflow==3.3.2"
+VENV = TEMPLATE / ".airflow-venv"
+FAST = ["-o", "schedules.inference.interval_seconds=30"]  # scheduled runs within the test
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def airflow_venv() -> Path:
+    if not (VENV / "bin" / "airflow").exists():
+        started = time.monotonic()
+        subprocess.run([str(TOOLS / "uv"), "venv", "-q", "-p", "3.11", str(VENV)], check=True)
+        subprocess.run([str(TOOLS / "uv"), "pip", "install", "-q", AIRFLOW], check=True,
+                       env={**os.environ, "VIRTUAL_ENV": str(VENV)}, timeout=1200)
+        print(f"installed {AIRFLOW} in {time.monotonic() - started:.0f} s")
+    return VENV
+
+
+class Airflow:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home, self.host = home, f"http://127.0.0.1:{port}"
+        self.dags = home / "dags"
+        self._token = ""
+
+    @property
+    def password(self) -> str:
+        generated = self.home / "simple_auth_manager_passwords.json.generated"
+        return str(json.loads(generated.read_text())["admin"])
+
+    def call(self, method: str, path: str, body: object = None) -> dict:
+        if not self._token:
+            request = urllib.request.Request(
+                f"{self.host}/auth/token", method="POST",
+                data=json.dumps({"username": "admin", "password": self.password}).encode(),
+                headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                self._token = json.loads(response.read())["access_token"]
+        request = urllib.request.Request(
+            self.host + path, method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"content-type": "application/json",
+                     "authorization": f"Bearer {self._token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return dict(json.loads(response.read() or b"{}"))
+
+    def paused(self, dag_id: str) -> bool:
+        return bool(self.call("GET", f"/api/v2/dags/{dag_id}")["is_paused"])
+
+    def project_env(self) -> dict[str, str]:
+        return {"AIRFLOW_HOST": self.host, "AIRFLOW_USERNAME": "admin",
+                "AIRFLOW_PASSWORD": self.password, "AIRFLOW_DAGS_FOLDER": str(self.dags),
+                "IMAGE_BUILDER": "none"}
+
+
+@pytest.fixture
+def airflow(airflow_venv: Path, tmp_path: Path) -> Iterator[Airflow]:
+    home = tmp_path / "airflow-home"
+    (home / "dags").mkdir(parents=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{airflow_venv / 'bin'}:{os.environ['PATH']}",  # standalone starts `airflow`
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        # Without it workers call the execution API on the default port and every task fails.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    log = (tmp_path / "airflow.log").open("w")
+    process = subprocess.Popen([str(airflow_venv / "bin" / "airflow"), "standalone"], env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Airflow(home, port)
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            with urllib.request.urlopen(f"{server.host}/api/v2/monitor/health", timeout=5) as r:
+                health = json.loads(r.read())
+            if all(part.get("status") == "healthy" for part in health.values()):
+                break
+        except OSError:
+            pass
+        assert process.poll() is None, (tmp_path / "airflow.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "Airflow did not become healthy in 240 s"
+        time.sleep(1)
+    yield server
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+def predictions_since(project: Project, version: str, since: float) -> list[Path]:
+    folder = project.path / "artifacts-airflow" / "predictions" / version
+    return sorted(p for p in folder.glob("*.parquet") if p.stat().st_mtime > since)
+
+
+def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Path) -> None:
+    project = Project.create(tmp_path / "out")
+    env = airflow.project_env()
+
+    def inv(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return project.inv(*args, "--env", "airflow", *FAST, env=env, check=check)
+
+    # The first version: DAGs named by version, scheduled (unpaused) at release.
+    inv("release")
+    for workflow in ("training", "inference"):
+        assert not airflow.paused(f"taxi_eta_{workflow}__v0_1_0")
+
+    # A failing task fails train-adhoc with the task's own error; nothing gets scheduled.
+    project.run(str(project.path / ".venv/bin/inv"), "bump", "--to", "0.2.0")
+    failed = inv("train-adhoc", "-o", "data.n_trips=10", "-o", "data.test_fraction=0.95",
+                 check=False)
+    assert failed.returncode == 1
+    error = failed.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: training of 0.2.0 failed in task train: ValueError:"), error
+    assert "train set will be empty" in error
+    assert airflow.paused("taxi_eta_training__v0_2_0")
+    assert not (project.path / "artifacts-airflow/schedules/0.2.0.json").exists()
+    assert not (project.path / "artifacts-airflow/models/0.2.0").exists()
+
+    # The next version's release killed between its DAG upload and its schedule...
+    project.run(str(project.path / ".venv/bin/inv"), "bump", "--to", "0.3.0")
+    command = [str(project.path / ".venv/bin/inv"), "release", "--env", "airflow", *FAST]
+    release = subprocess.Popen(command, cwd=project.path, env={**project.env, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    dag_file = airflow.dags / "taxi_eta_inference__v0_3_0.py"
+    deadline = time.monotonic() + 300
+    while not dag_file.exists() and release.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(release.pid, signal.SIGKILL)
+    release.wait()
+    assert dag_file.exists(), "the release ended before it uploaded its inference DAG"
+    assert not (project.path / "artifacts-airflow/schedules/0.3.0.json").exists()
+    # ... finishes when it is run again.
+    inv("release")
+    for workflow in ("training", "inference"):
+        assert not airflow.paused(f"taxi_eta_{workflow}__v0_3_0")
+    dags = {d["dag_id"] for d in airflow.call("GET", "/api/v2/dags?limit=100")["dags"]}
+    assert {"taxi_eta_training__v0_1_0", "taxi_eta_inference__v0_1_0",
+            "taxi_eta_training__v0_3_0", "taxi_eta_inference__v0_3_0"} <= dags
+
+    # Both versions on their schedules side by side, each with its own clusters and code.
+    inv("traffic", "--assign", "0.3.0=4-7")
+    since = time.time()
+    deadline = time.monotonic() + 240
+    while not (predictions_since(project, "0.1.0", since)
+               and predictions_since(project, "0.3.0", since)):
+        assert time.monotonic() < deadline, "no scheduled runs of both versions in 240 s"
+        time.sleep(3)
+    for version, clusters in (("0.1.0", {0, 1, 2, 3}), ("0.3.0", {4, 5, 6, 7})):
+        frame = pd.read_parquet(predictions_since(project, version, since)[-1])
+        assert set(frame["user_cluster"]) <= clusters
+        assert set(frame["model_version"]) == {version}
+
+    # A released version's DAG never changes: another schedule is refused, the file stays.
+    before = dag_file.read_bytes()
+    changed = project.inv("deploy-workflow", "--env", "airflow", "-o",
+                          "schedules.inference.interval_seconds=45", env=env, check=False)
+    assert changed.returncode == 1
+    assert changed.stderr.strip().endswith("bump the version"), changed.stderr
+    assert dag_file.read_bytes() == before
+    # The DAG file itself is checked too: one that is not what the version renders (edited
+    # in the bucket by hand, say) is refused, and left for a person to look at.
+    dag_file.write_bytes(before + b"# edited by hand\n")
+    tampered = inv("deploy-workflow", check=False)
+    assert tampered.returncode == 1
+    assert "exists with another DAG for version 0.3.0" in tampered.stderr
+    dag_file.write_bytes(before)
+
+    # Retire and rollback pause and unpause; nothing is deleted.
+    refused = inv("retire", "--version", "0.1.0", check=False)
+    assert refused.returncode == 1 and "still serves user clusters" in refused.stderr
+    inv("rollback", "--to", "0.1.0")
+    assert airflow.paused("taxi_eta_inference__v0_3_0")
+    assert not airflow.paused("taxi_eta_inference__v0_1_0")
+    assert dag_file.read_bytes() == before
+    versions = inv("versions").stdout
+    assert "training:off,inference:off" in versions and "training:on,inference:on" in versions

@@ -1,0 +1,99 @@
+"""The Airflow engine's own logic: DAG ids, DAG files, parameters, the step command.
+
+Against a real Airflow (two versions scheduled side by side, retire, rollback, a failing
+task, a release killed between DAG upload and schedule), the template's slow tier runs this
+project with `airflow standalone`; Airflow is too large a dependency for this project's own
+environment.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, airflow_cron, parameters_of
+from {{ cookiecutter.package }}.pipelines.run_step import decode, encode
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.workflows import compile_spec
+
+
+@pytest.fixture
+def airflow_cfg(tmp_path: Path) -> DictConfig:
+    return load_config(
+        "airflow",
+        [
+            f"env.artifact_root={tmp_path / 'artifacts'}",
+            f"env.airflow.dags_folder={tmp_path / 'dags'}",
+            "schedules.inference.interval_seconds=30",
+        ],
+    )
+
+
+def test_dag_ids_carry_the_version() -> None:
+    cfg = load_config("airflow")
+    names = ReleaseContext.create(cfg, "1.2.0").names
+    assert names.airflow_dag_id("training") == "{{ cookiecutter.package }}_training__v1_2_0"
+    assert names.airflow_dag_id("inference") == "{{ cookiecutter.package }}_inference__v1_2_0"
+
+
+def test_kfp_crons_lose_their_seconds_field() -> None:
+    assert airflow_cron("0 0 3 */3 * *") == "0 3 */3 * *"
+    assert airflow_cron("*/5 * * * *") == "*/5 * * * *"
+
+
+def test_a_versions_dag_file_is_valid_deterministic_and_runs_its_own_code(
+    airflow_cfg: DictConfig,
+) -> None:
+    ctx = ReleaseContext.create(airflow_cfg)
+    engine = AirflowEngine(airflow_cfg, ctx.store, ctx.environments)
+    spec = compile_spec(ctx, "inference", "abc123")
+    parameters = parameters_of(spec)
+    assert isinstance(parameters["n_trips"], int)  # not the float protobuf made of it
+    source = engine.render(ctx.names, "inference", parameters)
+    assert source == engine.render(ctx.names, "inference", parameters)
+    tree = ast.parse(source)  # a Python file Airflow can import
+    assert "schedule=timedelta(seconds=30)" in source
+    assert f"PYTHON = {sys.executable!r}" in source  # no published code yet: the checkout's
+    encoded = next(
+        node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "STEP_ARGUMENTS"
+    )
+    assert decode(encoded)["version"] == ctx.names.version
+    assert "dag_run.conf.get('run_id'" in source  # Airflow renders it per run, not us
+
+
+def test_step_arguments_survive_any_quoting() -> None:
+    braces = "{" + "{ template }" + "}"
+    arguments = {"config": json.dumps({"a": f'it\'s "quoted" {braces} $HOME `ls`'})}
+    text = encode(arguments)
+    assert set(text) <= set(base64.b64encode(bytes(range(256))).decode() + "=")
+    assert decode(text) == arguments
+
+
+def test_the_step_command_fails_in_one_line(tmp_path: Path) -> None:
+    arguments = {
+        "project": "taxi",
+        "version": "1.0.0",
+        "feature_version": "1.0.0",
+        "artifact_root": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package }}.pipelines.run_step", "explode"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STEP_ARGUMENTS": encode(arguments)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: UserError: unknown step 'explode': use one of build-features, train, predict"
+    )
