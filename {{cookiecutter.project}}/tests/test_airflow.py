@@ -41,8 +41,9 @@ def airflow_cfg(tmp_path: Path) -> DictConfig:
 def test_dag_ids_carry_the_version() -> None:
     cfg = load_config("airflow")
     names = ReleaseContext.create(cfg, "1.2.0").names
-    assert names.airflow_dag_id("training") == "{{ cookiecutter.package }}_training__v1_2_0"
-    assert names.airflow_dag_id("inference") == "{{ cookiecutter.package }}_inference__v1_2_0"
+    project = "{{ cookiecutter.project | replace('-', '_') }}"
+    assert names.airflow_dag_id("training") == f"{project}_training__v1_2_0"
+    assert names.airflow_dag_id("inference") == f"{project}_inference__v1_2_0"
 
 
 def test_kfp_crons_lose_their_seconds_field() -> None:

@@ -134,7 +134,7 @@ class ReleaseNames:
         return f"{self.project}-{workflow}"
 
     def airflow_dag_id(self, workflow: Workflow) -> str:
-        """`taxi_eta_training__v1_2_0`: Airflow does not version DAGs, so the id does."""
+        """`<project>_training__v1_2_0`: Airflow does not version DAGs, so the id does."""
         return f"{self.project.replace('-', '_')}_{workflow}__{version_suffix(self.version)}"
 
     @property

@@ -1,7 +1,7 @@
 """Apache Airflow as the workflow engine: one DAG per version and workflow.
 
-Airflow does not version DAGs, so the id does: `{{ cookiecutter.package }}_training__v1_2_0`,
-`{{ cookiecutter.package }}_inference__v1_2_0` (`ReleaseNames.airflow_dag_id`). Registering a version's
+Airflow does not version DAGs, so the id does: `<project>_training__v1_2_0` and
+`<project>_inference__v1_2_0` (`ReleaseNames.airflow_dag_id`). Registering a version's
 workflow writes its DAG file to the DAGs folder (a local path, or Composer's
 `gs://<bucket>/dags` through the artifact store), create-only: the same file again is a
 no-op, a different one under the same version is refused. Then it waits until Airflow has
