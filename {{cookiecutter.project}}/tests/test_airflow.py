@@ -20,7 +20,13 @@ import pytest
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.config import load_config
-from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, airflow_cron, parameters_of
+from {{ cookiecutter.package }}.engines.airflow import (
+    AirflowClient,
+    AirflowEngine,
+    airflow_cron,
+    parameters_of,
+)
+from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.pipelines.run_step import decode, encode
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import compile_spec
@@ -98,3 +104,40 @@ def test_the_step_command_fails_in_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "error: UserError: unknown step 'explode': use one of build-features, train, predict"
     )
+
+
+def test_on_a_cluster_each_task_is_a_pod_of_the_versions_image(tmp_path: Path) -> None:
+    cfg = load_config(
+        "airflow",
+        [
+            f"env.artifact_root={tmp_path / 'artifacts'}",
+            f"env.airflow.dags_folder={tmp_path / 'dags'}",
+            "env.airflow.operator=kubernetes",
+            "env.registry=europe-west1-docker.pkg.dev/p/r",
+        ],
+    )
+    ctx = ReleaseContext.create(cfg)
+    engine = AirflowEngine(cfg, ctx.store, ctx.environments)
+    source = engine.render(ctx.names, "training", parameters_of(compile_spec(ctx, "training", "a")))
+    ast.parse(source)
+    assert f"IMAGE = {ctx.names.image!r}" in source
+    assert source.count("KubernetesPodOperator(") == 2  # build_features, train
+    assert "PYTHON" not in source and "do_xcom_push=True" in source
+
+
+def test_an_unknown_operator_is_one_error(tmp_path: Path) -> None:
+    cfg = load_config(
+        "airflow", [f"env.airflow.dags_folder={tmp_path}", "env.airflow.operator=docker"]
+    )
+    ctx = ReleaseContext.create(cfg)
+    with pytest.raises(ReleaseError, match="env.airflow.operator must be one of bash, kubernetes"):
+        AirflowEngine(cfg, ctx.store, ctx.environments)
+
+
+def test_composer_auth_without_google_credentials_is_one_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    client = AirflowClient("http://127.0.0.1:9", google=True)
+    with pytest.raises(ReleaseError, match="^no Google Cloud credentials for Cloud Composer"):
+        client.token()

@@ -49,6 +49,9 @@ TASKS: dict[str, list[tuple[str, str]]] = {
 }
 _EXCEPTION = re.compile(r"error: (\w+): (.+)$|^(\w*(?:Error|Exception)): (.+)$")
 STEP_MODULE = "{{ cookiecutter.package }}.pipelines.run_step"
+# bash: the version's environment on the Airflow workers' machine (local, tests);
+# kubernetes: a pod of the version's image (Cloud Composer, any cluster).
+OPERATORS = ("bash", "kubernetes")
 # Jinja of Airflow's templates, built here so that no template engine renders it early.
 _RUN_ID_TEMPLATE = "{" + "{ dag_run.conf.get('run_id', '') if dag_run.conf else '' }" + "}"
 
@@ -63,13 +66,16 @@ class AirflowClient:
         username: str = "",
         password: str = "",
         timeout_s: float = 30,
+        google: bool = False,
     ) -> None:
         if not host:
             raise ReleaseError("no Airflow host: set AIRFLOW_HOST (e.g. http://127.0.0.1:8080)")
         self.host, self.timeout_s = host.rstrip("/"), timeout_s
-        self._token, self._user = token, (username, password)
+        self._token, self._user, self._google = token, (username, password), google
 
     def token(self) -> str:
+        if not self._token and self._google:
+            self._token = google_access_token()
         if not self._token:
             username, password = self._user
             if not username:
@@ -119,6 +125,28 @@ class AirflowClient:
         return self._send("PATCH", path, body)
 
 
+def google_access_token() -> str:
+    """An OAuth access token from Application Default Credentials: what Cloud Composer's
+    Airflow REST API takes as a bearer token (workload identity in CI, gcloud locally)."""
+    import google.auth
+    import google.auth.transport.requests
+    from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+
+    try:
+        credentials, _ = google.auth.default(
+            scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        )
+        credentials.refresh(google.auth.transport.requests.Request())
+    except DefaultCredentialsError:
+        raise ReleaseError(
+            "no Google Cloud credentials for Cloud Composer: run `gcloud auth "
+            "application-default login` (locally) or use workload identity (CI, cluster)"
+        ) from None
+    except GoogleAuthError as error:
+        raise ReleaseError(f"cannot get a Google access token: {error}") from None
+    return str(credentials.token)
+
+
 def airflow_cron(kfp_cron: str) -> str:
     """KFP's cron has a seconds field first; Airflow's has five fields."""
     fields = kfp_cron.split()
@@ -147,7 +175,13 @@ class AirflowEngine:
             token=os.environ.get("AIRFLOW_TOKEN", ""),
             username=os.environ.get("AIRFLOW_USERNAME", ""),
             password=os.environ.get("AIRFLOW_PASSWORD", ""),
+            google=str(settings.get("auth", "password")) == "google",
         )
+        self.operator = str(settings.get("operator", "bash"))
+        if self.operator not in OPERATORS:
+            raise ReleaseError(
+                f"env.airflow.operator must be one of {', '.join(OPERATORS)}, not {self.operator!r}"
+            )
         self.dags = open_store(str(settings.dags_folder))
         self.parse_timeout_s = float(settings.parse_timeout_seconds)
         self.poll_s = float(settings.poll_seconds)
@@ -164,7 +198,8 @@ class AirflowEngine:
             raise ReleaseError(f"Airflow at {self.client.host} is not healthy: {', '.join(down)}")
 
     def prepare(self, names: ReleaseNames) -> str:
-        return f"runs in Airflow at {self.client.host} with {self.environments.python_for(names)}"
+        runner = self._runner(names)[0].split(" = ", 1)[1]
+        return f"runs in Airflow at {self.client.host} with {runner}"
 
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
         dag_id = names.airflow_dag_id(workflow)
@@ -263,7 +298,6 @@ class AirflowEngine:
         """The DAG file of one version's workflow. Deterministic: the same version, code and
         parameters give the same bytes, so a rerun finds its own file."""
         record = read_code(self.store, names)
-        python = self.environments.python_for(names)
         started = record.created_at if record else "2024-01-01T00:00:00+00:00"
         schedule = self.cfg.schedules[workflow]
         if schedule.get("interval_seconds"):
@@ -281,10 +315,10 @@ class AirflowEngine:
             "",
             "from datetime import datetime, timedelta  # noqa: F401",
             "",
-            "from airflow.providers.standard.operators.bash import BashOperator",
+            *self._imports(),
             "from airflow.sdk import DAG",
             "",
-            f"PYTHON = {python!r}",
+            *self._runner(names),
             f"STEP_ARGUMENTS = {encode(arguments)!r}",
             "",
             "with DAG(",
@@ -298,21 +332,48 @@ class AirflowEngine:
         ]
         previous = ""
         for task_id, step in TASKS[workflow]:
-            command = f" -m {STEP_MODULE} {step}"
-            lines += [
-                f"    {task_id} = BashOperator(",
-                f"        task_id={task_id!r},",
-                f"        bash_command=PYTHON + {command!r},",
-                "        env=dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID="
-                + repr(_RUN_ID_TEMPLATE)
-                + "),",
-                "        append_env=True,",
-                "    )",
-            ]
+            lines += self._task(names, workflow, task_id, step)
             if previous:
                 lines.append(f"    {previous} >> {task_id}")
             previous = task_id
         return "\n".join(lines) + "\n"
+
+    def _imports(self) -> list[str]:
+        if self.operator == "kubernetes":
+            return [
+                "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator"
+            ]
+        return ["from airflow.providers.standard.operators.bash import BashOperator"]
+
+    def _runner(self, names: ReleaseNames) -> list[str]:
+        """What runs the version's code: its environment's interpreter, or its image."""
+        if self.operator == "kubernetes":
+            return [f"IMAGE = {names.image!r}"]
+        return [f"PYTHON = {self.environments.python_for(names)!r}"]
+
+    def _task(self, names: ReleaseNames, workflow: Workflow, task_id: str, step: str) -> list[str]:
+        env = "dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID=" + repr(_RUN_ID_TEMPLATE) + ")"
+        if self.operator == "kubernetes":
+            pod = f"{names.airflow_dag_id(workflow)}-{task_id}".replace("_", "-").lower()
+            return [
+                f"    {task_id} = KubernetesPodOperator(",
+                f"        task_id={task_id!r},",
+                f"        name={pod[:63]!r},",
+                "        image=IMAGE,",
+                f"        cmds=['python3', '-m', {STEP_MODULE!r}, {step!r}],",
+                f"        env_vars={env},",
+                "        do_xcom_push=True,  # run_step writes /airflow/xcom/return.json",
+                "    )",
+            ]
+        command = f" -m {STEP_MODULE} {step}"
+        return [
+            f"    {task_id} = BashOperator(",
+            f"        task_id={task_id!r},",
+            f"        bash_command=PYTHON + {command!r},",
+            f"        env={env},",
+            "        append_env=True,",
+            "    )",
+        ]
 
     # -- Airflow state ------------------------------------------------------------------------
     def _dag(self, dag_id: str) -> dict[str, Any] | None:

@@ -4,7 +4,8 @@
 
 The step's arguments arrive as base64-encoded JSON in STEP_ARGUMENTS (no quoting through a
 shell or a template engine can alter them); RUN_ID names an inference run. The result is
-the last line printed, which Airflow keeps as the task's XCom. The steps are the ones kfp's
+the last line printed, which Airflow keeps as the task's XCom (and, in a pod started by
+KubernetesPodOperator, /airflow/xcom/return.json). The steps are the ones kfp's
 components call (`pipelines.steps`); only the glue differs. A known failure is one
 `error:` line and exit code 1.
 """
@@ -25,6 +26,7 @@ from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.pipelines import steps
 
 STEPS = ("build-features", "train", "predict")
+XCOM_DIR = Path("/airflow/xcom")
 
 
 def encode(arguments: dict[str, Any]) -> str:
@@ -87,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, KeyError) as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-    print(result)
+    print(result)  # the last line: BashOperator's XCom
+    if XCOM_DIR.is_dir():  # in a KubernetesPodOperator pod with do_xcom_push
+        (XCOM_DIR / "return.json").write_text(json.dumps(result))
     return 0
 
 
