@@ -182,10 +182,12 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
     # Both versions on their schedules side by side, each with its own clusters and code.
     inv("traffic", "--assign", "0.3.0=4-7")
     since = time.time()
-    deadline = time.monotonic() + 240
-    while not (predictions_since(project, "0.1.0", since)
-               and predictions_since(project, "0.3.0", since)):
-        assert time.monotonic() < deadline, "no scheduled runs of both versions in 240 s"
+    # Each run reads the assignment when it starts: a run of 0.1.0 that started before the
+    # change may still finish after it. The second run after it started after it.
+    deadline = time.monotonic() + 300
+    while not (len(predictions_since(project, "0.1.0", since)) >= 2
+               and len(predictions_since(project, "0.3.0", since)) >= 2):
+        assert time.monotonic() < deadline, "no two scheduled runs of both versions in 300 s"
         time.sleep(3)
     for version, clusters in (("0.1.0", {0, 1, 2, 3}), ("0.3.0", {4, 5, 6, 7})):
         frame = pd.read_parquet(predictions_since(project, version, since)[-1])
@@ -214,5 +216,12 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
     assert airflow.paused("taxi_eta_inference__v0_3_0")
     assert not airflow.paused("taxi_eta_inference__v0_1_0")
     assert dag_file.read_bytes() == before
+    # A rollback to a version unpauses its DAGs; retiring it pauses them again.
+    inv("rollback", "--to", "0.3.0")  # gives it its clusters back, too
+    assert not airflow.paused("taxi_eta_inference__v0_3_0")
+    inv("traffic", "--all", "0.1.0")
+    inv("retire", "--version", "0.3.0")
+    assert airflow.paused("taxi_eta_training__v0_3_0")
+    assert airflow.paused("taxi_eta_inference__v0_3_0")
     versions = inv("versions").stdout
     assert "training:off,inference:off" in versions and "training:on,inference:on" in versions
