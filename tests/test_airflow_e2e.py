@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import TEMPLATE
+from tests.parts import free_port
 from tests.project import TOOLS, Project
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,6 @@ pytestmark = pytest.mark.slow
 AIRFLOW = "apache-airflow==3.3.2"
 VENV = TEMPLATE / ".airflow-venv"
 FAST = ["-o", "schedules.inference.interval_seconds=30"]  # scheduled runs within the test
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,8 @@ def gcs_server() -> Iterator[str]:
         yield server.url
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now, on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -70,7 +71,7 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     extensions = home / ".duckdb" / "extensions" / version / arch
     extensions.mkdir(parents=True)
     shutil.copy(str(shipped / "spatial.duckdb_extension"), extensions)
-    port = _free_port()
+    port = free_port()
     log = (home / "emulator.log").open("w")
     process = subprocess.Popen(
         [
@@ -79,7 +80,7 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             "--rest-port",
             str(port),
             "--grpc-port",
-            str(_free_port()),
+            str(free_port()),
             "--project",
             "local",
             "--log-level",

@@ -14,7 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 import uvicorn
-from conftest import release_model
+from conftest import free_port, release_model
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
@@ -26,12 +26,6 @@ from {{ cookiecutter.package }}.serving import router
 from {{ cookiecutter.package }}.serving.app import create_app
 
 TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Servers:
