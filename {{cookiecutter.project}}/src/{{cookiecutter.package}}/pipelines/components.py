@@ -105,9 +105,7 @@ def predict_batch(
     features: Input[Dataset],
 ) -> str:
     from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
-    from {{ cookiecutter.package }}.artifacts.predictions import open_predictions
     from {{ cookiecutter.package }}.pipelines import steps
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
-    sink = open_predictions(steps.storage(storage).get("predictions"), artifact_root)
-    return steps.predict_batch(names, features.path, run_id, sink)
+    return steps.predict_batch(names, features.path, run_id, steps.predictions_of(names, storage))

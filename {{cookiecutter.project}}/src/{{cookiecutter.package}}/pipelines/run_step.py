@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
-from {{ cookiecutter.package }}.artifacts.predictions import open_predictions
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.pipelines import steps
 
@@ -74,7 +73,7 @@ def run(step: str, arguments: dict[str, Any], run_id: str = "") -> str:
             steps.make_batch_features(
                 names, arguments["n_trips"], arguments["seed"], arguments["rush_hours"], batch
             )
-            sink = open_predictions(steps.storage(storage).get("predictions"), names.artifact_root)
+            sink = steps.predictions_of(names, storage)
             return steps.predict_batch(names, batch, run_id, sink) or "no user clusters"
     raise UserError(f"unknown step {step!r}: use one of {', '.join(STEPS)}")
 

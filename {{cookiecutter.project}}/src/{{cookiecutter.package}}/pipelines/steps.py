@@ -39,6 +39,10 @@ def feature_store_of(names: ReleaseNames, spec: str | dict | None = None) -> Fea
     return open_feature_store(storage(spec).get("feature_store"), names.artifact_root)
 
 
+def predictions_of(names: ReleaseNames, spec: str | dict | None = None) -> PredictionSink:
+    return open_predictions(storage(spec).get("predictions"), names.artifact_root)
+
+
 def load_model(names: ReleaseNames) -> Any:
     """The released model of `names.version`, verified against its metadata."""
     return models.load(open_store(names.artifact_root), names)
@@ -165,7 +169,7 @@ def predict_batch(
     if features.empty:
         return ""  # the version serves no user clusters now: nothing to predict
     model = load_model(names)
-    sink = predictions or open_predictions(None, names.artifact_root)
+    sink = predictions or predictions_of(names)
     return sink.write(
         names.version, run_id or new_run_id(), predict(model, features, names.version)
     )
