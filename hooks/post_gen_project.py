@@ -48,21 +48,36 @@ def under_cruft(answers: dict[str, Any]) -> bool:
     return "_commit" in answers
 
 
-def lock(project_dir: Path) -> bool:
-    """`uv lock`: the project is committed with the lock CI, CD and the image install."""
-    # uv on PATH, or beside the interpreter running cookiecutter (both in one venv or tool).
+NO_UV = ("WARNING: uv not found, so the project is not locked: install it with "
+         "`pip install uv`, then run `uv lock` in the project and commit uv.lock.")
+
+
+def find_uv() -> str | None:
+    """uv on PATH, or beside the interpreter running cookiecutter (both in one venv or tool)."""
     beside = Path(sys.executable).parent / "uv"
-    uv = shutil.which("uv") or (str(beside) if beside.is_file() else None)
+    return shutil.which("uv") or (str(beside) if beside.is_file() else None)
+
+
+def lock(project_dir: Path, project: str) -> bool:
+    """`uv lock`: the project is committed with the lock CI, CD and the image install.
+
+    A lock resolved from nothing lists some markers in another order than one re-resolved
+    from an existing lock, which is what `inv bump` does: the second pass (re-resolving the
+    project itself, every pin kept) writes the lock as every later bump will, so a bump's
+    diff of uv.lock is the version line alone.
+    """
+    uv = find_uv()
     if uv is None:
-        print("WARNING: uv not found; run `uv lock` and commit uv.lock.", file=sys.stderr)
+        print(NO_UV, file=sys.stderr)
         return False
-    result = subprocess.run([uv, "lock", "--quiet"], cwd=project_dir, capture_output=True,
-                            text=True)
-    if result.returncode != 0:
-        why = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"WARNING: uv lock failed ({why}); run `uv lock` and commit uv.lock.",
-              file=sys.stderr)
-        return False
+    for extra in ([], ["--upgrade-package", project]):
+        result = subprocess.run([uv, "lock", "--quiet", *extra], cwd=project_dir,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            why = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"WARNING: uv lock failed ({why}); run `uv lock` and commit uv.lock.",
+                  file=sys.stderr)
+            return False
     return True
 
 
@@ -166,7 +181,7 @@ def next_steps(answers: dict[str, Any]) -> str:
 def main(raw_answers: str, project_dir: Path) -> int:
     answers = json.loads(raw_answers)
     prune(project_dir, answers)
-    lock(project_dir)
+    lock(project_dir, answers["project"])
     if not under_cruft(answers):
         write_template_record(project_dir, answers)
         init_git(project_dir, answers["author"], answers["email"])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,17 +105,32 @@ def test_a_version_bump_is_seen_without_reinstalling(project: Project) -> None:
         project.git("checkout", "pyproject.toml")
 
 
+def pip_index_url() -> str:
+    """The index pip uses here: PIP_INDEX_URL, pip's configured index-url, else pip's default
+    (PyPI's simple index, named by pip itself, so no host name is written here)."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"]
+    for key in ("global.index-url", "install.index-url", ":env:.index-url"):
+        found = subprocess.run([sys.executable, "-m", "pip", "config", "get", key],
+                               capture_output=True, text=True)
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip()
+    from pip._internal.models.index import PyPI
+
+    return PyPI.simple_url
+
+
 def test_poetry_install_works_too(tmp_path: Path) -> None:
     """`poetry install` then `poetry run inv --list`, as the README says.
 
-    The package mirror of this machine serves only PyPI's simple index, which poetry's
-    default source does not use; this copy (never the template) gets a simple-index source.
+    A package mirror may serve only the simple index, which poetry's default source does not
+    use; this copy (never the template) gets the simple index pip is configured with.
     """
     project = Project(render(tmp_path))
     poetry = str(TOOLS / "poetry")
     env = {"POETRY_VIRTUALENVS_IN_PROJECT": "true"}
-    project.run(poetry, "source", "add", "--priority=primary", "pypi-simple",
-                "https://pypi.org/simple/", env=env)
+    project.run(poetry, "source", "add", "--priority=primary", "pip-index", pip_index_url(),
+                env=env)
     project.run(poetry, "install", env=env, timeout=1800)
     listed = project.run(poetry, "run", "inv", "--list", env=env).stdout.split()
     assert {"build", "train-adhoc", "deploy-workflow", "release"} <= set(listed)

@@ -161,5 +161,6 @@ def test_abbreviated_templates_are_recorded_as_clonable_urls(tmp_path: Path) -> 
 def test_without_uv_the_hook_warns_and_goes_on(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(post.sys, "executable", str(tmp_path / "python"))
-    assert not post.lock(tmp_path)
-    assert "uv not found; run `uv lock` and commit uv.lock" in capsys.readouterr().err
+    assert not post.lock(tmp_path, "taxi-eta")
+    warning = capsys.readouterr().err.strip()
+    assert warning == post.NO_UV and "`pip install uv`" in warning and "`uv lock`" in warning

@@ -7,6 +7,7 @@ Every task takes `--env local|dev|prod|airflow` and Hydra overrides (`-o key=val
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -29,7 +30,18 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as error:
-        raise Exit(f"error: {error}", code=1) from None
+        raise Exit(f"error: {_readable(str(error))}", code=1) from None
+
+
+def _readable(message: str) -> str:
+    """One line, whatever a refused value held: newlines go, and any run of more than 120
+    characters without a space (a pasted blob, not a path) is cut in its middle."""
+
+    def cut(match: re.Match[str]) -> str:
+        text = match.group()
+        return f"{text[:60]}...{text[-20:]} ({len(text)} characters)"
+
+    return re.sub(r"\S{121,}", cut, " ".join(message.split()))
 
 
 def _port(value: str) -> int:
@@ -99,7 +111,8 @@ def deploy_workflow(c: Context, env: str = "local", override: list[str] | None =
     help={
         **OVERRIDE_HELP,
         "dry_run": "print the plan (what exists, what would be created)",
-        "skip_released": "exit 0 when the version is already released (for CD on merge)",
+        "skip_released": "exit 0 when the version is released with HEAD's release inputs "
+        "(CD on merge); a change under it is still refused",
     },
     iterable=["override"],
 )
@@ -110,15 +123,34 @@ def release(
     dry_run: bool = False,
     skip_released: bool = False,
 ) -> None:
-    """Release this version: preflight, then tag -> build -> train-adhoc -> deploy-workflow."""
-    from {{ cookiecutter.package }}.release.plan import is_released
+    """Release this version: tag, build, code, train-adhoc, deploy-workflow, traffic, record.
+
+    Preflight checks come first; each step skips what exists, so a rerun finishes a release.
+    """
+    from {{ cookiecutter.package }}.release.plan import check_released_unchanged, is_released
     from {{ cookiecutter.package }}.release.plan import release as run
 
     with _release_context(env, override) as ctx:
         if skip_released and is_released(ctx):
+            check_released_unchanged(ctx)
             print(f"version {ctx.names.version} is already released on {env}: nothing to do")
             return
         run(ctx, dry_run=dry_run)
+
+
+@task
+def check_bump(c: Context) -> None:
+    """Fail when HEAD changes the release inputs of an already released (tagged) version.
+
+    Run by CI on pull requests: a change to src/, conf/, pyproject.toml, the lock or the
+    Dockerfile needs `inv bump`; README, tests and CI files do not.
+    """
+    from {{ cookiecutter.package }}.release.git import Git
+    from {{ cookiecutter.package }}.release.inputs import check_bump as run
+    from {{ cookiecutter.package }}.version import PROJECT_ROOT, read_version
+
+    with _user_errors():
+        print(run(Git(PROJECT_ROOT), read_version()))
 
 
 @task(
@@ -271,6 +303,22 @@ def retire(
 
     if not version:
         raise Exit("error: say which version: inv retire --version X.Y.Z", code=1)
+    with _release_context(env, override) as ctx:
+        run(ctx, version)
+
+
+@task(
+    help={**OVERRIDE_HELP, "version": "retired version to make live again (required)"},
+    iterable=["override"],
+)
+def revive(
+    c: Context, version: str = "", env: str = "local", override: list[str] | None = None
+) -> None:
+    """Make a retired version live again, with no user clusters (then `inv traffic`)."""
+    from {{ cookiecutter.package }}.release.lifecycle import revive as run
+
+    if not version:
+        raise Exit("error: say which version: inv revive --version X.Y.Z", code=1)
     with _release_context(env, override) as ctx:
         run(ctx, version)
 

@@ -25,13 +25,14 @@ def test_build_command_tags_and_labels_the_version(cfg, tmp_path: Path) -> None:
     cfg.env.registry = "eu-docker.pkg.dev/p/r"
     cfg.env.base_image = "python:3.11-slim"
     ctx = ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=tmp_path)
-    command = build_command(ctx, "buildah", "f" * 40, "e" * 40)
+    command = build_command(ctx, "buildah", "f" * 40, "e" * 40, "d" * 64)
     image = f"eu-docker.pkg.dev/p/r/{cfg.project}"
     assert command[:5] == ["buildah", "build", "-f", "Dockerfile", "--layers"]
     assert "BASE_IMAGE=python:3.11-slim" in command
     assert f"org.opencontainers.image.version={cfg.version}" in command
     assert f"org.opencontainers.image.revision={'f' * 40}" in command
-    assert f"git.tree={'e' * 40}" in command  # what promotion across merge commits compares
+    assert f"git.tree={'e' * 40}" in command
+    assert f"release.inputs={'d' * 64}" in command  # what promotion across merges compares
     assert command[-5:] == ["-t", f"{image}:{cfg.version}", "-t", f"{image}:git-ffffffffffff", "."]
 
 

@@ -74,11 +74,18 @@ def test_branch_not_allowed_for_the_env_is_refused(cfg, git_repo: Path) -> None:
         preflight(context(cfg, git_repo))
 
 
-def test_tag_on_a_commit_with_other_files_is_refused(cfg, git_repo: Path) -> None:
+def test_tag_on_a_commit_with_other_release_inputs_is_refused(cfg, git_repo: Path) -> None:
     git(git_repo, "tag", f"v{cfg.version}")
-    (git_repo / "README.md").write_text("a hotfix without a bump\n")
+    (git_repo / "README.md").write_text("docs are no release input\n")
+    git(git_repo, "commit", "-q", "-am", "docs")
+    preflight(context(cfg, git_repo))
+    (git_repo / "pyproject.toml").write_text(
+        (git_repo / "pyproject.toml").read_text() + "# a hotfix without a bump\n"
+    )
     git(git_repo, "commit", "-q", "-am", "hotfix")
-    with pytest.raises(ReleaseError, match="whose files differ from HEAD"):
+    with pytest.raises(
+        ReleaseError, match=r"HEAD changes its release inputs \(pyproject.toml\).*inv bump"
+    ):
         preflight(context(cfg, git_repo))
 
 

@@ -37,8 +37,16 @@ def test_code_comes_from_the_committed_tree_and_never_changes(
     assert publish_code(ctx, git(git_repo, "rev-parse", "HEAD")) == record
     assert snapshot(artifact_root) == before
 
-    # Other files under the same version: refused, the store unchanged.
+    # A README change is no release input: the same version, nothing written.
     (git_repo / "README.md").write_text("changed\n")
+    git(git_repo, "commit", "-q", "-am", "docs only")
+    assert publish_code(ctx, git(git_repo, "rev-parse", "HEAD")) == record
+    assert snapshot(artifact_root) == before
+
+    # Other release inputs under the same version: refused, the store unchanged.
+    (git_repo / "pyproject.toml").write_text(
+        (git_repo / "pyproject.toml").read_text() + "# tuned\n"
+    )
     git(git_repo, "commit", "-q", "-am", "change without a bump")
     with pytest.raises(ReleaseError, match="released code never changes, bump the version"):
         publish_code(ctx, git(git_repo, "rev-parse", "HEAD"))

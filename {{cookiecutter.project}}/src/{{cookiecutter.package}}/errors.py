@@ -11,3 +11,15 @@ class UserError(Exception):
 
 class ReleaseError(UserError, RuntimeError):
     """A release step refused to run or failed."""
+
+
+SHOWN_CHARS = 60
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`value` as an error message quotes it (repr), cut to a readable length: an error line
+    stays one line whatever a user typed or a file held."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}...{text[-8:]} ({len(text)} characters)"

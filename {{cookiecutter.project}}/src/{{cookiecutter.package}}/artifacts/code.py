@@ -37,6 +37,14 @@ class CodeRecord:
     python: str  # major.minor the requirements were resolved for
     created_at: str
     promoted_from: str = ""  # the artifact root it was copied from, if promoted
+    # id of the release inputs it was built from (release/inputs.py): what "same code"
+    # means since records have it; older records compare git_tree
+    release_inputs: str = ""
+
+    def same_code(self, release_inputs: str, git_tree: str) -> bool:
+        if self.release_inputs:
+            return self.release_inputs == release_inputs
+        return self.git_tree == git_tree
 
     @property
     def digest(self) -> str:
@@ -53,8 +61,10 @@ def read_code(store: ArtifactStore, names: ReleaseNames) -> CodeRecord | None:
     if not store.exists(names.code_record_key):
         return None
     try:
-        return CodeRecord(**json.loads(store.read_text(names.code_record_key)))
-    except (ValueError, TypeError) as error:
+        data = json.loads(store.read_text(names.code_record_key))
+        # Fields a newer template adds are ignored: every version's code reads this record.
+        return CodeRecord(**{k: v for k, v in data.items() if k in CodeRecord.__dataclass_fields__})
+    except (ValueError, TypeError, AttributeError) as error:
         raise StoreError(
             f"{names.uri(names.code_record_key)} is not a code record: {error}"
         ) from None
@@ -73,6 +83,15 @@ def read_code_files(store: ArtifactStore, record: CodeRecord) -> tuple[bytes, by
                 "the released code was altered"
             )
     return wheel, requirements
+
+
+def verify_code(store: ArtifactStore, names: ReleaseNames) -> None:
+    """Raise StoreError when the version's code record, wheel or requirements are missing,
+    unreadable or not the bytes recorded."""
+    record = read_code(store, names)
+    if record is None:
+        raise StoreError(f"no code record at {names.uri(names.code_record_key)}")
+    read_code_files(store, record)
 
 
 def _write_content(store: ArtifactStore, key: str, data: bytes) -> None:
@@ -94,6 +113,7 @@ def commit_code(
     git_sha: str,
     python: str,
     promoted_from: str = "",
+    release_inputs: str = "",
 ) -> CodeRecord:
     """Publish a version's code; returns the record in force (another run's, if it won)."""
     wheel_sha, requirements_sha = sha256(wheel), sha256(requirements)
@@ -109,6 +129,7 @@ def commit_code(
         python=python,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         promoted_from=promoted_from,
+        release_inputs=release_inputs,
     )
     _write_content(store, record.wheel, wheel)
     _write_content(store, record.requirements, requirements)
@@ -117,10 +138,10 @@ def commit_code(
     except AlreadyExistsError:
         winner = read_code(store, names)
         assert winner is not None
-        if winner.git_tree != git_tree:
+        if not winner.same_code(release_inputs, git_tree):
             raise StoreError(
-                f"code of {names.version} was already released by another run from another "
-                f"tree ({winner.git_tree[:12]}); bump the version"
+                f"code of {names.version} was already released by another run from other "
+                f"files (tree {winner.git_tree[:12]}); bump the version"
             ) from None
         return winner
     return record

@@ -42,8 +42,8 @@ def read_metadata(store: ArtifactStore, names: ReleaseNames) -> dict[str, Any]:
     return metadata
 
 
-def load(store: ArtifactStore, names: ReleaseNames) -> Any:
-    """The released model of `names.version`, its bytes checked against the metadata."""
+def verified_bytes(store: ArtifactStore, names: ReleaseNames) -> bytes:
+    """The released model's bytes, checked against the sha256 its metadata records."""
     metadata = read_metadata(store, names)
     data = store.read(str(metadata["model_key"]))
     if hashlib.sha256(data).hexdigest() != metadata["model_sha256"]:
@@ -51,7 +51,12 @@ def load(store: ArtifactStore, names: ReleaseNames) -> Any:
             f"{names.uri(metadata['model_key'])} does not match the sha256 recorded in "
             f"{names.uri(names.model_metadata_key)}: refusing to load an altered model"
         )
-    return pickle.loads(data)
+    return data
+
+
+def load(store: ArtifactStore, names: ReleaseNames) -> Any:
+    """The released model of `names.version`, its bytes checked against the metadata."""
+    return pickle.loads(verified_bytes(store, names))
 
 
 def publish(

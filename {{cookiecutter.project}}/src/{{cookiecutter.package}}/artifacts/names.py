@@ -11,7 +11,7 @@ from typing import Literal
 
 from packaging.version import InvalidVersion, Version
 
-from {{ cookiecutter.package }}.errors import UserError
+from {{ cookiecutter.package }}.errors import UserError, shown
 
 Workflow = Literal["training", "inference"]
 WORKFLOWS: tuple[Workflow, ...] = ("training", "inference")
@@ -21,15 +21,28 @@ class InvalidVersionError(UserError, ValueError):
     """A version (or another name that becomes part of a key) that is not well formed."""
 
 
+MAX_VERSION_CHARS = 64
+MAX_VERSION_DIGITS = 12  # per number: tools such as uv keep each in 64 bits
+
+
 def check_version(version: str) -> str:
     """Return `version` when it is a normalised public PEP 440 version, else raise."""
+    if len(version) > MAX_VERSION_CHARS or any(
+        len(number) > MAX_VERSION_DIGITS for number in re.findall(r"\d+", version)
+    ):
+        raise InvalidVersionError(
+            f"invalid version {shown(version)}: at most {MAX_VERSION_CHARS} characters and "
+            f"{MAX_VERSION_DIGITS} digits per number"
+        )
     try:
         parsed = Version(version)
     except InvalidVersion:
-        raise InvalidVersionError(f"invalid version {version!r}: not a PEP 440 version") from None
+        raise InvalidVersionError(
+            f"invalid version {shown(version)}: not a PEP 440 version"
+        ) from None
     if parsed.local is not None or str(parsed) != version:
         raise InvalidVersionError(
-            f"invalid version {version!r}: write it in normal form ({parsed.public!s})"
+            f"invalid version {shown(version)}: write it in normal form ({parsed.public!s})"
         )
     return version
 
@@ -41,7 +54,7 @@ def check_run_id(run_id: str) -> str:
     """A run id becomes a file name in the store: letters, digits, `.`, `_`, `-` only."""
     if not RUN_ID.match(run_id) or ".." in run_id:
         raise InvalidVersionError(
-            f"invalid run id {run_id!r}: use up to 128 letters, digits, '.', '_' or '-', "
+            f"invalid run id {shown(run_id)}: use up to 128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return run_id

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError
-from {{ cookiecutter.package }}.errors import UserError
+from {{ cookiecutter.package }}.errors import UserError, shown
 
 PREFIX = "traffic/"
-_SPEC = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+# Cluster numbers of at most 6 digits: a longer one cannot exist, and Python refuses to
+# parse integers of more than 4300 digits with a traceback.
+_SPEC = re.compile(r"^\d{1,6}(-\d{1,6})?(,\d{1,6}(-\d{1,6})?)*$")
 
 
 class TrafficError(UserError, ValueError):
@@ -37,7 +39,9 @@ def parse_clusters(spec: str, n_clusters: int) -> list[int]:
     """`"4-7"`, `"0,2"` or `"0-1,5"` -> sorted cluster numbers, each below `n_clusters`."""
     text = spec.replace(" ", "")
     if not _SPEC.match(text):
-        raise TrafficError(f"invalid clusters {spec!r}: use numbers and ranges, e.g. 4-7 or 0,2,5")
+        raise TrafficError(
+            f"invalid clusters {shown(spec)}: use numbers and ranges, e.g. 4-7 or 0,2,5"
+        )
     clusters: set[int] = set()
     for part in text.split(","):
         low, _, high = part.partition("-")
@@ -54,8 +58,8 @@ def parse_clusters(spec: str, n_clusters: int) -> list[int]:
 
 
 def format_clusters(clusters: Iterable[int]) -> str:
-    """[0, 1, 2, 5] -> "0-2,5"; [] -> "-"."""
-    ordered = sorted(clusters)
+    """[0, 1, 2, 5] -> "0-2,5"; [] -> "-"; repeated and unordered clusters are one set."""
+    ordered = sorted(set(clusters))
     runs: list[list[int]] = []
     for cluster in ordered:
         if runs and cluster == runs[-1][1] + 1:
@@ -91,8 +95,9 @@ class Assignment:
         for version, clusters in self.clusters.items():
             if clusters and version not in live:
                 raise TrafficError(
-                    f"version {version} is not live here (released and not retired): "
-                    f"it cannot serve clusters {format_clusters(clusters)}"
+                    f"version {version} is not live here (released and not retired): it cannot "
+                    f"serve clusters {format_clusters(clusters)}; a retired version is made live "
+                    f"again with `inv revive --version {version}`"
                 )
         owners: dict[int, str] = {}
         for version, clusters in sorted(self.clusters.items()):
@@ -131,7 +136,11 @@ class Assignment:
         )
 
 
-def _parse(key: str, text: str) -> Assignment:
+class CorruptRecordError(StoreError):
+    """The newest traffic record cannot be read: a full assignment supersedes it."""
+
+
+def _parse(key: str, text: str, where: str = "") -> Assignment:
     try:
         data = json.loads(text)
         return Assignment(
@@ -143,18 +152,37 @@ def _parse(key: str, text: str) -> Assignment:
             key=key,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise StoreError(f"{key} is not a traffic record: {error}") from None
+        raise CorruptRecordError(
+            f"{where or key} is not a traffic record ({shown(str(error))}): record a new "
+            "assignment over it with `inv traffic --all VERSION` (or --assign of every cluster)"
+        ) from None
 
 
 def history(store: ArtifactStore) -> list[Assignment]:
-    """Every assignment of the environment, oldest first."""
-    return [_parse(key, store.read_text(key)) for key in store.list(PREFIX)]
+    """Every assignment of the environment, oldest first; unreadable records are left out
+    (`history_entries` shows them)."""
+    return [entry for entry in history_entries(store) if isinstance(entry, Assignment)]
+
+
+def history_entries(store: ArtifactStore) -> list[Assignment | CorruptRecordError]:
+    """Every record of the environment, oldest first, an unreadable one as its error."""
+    entries: list[Assignment | CorruptRecordError] = []
+    for key in store.list(PREFIX):
+        try:
+            entries.append(_read(store, key))
+        except CorruptRecordError as error:
+            entries.append(error)
+    return entries
 
 
 def current(store: ArtifactStore) -> Assignment | None:
     """The assignment in force: the latest record; None before the first release."""
     keys = store.list(PREFIX)
-    return _parse(keys[-1], store.read_text(keys[-1])) if keys else None
+    return _read(store, keys[-1]) if keys else None
+
+
+def _read(store: ArtifactStore, key: str) -> Assignment:
+    return _parse(key, store.read_text(key), store.uri(key))
 
 
 def clusters_for(store: ArtifactStore, version: str) -> list[int] | None:

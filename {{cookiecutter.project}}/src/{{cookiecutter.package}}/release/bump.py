@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from {{ cookiecutter.package }}.artifacts.names import check_version
 from {{ cookiecutter.package }}.engines.version_env import find_uv
-from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.errors import ReleaseError, shown
 from {{ cookiecutter.package }}.release.git import Git
 
 RULES = ("patch", "minor", "major")
@@ -54,7 +54,10 @@ def _lock(root: Path) -> list[str]:
     result = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        raise ReleaseError(f"cannot refresh {written[0]}: {detail}")
+        raise ReleaseError(
+            f"cannot refresh {written[0]} for the new version ({shown(detail, 160)}); nothing "
+            f"was changed: run `{'uv' if written == ['uv.lock'] else 'poetry'} lock` to see why"
+        )
     return written
 
 

@@ -4,7 +4,7 @@ The wheel is built from the committed tree (`git archive`), never from the worki
 a fixed SOURCE_DATE_EPOCH so that the same tree always gives the same bytes. When the
 environment promotes from another one (`env.promote_from`, e.g. prod from dev), the code
 that environment released under this version is copied instead, byte for byte, after
-checking that it was built from the same tree.
+checking that it was built from the same release inputs (`release/inputs.py`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from {{ cookiecutter.package }}.artifacts.code import (
     read_code,
     read_code_files,
 )
-from {{ cookiecutter.package }}.artifacts.store import StoreError, open_store
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError, open_store
 from {{ cookiecutter.package }}.engines.version_env import find_uv
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.inputs import inputs_id
 from {{ cookiecutter.package }}.release.requirements import pinned_requirements
 from {{ cookiecutter.package }}.version import DISTRIBUTION
 
@@ -53,50 +54,80 @@ def build_wheel(ctx: ReleaseContext, rev: str) -> tuple[str, bytes]:
         return wheels[0].name, wheels[0].read_bytes()
 
 
-def _check_same_tree(record: CodeRecord, tree: str, where: str) -> None:
-    if record.git_tree != tree:
+def _check_same_code(record: CodeRecord, ids: tuple[str, str], where: str) -> None:
+    if not record.same_code(*ids):
         raise ReleaseError(
-            f"version {record.version} was released {where} from tree {record.git_tree[:12]}, "
-            f"HEAD's tree is {tree[:12]}: released code never changes, bump the version"
+            f"version {record.version} was released {where} from other release inputs (tree "
+            f"{record.git_tree[:12]}) than HEAD's: released code never changes, bump the "
+            "version (`inv bump`)"
         )
+
+
+def release_ids(ctx: ReleaseContext, head: str) -> tuple[str, str]:
+    """(release inputs id, git tree) of `head`: what a code record is compared with."""
+    return inputs_id(ctx.git, head), ctx.git.tree(head)
+
+
+def promotion_source(
+    ctx: ReleaseContext, head: str
+) -> tuple[str, ArtifactStore, CodeRecord] | None:
+    """Where this environment takes the version's code from (`env.promote_from`): the
+    source store and its record, checked to hold this version built from HEAD's release
+    inputs. None when the environment builds its own code. The dry run asks this too."""
+    source_root = str(ctx.cfg.env.get("promote_from") or "")
+    if not source_root:
+        return None
+    names = ctx.names
+    try:
+        source = open_store(source_root)
+        promoted = read_code(source, names)
+    except StoreError as error:
+        raise ReleaseError(f"cannot read {source_root} to promote from: {error}") from error
+    if promoted is None:
+        raise ReleaseError(
+            f"version {names.version} is not released in {source_root} (env.promote_from): "
+            f"{ctx.env} takes a version's code from there, release it there first"
+        )
+    _check_same_code(promoted, release_ids(ctx, head), f"in {source_root}")
+    return source_root, source, promoted
 
 
 def publish_code(ctx: ReleaseContext, head: str) -> CodeRecord:
     """Make sure the store holds this version's code; idempotent; returns its record."""
     names, store = ctx.names, ctx.store
-    tree = ctx.git.tree(head)
+    ids = release_ids(ctx, head)
     existing = read_code(store, names)
     if existing is not None:
-        _check_same_tree(existing, tree, f"to {ctx.env}")
+        _check_same_code(existing, ids, f"to {ctx.env}")
         print(f"code of {names.version} exists ({existing.wheel_filename})")
         return existing
     ctx.git.require_clean("a version's code is built from a commit: commit or stash first")
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    source_root = str(ctx.cfg.env.get("promote_from") or "")
-    if source_root:
+    source = promotion_source(ctx, head)
+    if source is not None:
+        source_root, source_store, promoted = source
         try:
-            source = open_store(source_root)
-            promoted = read_code(source, names)
+            wheel, requirements = read_code_files(source_store, promoted)
         except StoreError as error:
-            raise ReleaseError(f"cannot read {source_root} to promote from: {error}") from error
-        if promoted is not None:
-            _check_same_tree(promoted, tree, f"in {source_root}")
-            wheel, requirements = read_code_files(source, promoted)
-            record = commit_code(
-                store,
-                names,
-                promoted.wheel_filename,
-                wheel,
-                requirements,
-                git_tree=tree,
-                git_sha=promoted.git_sha,
-                python=promoted.python,
-                promoted_from=source_root,
-            )
-            print(f"code of {names.version} promoted from {source_root} ({record.digest[:12]})")
-            return record
+            raise ReleaseError(f"cannot promote from {source_root}: {error}") from error
+        record = commit_code(
+            store,
+            names,
+            promoted.wheel_filename,
+            wheel,
+            requirements,
+            git_tree=ids[1],
+            git_sha=promoted.git_sha,
+            python=promoted.python,
+            promoted_from=source_root,
+            release_inputs=ids[0],
+        )
+        print(f"code of {names.version} promoted from {source_root} ({record.digest[:12]})")
+        return record
     filename, wheel = build_wheel(ctx, head)
     requirements = ("\n".join(pinned_requirements(DISTRIBUTION)) + "\n").encode()
-    record = commit_code(store, names, filename, wheel, requirements, tree, head, python)
+    record = commit_code(
+        store, names, filename, wheel, requirements, ids[1], head, python, release_inputs=ids[0]
+    )
     print(f"code of {names.version} published: {names.uri(record.wheel)}")
     return record

@@ -46,6 +46,16 @@ class Git:
         """The id of `rev`'s tree: equal trees mean the same content, whatever the history."""
         return self._run("rev-parse", rev + "^{tree}").stdout.strip()
 
+    def files(self, rev: str, paths: tuple[str, ...]) -> str:
+        """`rev`'s entries under `paths`, one `mode type object\tpath` line each, recursively:
+        the same text means the same bytes at the same paths."""
+        return self._run("ls-tree", "-r", "--full-tree", rev, "--", *paths).stdout
+
+    def changed_paths(self, old: str, new: str, paths: tuple[str, ...]) -> list[str]:
+        """Files under `paths` that differ between two commits."""
+        out = self._run("diff", "--name-only", "--no-renames", old, new, "--", *paths).stdout
+        return out.splitlines()
+
     def archive(self, rev: str) -> bytes:
         """The files of `rev` as a tar archive (what a clean checkout of it holds)."""
         result = subprocess.run(
@@ -64,6 +74,9 @@ class Git:
             "rev-parse", "-q", "--verify", "refs/tags/" + tag + "^{commit}", check=False
         )
         return result.stdout.strip() or None
+
+    def has_commit(self, sha: str) -> bool:
+        return self._run("cat-file", "-e", sha + "^{commit}", check=False).returncode == 0
 
     def commit(self, message: str, *paths: str) -> None:
         self._run("add", "--", *paths)

@@ -2,8 +2,8 @@
 
 The builder is docker when its daemon answers, else podman, else buildah (or the one named in
 `env.builder`). The version tag is immutable: when it exists, its revision label must be this
-checkout's files (its git tree: a merge commit of the same files reuses the image, which is
-how a version is promoted from dev to prod), otherwise the build is refused.
+checkout's release inputs (`release/inputs.py`: a merge commit of the same files reuses the
+image, which is how a version is promoted from dev to prod), otherwise the build is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.inputs import inputs_id
 from {{ cookiecutter.package }}.release.requirements import pinned_requirements
 from {{ cookiecutter.package }}.version import DISTRIBUTION
 
@@ -23,7 +24,8 @@ BUILDERS = ("docker", "podman", "buildah")
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
 SOURCE_LABEL = "org.opencontainers.image.source"
-TREE_LABEL = "git.tree"  # what the image was built from; commits differ across merges
+TREE_LABEL = "git.tree"  # the commit's whole tree, for people; commits differ across merges
+INPUTS_LABEL = "release.inputs"  # what the image was built from (release/inputs.py)
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,35 @@ def _labels_of(ctx: ReleaseContext, builder: str, reference: str) -> dict | None
     return config.get("Labels") or {}
 
 
-def revision(ctx: ReleaseContext) -> tuple[str, str]:
-    """(commit, tree) the image is built from; `-dirty` when the tree has local changes."""
+def revision(ctx: ReleaseContext) -> tuple[str, str, str]:
+    """(commit, tree, release inputs) the image is built from; `-dirty` when the working tree
+    has local changes."""
     suffix = "-dirty" if ctx.git.dirty_paths() else ""
     head = ctx.git.head()
-    return head + suffix, ctx.git.tree(head) + suffix
+    return head + suffix, ctx.git.tree(head) + suffix, inputs_id(ctx.git, head) + suffix
+
+
+def _same_files(labels: dict, tree: str, release_inputs: str) -> bool:
+    """An image of an older template has no inputs label: its whole tree is compared."""
+    if INPUTS_LABEL in labels:
+        return labels[INPUTS_LABEL] == release_inputs
+    return labels.get(TREE_LABEL) == tree
+
+
+def _may_skip(ctx: ReleaseContext) -> bool:
+    """Without a builder, the release goes on without an image locally, or when the config
+    says images are built elsewhere (`env.builder: none`); dev and prod need one otherwise."""
+    return ctx.env == "local" or str(ctx.cfg.env.builder) == "none"
+
+
+def check(ctx: ReleaseContext) -> None:
+    """Preflight: a builder exists wherever the release needs an image (the plan, the dry run
+    and the release decide this here, once)."""
+    if find_builder(str(ctx.cfg.env.builder)) is None and not _may_skip(ctx):
+        raise ReleaseError(
+            f"{_no_builder(ctx)}: {ctx.env} needs the version's image; install one, or set "
+            "IMAGE_BUILDER=none where images are built elsewhere"
+        )
 
 
 def state(ctx: ReleaseContext) -> ImageState:
@@ -115,14 +141,16 @@ def state(ctx: ReleaseContext) -> ImageState:
     builder = find_builder(str(ctx.cfg.env.builder))
     if builder is None:
         why = _no_builder(ctx)
-        if ctx.env == "local":
+        if _may_skip(ctx):
             return ImageState(reference, False, why, skipped=True)
-        return ImageState(reference, False, f"{why}: the release will refuse")
+        return ImageState(reference, False, f"{why}: the release refuses")
     labels = _labels_of(ctx, builder, reference)
     return ImageState(reference, labels is not None, f"builder {builder}")
 
 
-def build_command(ctx: ReleaseContext, builder: str, rev: str, tree: str) -> list[str]:
+def build_command(
+    ctx: ReleaseContext, builder: str, rev: str, tree: str, release_inputs: str
+) -> list[str]:
     names = ctx.names
     command = [builder, "build", "-f", "Dockerfile"]
     if builder == "buildah":
@@ -134,6 +162,7 @@ def build_command(ctx: ReleaseContext, builder: str, rev: str, tree: str) -> lis
         VERSION_LABEL: names.version,
         REVISION_LABEL: rev,
         TREE_LABEL: tree,
+        INPUTS_LABEL: release_inputs,
         SOURCE_LABEL: names.project,
     }.items():
         command += ["--label", f"{key}={value}"]
@@ -157,21 +186,17 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
     if builder is None and dry_run:
         print(f"{_no_builder(ctx)}; with docker, the build would be:")
     elif builder is None:
-        if str(ctx.cfg.env.builder) == "none":
-            print("image build skipped (env.builder: none): images are built elsewhere")
-            return None
-        if ctx.env == "local":
-            print("no image builder (docker, podman or buildah) available: image skipped")
-            return None
-        raise ReleaseError(f"no image builder installed: {ctx.env} needs the version's image")
-    rev, tree = revision(ctx)
+        check(ctx)
+        print(f"{_no_builder(ctx)}: image skipped")
+        return None
+    rev, tree, release_inputs = revision(ctx)
     existing = _labels_of(ctx, builder, names.image) if builder is not None else None
     if existing is not None:
-        if existing.get(TREE_LABEL) != tree:
+        if not _same_files(existing, tree, release_inputs):
             raise ReleaseError(
-                f"image {names.image} exists, built from files {existing.get(TREE_LABEL)} "
-                f"(revision {existing.get(REVISION_LABEL)}), not {tree}: a version tag never "
-                "moves, bump the version"
+                f"image {names.image} exists, built from other release inputs (revision "
+                f"{existing.get(REVISION_LABEL)}) than HEAD's: a version tag never moves, "
+                "bump the version (`inv bump`)"
             )
         print(f"image {names.image} exists (revision {existing.get(REVISION_LABEL, '')[:12]})")
         return names.image
@@ -179,7 +204,7 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
         lock = ctx.project_root / "requirements.lock"
         lock.write_text("\n".join(pinned_requirements(DISTRIBUTION)) + "\n")
     tool = builder or "docker"
-    commands = [build_command(ctx, tool, rev, tree)]
+    commands = [build_command(ctx, tool, rev, tree, release_inputs)]
     if names.registry:
         commands += [
             [tool, "push", *_tls_flags(ctx, tool), tag]

@@ -1,4 +1,4 @@
-"""Retiring and rolling back versions: their schedules (disabled, never deleted) and the
+"""Retiring, reviving and rolling back versions: their schedules (disabled, never deleted) and the
 traffic that goes with them. A version that still serves user clusters is never retired."""
 
 from __future__ import annotations
@@ -45,6 +45,24 @@ def retire(ctx: ReleaseContext, version: str) -> None:
         )
     ctx.engine.set_enabled(ctx.for_version(version).names, False)
     print(f"schedules of {version} disabled")
+
+
+def revive(ctx: ReleaseContext, version: str) -> None:
+    """Make a retired version live again with no user clusters (its schedules re-enabled);
+    move traffic to it afterwards with `inv traffic`."""
+    _deployed(ctx, version)
+    if not ctx.store.exists(ctx.for_version(version).names.release_record_key):
+        raise ReleaseError(
+            f"version {version} was never fully released on {ctx.env}: finish its release "
+            "(`inv release` on its commit)"
+        )
+    if is_enabled(ctx, version):
+        raise ReleaseError(f"version {version} is live already: move clusters with `inv traffic`")
+    ctx.engine.set_enabled(ctx.for_version(version).names, True)
+    print(
+        f"{version} is live again with no user clusters: give it some with "
+        f"`inv traffic --assign {version}=<clusters>`"
+    )
 
 
 def rollback(ctx: ReleaseContext, to: str) -> None:

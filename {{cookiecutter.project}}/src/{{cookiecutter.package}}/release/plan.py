@@ -19,9 +19,10 @@ from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
+from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError, UserError
-from {{ cookiecutter.package }}.release import image, traffic
-from {{ cookiecutter.package }}.release.code import publish_code
+from {{ cookiecutter.package }}.release import image, inputs, traffic
+from {{ cookiecutter.package }}.release.code import promotion_source, publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live
 from {{ cookiecutter.package }}.release.workflows import (
@@ -84,8 +85,25 @@ def plan(ctx: ReleaseContext) -> list[Resource]:
             ", ".join(names.recurring_run_name(w) for w in WORKFLOWS),
             bool(ctx.engine.schedules(names)),
         ),
+        _traffic_resource(ctx),
         Resource("record", names.uri(names.release_record_key), is_released(ctx)),
     ]
+
+
+def _traffic_resource(ctx: ReleaseContext) -> Resource:
+    """The user clusters the release gives the version (`release.on_release`)."""
+    try:
+        change = traffic.on_release_change(ctx)
+        serving = traffic.serving(ctx, ctx.names.version)
+    except StoreError as error:
+        return Resource("traffic", "unknown", False, str(error))
+    if change is not None:
+        return Resource("traffic", f"clusters {format_clusters(change[0])}", False, change[1])
+    if serving:
+        return Resource("traffic", f"clusters {format_clusters(serving)}", True)
+    return Resource(
+        "traffic", "no clusters", False, "release.on_release: dark, move them later", skipped=True
+    )
 
 
 def print_plan(ctx: ReleaseContext, resources: list[Resource]) -> None:
@@ -121,6 +139,8 @@ def refusals(ctx: ReleaseContext) -> list[str]:
         check_branch,
         check_tag,
         check_store,
+        check_promotion,
+        image.check,
         check_pinned_features,
         traffic.check_policy,
         check_config,
@@ -159,16 +179,36 @@ def check_branch(ctx: ReleaseContext) -> None:
 
 def check_tag(ctx: ReleaseContext) -> None:
     # A version moves between environments by content: the tag marks the commit it was
-    # first released from, and any commit with the same tree (a merge of develop into
-    # main, fast-forward or not) may release it elsewhere. Other content needs a new version.
+    # first released from, and any commit with the same release inputs (a merge of develop
+    # into main, fast-forward or not, or one that only touched the README) may release it
+    # elsewhere. Other inputs need a new version.
     names = ctx.names
     tag_commit = ctx.git.tag_commit(names.git_tag)
-    head = ctx.git.head()
-    if tag_commit is not None and ctx.git.tree(tag_commit) != ctx.git.tree(head):
+    if tag_commit is None:
+        return
+    changed = inputs.changed_inputs(ctx.git, tag_commit, ctx.git.head())
+    if changed:
         raise ReleaseError(
-            f"tag {names.git_tag} marks commit {tag_commit[:12]}, whose files differ from "
-            f"HEAD {head[:12]}: released code never changes, bump the version"
+            f"tag {names.git_tag} marks commit {tag_commit[:12]}, and HEAD changes its release "
+            f"inputs ({inputs.describe(changed)}): released code never changes, bump the "
+            "version (`inv bump`)"
         )
+
+
+def check_promotion(ctx: ReleaseContext) -> None:
+    """An environment that promotes (`env.promote_from`) can read this version's code there,
+    built from HEAD's release inputs, unless it has the code already."""
+    if ctx.cfg.env.get("promote_from") and read_code(ctx.store, ctx.names) is None:
+        promotion_source(ctx, ctx.git.head())
+
+
+def check_released_unchanged(ctx: ReleaseContext) -> None:
+    """`--skip-released` (CD on every merge): a released version is fine only while HEAD
+    has its release inputs; a change under it (a hotfix without a bump) is refused."""
+    record = json.loads(ctx.store.read_text(ctx.names.release_record_key))
+    inputs.check_unchanged(
+        ctx.git, ctx.names.version, ctx.git.head(), str(record.get("git_sha", ""))
+    )
 
 
 def check_store(ctx: ReleaseContext) -> None:
@@ -207,10 +247,10 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     """Release this version; returns the release record (written last)."""
     if dry_run:
         found = refusals(ctx)
+        for refusal in found:
+            print(f"refused: {refusal}")
         print_plan(ctx, plan(ctx))
         if found:
-            for refusal in found:
-                print(f"refused: {refusal}")
             raise ReleaseError(
                 f"the release would be refused ({len(found)} reason"
                 f"{'s' if len(found) > 1 else ''} above); dry run: nothing was changed"

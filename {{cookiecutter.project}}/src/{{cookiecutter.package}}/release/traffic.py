@@ -14,7 +14,7 @@ from packaging.version import Version
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import check_version
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
-from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.errors import ReleaseError, shown
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
@@ -40,10 +40,16 @@ def change(
     reason: str,
     extra_live: Iterable[str] = (),
 ) -> Assignment:
-    """Give each version of `moves` its clusters (taken from their owners) and record it."""
-    now = traffic.current(ctx.store)
+    """Give each version of `moves` its clusters (taken from their owners) and record it.
+
+    A change that gives out every cluster does not depend on the assignment in force, so it
+    is recorded without reading it: that is how an unreadable record is superseded.
+    """
+    total = n_clusters(ctx)
+    covers_all = {c for cs in moves.values() for c in cs} >= set(range(total))
+    now = None if covers_all else traffic.current(ctx.store)
     base = now.clusters if now is not None else {}
-    if now is not None and now.n_clusters != n_clusters(ctx):
+    if now is not None and now.n_clusters != total:
         raise ReleaseError(
             f"traffic.n_user_clusters is {n_clusters(ctx)} but the current assignment has "
             f"{now.n_clusters} clusters: change it with a full `inv traffic --all VERSION`"
@@ -65,12 +71,13 @@ def assign(ctx: ReleaseContext, specs: list[str], reason: str = "") -> Assignmen
         version, sep, clusters = spec.partition("=")
         if not sep:
             raise ReleaseError(
-                f"invalid assignment {spec!r}: write VERSION=CLUSTERS, e.g. 0.2.0=4-7"
+                f"invalid assignment {shown(spec)}: write VERSION=CLUSTERS, e.g. 0.2.0=4-7"
             )
         check_version(version.strip())
         moves.setdefault(version.strip(), []).extend(
             traffic.parse_clusters(clusters, n_clusters(ctx))
         )
+    moves = {v: sorted(set(cs)) for v, cs in moves.items()}  # 0-3,2-5 is 0-5
     text = ", ".join(f"{v}={format_clusters(cs)}" for v, cs in moves.items())
     return change(ctx, moves, reason or f"assign {text}")
 
@@ -81,20 +88,30 @@ def switch(ctx: ReleaseContext, version: str, reason: str = "") -> Assignment:
     return change(ctx, {version: range(n_clusters(ctx))}, reason or f"all clusters to {version}")
 
 
-def on_release(ctx: ReleaseContext) -> Assignment | None:
-    """The traffic a new release gets (`release.on_release`); idempotent on a rerun."""
+def on_release_change(ctx: ReleaseContext) -> tuple[list[int], str] | None:
+    """The clusters a release of this version takes now (`release.on_release`) and why;
+    None when it keeps what it has. The plan shows it, the release records it."""
     version, total = ctx.names.version, n_clusters(ctx)
     now = traffic.current(ctx.store)
     policy = str(ctx.cfg.release.on_release)
     if now is None:  # nothing serves yet: the first release serves everyone
-        return change(ctx, {version: range(total)}, f"first release {version}", [version])
+        return list(range(total)), f"first release {version}"
     if policy == "switch" and len(now.clusters_of(version)) < total:
-        return change(ctx, {version: range(total)}, f"release {version}: switch", [version])
+        return list(range(total)), f"release {version}: switch"
     if policy == "canary" and not now.clusters_of(version):
         count = max(1, round(float(ctx.cfg.release.canary_share) * total))
-        clusters = range(total - count, total)
-        return change(ctx, {version: clusters}, f"release {version}: canary", [version])
-    if policy == "dark" and not now.clusters_of(version):
+        return list(range(total - count, total)), f"release {version}: canary"
+    return None
+
+
+def on_release(ctx: ReleaseContext) -> Assignment | None:
+    """The traffic a new release gets (`release.on_release`); idempotent on a rerun."""
+    version = ctx.names.version
+    planned = on_release_change(ctx)
+    if planned is not None:
+        clusters, reason = planned
+        return change(ctx, {version: clusters}, reason, [version])
+    if str(ctx.cfg.release.on_release) == "dark" and not serving(ctx, version):
         print(
             f"{version} is live without traffic (release.on_release: dark); move clusters "
             f"with `inv traffic --assign {version}=<clusters>` or `--all {version}`"
@@ -147,11 +164,14 @@ def describe(
 
 
 def describe_history(ctx: ReleaseContext) -> str:
-    records = traffic.history(ctx.store)
-    if not records:
+    entries = traffic.history_entries(ctx.store)
+    if not entries:
         return f"no traffic changes on {ctx.env} yet"
     lines = []
-    for record in records:
-        split = "  ".join(f"{v}={format_clusters(cs)}" for v, cs in sorted(record.clusters.items()))
-        lines.append(f"{record.created_at}  {split}  -- {record.reason} ({record.author})")
+    for entry in entries:
+        if isinstance(entry, traffic.CorruptRecordError):
+            lines.append(f"unreadable record: {entry}")
+            continue
+        split = "  ".join(f"{v}={format_clusters(cs)}" for v, cs in sorted(entry.clusters.items()))
+        lines.append(f"{entry.created_at}  {split}  -- {entry.reason} ({entry.author})")
     return "\n".join(lines)

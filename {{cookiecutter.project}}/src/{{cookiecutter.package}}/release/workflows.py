@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from packaging.version import Version
 
-from {{ cookiecutter.package }}.artifacts import models
+from {{ cookiecutter.package }}.artifacts import models, traffic
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_run_id
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError
 from {{ cookiecutter.package }}.engines import Schedule
@@ -148,6 +148,9 @@ def run_scheduled(ctx: ReleaseContext, workflow: Workflow = "inference") -> list
         names = ctx.for_version(version).names
         for schedule in ctx.engine.schedules(names):
             if schedule.enabled and schedule.workflow == workflow:
+                if workflow == "inference" and traffic.clusters_for(ctx.store, version) == []:
+                    print(f"{schedule.name}: skipped, {version} serves no user clusters now")
+                    continue
                 spec = ctx.store.read_text(names.workflow_key(workflow))
                 output = ctx.engine.run(names, workflow, spec, schedule.parameters, RUN_TIMEOUT_S)
                 print(f"{schedule.name}: {output}")

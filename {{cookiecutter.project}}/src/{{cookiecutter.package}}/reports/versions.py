@@ -5,8 +5,9 @@ from __future__ import annotations
 from packaging.version import InvalidVersion, Version
 
 from {{ cookiecutter.package }}.artifacts import models
-from {{ cookiecutter.package }}.artifacts.code import read_code
+from {{ cookiecutter.package }}.artifacts.code import read_code, verify_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
+from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.release import image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -33,9 +34,34 @@ def known_versions(ctx: ReleaseContext) -> list[str]:
 
 
 def metrics_of(ctx: ReleaseContext) -> dict[str, float]:
-    if not model_released(ctx):
+    metadata = _metadata(ctx)
+    if metadata is None:
         return {}
-    return {k: float(v) for k, v in models.read_metadata(ctx.store, ctx.names)["metrics"].items()}
+    return {k: float(v) for k, v in metadata.get("metrics", {}).items()}
+
+
+def _metadata(ctx: ReleaseContext) -> dict | None:
+    """The model's metadata; None when there is none or it cannot be read (`released`
+    then says what is wrong)."""
+    try:
+        return models.read_metadata(ctx.store, ctx.names) if model_released(ctx) else None
+    except StoreError:
+        return None
+
+
+def released_state(ctx: ReleaseContext) -> str:
+    """`yes` only when the release record exists and the model and the code are the bytes
+    recorded: an altered or missing part shows here, not a reassuring `yes`."""
+    names, store = ctx.names, ctx.store
+    if not store.exists(names.release_record_key):
+        return "-"
+    damaged = []
+    for part, verify in (("model", models.verified_bytes), ("code", verify_code)):
+        try:
+            verify(store, names)
+        except StoreError:
+            damaged.append(part)
+    return f"ALTERED ({', '.join(damaged)})" if damaged else "yes"
 
 
 def with_change(value: float | None, previous: float | None) -> str:
@@ -49,14 +75,17 @@ def with_change(value: float | None, previous: float | None) -> str:
 
 def row(ctx: ReleaseContext) -> dict[str, str]:
     names, store = ctx.names, ctx.store
-    metadata = models.read_metadata(store, names) if model_released(ctx) else None
+    metadata = _metadata(ctx)
     feature_version = metadata["feature_version"] if metadata else names.feature_version
     # Asked of the engine: on dev/prod these are Kubeflow Pipelines' pipeline versions.
     workflows = [w for w in WORKFLOWS if ctx.engine.registered(names, w)]
     schedules = ctx.engine.schedules(names)
     runs = ctx.predictions.runs(names.version)
     image_state = image.state(ctx)
-    code = read_code(store, names)
+    try:
+        code = read_code(store, names)
+    except StoreError:
+        code = None
     return {
         "version": names.version,
         "image": "yes" if image_state.exists else "-",
@@ -67,7 +96,7 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
         "schedules": ",".join(f"{s.workflow}:{'on' if s.enabled else 'off'}" for s in schedules)
         or "-",
         "predictions": f"{len(runs)} (last {runs[-1]})" if runs else "-",
-        "released": "yes" if store.exists(names.release_record_key) else "-",
+        "released": released_state(ctx),
     }
 
 
@@ -103,11 +132,7 @@ def where(ctx: ReleaseContext) -> None:
     found = []
     for version in known_versions(ctx):
         version_ctx = ctx.for_version(version)
-        metadata = (
-            models.read_metadata(ctx.store, version_ctx.names)
-            if model_released(version_ctx)
-            else None
-        )
+        metadata = _metadata(version_ctx)
         # A released model records where its features were read from.
         features = (
             str(metadata["features"])

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from {{ cookiecutter.package }}.artifacts import models
@@ -27,6 +26,7 @@ from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import feature_matrix
 from {{ cookiecutter.package }}.ml.predict import predict_etas
+from {{ cookiecutter.package }}.serving.endpoints import add_index
 from {{ cookiecutter.package }}.serving.limits import harden
 from {{ cookiecutter.package }}.version import read_version
 
@@ -41,6 +41,8 @@ class Trip(BaseModel):
     pickup_hour: int = Field(ge=0, le=23)
     weekday: int = Field(ge=0, le=6, description="0 = Monday")
     area_cluster: int = Field(ge=0, lt=N_AREAS)
+    # Which version serves the trip (the router's business; a version's own server ignores
+    # it). Map a user to a cluster with ml.data.user_cluster.
     user_cluster: int = Field(default=0, ge=0)
 
 
@@ -82,18 +84,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
     app = FastAPI(title=f"{names.project} {names.version}", version=names.version)
     harden(app)
 
-    @app.get("/")
-    def index() -> dict[str, Any]:
-        """This list: the service, its version and its endpoints."""
-        endpoints = [
-            {"method": method, "path": route.path, "does": route.description.splitlines()[0]}
-            for route in app.routes
-            if isinstance(route, APIRoute) and route.include_in_schema
-            for method in sorted(route.methods or ())
-        ]
-        if app.docs_url:
-            endpoints.append({"method": "GET", "path": app.docs_url, "does": "API documentation."})
-        return {"service": app.title, "version": names.version, "endpoints": endpoints}
+    add_index(app, version=names.version)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -4,8 +4,12 @@ Each trip goes to the version that serves its `user_cluster` in the environment'
 assignment (see `artifacts.traffic`), at that version's own server (`/v{version}/predict`);
 the answer says which version predicted each trip. The assignment is re-read at most every
 `refresh_s` seconds, so `inv traffic` moves live traffic without restarting any server.
-A cluster whose version is not reachable gets 503 naming the version, never another
-version's answer.
+A trip must say its `user_cluster` (map users to clusters with
+`ml.data.user_cluster`); a missing or non-existent cluster is the caller's error,
+422 naming the field. A request is answered whole or not at all: when a version that owns
+some of its trips is unreachable, the request gets 503 naming that version and its
+clusters (never another version's answer, and no internal host name); requests whose
+trips belong to other versions are not affected.
 
 In Kubernetes the router is its own Deployment (`inv render-deployment --router`) and finds a
 version's server by its Service name; locally `inv serve-router --upstream VERSION=URL`.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -24,16 +29,34 @@ from typing import Any
 import aiohttp
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
-from {{ cookiecutter.package }}.artifacts.traffic import Assignment
-from {{ cookiecutter.package }}.serving.app import PredictRequest
+from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
+from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
+from {{ cookiecutter.package }}.serving.endpoints import add_index
 from {{ cookiecutter.package }}.serving.limits import harden, validation_errors
 
 PROJECT = "{{ cookiecutter.project }}"
+log = logging.getLogger(__name__)
+
+
+class RoutedTrip(Trip):
+    user_cluster: int = Field(ge=0)  # required here: it decides the version
+
+
+class RoutedRequest(PredictRequest):
+    trips: list[RoutedTrip] = Field(min_length=1, max_length=1000)  # type: ignore[assignment]
+
+
+class Unavailable(Exception):
+    """A version's server did not answer a forwarded request (the detail is logged)."""
+
+    def __init__(self, version: str, detail: str) -> None:
+        super().__init__(f"{version}: {detail}")
+        self.version, self.detail = version, detail
 
 
 def upstreams(template: str, explicit: dict[str, str], artifact_root: str) -> Callable[[str], str]:
@@ -87,12 +110,16 @@ def create_router(
     app = FastAPI(title=f"{PROJECT} router", lifespan=lifespan)
     harden(app)
 
+    add_index(app)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """Liveness: the router answers (each version's server has its own)."""
         return {"status": "ok"}
 
     @app.get("/traffic")
     async def current_traffic() -> dict[str, Any]:
+        """Which version serves which user clusters now."""
         assignment = await cache.get()
         if assignment is None:
             raise HTTPException(503, "no traffic assignment yet: release a version first")
@@ -105,39 +132,67 @@ def create_router(
                 url, data=body, headers={"content-type": "application/json"}
             ) as response:
                 if response.status != 200:
-                    raise HTTPException(
-                        502 if response.status >= 500 else response.status,
-                        f"version {version} answered {response.status}",
-                    )
+                    raise Unavailable(version, f"{url} answered {response.status}")
                 predictions = (await response.json())["predictions"]
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise HTTPException(
-                503,
-                f"version {version} is unavailable at {upstream(version)}: {type(error).__name__}",
-            ) from None
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as error:
+            raise Unavailable(version, f"{url}: {type(error).__name__}: {error}") from None
         for prediction in predictions:
             prediction["version"] = version
         return predictions
+
+    def unavailable(assignment: Assignment, failures: list[Unavailable]) -> HTTPException:
+        for failure in failures:  # the operator's detail goes to the log, not to the caller
+            log.warning("router: version %s unavailable: %s", failure.version, failure.detail)
+        which = ", ".join(
+            f"version {f.version} (user clusters "
+            f"{format_clusters(assignment.clusters_of(f.version))})"
+            for f in failures
+        )
+        return HTTPException(
+            503, f"{which} unavailable: no trip of this request was answered, retry later"
+        )
+
+    def unknown_clusters(parsed: RoutedRequest, n_clusters: int) -> JSONResponse | None:
+        errors = [
+            {
+                "loc": ["body", "trips", index, "user_cluster"],
+                "msg": f"user cluster {trip.user_cluster} does not exist: clusters are "
+                f"0-{n_clusters - 1}",
+                "type": "value_error",
+            }
+            for index, trip in enumerate(parsed.trips)
+            if trip.user_cluster >= n_clusters
+        ]
+        return validation_errors(errors) if errors else None
 
     # Routes on the raw body: a request whose trips all go to one version is forwarded as
     # it came, and the answer is built as plain JSON (no second validation pass).
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
+        """ETAs for up to 1000 trips, each from the version that serves its user cluster."""
         body = await request.body()
         try:
-            parsed = PredictRequest.model_validate_json(body)
+            parsed = RoutedRequest.model_validate_json(body)
         except ValidationError as error:
             return validation_errors(error.errors())
         assignment = await cache.get()
+        if assignment is None:
+            raise HTTPException(503, "no traffic assignment yet: release a version first")
+        refused = unknown_clusters(parsed, assignment.n_clusters)
+        if refused is not None:
+            return refused
         groups: dict[str, list[int]] = {}
         for index, trip in enumerate(parsed.trips):
-            owner = assignment.owner(trip.user_cluster) if assignment else None
+            owner = assignment.owner(trip.user_cluster)
             if owner is None:
                 raise HTTPException(503, f"no live version serves user cluster {trip.user_cluster}")
             groups.setdefault(owner, []).append(index)
         if len(groups) == 1:
             (version,) = groups
-            predictions = await forward(version, body)
+            try:
+                predictions = await forward(version, body)
+            except Unavailable as failure:
+                raise unavailable(assignment, [failure]) from None
         else:
             answers = await asyncio.gather(
                 *(
@@ -148,11 +203,18 @@ def create_router(
                         ).encode(),
                     )
                     for version, indexes in groups.items()
-                )
+                ),
+                return_exceptions=True,
             )
+            failures = [a for a in answers if isinstance(a, Unavailable)]
+            if failures:
+                raise unavailable(assignment, failures)
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
             predictions = [{}] * len(parsed.trips)
             for indexes, answer in zip(groups.values(), answers, strict=True):
-                for index, prediction in zip(indexes, answer, strict=True):
+                for index, prediction in zip(indexes, answer, strict=True):  # type: ignore[arg-type]
                     predictions[index] = prediction
         return JSONResponse({"predictions": predictions, "versions": sorted(groups)})
 
