@@ -64,5 +64,11 @@ def test_refused_bumps_change_nothing(locked_repo: Path) -> None:
     (locked_repo / "README.md").write_text("dirty\n")
     with pytest.raises(ReleaseError, match="working tree is not clean"):
         bump(locked_repo, "patch")
+    (locked_repo / "README.md").unlink()
+    git(locked_repo, "checkout", "README.md")
+    # A number no tool stores (uv keeps each in 64 bits): one line, before any file changes.
+    with pytest.raises(ValueError, match="12 digits per number") as huge:
+        bump(locked_repo, "99999999999999999999.0.0")
+    assert "\n" not in str(huge.value)
     assert git(locked_repo, "rev-parse", "HEAD") == head
     assert {n: (locked_repo / n).read_bytes() for n in files} == files

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -10,9 +11,16 @@ from conftest import git, snapshot
 
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.release.code import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.inputs import RELEASE_INPUTS, check_bump
 from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live, retire, rollback
-from {{ cookiecutter.package }}.release.plan import plan, preflight, release
+from {{ cookiecutter.package }}.release.plan import (
+    check_released_unchanged,
+    plan,
+    preflight,
+    release,
+)
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 
 
@@ -57,6 +65,10 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     release(context(cfg, git_repo), dry_run=True)
     out = capsys.readouterr().out
     assert "will be created" in out and "dry run: nothing was changed" in out
+    # Every step of the release is in the plan, the traffic the version gets too.
+    steps = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert steps[0] == "tag" and steps[-2:] == ["traffic", "record"]
+    assert "clusters 0-7" in out and f"first release {cfg.version}" in out
     assert not artifact_root.exists()
     assert git(git_repo, "tag", "--list") == ""
 
@@ -181,3 +193,109 @@ def test_the_dry_run_lists_every_refusal_the_release_would_meet(
     assert refused[0] == f"refused: {real.value}"
     assert not artifact_root.exists()
     assert git(git_repo, "tag", "--list") == ""
+
+
+def test_dry_run_and_release_agree_on_the_image(
+    cfg, git_repo: Path, artifact_root: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """dev with no builder on this machine: both refuse, before anything is created; with
+    IMAGE_BUILDER=none (images built elsewhere) both go on without one."""
+    bin_dir = tmp_path / "bin"  # a PATH with git and no docker, podman or buildah
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    cfg.env.name = "dev"
+    with pytest.raises(ReleaseError, match="would be refused"):
+        release(context(cfg, git_repo), dry_run=True)
+    out = capsys.readouterr().out
+    refusals = [line for line in out.splitlines() if line.startswith("refused:")]
+    assert refusals == [
+        "refused: no image builder (docker, podman or buildah) available: dev needs the "
+        "version's image; install one, or set IMAGE_BUILDER=none where images are built elsewhere"
+    ]
+    assert out.index("refused:") < out.index("release ")  # refusals before the plan
+    assert "the release refuses" in out
+    with pytest.raises(ReleaseError) as real:
+        release(context(cfg, git_repo))
+    assert refusals[0] == f"refused: {real.value}"
+    assert not artifact_root.exists() and git(git_repo, "tag", "--list") == ""
+
+    cfg.env.builder = "none"
+    release(context(cfg, git_repo), dry_run=True)
+    out = capsys.readouterr().out
+    image_line = next(line for line in out.splitlines() if line.startswith("  image"))
+    assert "skipped" in image_line and "IMAGE_BUILDER=none" in image_line
+    assert "refused" not in out
+
+
+def test_dry_run_checks_the_environment_it_promotes_from(
+    cfg, git_repo: Path, artifact_root: Path, tmp_path: Path, capsys
+) -> None:
+    source = tmp_path / "dev-artifacts"
+    cfg.env.promote_from = str(source)
+    with pytest.raises(ReleaseError, match="would be refused"):
+        release(context(cfg, git_repo), dry_run=True)
+    out = capsys.readouterr().out
+    assert f"refused: version {cfg.version} is not released in {source} (env.promote_from)" in out
+
+    # Released there from other release inputs: refused too, naming the remedy.
+    dev_cfg = cfg.copy()
+    dev_cfg.env.promote_from = ""
+    dev_cfg.env.artifact_root = str(source)
+    publish_code(context(dev_cfg, git_repo), git(git_repo, "rev-parse", "HEAD"))
+    (git_repo / "pyproject.toml").write_text(
+        (git_repo / "pyproject.toml").read_text() + "# changed\n"
+    )
+    git(git_repo, "commit", "-q", "-am", "other inputs")
+    with pytest.raises(ReleaseError, match="would be refused"):
+        release(context(cfg, git_repo), dry_run=True)
+    out = capsys.readouterr().out
+    assert f"was released in {source} from other release inputs" in out and "inv bump" in out
+    assert not artifact_root.exists()
+
+
+def test_check_bump_and_skip_released_hold_a_released_version_to_its_inputs(
+    cfg, git_repo: Path, artifact_root: Path
+) -> None:
+    ctx = context(cfg, git_repo)
+    version = cfg.version
+    assert "has no tag" in check_bump(ctx.git, version)  # not released: merging releases it
+    git(git_repo, "tag", f"v{version}")
+    ctx.store.write_text(
+        ctx.names.release_record_key, json.dumps({"git_sha": git(git_repo, "rev-parse", "HEAD")})
+    )
+    assert "keeps its release inputs" in check_bump(ctx.git, version)
+    check_released_unchanged(ctx)
+
+    (git_repo / "README.md").write_text("docs, tests and CI files are no release inputs\n")
+    git(git_repo, "commit", "-q", "-am", "docs")
+    assert "keeps its release inputs" in check_bump(ctx.git, version)
+    check_released_unchanged(ctx)
+
+    package = next((git_repo / "src").iterdir())
+    for number in range(5):
+        (package / f"hotfix_{number}.py").write_text("FIXED = True\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "hotfix without a bump")
+    expected = (
+        rf"version {version} is already released from [0-9a-f]+, and HEAD changes its "
+        rf"release inputs \(src/{package.name}/hotfix_0.py, .*hotfix_2.py and 2 more\): "
+        r"bump the version \(`inv bump`\)"
+    )
+    for check in (lambda: check_bump(ctx.git, version), lambda: check_released_unchanged(ctx)):
+        with pytest.raises(ReleaseError, match=expected):
+            check()
+
+
+def test_the_release_inputs_are_what_the_image_is_built_from() -> None:
+    """Every file the image's build context lets in (.dockerignore) is a release input."""
+    from {{ cookiecutter.package }}.version import PROJECT_ROOT
+
+    allowed = [
+        line[1:].rstrip("/")
+        for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    derived = {"requirements.lock"}  # written by `inv build` from the lock
+    assert set(allowed) - derived <= set(RELEASE_INPUTS)
+    assert {"src", "conf", "pyproject.toml", "uv.lock", "Dockerfile"} <= set(RELEASE_INPUTS)

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from conftest import release_model
 
-from {{ cookiecutter.package }}.reports import experiments, fixed_batch, html, tables
+from {{ cookiecutter.package }}.artifacts.code import commit_code
+from {{ cookiecutter.package }}.artifacts.names import names_for
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.reports import experiments, fixed_batch, html, tables, versions
 from {{ cookiecutter.package }}.reports.compare import Comparison, Scored, flatten
 from {{ cookiecutter.package }}.reports.versions import with_change
 
@@ -123,3 +126,28 @@ def test_experiments_are_listed_best_first(tmp_path: Path, capsys) -> None:
 def test_no_experiments_says_how_to_make_one(tmp_path: Path, capsys) -> None:
     experiments.show(tmp_path)
     assert "`inv train` writes them to outputs/" in capsys.readouterr().out
+
+
+def test_versions_shows_an_altered_model_or_code_instead_of_released_yes(
+    cfg, tmp_path: Path, artifact_root: Path
+) -> None:
+    ctx = ReleaseContext(cfg=cfg, names=names_for(cfg))
+    release_model(artifact_root, cfg.version, {"_target_": "sklearn.linear_model.Ridge"}, tmp_path)
+    code = commit_code(ctx.store, ctx.names, "p.whl", b"wheel", b"reqs\n", "t" * 40, "s" * 40, "3")
+    ctx.store.write_text(ctx.names.release_record_key, "{}")
+    assert versions.released_state(ctx) == "yes"
+
+    def overwrite(key: str, data: bytes) -> None:  # what someone with bucket access could do
+        path = artifact_root / key
+        path.chmod(0o644)
+        path.write_bytes(data)
+
+    metadata = json.loads((artifact_root / ctx.names.model_metadata_key).read_text())
+    overwrite(metadata["model_key"], b"not the released model")
+    assert versions.released_state(ctx) == "ALTERED (model)"
+    overwrite(code.wheel, b"not the released wheel")
+    assert versions.released_state(ctx) == "ALTERED (model, code)"
+    overwrite(ctx.names.code_record_key, b"{not json")
+    assert versions.released_state(ctx) == "ALTERED (model, code)"
+    table = versions.table(ctx)  # the whole table still renders
+    assert "ALTERED (model, code)" in table and cfg.version in table

@@ -3,6 +3,7 @@ rollback. Versions are made live cheaply: deployed workflows (schedules) and a r
 without training, which the pipeline tests cover."""
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,85 @@ def test_keep_live_never_retires_a_version_that_serves_clusters(cfg, tmp_path: P
     commands.switch(context(cfg, tmp_path), "2.0.0")
     lifecycle.keep_newest_live(context(cfg, tmp_path))
     assert not is_enabled(context(cfg, tmp_path), "1.0.0")
+
+
+def test_a_retired_version_is_revived_without_clusters(cfg, tmp_path: Path, artifact_root) -> None:
+    for version in ("1.0.0", "2.0.0"):
+        make_live(cfg, tmp_path, version)
+    commands.on_release(context(cfg, tmp_path, "1.0.0"))
+    commands.switch(context(cfg, tmp_path), "2.0.0")
+    lifecycle.retire(context(cfg, tmp_path), "1.0.0")
+    # The refusal names the way back.
+    with pytest.raises(TrafficError, match=r"inv revive --version 1.0.0"):
+        commands.assign(context(cfg, tmp_path), ["1.0.0=0"])
+
+    before = snapshot(artifact_root)
+    for version, message in (
+        ("2.0.0", "2.0.0 is live already"),
+        ("9.0.0", "9.0.0 has no deployed workflows"),
+    ):
+        with pytest.raises(ReleaseError, match=message):
+            lifecycle.revive(context(cfg, tmp_path), version)
+    assert snapshot(artifact_root) == before
+
+    lifecycle.revive(context(cfg, tmp_path), "1.0.0")
+    assert is_enabled(context(cfg, tmp_path), "1.0.0")
+    assert clusters(cfg, tmp_path) == {"2.0.0": list(range(8))}  # live, with no clusters
+    commands.assign(context(cfg, tmp_path), ["1.0.0=0"])
+    assert clusters(cfg, tmp_path) == {"1.0.0": [0], "2.0.0": list(range(1, 8))}
+
+
+def test_overlapping_ranges_are_one_set(cfg, tmp_path: Path) -> None:
+    for version in ("1.0.0", "2.0.0"):
+        make_live(cfg, tmp_path, version)
+    commands.on_release(context(cfg, tmp_path, "1.0.0"))
+    commands.assign(context(cfg, tmp_path), ["2.0.0=0-3,2-5", "2.0.0=5,4"])
+    assert clusters(cfg, tmp_path) == {"1.0.0": [6, 7], "2.0.0": [0, 1, 2, 3, 4, 5]}
+    assert traffic.current(context(cfg, tmp_path).store).reason == "assign 2.0.0=0-5"
+    assert format_clusters([3, 1, 2, 2, 1]) == "1-3"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("1.0.0=" + "9" * 10_000, "invalid clusters '99999"),
+        ("9" * 10_000 + "=1", "invalid version '99999"),
+        ("1.0.0=" + "1-" * 5_000, "invalid clusters '1-1-"),
+    ],
+)
+def test_huge_values_are_one_short_line(cfg, tmp_path: Path, spec: str, message: str) -> None:
+    make_live(cfg, tmp_path, "1.0.0")
+    with pytest.raises((TrafficError, ReleaseError, ValueError), match=message) as refused:
+        commands.assign(context(cfg, tmp_path), [spec])
+    text = str(refused.value)
+    assert "\n" not in text and len(text) < 200 and "characters)" in text
+
+
+def test_an_unreadable_newest_record_is_named_and_superseded_by_a_full_assignment(
+    cfg, tmp_path: Path, artifact_root: Path
+) -> None:
+    for version in ("1.0.0", "2.0.0"):
+        make_live(cfg, tmp_path, version)
+    commands.on_release(context(cfg, tmp_path, "1.0.0"))
+    # Named as records are (time first), so it is the newest until the next one.
+    corrupt = artifact_root / f"traffic/{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-broken.json"
+    corrupt.write_text('{"clusters": {"1.0.0": [0, 1')
+    before = snapshot(artifact_root)
+
+    # What reads the assignment says which file and what to do, in one line.
+    for partial in (["2.0.0=4-7"], ["2.0.0=0-6"]):
+        with pytest.raises(traffic.CorruptRecordError) as refused:
+            commands.assign(context(cfg, tmp_path), partial)
+        message = str(refused.value)
+        assert str(corrupt) in message and "inv traffic --all VERSION" in message
+        assert "\n" not in message
+    with pytest.raises(traffic.CorruptRecordError):
+        traffic.clusters_for(context(cfg, tmp_path).store, "1.0.0")  # what inference reads
+    assert snapshot(artifact_root) == before
+    history = commands.describe_history(context(cfg, tmp_path))
+    assert "first release 1.0.0" in history and f"unreadable record: {corrupt}" in history
+
+    # An assignment of every cluster does not read it, and is in force from then on.
+    commands.assign(context(cfg, tmp_path), ["1.0.0=0-3", "2.0.0=4-7"], reason="repair")
+    assert clusters(cfg, tmp_path) == {"1.0.0": [0, 1, 2, 3], "2.0.0": [4, 5, 6, 7]}
+    assert corrupt.read_text() == '{"clusters": {"1.0.0": [0, 1'  # history is never rewritten
