@@ -67,15 +67,24 @@ def test_no_ff_merge_promotes_the_same_code(project: Project) -> None:
     assert "released 0.1.0 to local" in release_to(project, "dev").stdout
     tagged = project.git("rev-parse", "v0.1.0^{commit}")
 
-    # A hotfix on main that is not on develop: other files under the same version.
+    # A hotfix on main that is not on develop: other release inputs under the same version,
+    # refused by the release and by what CD runs (--skip-released) alike.
     project.git("checkout", "-q", "main")
     project.git("merge", "-q", "--no-ff", "-m", "Merge develop", "develop")
-    (project.path / "README.md").write_text("hotfix without a bump\n")
+    config = project.path / "conf/model/gradient_boosting.yaml"
+    config.write_text(config.read_text() + "# hotfix without a bump\n")
     project.git("commit", "-q", "-am", "Hotfix")
-    refused(project, "whose files differ from HEAD")
+    refused(project, "HEAD changes its release inputs (conf/model/gradient_boosting.yaml)")
+    dev_before = snapshot(dev)
+    cd = project.inv("release", "-o", f"env.artifact_root={dev}", "--skip-released", check=False)
+    assert cd.returncode == 1 and cd.stderr.count("\n") == 1, cd.stderr
+    assert "0.1.0 is already released" in cd.stderr and "`inv bump`" in cd.stderr
+    assert snapshot(dev) == dev_before
     project.git("reset", "-q", "--hard", "HEAD~1")
 
-    # The merge commit itself: another commit, the same tree -> promoted.
+    # A README fix on main is no release input: the version is promoted all the same.
+    (project.path / "README.md").write_text("a docs fix on main\n")
+    project.git("commit", "-q", "-am", "Docs")
     assert project.git("rev-parse", "HEAD") != tagged
     result = release_to(project, "prod")
     assert "released 0.1.0 to local" in result.stdout

@@ -71,6 +71,22 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     # `inv compare --html outputs/compare.html` of Release, opened in a real browser.
     assert_report_renders(project.path / "outputs/compare.html", tmp_path)
 
+    # "Rehearse git-flow locally", in the same project: dev and prod roots on disk.
+    (block,) = shell_blocks(readme, "Rehearse git-flow locally")
+    result = project.run("bash", "-c", "set -euo pipefail\n" + block, env=env, timeout=1800)
+    assert "code of 1.6.0 promoted from" in result.stdout
+    assert "version 1.6.0 is already released on local: nothing to do" in result.stdout
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(refusals) == 2, result.stderr
+    for line in refusals:
+        assert "version 1.6.0 is already released" in line and "conf/config.yaml" in line
+        assert line.endswith("bump the version (`inv bump`)")
+    assert "CD refused the hotfix" in result.stdout and "CI refused the hotfix" in result.stdout
+    dev, prod = (project.path / "rehearsal/dev", project.path / "rehearsal/prod")
+    assert (dev / "releases/1.6.0.json").is_file() and (prod / "releases/1.6.0.json").is_file()
+    assert project.git("status", "--porcelain") == ""
+    assert project.git("branch", "--show-current") == "main"
+
 
 def assert_report_renders(report: Path, tmp_path: Path) -> None:
     """Headless Chromium lays the page out with its three plots, both versions drawn."""

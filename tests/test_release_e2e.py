@@ -104,6 +104,11 @@ def test_traffic_splits_scheduled_runs_exactly(project: Project) -> None:
 
     shown = project.inv("traffic").stdout  # 0.2.0 was released dark
     assert "0.1.0        clusters 0-7" in shown and "0.2.0        clusters -" in shown
+    # A scheduled tick skips a version that serves no cluster, before starting its pipeline.
+    before = predictions(project, "0.2.0")
+    tick = project.inv("run-scheduled").stdout
+    assert "taxi-eta-inference-v0.2.0: skipped, 0.2.0 serves no user clusters now" in tick
+    assert "taxi-eta-inference-v0.1.0: " in tick and predictions(project, "0.2.0") == before
     project.inv("traffic", "--assign", "0.2.0=4-7", "--reason", "A/B test")
     assert "A/B test" in project.inv("traffic", "--history").stdout
 

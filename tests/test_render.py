@@ -52,14 +52,16 @@ EXPECTED_FILES = {
     "src/taxi_eta/release/__init__.py", "src/taxi_eta/release/bump.py",
     "src/taxi_eta/release/code.py", "src/taxi_eta/release/context.py",
     "src/taxi_eta/release/deployment.py", "src/taxi_eta/release/git.py",
-    "src/taxi_eta/release/image.py", "src/taxi_eta/release/lifecycle.py",
+    "src/taxi_eta/release/image.py", "src/taxi_eta/release/inputs.py",
+    "src/taxi_eta/release/lifecycle.py",
     "src/taxi_eta/release/plan.py", "src/taxi_eta/release/requirements.py",
     "src/taxi_eta/release/traffic.py", "src/taxi_eta/release/workflows.py",
     "src/taxi_eta/reports/__init__.py", "src/taxi_eta/reports/compare.py",
     "src/taxi_eta/reports/experiments.py", "src/taxi_eta/reports/fixed_batch.py",
     "src/taxi_eta/reports/html.py", "src/taxi_eta/reports/tables.py",
     "src/taxi_eta/reports/versions.py", "src/taxi_eta/serving/__init__.py",
-    "src/taxi_eta/serving/app.py", "src/taxi_eta/serving/limits.py",
+    "src/taxi_eta/serving/app.py", "src/taxi_eta/serving/endpoints.py",
+    "src/taxi_eta/serving/limits.py",
     "src/taxi_eta/serving/router.py",
 }
 
@@ -94,6 +96,19 @@ def test_default_project_is_committed_locked_and_records_its_template(
     assert record["commit"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=template,
                                               capture_output=True, text=True).stdout.strip()
     assert record["context"]["cookiecutter"]["version"] == "0.1.0"
+
+
+def test_the_first_bump_changes_one_line_of_the_lock(tmp_path: Path) -> None:
+    """The hook writes the lock the way `inv bump` rewrites it (re-resolved from a lock), so
+    the first bump's diff of uv.lock is the project's version line alone."""
+    project = render(tmp_path)
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    subprocess.run([str(Path(sys.executable).parent / "uv"), "lock", "--quiet", "--offline"],
+                   cwd=project, check=True)
+    diff = subprocess.run(["git", "diff", "--numstat", "--", "uv.lock"], cwd=project,
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert diff == ["1", "1", "uv.lock"]
 
 
 @pytest.mark.parametrize("python_version,license_,ci", COMBINATIONS)

@@ -99,6 +99,11 @@ def test_every_task_says_what_it_does_in_one_line() -> None:
     [
         (("retire",), "error: say which version: inv retire --version X.Y.Z"),
         (("rollback",), "error: say which version: inv rollback --to X.Y.Z"),
+        (("revive",), "error: say which version: inv revive --version X.Y.Z"),
+        (
+            ("revive", "--version", "9.9.9"),
+            "error: version 9.9.9 has no deployed workflows on local",
+        ),
         (
             ("compare", "--base", "9.9.9", "--new", "9.9.8"),
             "error: version 9.9.9 has no released model on local",
@@ -112,6 +117,24 @@ def test_a_missing_or_unknown_version_is_one_error_line(
     assert result.returncode == 1
     assert result.stderr.strip() == message
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("traffic", "--assign", "0.1.0=" + "9" * 10_000),
+        ("traffic", "--assign", "9" * 10_000 + "=1"),
+        ("traffic", "--all", "1." * 5_000),
+        ("retire", "--version", "x" * 10_000),
+        ("run-inference", "--run-id", "r" * 10_000),
+    ],
+)
+def test_a_huge_value_is_one_short_error_line(args: tuple[str, ...], tmp_path) -> None:
+    result = inv(*args, "-o", f"env.artifact_root={tmp_path}")
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: ") and len(line) < 300 and "characters)" in line
+    assert not any(tmp_path.iterdir())
 
 
 def test_progress_is_plain_lines_off_a_terminal() -> None:
