@@ -113,8 +113,15 @@ def test_fast_forward_promotes_too(project: Project) -> None:
     assert [row.split()[0] for row in table[1:]] == ["0.1.0", "0.2.0"]
 
 
-def test_a_missing_pinned_feature_version_is_refused(project: Project) -> None:
+def test_a_version_dev_lacks_and_a_missing_pinned_feature_version_are_refused(
+        project: Project) -> None:
+    dev, _ = roots(project)
     project.git("checkout", "-q", "main")
     project.bump("patch")
-    refused(project, "pinned feature version 0.0.9 does not exist", "-o", "features.version=0.0.9")
+    pinned = ("-o", "features.version=0.0.9")
+    refused(project, f"version 0.2.1 is not released in {dev} (env.promote_from)", *pinned)
+    dry = release_to(project, "prod", *pinned, "--dry-run", check=False)
+    assert dry.returncode == 1 and "(2 reasons above)" in dry.stderr
+    assert f"refused: version 0.2.1 is not released in {dev}" in dry.stdout
+    assert "refused: pinned feature version 0.0.9 does not exist" in dry.stdout
     project.git("reset", "-q", "--hard", "HEAD~1")

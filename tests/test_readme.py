@@ -58,8 +58,8 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert schedules == {"1.4.2": "training:on,inference:on",
                          "1.5.0": "training:off,inference:off"}
     # Every metric, with its change from the previous version on the second row.
-    assert versions[0].split()[4:8] == ["mae", "n_test", "r2", "rmse"]
-    assert re.search(r"\(\+0\)", versions[2]) and versions[2].count("(") == 4
+    assert versions[0].split()[4:9] == ["mae", "bias", "n_test", "r2", "rmse"]
+    assert re.search(r"\(\+0\)", versions[2]) and versions[2].count("(") == 5
 
     # `inv experiments`: the seven runs of Train (three single runs, a sweep of three, one
     # experiment), best mae first.
@@ -100,7 +100,7 @@ def assert_report_renders(report: Path, tmp_path: Path) -> None:
                          text=True, timeout=120, check=True).stdout
     for plot in ("plot-metrics", "plot-predictions", "plot-residuals"):
         assert f'<svg id="{plot}"' in dom, plot
-    assert dom.count('class="series"') == 4 and dom.count('class="bar"') == 6
+    assert dom.count('class="series"') == 4 and dom.count('class="bar"') == 8
 
     png = tmp_path / "report.png"
     subprocess.run([chromium, *flags, "--window-size=1200,1800", f"--screenshot={png}",

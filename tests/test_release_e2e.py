@@ -258,17 +258,27 @@ def test_an_altered_model_is_refused_by_inference_and_serving(project: Project) 
         assert served.returncode == 1
         assert served.stderr.strip().splitlines()[-1].startswith("error: cannot serve 0.1.0: ")
         assert "does not match the sha256 recorded" in served.stderr
+        assert released_column(project) == {"0.1.0": "ALTERED (model)", "0.2.0": "yes"}
     finally:
         model.write_bytes(original)
 
-    # Corrupt metadata: every command that reads it says so in one line.
+    # Corrupt metadata: the versions table still shows every version, this one as altered.
     metadata_file = project.artifacts / "models/0.1.0/metadata.json"
     text = metadata_file.read_text()
     metadata_file.write_text(text[: len(text) // 2])
     try:
-        refuse(project, "versions", message="is not model metadata")
+        assert released_column(project) == {"0.1.0": "ALTERED (model)", "0.2.0": "yes"}
     finally:
         metadata_file.write_text(text)
+    assert released_column(project) == {"0.1.0": "yes", "0.2.0": "yes"}
+
+
+def released_column(project: Project) -> dict[str, str]:
+    """`inv versions`: version -> its `released` column, for versions released here."""
+    lines = project.inv("versions").stdout.splitlines()
+    start = lines[0].index("released")
+    column = {line.split()[0]: line[start:].strip() for line in lines[1:]}
+    return {version: state for version, state in column.items() if state != "-"}
 
 
 def test_a_release_killed_while_building_its_environment_finishes(project: Project) -> None:

@@ -81,3 +81,34 @@ def test_training_config_is_checked_before_any_data_is_made() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             check_training_config(model, n_trips, fraction)
+
+
+def test_evaluation_scores_the_prediction_function_that_serves(monkeypatch) -> None:
+    """A change to how predictions are made (every ETA a minute later) shows in the metrics:
+    evaluation calls `predict_etas`, as batch and online inference do. The bias moves by the
+    minute exactly; the MAE by less (errors of both signs partly cancel the shift)."""
+    import importlib
+
+    from {{ cookiecutter.package }}.ml import evaluate as evaluation
+    from {{ cookiecutter.package }}.ml import predict as prediction
+
+    features = build_features(make_trips(2000, seed=0), RUSH)
+    model, before = fit_and_evaluate(
+        features, {"_target_": "sklearn.linear_model.Ridge"}, 0.2, seed=1
+    )
+    original = prediction.predict_etas
+    monkeypatch.setattr(prediction, "predict_etas", lambda m, x: original(m, x) + 1.0)
+    importlib.reload(evaluation)  # it holds the function, as the released code would
+    try:
+        test = features.sample(frac=0.2, random_state=1)
+        shifted = evaluation.evaluate(model, test)
+        assert evaluation.predict_etas is prediction.predict_etas
+        monkeypatch.undo()
+        importlib.reload(evaluation)
+        unshifted = evaluation.evaluate(model, test)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(evaluation)
+    assert shifted["bias"] - unshifted["bias"] == pytest.approx(1.0, abs=0.01)
+    assert shifted[MAIN_METRIC] > unshifted[MAIN_METRIC] + 0.05
+    assert before[MAIN_METRIC] > 0

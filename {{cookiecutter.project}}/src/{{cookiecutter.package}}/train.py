@@ -12,22 +12,38 @@ import json
 import pickle
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.config import CONF_DIR, to_plain
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
-from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.train import check_training_config, fit_and_evaluate
+
+
+def read_training_trips(cfg: DictConfig) -> tuple[Any, dict]:
+    """The configured data source's trips, shaped by the declared schema, with lineage."""
+    from {{ cookiecutter.package }}.artifacts.data_sources import describe, open_data_source
+    from {{ cookiecutter.package }}.ml import TARGET
+    from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS, shape
+
+    source = open_data_source(to_plain(cfg)["data_source"], str(cfg.env.artifact_root))
+    trips, lineage = source.read_trips([*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET])
+    shaped, report = shape(
+        trips, True, float(cfg.data.max_invalid_share), describe(source.identity())
+    )
+    return shaped, {**lineage, "rows_valid": report.rows_out, "rows_invalid": report.invalid}
 
 
 def run_experiment(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict:
     """Train and evaluate the configured model; write model.pkl and metadata.json."""
     check_training_config(to_plain(cfg)["model"], cfg.data.n_trips, cfg.data.test_fraction)
-    features = build_features(make_trips(cfg.data.n_trips, cfg.data.seed), cfg.features.rush_hours)
+    trips, lineage = read_training_trips(cfg)
+    features = build_features(trips, cfg.features.rush_hours)
     model, metrics = fit_and_evaluate(
         features, to_plain(cfg)["model"], cfg.data.test_fraction, cfg.data.seed
     )
@@ -38,6 +54,7 @@ def run_experiment(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> d
         "overrides": overrides,
         "main_metric": MAIN_METRIC,
         "metrics": metrics,
+        "data": lineage,
         "config": to_plain(cfg),
     }
     (output_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
@@ -50,6 +67,8 @@ def main(cfg: DictConfig) -> float:
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         metadata = run_experiment(cfg, output_dir, list(hydra_cfg.overrides.task))
+    except UserError as error:  # unreadable or invalid data: one line, no traceback
+        sys.exit(f"error: {error}")
     except ValueError as error:
         sys.exit(f"error: invalid configuration: {error}")  # one line, no traceback
     print(f"{cfg.version} {metadata['overrides']}: {metadata['metrics']} -> {output_dir}")

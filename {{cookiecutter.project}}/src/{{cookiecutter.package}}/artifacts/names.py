@@ -178,6 +178,24 @@ def features_key(feature_version: str, split: str = "train") -> str:
     return f"features/{check_version(feature_version)}/{split}.parquet"
 
 
+def lineage_key(feature_version: str) -> str:
+    """What a feature version was built from (data source, files, snapshot, rows, hash)."""
+    return f"features/{check_version(feature_version)}/lineage.json"
+
+
+# Outcomes are the data source's; only the synthetic source keeps its own, in the store.
+OUTCOMES_COLUMNS = ("trip_id", "eta_minutes", "observed_at")
+
+
+def synthetic_outcomes_prefix() -> str:
+    return "outcomes/synthetic/"
+
+
+def synthetic_outcomes_key(seed: int) -> str:
+    """The true durations of the synthetic inference batch drawn with `seed`."""
+    return f"{synthetic_outcomes_prefix()}batch-{int(seed)}.parquet"
+
+
 def predictions_prefix(version: str) -> str:
     return f"predictions/{check_version(version)}/"
 

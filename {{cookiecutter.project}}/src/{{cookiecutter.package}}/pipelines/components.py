@@ -25,8 +25,15 @@ def build_features(
     from {{ cookiecutter.package }}.pipelines import steps
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
-    features = steps.feature_store_of(names, storage)
-    return steps.ensure_features(names, n_trips, seed, rush_hours, features)
+    return steps.ensure_features(
+        names,
+        n_trips,
+        seed,
+        rush_hours,
+        steps.feature_store_of(names, storage),
+        steps.data_source_of(names, storage, n_trips, seed),
+        steps.max_invalid_share(storage),
+    )
 
 
 def train_model(
@@ -86,13 +93,22 @@ def make_batch_features(
     n_trips: int,
     seed: int,
     rush_hours: list,
+    storage: str,
     features: Output[Dataset],
 ) -> int:
     from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
     from {{ cookiecutter.package }}.pipelines import steps
 
     names = ReleaseNames(project, version, feature_version, artifact_root)
-    return steps.make_batch_features(names, n_trips, seed, rush_hours, features.path)
+    return steps.make_batch_features(
+        names,
+        n_trips,
+        seed,
+        rush_hours,
+        features.path,
+        steps.data_source_of(names, storage, n_trips, seed),
+        steps.max_invalid_share(storage),
+    )
 
 
 def predict_batch(

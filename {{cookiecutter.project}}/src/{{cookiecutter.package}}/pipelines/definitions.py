@@ -108,7 +108,7 @@ def inference_pipeline(names: ReleaseNames, image: str):
             artifact_root=artifact_root,
         )
         batch = ops.make_batch_features(
-            **release, n_trips=n_trips, seed=seed, rush_hours=rush_hours
+            **release, n_trips=n_trips, seed=seed, rush_hours=rush_hours, storage=storage
         )
         predicted = ops.predict_batch(
             **release, run_id=run_id, storage=storage, features=batch.outputs["features"]

@@ -37,6 +37,8 @@ def decode(text: str) -> dict[str, Any]:
 
 
 def run(step: str, arguments: dict[str, Any], run_id: str = "") -> str:
+    if step not in STEPS:
+        raise UserError(f"unknown step {step!r}: use one of {', '.join(STEPS)}")
     names = ReleaseNames(
         arguments["project"],
         arguments["version"],
@@ -45,9 +47,12 @@ def run(step: str, arguments: dict[str, Any], run_id: str = "") -> str:
     )
     storage = arguments.get("storage", "{}")
     features = steps.feature_store_of(names, storage)
+    n_trips, seed, rush_hours = arguments["n_trips"], arguments["seed"], arguments["rush_hours"]
+    source = steps.data_source_of(names, storage, n_trips, seed)
+    invalid_share = steps.max_invalid_share(storage)
     if step == "build-features":
         return steps.ensure_features(
-            names, arguments["n_trips"], arguments["seed"], arguments["rush_hours"], features
+            names, n_trips, seed, rush_hours, features, source, invalid_share
         )
     with tempfile.TemporaryDirectory() as scratch:
         if step == "train":  # fit, evaluate and publish: one task, the model never leaves it
@@ -71,7 +76,7 @@ def run(step: str, arguments: dict[str, Any], run_id: str = "") -> str:
         if step == "predict":
             batch = str(Path(scratch) / "batch.parquet")
             steps.make_batch_features(
-                names, arguments["n_trips"], arguments["seed"], arguments["rush_hours"], batch
+                names, n_trips, seed, rush_hours, batch, source, invalid_share
             )
             sink = steps.predictions_of(names, storage)
             return steps.predict_batch(names, batch, run_id, sink) or "no user clusters"

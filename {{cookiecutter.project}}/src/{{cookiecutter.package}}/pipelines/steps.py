@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.artifacts import models, traffic
+from {{ cookiecutter.package }}.artifacts.data_sources import (
+    DataSource,
+    describe,
+    open_data_source,
+    read_lineage,
+    write_lineage,
+)
 from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
@@ -25,11 +32,14 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, Store
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 
 if TYPE_CHECKING:
-    pass
+    import pandas as pd
+
+DEFAULT_MAX_INVALID_SHARE = 0.01
 
 
 def storage(spec: str | dict | None) -> dict:
-    """The `storage` parameter of the pipelines: JSON of {feature_store, predictions}."""
+    """The `storage` parameter of the pipelines: JSON of {feature_store, predictions,
+    data_source, max_invalid_share}: where data comes from and goes to."""
     if isinstance(spec, str):
         return dict(json.loads(spec or "{}"))
     return dict(spec or {})
@@ -43,6 +53,31 @@ def predictions_of(names: ReleaseNames, spec: str | dict | None = None) -> Predi
     return open_predictions(storage(spec).get("predictions"), names.artifact_root)
 
 
+def data_source_of(
+    names: ReleaseNames, spec: str | dict | None = None, n_trips: int = 0, seed: int = 0
+) -> DataSource:
+    """The configured data source; the synthetic generator with (n_trips, seed) if none."""
+    return open_data_source(
+        storage(spec).get("data_source"), names.artifact_root, n_trips=n_trips, seed=seed
+    )
+
+
+def max_invalid_share(spec: str | dict | None = None) -> float:
+    return float(storage(spec).get("max_invalid_share", DEFAULT_MAX_INVALID_SHARE))
+
+
+def shaped_trips(
+    trips: pd.DataFrame, labelled: bool, invalid_share: float, where: str
+) -> tuple[pd.DataFrame, Any]:
+    """Raw trips through the declared schema (`ml.schema`): valid rows and the report."""
+    from {{ cookiecutter.package }}.ml.schema import shape
+
+    shaped, report = shape(trips, labelled, invalid_share, where)
+    if report.invalid:
+        print(f"shaping {where}: {report.summary()}")
+    return shaped, report
+
+
 def load_model(names: ReleaseNames) -> Any:
     """The released model of `names.version`, verified against its metadata."""
     return models.load(open_store(names.artifact_root), names)
@@ -54,8 +89,11 @@ def ensure_features(
     seed: int,
     rush_hours: list[int],
     features: FeatureStore | None = None,
+    source: DataSource | None = None,
+    invalid_share: float = DEFAULT_MAX_INVALID_SHARE,
 ) -> str:
-    """Create the training features of the feature version, or reuse them when they exist."""
+    """Create the training features of the feature version from the data source (shaped by
+    the declared schema, lineage recorded), or reuse them when they exist."""
     features = features or feature_store_of(names)
     if features.exists(names.feature_version):
         return "reused"
@@ -66,15 +104,20 @@ def ensure_features(
             f"pinned feature version {names.feature_version} does not exist at "
             f"{features.location(names.feature_version)}"
         )
-    from {{ cookiecutter.package }}.ml.data import make_trips
     from {{ cookiecutter.package }}.ml.features import build_features
+    from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS
 
-    frame = build_features(make_trips(n_trips, seed), [int(h) for h in rush_hours])
+    source = source or data_source_of(names, None, n_trips, seed)
+    trips, lineage = source.read_trips([*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET])
+    shaped, report = shaped_trips(trips, True, invalid_share, describe(source.identity()))
+    frame = build_features(shaped, [int(h) for h in rush_hours])
     try:
         features.write(names.feature_version, frame)
     except AlreadyExistsError:
         return "reused"  # another run created them first: same inputs, same features
-    return "created"
+    lineage.update(rows_valid=report.rows_out, rows_invalid=report.invalid)
+    write_lineage(names.artifact_root, names.feature_version, lineage)
+    return f"created: {report.summary()}"
 
 
 def train_and_evaluate(
@@ -119,6 +162,8 @@ def publish_model(
         {
             "feature_version": names.feature_version,
             "features": (features or feature_store_of(names)).location(names.feature_version),
+            # What the features were read from (data source, files or snapshot, rows, hash).
+            "data": read_lineage(names.artifact_root, names.feature_version),
             "main_metric": MAIN_METRIC,
             "metrics": metrics,
             "git_sha": git_sha,
@@ -134,21 +179,31 @@ def new_run_id() -> str:
 
 
 def make_batch_features(
-    names: ReleaseNames, n_trips: int, seed: int, rush_hours: list[int], features_path: str
+    names: ReleaseNames,
+    n_trips: int,
+    seed: int,
+    rush_hours: list[int],
+    features_path: str,
+    source: DataSource | None = None,
+    invalid_share: float = DEFAULT_MAX_INVALID_SHARE,
 ) -> int:
     """Features of one inference batch: the trips of the user clusters that the version
     serves now, read from the traffic assignment as the run starts (every cluster while the
     environment has no assignment yet; none when the version serves none).
 
-    A negative seed (the default of scheduled runs) draws a fresh batch each run.
+    A negative seed (the default of scheduled runs) draws a fresh synthetic batch each run.
     """
-    from {{ cookiecutter.package }}.ml.data import make_trips
     from {{ cookiecutter.package }}.ml.features import build_features
+    from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS
 
     clusters = traffic.clusters_for(open_store(names.artifact_root), names.version)
     if seed < 0:
         seed = uuid.uuid4().int % 2**31
-    trips = make_trips(n_trips, seed).drop(columns=[TARGET])
+    source = source or data_source_of(names, None, n_trips, seed)
+    trips = source.inference_batch(n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS])
+    trips, _ = shaped_trips(
+        trips.drop(columns=[TARGET], errors="ignore"), False, invalid_share, "the inference batch"
+    )
     if clusters is not None:
         trips = trips[trips["user_cluster"].isin(clusters)]
     features = build_features(trips, [int(h) for h in rush_hours])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package }}.artifacts.data_sources import DataSource, open_data_source
 from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
@@ -47,13 +48,28 @@ class ReleaseContext:
 
     @property
     def storage(self) -> dict:
-        """Where features and predictions live (`conf/feature_store`, `conf/predictions`), as
-        the pipeline steps receive it."""
+        """Where data comes from and goes to (`conf/data_source`, `conf/feature_store`,
+        `conf/predictions`), as the pipeline steps receive it."""
         plain = self.plain_config()
+        source = dict(plain.get("data_source") or {})
+        for key in ("path", "batch_path", "outcomes_path"):
+            # A task runs in another folder than `inv`: a relative local path is the project's.
+            value = source.get(key)
+            if value and "://" not in str(value) and not Path(str(value)).is_absolute():
+                source[key] = str(self.project_root / str(value))
         return {
             "feature_store": plain.get("feature_store"),
             "predictions": plain.get("predictions"),
+            "data_source": source or None,
+            "max_invalid_share": float(plain["data"].get("max_invalid_share", 0.01)),
         }
+
+    @cached_property
+    def data_source(self) -> DataSource:
+        try:
+            return open_data_source(self.storage["data_source"], self.names.artifact_root)
+        except (StoreError, ValueError) as error:
+            raise ReleaseError(f"data_source: {error}") from error
 
     @cached_property
     def feature_store(self) -> FeatureStore:

@@ -26,6 +26,7 @@ from {{ cookiecutter.package }}.release.code import promotion_source, publish_co
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live
 from {{ cookiecutter.package }}.release.workflows import (
+    check_features_source,
     deploy_workflows,
     model_released,
     train_adhoc,
@@ -142,6 +143,7 @@ def refusals(ctx: ReleaseContext) -> list[str]:
         check_promotion,
         image.check,
         check_pinned_features,
+        check_features_source,
         traffic.check_policy,
         check_config,
         lambda ctx: ctx.engine.check(),

@@ -9,8 +9,13 @@ from omegaconf import OmegaConf
 from packaging.version import Version
 
 from {{ cookiecutter.package }}.artifacts import models, traffic
+from {{ cookiecutter.package }}.artifacts.data_sources import (
+    describe,
+    read_lineage,
+    same_source,
+)
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_run_id
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -61,14 +66,34 @@ def model_released(ctx: ReleaseContext) -> bool:
     return models.released(ctx.store, ctx.names)
 
 
+def check_features_source(ctx: ReleaseContext) -> None:
+    """Existing features are reused only as recorded: a data source configured differently
+    from the one they were built from is refused (a new feature version reads it)."""
+    names = ctx.names
+    if model_released(ctx) or not ctx.feature_store.exists(names.feature_version):
+        return
+    try:
+        lineage = read_lineage(names.artifact_root, names.feature_version)
+    except StoreError as error:
+        raise ReleaseError(str(error)) from error
+    if lineage is not None and not same_source(lineage, ctx.data_source):
+        raise ReleaseError(
+            f"features {names.feature_version} were built from {describe(lineage)}; this "
+            f"config reads {describe(ctx.data_source.identity())}: bump `features.version` "
+            "or restore the source"
+        )
+
+
 def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
     """Run the training pipeline of this version once: features (reused when that feature
-    version exists), model (create-only), metrics. Waits for the result."""
+    version exists and was read from the configured source), model (create-only), metrics.
+    Waits for the result."""
     names = ctx.names
     if model_released(ctx):
         model = str(models.read_metadata(ctx.store, names)["model"])
         print(f"model {names.version} exists at {model}: nothing to train")
         return model
+    check_features_source(ctx)
     features = "reuse" if ctx.feature_store.exists(names.feature_version) else "create"
     print(f"training {names.version} on {ctx.env} (features {names.feature_version}: {features})")
     spec = compile_spec(ctx, "training", git_sha)

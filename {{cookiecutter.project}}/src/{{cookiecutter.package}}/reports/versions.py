@@ -6,6 +6,7 @@ from packaging.version import InvalidVersion, Version
 
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.code import read_code, verify_code
+from {{ cookiecutter.package }}.artifacts.data_sources import describe
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
@@ -143,7 +144,22 @@ def where(ctx: ReleaseContext) -> None:
             {
                 "version": version,
                 "features": features,
+                "data": data_lineage(metadata.get("data") if metadata else None),
                 "predictions": ctx.predictions.location(version),
             }
         )
-    tables.show(("version", "features", "predictions"), found, title=f"where, on {ctx.env}")
+    columns = ("version", "features", "data", "predictions")
+    tables.show(columns, found, title=f"where, on {ctx.env}")
+
+
+def data_lineage(lineage: dict | None) -> str:
+    """What a version's features were read from: the source, and each file with its sha256
+    (files) or the snapshot (BigQuery), and the rows."""
+    if not lineage:
+        return "-"
+    parts = [describe(lineage)]
+    parts += [f"{f['path']} sha256:{f['sha256'][:16]}" for f in lineage.get("files", [])]
+    if lineage.get("snapshot"):
+        parts.append(f"snapshot {lineage['snapshot']}")
+    parts.append(f"{lineage.get('rows_valid', lineage.get('rows'))} rows")
+    return "; ".join(parts)

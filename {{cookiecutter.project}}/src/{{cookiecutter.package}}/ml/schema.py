@@ -1,0 +1,145 @@
+"""The raw trips' declared schema, and shaping: raw rows in, the training frame out.
+
+One schema (pandera, the field's validation library) says what a trip is: its columns,
+their types, ranges and nullability. Every data source's rows pass through `shape`, the
+synthetic generator's too. Rows that break the schema are counted by column and reason; a
+few are dropped and reported, more than `max_invalid_share` of them fail the run with one
+line naming the worst column, its count and an example value. A missing column fails it
+too, naming the column. Nothing is written before shaping succeeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from {{ cookiecutter.package }}.errors import UserError, shown
+from {{ cookiecutter.package }}.ml import TARGET
+from {{ cookiecutter.package }}.ml.data import N_AREAS, N_USER_CLUSTERS, user_cluster
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pandera.pandas as pa
+
+# What a trip must say: the columns a data source reads (and the only ones it reads).
+TRIP_COLUMNS = ("trip_id", "user_cluster", "distance_km", "pickup_hour", "weekday", "area_cluster")
+OPTIONAL_COLUMNS = ("user_id",)  # a user's cluster is computed from it when missing
+PASSES = 3  # a value that cannot be coerced hides its row's range checks until it is dropped
+
+
+class DataError(UserError, ValueError):
+    """Rows that do not fit the schema: a missing column, or too many invalid rows."""
+
+
+@dataclass
+class ShapeReport:
+    """What shaping found: rows in, rows kept, invalid rows by (column, reason)."""
+
+    rows_in: int
+    rows_out: int = 0
+    invalid: dict[str, int] = field(default_factory=dict)  # "column: reason" -> rows
+    examples: dict[str, str] = field(default_factory=dict)  # "column: reason" -> a value
+
+    @property
+    def rows_invalid(self) -> int:
+        return self.rows_in - self.rows_out
+
+    def summary(self) -> str:
+        if not self.invalid:
+            return f"{self.rows_out} rows, all valid"
+        reasons = ", ".join(f"{key} ({count})" for key, count in self.invalid.items())
+        return f"{self.rows_out} of {self.rows_in} rows kept; dropped: {reasons}"
+
+
+def trip_schema(labelled: bool, n_clusters: int = N_USER_CLUSTERS) -> pa.DataFrameSchema:
+    """The declared schema of raw trips; `labelled`: with the target (training, outcomes)."""
+    import pandera.pandas as pa
+
+    columns = {
+        "trip_id": pa.Column(str, nullable=False, unique=True, coerce=True),
+        "user_cluster": pa.Column(int, pa.Check.in_range(0, n_clusters - 1), coerce=True),
+        "distance_km": pa.Column(float, pa.Check.in_range(0, 1000, include_min=False), coerce=True),
+        "pickup_hour": pa.Column(int, pa.Check.in_range(0, 23), coerce=True),
+        "weekday": pa.Column(int, pa.Check.in_range(0, 6), coerce=True),
+        "area_cluster": pa.Column(int, pa.Check.in_range(0, N_AREAS - 1), coerce=True),
+    }
+    if labelled:
+        columns[TARGET] = pa.Column(
+            float, pa.Check.in_range(0, 24 * 60, include_min=False), coerce=True
+        )
+    return pa.DataFrameSchema(columns, strict=False)
+
+
+def _reason(check: str) -> str:
+    """pandera's check name as a person reads it."""
+    if check.startswith(("coerce_dtype(", "dtype(")):
+        return "not " + check.split("(", 1)[1].strip("()'")
+    return {
+        "not_nullable": "empty",
+        "field_uniqueness": "duplicate",
+    }.get(check, check.replace("in_range", "outside range"))
+
+
+def shape(
+    trips: pd.DataFrame, labelled: bool, max_invalid_share: float, where: str = "the data"
+) -> tuple[pd.DataFrame, ShapeReport]:
+    """Validate raw trips against the schema; returns the valid rows (typed) and a report."""
+    import pandera.pandas as pa
+
+    frame = trips
+    if "user_cluster" not in frame and "user_id" in frame:
+        frame = frame.assign(user_cluster=user_cluster(frame["user_id"]))
+    report = ShapeReport(rows_in=len(frame))
+    schema = trip_schema(labelled)
+    for _ in range(PASSES):
+        try:
+            frame = schema.validate(frame, lazy=True)
+            break
+        except pa.errors.SchemaErrors as errors:
+            cases = errors.failure_cases
+            missing = cases[cases["check"] == "column_in_dataframe"]
+            if len(missing):
+                raise DataError(
+                    f"column {shown(str(missing['failure_case'].iloc[0]))} is missing from "
+                    f"{where}: a trip needs {', '.join(schema.columns)}"
+                ) from None
+            rows = cases[cases["index"].notna()]
+            if rows.empty:  # a column-level failure with no row to drop
+                first = cases.iloc[0]
+                raise DataError(
+                    f"column {shown(str(first['column']))} of {where}: "
+                    f"{_reason(str(first['check']))}"
+                ) from None
+            _count(report, rows)
+            frame = frame.drop(index=rows["index"].unique())
+    else:
+        frame = schema.validate(frame, lazy=True)
+    report.rows_out = len(frame)
+    share = report.rows_invalid / max(report.rows_in, 1)
+    if report.rows_in == 0 or share > max_invalid_share:
+        raise DataError(_too_many(report, share, max_invalid_share, where))
+    return frame.reset_index(drop=True), report
+
+
+def _count(report: ShapeReport, rows: pd.DataFrame) -> None:
+    # A value that fails its coercion also fails the dtype check: one reason per row.
+    seen: set[tuple[str, object]] = set()
+    for case in rows.itertuples(index=False):
+        key = (str(case.column), case.index)
+        if key in seen:
+            continue
+        seen.add(key)
+        label = f"{case.column}: {_reason(str(case.check))}"
+        report.invalid[label] = report.invalid.get(label, 0) + 1
+        report.examples.setdefault(label, shown(case.failure_case, 40))
+
+
+def _too_many(report: ShapeReport, share: float, limit: float, where: str) -> str:
+    if report.rows_in == 0:
+        return f"{where} holds no trips"
+    worst = max(report.invalid, key=lambda key: report.invalid[key])
+    return (
+        f"{report.rows_invalid} of {report.rows_in} rows of {where} are invalid ({share:.1%}, "
+        f"more than data.max_invalid_share {limit:.1%}): column {worst} in "
+        f"{report.invalid[worst]} rows, e.g. {report.examples[worst]}"
+    )

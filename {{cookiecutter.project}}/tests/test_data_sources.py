@@ -1,0 +1,240 @@
+"""Data sources: synthetic, files (Parquet and CSV written here, at another path) and BigQuery
+(a real emulator); the declared schema's refusals; lineage; outcomes."""
+
+import hashlib
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import snapshot
+
+from {{ cookiecutter.package }}.artifacts.data_sources import (
+    BigQuerySource,
+    FileSource,
+    SyntheticSource,
+    read_lineage,
+    read_outcomes,
+)
+from {{ cookiecutter.package }}.artifacts.features import ParquetFeatureStore
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
+from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.ml import TARGET
+from {{ cookiecutter.package }}.ml.data import make_trips
+from {{ cookiecutter.package }}.ml.features import build_features
+from {{ cookiecutter.package }}.ml.schema import DataError
+from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.workflows import check_features_source
+
+RUSH = [7, 8, 9]
+
+
+def names(root: Path, version: str = "1.0.0", feature_version: str | None = None):
+    return ReleaseNames("taxi", version, feature_version or version, str(root))
+
+
+def trips_file(folder: Path, name: str, n: int = 300, seed: int = 5, **changes) -> Path:
+    """Trips as a team would export them: extra columns, a user id instead of a cluster."""
+    trips = make_trips(n, seed).drop(columns=["user_cluster"]).assign(driver="someone")
+    for column, value in changes.items():
+        trips[column] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if name.endswith(".csv"):
+        trips.to_csv(path, index=False)
+    else:
+        trips.to_parquet(path, index=False)
+    return path
+
+
+def test_the_synthetic_source_gives_the_generators_features_byte_for_byte(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    source = SyntheticSource(str(root), n_trips=500, seed=3)
+    created = steps.ensure_features(names(root), 500, 3, RUSH, source=source)
+    assert created == "created: 500 rows, all valid"
+    expected = io.BytesIO()
+    build_features(make_trips(500, 3), RUSH).to_parquet(expected, index=False)
+    assert (root / "features/1.0.0/train.parquet").read_bytes() == expected.getvalue()
+    lineage = read_lineage(str(root), "1.0.0")
+    assert lineage["source"] == "synthetic" and lineage["rows"] == 500
+    assert lineage["location"] == "generator n_trips=500 seed=3"
+
+
+def test_files_at_another_path_are_read_and_recorded_with_their_sha256(tmp_path: Path) -> None:
+    data = tmp_path / "elsewhere" / "trips"
+    first, second = trips_file(data, "a.parquet", seed=1), trips_file(data, "b.parquet", seed=2)
+    root = tmp_path / "artifacts"
+    source = FileSource(str(root), path=str(data / "*.parquet"))
+    trips, _ = source.read_trips(["trip_id", "user_id", "distance_km", TARGET])
+    assert list(trips.columns) == ["trip_id", "user_id", "distance_km", TARGET]  # declared only
+
+    steps.ensure_features(names(root), 0, 0, RUSH, source=source)
+    lineage = read_lineage(str(root), "1.0.0")
+    assert lineage["source"] == "files" and lineage["rows"] == 600
+    assert lineage["files"] == [
+        {
+            "path": str(p.resolve()),
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            "rows": 300,
+        }
+        for p in (first, second)
+    ]
+    features = ParquetFeatureStore(str(root)).read("1.0.0")
+    assert len(features) == 600 and set(features.user_cluster) == set(range(8))  # from user_id
+
+    # The model's metadata carries the lineage.
+    model_path = tmp_path / "model.pkl"
+    metrics = steps.train_and_evaluate(
+        names(root), {"_target_": "sklearn.linear_model.Ridge"}, 0.2, 1, str(model_path)
+    )
+    steps.publish_model(names(root), str(model_path), metrics, "abc", {})
+    metadata = json.loads((root / "models/1.0.0/metadata.json").read_text())
+    assert metadata["data"]["files"] == lineage["files"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"pickup_hour": "8am"}, "column pickup_hour: not int64 in 300 rows, e.g. '8am'"),
+        ({"distance_km": -1.0}, "column distance_km: outside range(0, 1000) in 300 rows"),
+    ],
+)
+def test_a_csv_with_a_wrong_column_is_one_line_and_writes_nothing(
+    tmp_path: Path, changes: dict, message: str
+) -> None:
+    path = trips_file(tmp_path / "data", "trips.csv", **changes)
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    before = snapshot(root)
+    with pytest.raises(DataError) as refused:
+        steps.ensure_features(names(root), 0, 0, RUSH, source=FileSource(str(root), str(path)))
+    text = str(refused.value)
+    assert message in text and "300 of 300 rows" in text and "\n" not in text
+    assert snapshot(root) == before
+
+
+def test_a_missing_column_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "trips.csv"
+    make_trips(50, 1).drop(columns=["weekday"]).to_csv(path, index=False)
+    root = tmp_path / "artifacts"
+    with pytest.raises(DataError, match="column 'weekday' is missing from files"):
+        steps.ensure_features(names(root), 0, 0, RUSH, source=FileSource(str(root), str(path)))
+    assert not root.exists()
+
+
+def test_a_few_invalid_rows_are_dropped_and_counted(tmp_path: Path) -> None:
+    trips = make_trips(400, 2)
+    trips.loc[3, "pickup_hour"] = 31
+    trips.loc[7, "distance_km"] = np.nan
+    path = tmp_path / "trips.parquet"
+    trips.to_parquet(path, index=False)
+    root = tmp_path / "artifacts"
+    outcome = steps.ensure_features(
+        names(root), 0, 0, RUSH, source=FileSource(str(root), str(path)), invalid_share=0.01
+    )
+    assert outcome.startswith("created: 398 of 400 rows kept")
+    lineage = read_lineage(str(root), "1.0.0")
+    assert lineage["rows_valid"] == 398
+    assert lineage["rows_invalid"] == {
+        "distance_km: empty": 1,
+        "pickup_hour: outside range(0, 23)": 1,
+    }
+    with pytest.raises(DataError, match=r"2 of 400 rows .* \(0.5%, more than .* 0.1%\)"):
+        steps.ensure_features(
+            names(root, "2.0.0"),
+            0,
+            0,
+            RUSH,
+            source=FileSource(str(root), str(path)),
+            invalid_share=0.001,
+        )
+    assert not (root / "features/2.0.0").exists()
+
+
+def test_outcomes_of_a_synthetic_batch_join_every_predicted_trip_once(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    version = names(root)
+    steps.ensure_features(version, 400, 1, RUSH)
+    model_path = tmp_path / "model.pkl"
+    metrics = steps.train_and_evaluate(
+        version, {"_target_": "sklearn.linear_model.Ridge"}, 0.2, 1, str(model_path)
+    )
+    steps.publish_model(version, str(model_path), metrics, "abc", {})
+    batch = tmp_path / "batch.parquet"
+    source = SyntheticSource(str(root), 400, 1)
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    steps.make_batch_features(version, 300, 77, RUSH, str(batch), source)
+    written = steps.predict_batch(version, str(batch), "run-1")
+    predicted = pd.read_parquet(written)
+    outcomes = read_outcomes(source, since, datetime.now(UTC) + timedelta(seconds=1))
+    joined = predicted.merge(outcomes, on="trip_id", how="left", validate="one_to_one")
+    assert len(joined) == len(predicted) == 300 and joined["eta_minutes_y"].notna().all()
+    # The outcomes are the batch's true durations, which the model predicts closely.
+    assert (joined["eta_minutes_x"] - joined["eta_minutes_y"]).abs().mean() < 3
+    # Outside the window: none.
+    assert read_outcomes(source, since - timedelta(hours=2), since - timedelta(hours=1)).empty
+
+
+def test_features_are_reused_only_from_the_source_they_were_built_from(
+    cfg, tmp_path: Path, artifact_root: Path
+) -> None:
+    first = trips_file(tmp_path / "data-a", "trips.parquet", seed=1)
+    other = trips_file(tmp_path / "data-b", "trips.parquet", seed=2)
+    cfg.data_source = {
+        "_target_": f"{cfg.package}.artifacts.data_sources.FileSource",
+        "path": str(first),
+    }
+    ctx = ReleaseContext(cfg=cfg, names=names_for(cfg))
+    steps.ensure_features(ctx.names, 0, 0, RUSH, ctx.feature_store, ctx.data_source)
+    check_features_source(ctx)  # the same source: fine
+
+    cfg.data_source.path = str(other)
+    before = snapshot(artifact_root)
+    with pytest.raises(ReleaseError) as refused:
+        check_features_source(ReleaseContext(cfg=cfg, names=names_for(cfg)))
+    assert str(refused.value) == (
+        f"features {cfg.version} were built from files {first}; this config reads files "
+        f"{other}: bump `features.version` or restore the source"
+    )
+    assert snapshot(artifact_root) == before
+
+
+@pytest.mark.slow
+def test_a_bigquery_table_is_read_at_a_recorded_snapshot(bigquery_emulator: str, tmp_path) -> None:
+    from {{ cookiecutter.package }}.artifacts.bigquery import client
+
+    bq = client("local")
+    bq.create_dataset("raw_trips", exists_ok=True)
+    trips = make_trips(200, 4)
+    types = {"O": "STRING", "f": "FLOAT64", "i": "INT64"}
+    columns = ", ".join(f"{c} {types[trips[c].dtype.kind]}" for c in trips.columns)
+    bq.query(f"CREATE TABLE raw_trips.trips ({columns}, picked_up_at TIMESTAMP)").result()
+    values = ", ".join(
+        "("
+        + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in row)
+        + f", TIMESTAMP '2026-01-0{1 + i % 2} 10:00:00+00')"
+        for i, row in enumerate(trips.itertuples(index=False))
+    )
+    bq.query(f"INSERT INTO raw_trips.trips VALUES {values}").result()
+
+    root = tmp_path / "artifacts"
+    window = {"column": "picked_up_at", "start": "2026-01-02", "end": None}
+    source = BigQuerySource("local", table="local.raw_trips.trips", window=window)
+    outcome = steps.ensure_features(names(root), 0, 0, RUSH, source=source)
+    assert outcome == "created: 100 rows, all valid"  # the window: every second trip
+    lineage = read_lineage(str(root), "1.0.0")
+    assert lineage["source"] == "bigquery" and lineage["location"] == "local.raw_trips.trips"
+    assert lineage["rows"] == 100 and "FOR SYSTEM_TIME AS OF TIMESTAMP '" in lineage["sql"]
+    snapshot_at = datetime.fromisoformat(lineage["snapshot"])
+    assert abs((datetime.now(UTC) - snapshot_at).total_seconds()) < 120
+
+    # Rows added later are not in a read at the recorded snapshot: the same rows again.
+    bq.query("DELETE FROM raw_trips.trips WHERE TRUE").result()
+    again, _ = source.read_trips(["trip_id", "distance_km"], snapshot=snapshot_at)
+    assert len(again) == 100
+    assert open_store(str(root)).exists("features/1.0.0/train.parquet")
