@@ -9,6 +9,8 @@ name the versions the user chose.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ from PIL import Image
 
 from tests.conftest import render
 from tests.project import TOOLS, Project
+from tests.test_release_e2e import snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -86,6 +89,46 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert (dev / "releases/1.6.0.json").is_file() and (prod / "releases/1.6.0.json").is_file()
     assert project.git("status", "--porcelain") == ""
     assert project.git("branch", "--show-current") == "main"
+
+    # "Use your own data", with trips a team exported, at another path than the project.
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    write_trips = ("import sys; from taxi_eta.ml.data import make_trips; "
+                   "make_trips(int(sys.argv[2]), int(sys.argv[3])).drop(columns=['user_cluster'])"
+                   ".to_parquet(sys.argv[1], index=False)")
+    python = str(project.path / ".venv/bin/python")
+    project.run(python, "-c", write_trips, str(exports / "trips-1.parquet"), "3000", "7")
+    project.run(python, "-c", write_trips, str(exports / "trips-2.parquet"), "1000", "8")
+    trips = str(exports / "trips-*.parquet")
+    (block,) = shell_blocks(readme, "Use your own data")
+    result = project.run("bash", "-c", "set -euo pipefail\n" + block,
+                         env={**env, "TRIPS": trips}, timeout=1800)
+    assert "released 1.7.0 to local" in result.stdout
+    data = json.loads((project.artifacts / "models/1.7.0/metadata.json").read_text())["data"]
+    assert data["source"] == "files" and data["location"] == trips and data["rows"] == 4000
+    files = {Path(f["path"]).name: f["sha256"] for f in data["files"]}
+    assert files == {name: hashlib.sha256((exports / name).read_bytes()).hexdigest()
+                     for name in ("trips-1.parquet", "trips-2.parquet")}
+    where = next(line for line in result.stdout.splitlines() if line.startswith("1.7.0 "))
+    assert all(f"{exports / name} sha256:{digest[:16]}" in where for name, digest in files.items())
+    release_record = json.loads((project.artifacts / "releases/1.7.0.json").read_text())
+    assert release_record["model"]["data"]["files"] == data["files"]
+
+    # Features pinned to 1.7.0 are reused only from the files they were built from.
+    project.inv("bump")
+    first_file = exports / "trips-1.parquet"
+    only_first = ["-o", "data_source=files", "-o", f"data_source.path={first_file}"]
+    pinned = ["-o", "features.version=1.7.0"]
+    before, tags = snapshot(project.artifacts), project.git("tag", "--list")
+    refused = project.inv("release", *pinned, *only_first, check=False, env=env)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        f"error: features 1.7.0 were built from files {trips}; this config reads files "
+        f"{first_file}: bump `features.version` or restore the source")
+    assert snapshot(project.artifacts) == before and project.git("tag", "--list") == tags
+    # Unpinned (the features follow the release version), the release builds new features.
+    project.inv("release", *only_first, env=env)
+    lineage = json.loads((project.artifacts / "features/1.7.1/lineage.json").read_text())
+    assert lineage["location"] == str(first_file) and lineage["rows"] == 3000
 
 
 def assert_report_renders(report: Path, tmp_path: Path) -> None:

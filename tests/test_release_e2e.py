@@ -56,6 +56,11 @@ def test_two_versions_side_by_side(project: Project) -> None:
     assert project.bump("minor") == "0.2.0"
     project.inv("release")
     assert project.git("tag", "--list").split() == ["v0.1.0", "v0.2.0"]
+    # Its release metrics are those of the code that serves: evaluation predicts through
+    # the same function as batch and online inference, so x1000 shows in them.
+    mae = {v: json.loads((project.artifacts / f"models/{v}/metadata.json").read_text())
+           ["metrics"]["mae"] for v in ("0.1.0", "0.2.0")}
+    assert mae["0.1.0"] < 3 and mae["0.2.0"] > 100 * mae["0.1.0"]
 
     for version in ("0.1.0", "0.2.0"):
         metadata = json.loads((project.artifacts / f"models/{version}/metadata.json").read_text())

@@ -48,6 +48,11 @@ class DataSourceError(UserError, ValueError):
 
 
 class DataSource(Protocol):
+    def check(self) -> None:
+        """Refuse (DataSourceError) when the source cannot be read as configured: what a
+        release's preflight asks before anything is created."""
+        ...
+
     def identity(self) -> dict[str, Any]:
         """What the configuration says to read (kind, location or query, window): equal
         identities read the same data, up to its snapshot."""
@@ -88,6 +93,10 @@ class SyntheticSource:
 
     def __init__(self, artifact_root: str, n_trips: int, seed: int) -> None:
         self.artifact_root, self.n_trips, self.seed = artifact_root, int(n_trips), int(seed)
+
+    def check(self) -> None:
+        if self.n_trips <= 0:
+            raise DataSourceError(f"data.n_trips must be positive, got {self.n_trips}")
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -153,31 +162,46 @@ class FileSource:
         self.window = dict(window) if window and window.get("column") else None
         self.timeout_s = timeout_s
 
+    def check(self) -> None:
+        try:
+            found = self._files(self.path)
+        except StoreError as error:
+            raise DataSourceError(f"cannot list {shown(self.path)}: {error}") from None
+        if not found:
+            raise DataSourceError(f"no trips file matches data_source.path {shown(self.path)}")
+
     def identity(self) -> dict[str, Any]:
         return {"source": "files", "location": self.path, "window": self.window}
 
-    def _files(self, pattern: str) -> list[tuple[str, Any]]:
-        """(uri, readable) for each file the pattern names, sorted."""
+    def _files(self, pattern: str) -> list[str]:
+        """The files the pattern names, sorted: absolute paths, or gs:// URIs."""
         if pattern.startswith("gs://"):
             bucket, _, inside = pattern[len("gs://") :].partition("/")
             store = open_store(f"gs://{bucket}", timeout_s=self.timeout_s)
             prefix = inside.split("*", 1)[0].split("?", 1)[0].rpartition("/")[0]
             keys = [k for k in store.list(prefix) if fnmatch.fnmatchcase(k, inside)]
-            return [(f"gs://{bucket}/{k}", io.BytesIO(store.read(k))) for k in sorted(keys)]
+            return [f"gs://{bucket}/{k}" for k in sorted(keys)]
         paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        found = [p for p in paths if Path(p).is_file()]
-        return [(str(Path(p).resolve()), p) for p in found]
+        return [str(Path(p).resolve()) for p in paths if Path(p).is_file()]
+
+    def _open(self, uri: str) -> Any:
+        """What pandas and pyarrow read: the path itself, or a gs:// object's bytes."""
+        if not uri.startswith("gs://"):
+            return uri
+        bucket, _, key = uri[len("gs://") :].partition("/")
+        return io.BytesIO(open_store(f"gs://{bucket}", timeout_s=self.timeout_s).read(key))
 
     def _read(
         self, pattern: str, columns: list[str], what: str
     ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
         import pandas as pd
 
-        files = self._files(pattern)
-        if not files:
+        uris = self._files(pattern)
+        if not uris:
             raise DataSourceError(f"no {what} file matches {shown(pattern)}")
         frames, read = [], []
-        for uri, readable in files:
+        for uri in uris:
+            readable = self._open(uri)
             digest = _sha256(readable)
             frames.append(_read_columns(uri, readable, columns))
             read.append({"path": uri, "sha256": digest, "rows": len(frames[-1])})
@@ -283,6 +307,9 @@ class BigQuerySource:
         self.window = dict(window) if window and window.get("column") else None
         self.batch_table, self.outcomes_table = batch_table, outcomes_table
         self.timeout_s = timeout_s
+
+    def check(self) -> None:
+        """Nothing to ask before the read: its errors (table, query, rights) are one line."""
 
     def identity(self) -> dict[str, Any]:
         return {

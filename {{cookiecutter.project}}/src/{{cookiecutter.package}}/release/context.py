@@ -69,7 +69,7 @@ class ReleaseContext:
         try:
             return open_data_source(self.storage["data_source"], self.names.artifact_root)
         except (StoreError, ValueError) as error:
-            raise ReleaseError(f"data_source: {error}") from error
+            raise ReleaseError(str(error)) from error
 
     @cached_property
     def feature_store(self) -> FeatureStore:

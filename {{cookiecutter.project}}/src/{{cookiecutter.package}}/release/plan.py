@@ -142,6 +142,7 @@ def refusals(ctx: ReleaseContext) -> list[str]:
         check_store,
         check_promotion,
         image.check,
+        check_data_source,
         check_pinned_features,
         check_features_source,
         traffic.check_policy,
@@ -229,6 +230,16 @@ def check_config(ctx: ReleaseContext) -> None:
         check_training_config(ctx.plain_config()["model"], cfg.data.n_trips, cfg.data.test_fraction)
     except ValueError as error:
         raise ReleaseError(f"invalid configuration: {error}") from None
+
+
+def check_data_source(ctx: ReleaseContext) -> None:
+    """The configured data source can be read (its files exist, its settings make sense)."""
+    from {{ cookiecutter.package }}.artifacts.data_sources import DataSourceError
+
+    try:
+        ctx.data_source.check()
+    except DataSourceError as error:
+        raise ReleaseError(str(error)) from error
 
 
 def check_pinned_features(ctx: ReleaseContext) -> None:
