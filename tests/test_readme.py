@@ -127,7 +127,7 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert snapshot(project.artifacts) == before and project.git("tag", "--list") == tags
     # Unpinned (the features follow the release version), the release builds new features.
     project.inv("release", *only_first, env=env)
-    lineage = json.loads((project.artifacts / "features/1.7.1/lineage.json").read_text())
+    lineage = json.loads((project.artifacts / "lineage/1.7.1.json").read_text())
     assert lineage["location"] == str(first_file) and lineage["rows"] == 3000
 
 

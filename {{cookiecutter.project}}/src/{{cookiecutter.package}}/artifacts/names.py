@@ -179,8 +179,9 @@ def features_key(feature_version: str, split: str = "train") -> str:
 
 
 def lineage_key(feature_version: str) -> str:
-    """What a feature version was built from (data source, files, snapshot, rows, hash)."""
-    return f"features/{check_version(feature_version)}/lineage.json"
+    """What a feature version was built from (data source, files, snapshot, rows, hash):
+    in the artifact store, whichever feature store holds the features."""
+    return f"lineage/{check_version(feature_version)}.json"
 
 
 # Outcomes are the data source's; only the synthetic source keeps its own, in the store.
