@@ -25,6 +25,7 @@ bench: $(PY)  ## benchmark scripts; figures go to bench/results/
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_release.py
 	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_data.py
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests bench local_extensions.py

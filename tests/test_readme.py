@@ -109,7 +109,8 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     files = {Path(f["path"]).name: f["sha256"] for f in data["files"]}
     assert files == {name: hashlib.sha256((exports / name).read_bytes()).hexdigest()
                      for name in ("trips-1.parquet", "trips-2.parquet")}
-    where = next(line for line in result.stdout.splitlines() if line.startswith("1.7.0 "))
+    where = next(line for line in result.stdout.splitlines()
+                 if line.startswith("1.7.0 ") and "sha256:" in line)  # inv versions --where
     assert all(f"{exports / name} sha256:{digest[:16]}" in where for name, digest in files.items())
     release_record = json.loads((project.artifacts / "releases/1.7.0.json").read_text())
     assert release_record["model"]["data"]["files"] == data["files"]

@@ -89,7 +89,8 @@ def _window(frame: pd.DataFrame, column: str, since: datetime, until: datetime):
 
 class SyntheticSource:
     """The generator: the same (n_trips, seed) always gives the same trips. Each inference
-    batch's true durations become outcomes once the batch ran (`outcomes/synthetic/`)."""
+    batch's true durations become outcomes once the batch is predicted
+    (`outcomes/synthetic/`)."""
 
     def __init__(self, artifact_root: str, n_trips: int, seed: int) -> None:
         self.artifact_root, self.n_trips, self.seed = artifact_root, int(n_trips), int(seed)
@@ -112,17 +113,12 @@ class SyntheticSource:
         return trips, {**self.identity(), "rows": len(trips), "content_sha256": frame_sha256(trips)}
 
     def inference_batch(self, n_trips: int, seed: int, columns: list[str]) -> pd.DataFrame:
-        from {{ cookiecutter.package }}.ml import TARGET
+        """The batch with its true durations: they travel with it, unseen by the model
+        (it reads only the feature columns), and become outcomes once it is predicted
+        (`record_outcomes`)."""
         from {{ cookiecutter.package }}.ml.data import make_trips
 
-        trips = make_trips(n_trips, seed)
-        observed = trips[["trip_id", TARGET]].assign(**{OBSERVED_AT: datetime.now(UTC)})
-        buffer = io.BytesIO()
-        observed.to_parquet(buffer, index=False)
-        # The same seed again draws the same trips: their outcomes are there already.
-        with suppress(AlreadyExistsError):
-            open_store(self.artifact_root).write(synthetic_outcomes_key(seed), buffer.getvalue())
-        return trips.drop(columns=[TARGET])
+        return make_trips(n_trips, seed)
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         import pandas as pd
@@ -407,6 +403,19 @@ class BigQuerySource:
 def _first_line(error: Exception) -> str:
     line = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return line if len(line) <= 200 else line[:200] + "..."
+
+
+def record_outcomes(artifact_root: str, observed: pd.DataFrame) -> str:
+    """Keep the true durations of a predicted synthetic batch (trip_id, eta_minutes) as its
+    outcomes, observed now; returns the key. Written after the batch's predictions, so a
+    run that fails before them leaves nothing."""
+    frame = observed[["trip_id", "eta_minutes"]].assign(**{OBSERVED_AT: datetime.now(UTC)})
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    key = synthetic_outcomes_key(frame_sha256(frame[["trip_id"]]))
+    with suppress(AlreadyExistsError):  # the same trips again: their outcomes are there
+        open_store(artifact_root).write(key, buffer.getvalue())
+    return key
 
 
 def open_data_source(spec: dict | None, artifact_root: str, **defaults: Any) -> DataSource:

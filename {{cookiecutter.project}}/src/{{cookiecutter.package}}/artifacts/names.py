@@ -192,9 +192,10 @@ def synthetic_outcomes_prefix() -> str:
     return "outcomes/synthetic/"
 
 
-def synthetic_outcomes_key(seed: int) -> str:
-    """The true durations of the synthetic inference batch drawn with `seed`."""
-    return f"{synthetic_outcomes_prefix()}batch-{int(seed)}.parquet"
+def synthetic_outcomes_key(batch_digest: str) -> str:
+    """The true durations of one predicted synthetic batch, named by its trips' digest
+    (two versions predicting the same trips share them; nothing else can collide)."""
+    return f"{synthetic_outcomes_prefix()}batch-{batch_digest[:16]}.parquet"
 
 
 def predictions_prefix(version: str) -> str:

@@ -23,6 +23,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     describe,
     open_data_source,
     read_lineage,
+    record_outcomes,
     write_lineage,
 )
 from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
@@ -201,9 +202,8 @@ def make_batch_features(
         seed = uuid.uuid4().int % 2**31
     source = source or data_source_of(names, None, n_trips, seed)
     trips = source.inference_batch(n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS])
-    trips, _ = shaped_trips(
-        trips.drop(columns=[TARGET], errors="ignore"), False, invalid_share, "the inference batch"
-    )
+    # A batch that carries its truth (the synthetic one) keeps it to the end of the run.
+    trips, _ = shaped_trips(trips, TARGET in trips, invalid_share, "the inference batch")
     if clusters is not None:
         trips = trips[trips["user_cluster"].isin(clusters)]
     features = build_features(trips, [int(h) for h in rush_hours])
@@ -225,6 +225,9 @@ def predict_batch(
         return ""  # the version serves no user clusters now: nothing to predict
     model = load_model(names)
     sink = predictions or predictions_of(names)
-    return sink.write(
+    written = sink.write(
         names.version, run_id or new_run_id(), predict(model, features, names.version)
     )
+    if TARGET in features:  # the synthetic batch's truth: its outcomes, from now on
+        record_outcomes(names.artifact_root, features[["trip_id", TARGET]])
+    return written
