@@ -1,6 +1,7 @@
 """Two released versions served side by side by real uvicorn servers on loopback."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -314,3 +315,37 @@ def test_three_oversized_requests_at_once_leave_memory_and_healthz_alone(
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+THREADS_PROBE = """
+import json, sys
+from {{ cookiecutter.package }}.serving.app import create_app  # first, as the server's entry point
+from fastapi.testclient import TestClient
+from threadpoolctl import threadpool_info
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+
+app = create_app(ReleaseNames("taxi", "2.0.0", "2.0.0", sys.argv[1]))
+trip = json.loads(sys.argv[2])
+assert TestClient(app).post("/v2.0.0/predict", json={"trips": [trip] * 50}).status_code == 200
+print(json.dumps(sorted({(i["internal_api"], i["num_threads"]) for i in threadpool_info()})))
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_native_thread_pools_keep_the_configured_size_after_the_model_loads(
+    artifact_root: Path, threads: str
+) -> None:
+    """In a fresh process loaded as a server loads (package first, then the model, whose
+    libraries start OpenMP and BLAS pools), every pool has SERVING_THREADS threads after
+    the first prediction: two versions' servers on one machine do not starve each other."""
+    result = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE, str(artifact_root), json.dumps(TRIP)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SERVING_THREADS": threads},
+        timeout=120,
+        check=True,
+    )
+    pools = [tuple(pool) for pool in json.loads(result.stdout)]
+    assert {api for api, _ in pools} >= {"openmp", "openblas"}  # the model's libraries
+    assert {size for _, size in pools} == {int(threads)}

@@ -63,12 +63,14 @@ class PredictResponse(BaseModel):
 
 
 def limit_native_threads() -> None:
-    """One OpenMP/BLAS thread per server process (SERVING_THREADS to change it).
+    """One OpenMP/BLAS thread per server process (SERVING_THREADS to change it), applied to
+    every native library loaded so far.
 
     A request is a few trips: handing them to a pool of OpenMP threads costs more than it
     saves, and the idle threads spin on the cores that the router and the other requests
-    need (measured on 2 cores: one-trip prediction 5.6 ms -> see bench/results/serving.json).
-    Scale a version out with replicas, not threads.
+    need (an A/B split of two servers on 2 cores served 8x fewer requests with the pools
+    left at their default size). The package's `serving/__init__.py` sizes the pools before
+    they load; this call covers libraries that ignore those variables.
     """
     from threadpoolctl import threadpool_limits
 
@@ -76,9 +78,9 @@ def limit_native_threads() -> None:
 
 
 def create_app(names: ReleaseNames) -> FastAPI:
-    limit_native_threads()
     store = open_store(names.artifact_root)
     model = models.load(store, names)
+    limit_native_threads()  # after the load: the model's libraries are loaded now
     metadata = models.read_metadata(store, names)
     rush_hours = [int(h) for h in metadata["config"]["features"]["rush_hours"]]
     app = FastAPI(title=f"{names.project} {names.version}", version=names.version)
