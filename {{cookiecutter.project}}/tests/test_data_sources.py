@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 from conftest import snapshot
 
+from {{ cookiecutter.package }}.artifacts.bigquery_source import BigQuerySource
 from {{ cookiecutter.package }}.artifacts.data_sources import (
-    BigQuerySource,
-    FileSource,
     SyntheticSource,
     read_lineage,
     read_outcomes,
 )
 from {{ cookiecutter.package }}.artifacts.features import ParquetFeatureStore
+from {{ cookiecutter.package }}.artifacts.files_source import FileSource
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -186,7 +186,7 @@ def test_features_are_reused_only_from_the_source_they_were_built_from(
     first = trips_file(tmp_path / "data-a", "trips.parquet", seed=1)
     other = trips_file(tmp_path / "data-b", "trips.parquet", seed=2)
     cfg.data_source = {
-        "_target_": f"{cfg.package}.artifacts.data_sources.FileSource",
+        "_target_": f"{cfg.package}.artifacts.files_source.FileSource",
         "path": str(first),
     }
     ctx = ReleaseContext(cfg=cfg, names=names_for(cfg))

@@ -1,0 +1,157 @@
+"""Trips from Parquet or CSV files: a path or a glob, local or `gs://bucket/...`."""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from {{ cookiecutter.package }}.artifacts.data_sources import (
+    OBSERVED_AT,
+    DataSourceError,
+    in_window,
+    when,
+)
+from {{ cookiecutter.package }}.artifacts.names import OUTCOMES_COLUMNS
+from {{ cookiecutter.package }}.artifacts.store import StoreError, open_store
+from {{ cookiecutter.package }}.errors import shown
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class FileSource:
+    """Parquet or CSV files: a path or a glob, local or `gs://bucket/...`.
+
+    `path`: the training trips; `batch_path`: the trips each inference run predicts;
+    `outcomes_path`: actual durations (trip_id, eta_minutes, observed_at). `window`
+    (`{column, start, end}`) keeps the training rows whose `column` falls in [start, end).
+    Parquet is read column by column (only the declared ones); CSV as a stream of the
+    declared columns. Every file read is recorded with its sha256.
+    """
+
+    def __init__(
+        self,
+        artifact_root: str,
+        path: str,
+        batch_path: str | None = None,
+        outcomes_path: str | None = None,
+        window: dict | None = None,
+        timeout_s: float = 60,
+    ) -> None:
+        if not path:
+            raise DataSourceError("data_source.path is empty: set it to your trips' files")
+        self.path, self.batch_path, self.outcomes_path = path, batch_path, outcomes_path
+        self.window = dict(window) if window and window.get("column") else None
+        self.timeout_s = timeout_s
+
+    def check(self) -> None:
+        try:
+            found = self._files(self.path)
+        except StoreError as error:
+            raise DataSourceError(f"cannot list {shown(self.path)}: {error}") from None
+        if not found:
+            raise DataSourceError(f"no trips file matches data_source.path {shown(self.path)}")
+
+    def identity(self) -> dict[str, Any]:
+        return {"source": "files", "location": self.path, "window": self.window}
+
+    def _files(self, pattern: str) -> list[str]:
+        """The files the pattern names, sorted: absolute paths, or gs:// URIs."""
+        if pattern.startswith("gs://"):
+            bucket, _, inside = pattern[len("gs://") :].partition("/")
+            store = open_store(f"gs://{bucket}", timeout_s=self.timeout_s)
+            prefix = inside.split("*", 1)[0].split("?", 1)[0].rpartition("/")[0]
+            keys = [k for k in store.list(prefix) if fnmatch.fnmatchcase(k, inside)]
+            return [f"gs://{bucket}/{k}" for k in sorted(keys)]
+        paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        return [str(Path(p).resolve()) for p in paths if Path(p).is_file()]
+
+    def _open(self, uri: str) -> Any:
+        """What pandas and pyarrow read: the path itself, or a gs:// object's bytes."""
+        if not uri.startswith("gs://"):
+            return uri
+        bucket, _, key = uri[len("gs://") :].partition("/")
+        return io.BytesIO(open_store(f"gs://{bucket}", timeout_s=self.timeout_s).read(key))
+
+    def _read(
+        self, pattern: str, columns: list[str], what: str
+    ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        import pandas as pd
+
+        uris = self._files(pattern)
+        if not uris:
+            raise DataSourceError(f"no {what} file matches {shown(pattern)}")
+        frames, read = [], []
+        for uri in uris:
+            readable = self._open(uri)
+            digest = _sha256(readable)
+            frames.append(_read_columns(uri, readable, columns))
+            read.append({"path": uri, "sha256": digest, "rows": len(frames[-1])})
+        return pd.concat(frames, ignore_index=True), read
+
+    def read_trips(self, columns: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
+        wanted = [*columns, *([self.window["column"]] if self.window else [])]
+        trips, files = self._read(self.path, wanted, "trips")
+        if self.window:
+            column = str(self.window["column"])
+            if column not in trips:
+                raise DataSourceError(f"window column {shown(column)} is missing from the trips")
+            start, end = self.window.get("start"), self.window.get("end")
+            trips = in_window(
+                trips,
+                column,
+                when(start) if start else datetime.min.replace(tzinfo=UTC),
+                when(end) if end else datetime.max.replace(tzinfo=UTC),
+            ).drop(columns=[column])
+        content = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
+        lineage = {**self.identity(), "files": files, "rows": len(trips), "content_sha256": content}
+        return trips.reset_index(drop=True), lineage
+
+    def inference_batch(self, n_trips: int, seed: int, columns: list[str]) -> pd.DataFrame:
+        if not self.batch_path:
+            raise DataSourceError(
+                "data_source.batch_path is not set: name the files of the trips to predict"
+            )
+        return self._read(self.batch_path, columns, "batch")[0]
+
+    def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
+        if not self.outcomes_path:
+            raise DataSourceError("data_source.outcomes_path is not set: name the outcomes' files")
+        frame = self._read(self.outcomes_path, list(OUTCOMES_COLUMNS), "outcomes")[0]
+        return in_window(frame, OBSERVED_AT, since, until)
+
+
+def _sha256(readable: Any) -> str:
+    digest = hashlib.sha256()
+    if isinstance(readable, io.BytesIO):
+        digest.update(readable.getbuffer())
+        return digest.hexdigest()
+    with open(readable, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_columns(uri: str, readable: Any, columns: list[str]) -> pd.DataFrame:
+    """The declared columns a file has (the schema names what is missing)."""
+    import pandas as pd
+
+    if isinstance(readable, io.BytesIO):
+        readable.seek(0)
+    name = uri.lower()
+    try:
+        if name.endswith((".csv", ".csv.gz")):
+            return pd.read_csv(readable, usecols=lambda column: column in columns)
+        import pyarrow.parquet as pq
+
+        present = [c for c in columns if c in pq.read_schema(readable).names]
+        if isinstance(readable, io.BytesIO):
+            readable.seek(0)
+        return pq.read_table(readable, columns=present).to_pandas()
+    except (OSError, ValueError) as error:
+        raise DataSourceError(f"cannot read {uri}: {shown(str(error), 120)}") from None
