@@ -156,6 +156,31 @@ def test_a_few_invalid_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     assert not (root / "features/2.0.0").exists()
 
 
+def test_a_files_window_and_files_outcomes(tmp_path: Path) -> None:
+    trips = make_trips(300, 6)
+    trips["picked_up_at"] = pd.to_datetime("2026-01-01", utc=True) + pd.to_timedelta(
+        np.arange(300), unit="h"
+    )
+    trips.to_parquet(tmp_path / "trips.parquet", index=False)
+    root = str(tmp_path / "artifacts")
+    since = FileSource(
+        root,
+        str(tmp_path / "trips.parquet"),
+        window={"column": "picked_up_at", "start": "2026-01-10", "end": None},
+    )
+    kept, lineage = since.read_trips(["trip_id", "distance_km", TARGET])
+    assert len(kept) == 300 - 9 * 24 and "picked_up_at" not in kept  # an open end
+    assert lineage["window"]["start"] == "2026-01-10"
+
+    observed = trips[["trip_id", TARGET]].assign(observed_at=trips["picked_up_at"])
+    observed.to_csv(tmp_path / "outcomes.csv", index=False)
+    source = FileSource(
+        root, str(tmp_path / "trips.parquet"), outcomes_path=str(tmp_path / "*.csv")
+    )
+    window = source.outcomes(datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
+    assert len(window) == 24 and set(window.columns) == {"trip_id", TARGET, "observed_at"}
+
+
 def test_outcomes_of_a_synthetic_batch_join_every_predicted_trip_once(tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     version = names(root)

@@ -77,16 +77,25 @@ def frame_sha256(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
-def in_window(frame: pd.DataFrame, column: str, since: datetime, until: datetime):
+def in_window(
+    frame: pd.DataFrame, column: str, since: datetime | None, until: datetime | None
+) -> pd.DataFrame:
+    """The rows whose `column` falls in [since, until); an open bound keeps every row."""
     import pandas as pd
 
     stamps = pd.to_datetime(frame[column], utc=True)
-    return frame[(stamps >= pd.Timestamp(since)) & (stamps < pd.Timestamp(until))]
+    keep = pd.Series(True, index=frame.index)
+    if since is not None:
+        keep &= stamps >= pd.Timestamp(since)
+    if until is not None:
+        keep &= stamps < pd.Timestamp(until)
+    return frame[keep]
 
 
 def when(text: str) -> datetime:
-    when = datetime.fromisoformat(str(text))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    """An ISO date or time from config; one without a zone is UTC."""
+    moment = datetime.fromisoformat(str(text))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class SyntheticSource:

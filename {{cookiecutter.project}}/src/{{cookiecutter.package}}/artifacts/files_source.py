@@ -6,7 +6,7 @@ import fnmatch
 import glob
 import hashlib
 import io
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,10 +103,7 @@ class FileSource:
                 raise DataSourceError(f"window column {shown(column)} is missing from the trips")
             start, end = self.window.get("start"), self.window.get("end")
             trips = in_window(
-                trips,
-                column,
-                when(start) if start else datetime.min.replace(tzinfo=UTC),
-                when(end) if end else datetime.max.replace(tzinfo=UTC),
+                trips, column, when(start) if start else None, when(end) if end else None
             ).drop(columns=[column])
         content = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
         lineage = {**self.identity(), "files": files, "rows": len(trips), "content_sha256": content}
