@@ -14,6 +14,7 @@ from conftest import snapshot
 
 from {{ cookiecutter.package }}.artifacts.bigquery_source import BigQuerySource
 from {{ cookiecutter.package }}.artifacts.data_sources import (
+    DataSourceError,
     SyntheticSource,
     read_lineage,
     read_outcomes,
@@ -179,6 +180,28 @@ def test_a_files_window_and_files_outcomes(tmp_path: Path) -> None:
     )
     window = source.outcomes(datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
     assert len(window) == 24 and set(window.columns) == {"trip_id", TARGET, "observed_at"}
+
+
+@pytest.mark.slow
+def test_files_in_a_bucket_are_read_through_the_stores_gcs_client(
+    gcs_root: str, tmp_path: Path
+) -> None:
+    """Against a real GCS emulator (fake-gcs-server): a glob in gs:// names the objects."""
+    bucket = open_store(gcs_root.rsplit("/", 1)[0])
+    for name, seed in (("exports/trips-1.parquet", 1), ("exports/trips-2.parquet", 2)):
+        trips_file(tmp_path, "local.parquet", n=100, seed=seed)
+        bucket.write(name, (tmp_path / "local.parquet").read_bytes())
+    bucket.write("exports/notes.txt", b"not trips")
+    source = FileSource(gcs_root, gcs_root.rsplit("/", 1)[0] + "/exports/trips-*.parquet")
+    source.check()
+    trips, lineage = source.read_trips(["trip_id", "user_id", TARGET])
+    assert len(trips) == 200 and [f["path"].rsplit("/", 1)[1] for f in lineage["files"]] == [
+        "trips-1.parquet",
+        "trips-2.parquet",
+    ]
+    missing = FileSource(gcs_root, gcs_root.rsplit("/", 1)[0] + "/elsewhere/*.parquet")
+    with pytest.raises(DataSourceError, match="no trips file matches"):
+        missing.check()
 
 
 def test_outcomes_of_a_synthetic_batch_join_every_predicted_trip_once(tmp_path: Path) -> None:
