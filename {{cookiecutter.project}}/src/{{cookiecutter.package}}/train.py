@@ -26,17 +26,15 @@ from {{ cookiecutter.package }}.ml.train import check_training_config, fit_and_e
 
 
 def read_training_trips(cfg: DictConfig) -> tuple[Any, dict]:
-    """The configured data source's trips, shaped by the declared schema, with lineage."""
-    from {{ cookiecutter.package }}.artifacts.data_sources import describe, open_data_source
-    from {{ cookiecutter.package }}.ml import TARGET
-    from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS, shape
+    """The configured data source's trips, shaped by the declared schema, with lineage:
+    the pipeline's own reading (`steps.training_trips`), so an experiment and a release
+    read the same rows."""
+    from {{ cookiecutter.package }}.artifacts.data_sources import open_data_source
+    from {{ cookiecutter.package }}.pipelines.steps import training_trips
 
     source = open_data_source(to_plain(cfg)["data_source"], str(cfg.env.artifact_root))
-    trips, lineage = source.read_trips([*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET])
-    shaped, report = shape(
-        trips, True, float(cfg.data.max_invalid_share), describe(source.identity())
-    )
-    return shaped, {**lineage, "rows_valid": report.rows_out, "rows_invalid": report.invalid}
+    trips, lineage, _ = training_trips(source, float(cfg.data.max_invalid_share))
+    return trips, lineage
 
 
 def run_experiment(cfg: DictConfig, output_dir: Path, overrides: list[str]) -> dict:

@@ -57,12 +57,12 @@ def client(project: str, timeout_s: float = 60) -> Any:
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=endpoint),
         )
-    with _errors("connect to BigQuery", project):
+    with google_errors("connect to BigQuery", project):
         return bigquery.Client(project=project)
 
 
 @contextmanager
-def _errors(action: str, where: str) -> Iterator[None]:
+def google_errors(action: str, where: str) -> Iterator[None]:
     """Google's exceptions as one-line StoreErrors (a user error, never a traceback)."""
     from google.api_core.exceptions import Conflict, GoogleAPIError
     from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
@@ -113,13 +113,13 @@ class _Dataset:
         dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
         if self.location:
             dataset.location = self.location
-        with _errors("create dataset", dataset.dataset_id):
+        with google_errors("create dataset", dataset.dataset_id):
             self.bq.create_dataset(dataset, exists_ok=True, timeout=self.timeout_s)
 
     def get_table(self, table: str) -> Any | None:
         from google.api_core.exceptions import NotFound
 
-        with _errors("read", self.table_id(table)):
+        with google_errors("read", self.table_id(table)):
             try:
                 return self.bq.get_table(self.table_id(table), timeout=self.timeout_s)
             except NotFound:
@@ -131,14 +131,14 @@ class _Dataset:
         definition = bigquery.Table(self.table_id(table), schema=schema_of(frame))
         if cluster_by:
             definition.clustering_fields = [cluster_by]
-        with _errors("create", self.table_id(table)):
+        with google_errors("create", self.table_id(table)):
             return self.bq.create_table(definition, timeout=self.timeout_s)
 
     def load(self, table: str, frame: pd.DataFrame, disposition: str) -> None:
         from google.cloud import bigquery
 
         config = bigquery.LoadJobConfig(source_format="PARQUET", write_disposition=disposition)
-        with _errors("write", self.table_id(table)):
+        with google_errors("write", self.table_id(table)):
             job = self.bq.load_table_from_file(
                 _parquet(frame), self.table_id(table), job_config=config, timeout=self.timeout_s
             )
@@ -155,7 +155,7 @@ class _Dataset:
                 for name, value in parameters.items()
             ]
         )
-        with _errors("query", f"{self.project}.{self.dataset}"):
+        with google_errors("query", f"{self.project}.{self.dataset}"):
             job = self.bq.query(sql, job_config=config, timeout=self.timeout_s)
             rows = job.result(timeout=self.timeout_s)
             # Through Arrow: int64 stays int64 (to_dataframe gives nullable Int64).
@@ -222,7 +222,7 @@ class BigQueryFeatureStore:
         if self.data.get_table(table) is not None:
             # Not complete (checked above): what a run killed half way left. Its inputs are
             # this run's inputs, so its rows go and are written again.
-            with _errors("delete", self.data.table_id(table)):
+            with google_errors("delete", self.data.table_id(table)):
                 self.data.bq.delete_table(self.data.table_id(table), not_found_ok=True)
         try:
             created = self.data.create_table(table, rows)
@@ -233,7 +233,7 @@ class BigQueryFeatureStore:
             ) from None
         self.data.load(table, rows, "WRITE_EMPTY")
         created.labels = COMPLETE  # the commit point
-        with _errors("commit", self.data.table_id(table)):
+        with google_errors("commit", self.data.table_id(table)):
             self.data.bq.update_table(created, ["labels"], timeout=self.data.timeout_s)
 
     def _append_rows(self, feature_version: str, rows: pd.DataFrame, split: str) -> None:

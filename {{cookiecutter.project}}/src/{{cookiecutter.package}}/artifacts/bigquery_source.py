@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from {{ cookiecutter.package }}.artifacts.bigquery import client, google_errors
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     OBSERVED_AT,
     DataSourceError,
@@ -26,6 +27,9 @@ class BigQuerySource:
     pinning its tables to the snapshot is the query's own business. Outcomes come from
     `outcomes_table` (trip_id, eta_minutes, observed_at), inference batches from
     `batch_table`.
+
+    Google's errors (a missing table, a bad query, no credentials) are one line, as the
+    feature store's are (`bigquery.google_errors`).
 
     Checked against bqemulator (the tests): a table read at a snapshot, the window, the
     lineage. What the emulator cannot check: BigQuery's time-travel limit and a snapshot
@@ -61,8 +65,6 @@ class BigQuerySource:
         }
 
     def _client(self) -> Any:
-        from {{ cookiecutter.package }}.artifacts.bigquery import client
-
         return client(self.project, self.timeout_s)
 
     def _sql(self, columns: list[str], snapshot: datetime) -> tuple[str, list[Any]]:
@@ -92,7 +94,7 @@ class BigQuerySource:
         from google.cloud import bigquery
 
         client = self._client()
-        try:
+        with google_errors("read", self.table or "the query"):
             if snapshot is None:  # the server's clock: the newest state it can read
                 snapshot = next(iter(client.query("SELECT CURRENT_TIMESTAMP()").result()))[0]
             sql, parameters = self._sql(columns, snapshot)
@@ -100,10 +102,6 @@ class BigQuerySource:
             # Through Arrow, as the feature store reads (to_dataframe needs db-dtypes).
             result = job.result(timeout=self.timeout_s)
             trips = result.to_arrow(create_bqstorage_client=False).to_pandas()
-        except Exception as error:  # the client's errors are many; each becomes one line
-            raise DataSourceError(
-                f"cannot read {self.table or 'the query'}: {_first_line(error)}"
-            ) from None
         lineage = {
             **self.identity(),
             "snapshot": snapshot.isoformat(),
@@ -118,11 +116,9 @@ class BigQuerySource:
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(query_parameters=parameters)
-        try:
+        with google_errors("read", "BigQuery"):
             rows = self._client().query(sql, job_config=config).result(timeout=self.timeout_s)
             return pd.DataFrame([dict(row.items()) for row in rows])
-        except Exception as error:
-            raise DataSourceError(f"cannot read BigQuery: {_first_line(error)}") from None
 
     def inference_batch(self, n_trips: int, seed: int, columns: list[str]) -> pd.DataFrame:
         if not self.batch_table:
@@ -143,8 +139,3 @@ class BigQuerySource:
                 bigquery.ScalarQueryParameter("until", "TIMESTAMP", until),
             ],
         )
-
-
-def _first_line(error: Exception) -> str:
-    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return line if len(line) <= 200 else line[:200] + "..."

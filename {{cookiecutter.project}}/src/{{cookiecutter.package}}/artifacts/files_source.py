@@ -17,7 +17,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     when,
 )
 from {{ cookiecutter.package }}.artifacts.names import OUTCOMES_COLUMNS
-from {{ cookiecutter.package }}.artifacts.store import StoreError, open_store
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError, open_store
 from {{ cookiecutter.package }}.errors import shown
 
 if TYPE_CHECKING:
@@ -60,14 +60,18 @@ class FileSource:
     def identity(self) -> dict[str, Any]:
         return {"source": "files", "location": self.path, "window": self.window}
 
+    def _bucket(self, uri: str) -> tuple[ArtifactStore, str]:
+        """`gs://bucket/key` as the store of its bucket and the key (or pattern) in it."""
+        bucket, _, key = uri[len("gs://") :].partition("/")
+        return open_store(f"gs://{bucket}", timeout_s=self.timeout_s), key
+
     def _files(self, pattern: str) -> list[str]:
         """The files the pattern names, sorted: absolute paths, or gs:// URIs."""
         if pattern.startswith("gs://"):
-            bucket, _, inside = pattern[len("gs://") :].partition("/")
-            store = open_store(f"gs://{bucket}", timeout_s=self.timeout_s)
+            store, inside = self._bucket(pattern)
             prefix = inside.split("*", 1)[0].split("?", 1)[0].rpartition("/")[0]
             keys = [k for k in store.list(prefix) if fnmatch.fnmatchcase(k, inside)]
-            return [f"gs://{bucket}/{k}" for k in sorted(keys)]
+            return [store.uri(k) for k in sorted(keys)]
         paths = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         return [str(Path(p).resolve()) for p in paths if Path(p).is_file()]
 
@@ -75,8 +79,8 @@ class FileSource:
         """What pandas and pyarrow read: the path itself, or a gs:// object's bytes."""
         if not uri.startswith("gs://"):
             return uri
-        bucket, _, key = uri[len("gs://") :].partition("/")
-        return io.BytesIO(open_store(f"gs://{bucket}", timeout_s=self.timeout_s).read(key))
+        store, key = self._bucket(uri)
+        return io.BytesIO(store.read(key))
 
     def _read(
         self, pattern: str, columns: list[str], what: str

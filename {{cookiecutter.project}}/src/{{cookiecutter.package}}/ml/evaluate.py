@@ -21,7 +21,7 @@ def evaluate(model: Any, labelled: pd.DataFrame) -> dict[str, float]:
     return {
         "mae": round(float(mean_absolute_error(actual, predicted)), 4),
         # mean(predicted - actual): a version that is late (or early) on average shows here
-        "bias": round(float(np.mean(np.asarray(predicted) - actual.to_numpy())), 4),
+        "bias": round(float(np.mean(predicted - actual.to_numpy())), 4),
         "rmse": round(float(np.sqrt(mean_squared_error(actual, predicted))), 4),
         "r2": round(float(r2_score(actual, predicted)), 4),
         "n_test": len(labelled),

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 # What a trip must say: the columns a data source reads (and the only ones it reads).
 TRIP_COLUMNS = ("trip_id", "user_cluster", "distance_km", "pickup_hour", "weekday", "area_cluster")
 OPTIONAL_COLUMNS = ("user_id",)  # a user's cluster is computed from it when missing
-PASSES = 3  # a value that cannot be coerced hides its row's range checks until it is dropped
 
 
 class DataError(UserError, ValueError):
@@ -91,7 +90,7 @@ def shape(
         frame = frame.assign(user_cluster=user_cluster(frame["user_id"]))
     report = ShapeReport(rows_in=len(frame))
     schema = trip_schema(labelled)
-    for _ in range(PASSES):
+    while True:  # each failing pass drops at least one row, so this ends
         try:
             frame = schema.validate(frame, lazy=True)
             break
@@ -111,9 +110,9 @@ def shape(
                     f"{_reason(str(first['check']))}"
                 ) from None
             _count(report, rows)
+            # A value that cannot be coerced hides its row's range checks: the next pass
+            # sees the rest.
             frame = frame.drop(index=rows["index"].unique())
-    else:
-        frame = schema.validate(frame, lazy=True)
     report.rows_out = len(frame)
     share = report.rows_invalid / max(report.rows_in, 1)
     if report.rows_in == 0 or share > max_invalid_share:

@@ -35,6 +35,8 @@ from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 if TYPE_CHECKING:
     import pandas as pd
 
+    from {{ cookiecutter.package }}.ml.schema import ShapeReport
+
 DEFAULT_MAX_INVALID_SHARE = 0.01
 
 
@@ -69,7 +71,7 @@ def max_invalid_share(spec: str | dict | None = None) -> float:
 
 def shaped_trips(
     trips: pd.DataFrame, labelled: bool, invalid_share: float, where: str
-) -> tuple[pd.DataFrame, Any]:
+) -> tuple[pd.DataFrame, ShapeReport]:
     """Raw trips through the declared schema (`ml.schema`): valid rows and the report."""
     from {{ cookiecutter.package }}.ml.schema import shape
 
@@ -77,6 +79,20 @@ def shaped_trips(
     if report.invalid:
         print(f"shaping {where}: {report.summary()}")
     return shaped, report
+
+
+def training_trips(
+    source: DataSource, invalid_share: float
+) -> tuple[pd.DataFrame, dict[str, Any], ShapeReport]:
+    """The source's training trips through the declared schema, their lineage with the
+    shaping's counts, and the shaping's report: what a feature version (and an experiment)
+    is built from."""
+    from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS
+
+    trips, lineage = source.read_trips([*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET])
+    shaped, report = shaped_trips(trips, True, invalid_share, describe(source.identity()))
+    lineage = {**lineage, "rows_valid": report.rows_out, "rows_invalid": report.invalid}
+    return shaped, lineage, report
 
 
 def load_model(names: ReleaseNames) -> Any:
@@ -106,17 +122,14 @@ def ensure_features(
             f"{features.location(names.feature_version)}"
         )
     from {{ cookiecutter.package }}.ml.features import build_features
-    from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS
 
     source = source or data_source_of(names, None, n_trips, seed)
-    trips, lineage = source.read_trips([*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET])
-    shaped, report = shaped_trips(trips, True, invalid_share, describe(source.identity()))
+    shaped, lineage, report = training_trips(source, invalid_share)
     frame = build_features(shaped, [int(h) for h in rush_hours])
     try:
         features.write(names.feature_version, frame)
     except AlreadyExistsError:
         return "reused"  # another run created them first: same inputs, same features
-    lineage.update(rows_valid=report.rows_out, rows_invalid=report.invalid)
     write_lineage(names.artifact_root, names.feature_version, lineage)
     return f"created: {report.summary()}"
 

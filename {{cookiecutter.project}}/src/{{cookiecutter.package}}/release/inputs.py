@@ -62,11 +62,19 @@ def check_unchanged(git: Git, version: str, head: str, recorded_sha: str = "") -
             f"version {version} is released, but neither its tag v{version} nor its commit "
             "is in this repository: fetch the tags (`git fetch --tags`)"
         )
+    check_same_inputs(
+        git, released, head, f"version {version} is already released from {released[:12]}"
+    )
+
+
+def check_same_inputs(git: Git, released: str, head: str, released_as: str) -> None:
+    """Refuse when `head`'s release inputs differ from those of commit `released`, in one
+    line: `released_as` says what that commit is, then the first changed paths, the remedy."""
     changed = changed_inputs(git, released, head)
     if changed:
         raise ReleaseError(
-            f"version {version} is already released from {released[:12]}, and HEAD changes "
-            f"its release inputs ({describe(changed)}): bump the version (`inv bump`)"
+            f"{released_as}, and HEAD changes its release inputs ({describe(changed)}): bump "
+            "the version (`inv bump`)"
         )
 
 

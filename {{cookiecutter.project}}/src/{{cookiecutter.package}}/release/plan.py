@@ -189,13 +189,9 @@ def check_tag(ctx: ReleaseContext) -> None:
     tag_commit = ctx.git.tag_commit(names.git_tag)
     if tag_commit is None:
         return
-    changed = inputs.changed_inputs(ctx.git, tag_commit, ctx.git.head())
-    if changed:
-        raise ReleaseError(
-            f"tag {names.git_tag} marks commit {tag_commit[:12]}, and HEAD changes its release "
-            f"inputs ({inputs.describe(changed)}): released code never changes, bump the "
-            "version (`inv bump`)"
-        )
+    inputs.check_same_inputs(
+        ctx.git, tag_commit, ctx.git.head(), f"tag {names.git_tag} marks commit {tag_commit[:12]}"
+    )
 
 
 def check_promotion(ctx: ReleaseContext) -> None:
