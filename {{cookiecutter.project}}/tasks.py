@@ -179,13 +179,20 @@ def run_inference(
 def run_scheduled(
     c: Context, workflow: str = "inference", env: str = "local", override: list[str] | None = None
 ) -> None:
-    """Fire every enabled local schedule once, each version with its own code (cron it)."""
+    """Fire every enabled local schedule once, each version with its own code (cron it).
+
+    After an inference tick, the guard demotes any version that is worse than the control.
+    """
     from {{ cookiecutter.package }}.release.workflows import run_scheduled as run
 
     if workflow not in ("training", "inference"):
         raise Exit(f"error: unknown workflow {workflow!r}: use training or inference", code=1)
     with _release_context(env, override) as ctx:
         run(ctx, workflow)  # type: ignore[arg-type]
+        if workflow == "inference":  # demote what the new outcomes show to be worse
+            from {{ cookiecutter.package }}.release.promotion import guard
+
+            guard(ctx)
 
 
 @task(
@@ -257,7 +264,10 @@ def experiments(c: Context, limit: int = 0) -> None:
         **OVERRIDE_HELP,
         "assign": "VERSION=CLUSTERS moves clusters to a live version, e.g. 0.2.0=4-7 (repeatable)",
         "all": "VERSION gets every user cluster (blue/green switch)",
-        "history": "print every change, oldest first",
+        "promote": "VERSION moves one step along release.promotion_steps if it passes the gates",
+        "force": "with --promote and --reason: promote although the gates refuse",
+        "guard": "give the clusters of every version worse than the control back to it",
+        "history": "print every change, oldest first, with the evidence of each decision",
         "reason": "why (recorded with your name and the time)",
     },
     iterable=["override", "assign"],
@@ -266,6 +276,9 @@ def traffic(
     c: Context,
     assign: list[str] | None = None,
     all_: str = "",
+    promote: str = "",
+    force: bool = False,
+    guard: bool = False,
     history: bool = False,
     reason: str = "",
     env: str = "local",
@@ -273,22 +286,79 @@ def traffic(
 ) -> None:
     """Show or move which live version serves which user clusters (A/B, canary, blue/green).
 
-    Show it, move clusters to a version, or switch everything. Every change is recorded.
+    Show it, move clusters to a version, switch everything, promote a version on its A/B
+    verdict, or demote the versions that are worse. Every change is recorded.
     """
     from {{ cookiecutter.package }}.artifacts import traffic as records
     from {{ cookiecutter.package }}.release import traffic as run
 
+    moves = [
+        name
+        for name, given in (
+            ("--assign", assign),
+            ("--all", all_),
+            ("--promote", promote),
+            ("--guard", guard),
+        )
+        if given
+    ]
+    if len(moves) > 1:
+        raise Exit(f"error: use one of {', '.join(moves)}", code=1)
+    if force and not promote:
+        raise Exit("error: --force goes with --promote VERSION", code=1)
     with _release_context(env, override) as ctx:
         if history:
             print(run.describe_history(ctx))
             return
-        if assign and all_:
-            raise Exit("error: use either --assign or --all", code=1)
         if assign:
             run.assign(ctx, assign, reason)
         elif all_:
             run.switch(ctx, all_, reason)
+        elif promote or guard:
+            from {{ cookiecutter.package }}.release import promotion
+
+            if promote:
+                promotion.promote(ctx, promote, force, reason)
+            else:
+                promotion.guard(ctx)
         print(run.describe(ctx, records.current(ctx.store)))
+
+
+@task(
+    help={
+        **OVERRIDE_HELP,
+        "control": "the version to compare against (default: the one serving most clusters)",
+        "since": "outcomes observed since this ISO date or time (default: each candidate's "
+        "release)",
+        "html": "also write the verdicts as a self-contained page to this file",
+    },
+    iterable=["override"],
+)
+def ab(
+    c: Context,
+    control: str = "",
+    since: str = "",
+    html: str = "",
+    env: str = "local",
+    override: list[str] | None = None,
+) -> None:
+    """Paired A/B verdicts of each live version against the control, on real outcomes.
+
+    Paired comparison on outcomes (every live version predicts every trip, in shadow when it
+    does not serve it): n, MAE and bias of each, the MAE difference with its interval, per
+    user cluster and overall, and a verdict: better, worse, equivalent or inconclusive.
+    """
+    from pathlib import Path
+
+    from {{ cookiecutter.package }}.release.evidence import compare_live
+    from {{ cookiecutter.package }}.reports import ab as report
+
+    with _release_context(env, override) as ctx:
+        comparisons = compare_live(ctx, control, since)
+        report.show(comparisons, ctx.env)
+        if html:
+            page = report.write(Path(html), comparisons, str(ctx.cfg.project), ctx.env)
+            print(f"report: {page}")
 
 
 @task(

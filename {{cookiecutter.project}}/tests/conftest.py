@@ -4,6 +4,7 @@ GCS emulator server (fake-gcs-server), and a scratch git repository."""
 from __future__ import annotations
 
 import importlib.resources
+import json
 import os
 import platform
 import re
@@ -19,9 +20,11 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 SMALL = ["data.n_trips=600", "data.inference_batch_size=50", "model=ridge"]
@@ -187,3 +190,18 @@ def release_model(root: Path, version: str, model: dict, tmp_path: Path) -> Rele
         names, str(model_path), metrics, "abc", {"features": {"rush_hours": [7, 8, 9]}}
     )
     return names
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def release_context(cfg: DictConfig, root: Path, version: str | None = None) -> ReleaseContext:
+    return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=root)
+
+
+def make_live(cfg: DictConfig, root: Path, version: str) -> None:
+    """Make `version` live cheaply: deployed workflows (schedules) and a release record,
+    without training (the pipeline tests cover that)."""
+    ctx = release_context(cfg, root, version)
+    deploy_workflows(ctx, SHA)
+    ctx.store.write_text(ctx.names.release_record_key, json.dumps({"version": version}))

@@ -2,34 +2,20 @@
 rollback. Versions are made live cheaply: deployed workflows (schedules) and a release record,
 without training, which the pipeline tests cover."""
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import make_live, snapshot
+from conftest import release_context as context
 
 from {{ cookiecutter.package }}.artifacts import traffic
-from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.artifacts.traffic import TrafficError, format_clusters, parse_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import lifecycle
 from {{ cookiecutter.package }}.release import traffic as commands
-from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.workflows import deploy_workflows, is_enabled
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-def context(cfg, root: Path, version: str | None = None) -> ReleaseContext:
-    return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=root)
-
-
-def make_live(cfg, root: Path, version: str) -> None:
-    ctx = context(cfg, root, version)
-    deploy_workflows(ctx, SHA)
-    ctx.store.write_text(ctx.names.release_record_key, json.dumps({"version": version}))
+from {{ cookiecutter.package }}.release.workflows import is_enabled
 
 
 def clusters(cfg, root: Path) -> dict[str, list[int]]:

@@ -336,10 +336,28 @@ class BigQueryPredictions:
         )
         return [str(r) for r in found["run_id"]]
 
+    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
+        from {{ cookiecutter.package }}.artifacts.predictions import READ_COLUMNS, only_served
+
+        if self.data.get_table(self.table) is None:
+            import pandas as pd
+
+            return pd.DataFrame(columns=list(READ_COLUMNS))
+        return only_served(
+            self.data.query(
+                f"SELECT * FROM `{self.data.table_id(self.table)}` "
+                "WHERE model_version = @version ORDER BY predicted_at, run_id",
+                version=version,
+            ),
+            shadow,
+        )[[c for c in READ_COLUMNS]]
+
     def split(self) -> pd.DataFrame:
-        """Rows per version and user cluster: who served whom (the A/B split)."""
+        """Served rows per version and user cluster: who served whom (the A/B split).
+        Shadow rows (`served` false) are other versions' answers to the same trips: leave
+        them out, as here, wherever you read what users were given."""
         return self.data.query(
             "SELECT model_version, user_cluster, COUNT(*) AS n_predictions FROM "
-            f"`{self.data.table_id(self.table)}` GROUP BY model_version, user_cluster "
-            "ORDER BY model_version, user_cluster"
+            f"`{self.data.table_id(self.table)}` WHERE served IS NOT FALSE "
+            "GROUP BY model_version, user_cluster ORDER BY model_version, user_cluster"
         )

@@ -6,7 +6,9 @@ Store keys are relative to the environment's artifact root; `uri()` makes them a
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from packaging.version import InvalidVersion, Version
@@ -58,6 +60,11 @@ def check_run_id(run_id: str) -> str:
             "starting with a letter or digit"
         )
     return run_id
+
+
+def new_run_id() -> str:
+    """A run id that sorts by time: `20261129T031500-3f9a2c`."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass(frozen=True)

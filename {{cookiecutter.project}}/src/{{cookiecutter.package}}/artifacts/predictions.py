@@ -7,6 +7,11 @@
   `predictions/{version}/{run_id}.parquet`;
 - `artifacts.bigquery.BigQueryPredictions`: one table for every version, each run appending
   its rows with `model_version` and `run_id`, so an A/B split is a `GROUP BY`.
+
+Every live version predicts every trip of a batch (`traffic.shadow`); the `served` column
+is true for the rows of the version that serves the trip's user cluster, false for shadow
+rows. What users were given is the served rows: `read(version)` returns only those unless
+asked for all; shadow rows are what `inv ab` compares versions on.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 PARQUET = "{{ cookiecutter.package }}.artifacts.predictions.ParquetPredictions"
+SERVED = "served"
+# What `read` returns: enough to join outcomes (trip_id) and split by cluster.
+READ_COLUMNS = ("trip_id", "user_cluster", "eta_minutes", "model_version", SERVED)
 
 
 class PredictionSink(Protocol):
@@ -37,6 +45,19 @@ class PredictionSink(Protocol):
     def runs(self, version: str) -> list[str]:
         """The run ids with predictions of `version`, oldest first."""
         ...
+
+    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
+        """`version`'s predictions (READ_COLUMNS), oldest run first: the served rows, and
+        with `shadow` the shadow rows too."""
+        ...
+
+
+def only_served(frame: pd.DataFrame, shadow: bool) -> pd.DataFrame:
+    """Rows written before the `served` column existed were all served."""
+    if SERVED not in frame:
+        frame = frame.assign(**{SERVED: True})
+    frame = frame.astype({SERVED: bool})
+    return frame if shadow else frame[frame[SERVED]]
 
 
 class ParquetPredictions:
@@ -58,6 +79,21 @@ class ParquetPredictions:
             key.rsplit("/", 1)[-1].removesuffix(".parquet")
             for key in self.store.list(predictions_prefix(version))
         ]
+
+    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = []
+        for key in self.store.list(predictions_prefix(version)):
+            table = pq.read_table(pa.BufferReader(self.store.read(key)))
+            if SERVED not in table.column_names:
+                table = table.append_column(SERVED, pa.array([True] * table.num_rows))
+            tables.append(table.select([c for c in READ_COLUMNS if c in table.column_names]))
+        if not tables:
+            return pd.DataFrame(columns=list(READ_COLUMNS))
+        return only_served(pa.concat_tables(tables, promote_options="default").to_pandas(), shadow)
 
 
 def open_predictions(spec: Mapping[str, Any] | None, artifact_root: str) -> PredictionSink:

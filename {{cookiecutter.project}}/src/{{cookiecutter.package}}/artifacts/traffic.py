@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError
 from {{ cookiecutter.package }}.errors import UserError, shown
@@ -78,6 +79,9 @@ class Assignment:
     author: str = ""
     reason: str = ""
     created_at: str = ""
+    # What a promotion or a guard decided on (`reports.ab.Verdict.evidence`); None for a
+    # move by hand.
+    evidence: dict[str, Any] | None = None
     key: str = field(default="", compare=False)  # where it is stored; empty before
 
     def clusters_of(self, version: str) -> list[int]:
@@ -124,16 +128,16 @@ class Assignment:
         return {v: cs for v, cs in result.items() if cs}
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "clusters": {v: sorted(cs) for v, cs in sorted(self.clusters.items())},
-                "n_clusters": self.n_clusters,
-                "author": self.author,
-                "reason": self.reason,
-                "created_at": self.created_at,
-            },
-            indent=2,
-        )
+        data: dict[str, Any] = {
+            "clusters": {v: sorted(cs) for v, cs in sorted(self.clusters.items())},
+            "n_clusters": self.n_clusters,
+            "author": self.author,
+            "reason": self.reason,
+            "created_at": self.created_at,
+        }
+        if self.evidence is not None:
+            data["evidence"] = self.evidence
+        return json.dumps(data, indent=2)
 
 
 class CorruptRecordError(StoreError):
@@ -149,6 +153,7 @@ def _parse(key: str, text: str, where: str = "") -> Assignment:
             author=str(data.get("author", "")),
             reason=str(data.get("reason", "")),
             created_at=str(data.get("created_at", "")),
+            evidence=dict(data["evidence"]) if data.get("evidence") else None,
             key=key,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -216,8 +221,10 @@ def record(
     n_clusters: int,
     live: Iterable[str],
     reason: str,
+    evidence: dict[str, Any] | None = None,
 ) -> Assignment:
-    """Validate and append a new assignment; it is in force from now on."""
+    """Validate and append a new assignment (with the evidence it was decided on); it is in
+    force from now on."""
     created = datetime.now(UTC)
     assignment = Assignment(
         clusters={v: sorted(cs) for v, cs in clusters.items() if list(cs)},
@@ -225,6 +232,7 @@ def record(
         author=author(),
         reason=reason,
         created_at=created.isoformat(timespec="seconds"),
+        evidence=evidence,
     )
     assignment.validate(live)
     key = f"{PREFIX}{created:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.json"

@@ -108,6 +108,7 @@ def make_batch_features(
         features.path,
         steps.data_source_of(names, storage, n_trips, seed),
         steps.max_invalid_share(storage),
+        steps.shadow_of(storage),
     )
 
 

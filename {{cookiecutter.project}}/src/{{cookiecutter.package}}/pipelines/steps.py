@@ -27,8 +27,8 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     write_lineage,
 )
 from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
-from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
-from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, new_run_id
+from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 
@@ -42,7 +42,7 @@ DEFAULT_MAX_INVALID_SHARE = 0.01
 
 def storage(spec: str | dict | None) -> dict:
     """The `storage` parameter of the pipelines: JSON of {feature_store, predictions,
-    data_source, max_invalid_share}: where data comes from and goes to."""
+    data_source, max_invalid_share, shadow}: where data comes from and goes to."""
     if isinstance(spec, str):
         return dict(json.loads(spec or "{}"))
     return dict(spec or {})
@@ -67,6 +67,12 @@ def data_source_of(
 
 def max_invalid_share(spec: str | dict | None = None) -> float:
     return float(storage(spec).get("max_invalid_share", DEFAULT_MAX_INVALID_SHARE))
+
+
+def shadow_of(spec: str | dict | None = None) -> bool:
+    """Whether a batch run predicts every trip (its own clusters served, the others in
+    shadow) or only the trips of the clusters its version serves (`traffic.shadow`)."""
+    return bool(storage(spec).get("shadow", True))
 
 
 def shaped_trips(
@@ -188,10 +194,6 @@ def publish_model(
     return str(committed["model"])
 
 
-def new_run_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
 def make_batch_features(
     names: ReleaseNames,
     n_trips: int,
@@ -200,12 +202,17 @@ def make_batch_features(
     features_path: str,
     source: DataSource | None = None,
     invalid_share: float = DEFAULT_MAX_INVALID_SHARE,
+    shadow: bool = True,
 ) -> int:
-    """Features of one inference batch: the trips of the user clusters that the version
-    serves now, read from the traffic assignment as the run starts (every cluster while the
-    environment has no assignment yet; none when the version serves none).
+    """Features of one inference batch, each trip marked `served` when its user cluster is
+    served by this version in the traffic assignment read as the run starts (every cluster
+    while the environment has no assignment yet).
 
-    A negative seed (the default of scheduled runs) draws a fresh synthetic batch each run.
+    With `shadow` the version predicts the trips of the other clusters too (`served`
+    false): every live version predicts the same trips, so their errors can be compared trip
+    by trip (`inv ab`). Without it, only the served trips are kept (none when the version
+    serves no cluster). A negative seed (the default of scheduled runs) draws a fresh
+    synthetic batch each run.
     """
     from {{ cookiecutter.package }}.ml.features import build_features
     from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS
@@ -217,9 +224,13 @@ def make_batch_features(
     trips = source.inference_batch(n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS])
     # A batch that carries its truth (the synthetic one) keeps it to the end of the run.
     trips, _ = shaped_trips(trips, TARGET in trips, invalid_share, "the inference batch")
-    if clusters is not None:
-        trips = trips[trips["user_cluster"].isin(clusters)]
+    served = (
+        trips["user_cluster"].isin(clusters) if clusters is not None else trips["user_cluster"] >= 0
+    )
+    if not shadow:
+        trips, served = trips[served], served[served]
     features = build_features(trips, [int(h) for h in rush_hours])
+    features[SERVED] = served.to_numpy(dtype=bool)
     features.to_parquet(features_path, index=False)
     return len(features)
 
@@ -227,8 +238,8 @@ def make_batch_features(
 def predict_batch(
     names: ReleaseNames, features_path: str, run_id: str, predictions: PredictionSink | None = None
 ) -> str:
-    """Predict with the version's released model; the run's rows go to the predictions sink
-    (by default predictions/{version}/{run_id}.parquet in the artifact store)."""
+    """Predict with the version's released model; the run's rows, served and shadow, go to
+    the predictions sink (by default predictions/{version}/{run_id}.parquet in the store)."""
     import pandas as pd
 
     from {{ cookiecutter.package }}.ml.predict import predict
@@ -238,9 +249,9 @@ def predict_batch(
         return ""  # the version serves no user clusters now: nothing to predict
     model = load_model(names)
     sink = predictions or predictions_of(names)
-    written = sink.write(
-        names.version, run_id or new_run_id(), predict(model, features, names.version)
-    )
+    frame = predict(model, features, names.version)
+    frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
+    written = sink.write(names.version, run_id or new_run_id(), frame)
     if TARGET in features:  # the synthetic batch's truth: its outcomes, from now on
         record_outcomes(names.artifact_root, features[["trip_id", TARGET]])
     return written

@@ -49,7 +49,8 @@ class ReleaseContext:
     @property
     def storage(self) -> dict:
         """Where data comes from and goes to (`conf/data_source`, `conf/feature_store`,
-        `conf/predictions`), as the pipeline steps receive it."""
+        `conf/predictions`, and whether batch runs predict in shadow), as the pipeline steps
+        receive it."""
         plain = self.plain_config()
         source = dict(plain.get("data_source") or {})
         for key in ("path", "batch_path", "outcomes_path"):
@@ -62,6 +63,7 @@ class ReleaseContext:
             "predictions": plain.get("predictions"),
             "data_source": source or None,
             "max_invalid_share": float(plain["data"].get("max_invalid_share", 0.01)),
+            "shadow": bool(plain["traffic"].get("shadow", True)),
         }
 
     @cached_property

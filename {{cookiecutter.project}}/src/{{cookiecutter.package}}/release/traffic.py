@@ -8,6 +8,7 @@ released in this environment and not retired (its schedules are enabled).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from packaging.version import Version
 
@@ -39,6 +40,7 @@ def change(
     moves: Mapping[str, Iterable[int]],
     reason: str,
     extra_live: Iterable[str] = (),
+    evidence: dict[str, Any] | None = None,
 ) -> Assignment:
     """Give each version of `moves` its clusters (taken from their owners) and record it.
 
@@ -61,6 +63,7 @@ def change(
         n_clusters(ctx),
         live=[*live_versions(ctx), *extra_live],
         reason=reason,
+        evidence=evidence,
     )
 
 
@@ -174,4 +177,21 @@ def describe_history(ctx: ReleaseContext) -> str:
             continue
         split = "  ".join(f"{v}={format_clusters(cs)}" for v, cs in sorted(entry.clusters.items()))
         lines.append(f"{entry.created_at}  {split}  -- {entry.reason} ({entry.author})")
+        if entry.evidence:
+            lines.append(f"    evidence: {describe_evidence(entry.evidence)}")
     return "\n".join(lines)
+
+
+def describe_evidence(evidence: Mapping[str, Any]) -> str:
+    """A recorded comparison as one line (`ml.paired.Verdict.evidence`)."""
+    low, high = (evidence.get("interval") or [None, None])[:2]
+
+    def number(value: Any) -> str:
+        return "?" if value is None else f"{float(value):+.3f}"
+
+    text = (
+        f"{evidence.get('candidate')} vs {evidence.get('control')}: n={evidence.get('n')}, "
+        f"MAE difference {number(evidence.get('difference'))} min "
+        f"[{number(low)}, {number(high)}], {evidence.get('verdict')}"
+    )
+    return f"{text}, forced" if evidence.get("forced") else text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -14,7 +15,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     read_lineage,
     same_source,
 )
-from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_run_id
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_run_id, new_run_id
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -164,20 +165,28 @@ def run_scheduled(ctx: ReleaseContext, workflow: Workflow = "inference") -> list
     """Fire every enabled local schedule of `workflow` once, each version with its own code
     and its schedule's parameters: what the next tick of a scheduler would start.
 
-    Kubeflow Pipelines fires recurring runs itself; locally, call this from cron or a loop.
+    The inference runs of one tick share their batch (one seed) and their run id, so with
+    `traffic.shadow` every live version predicts the same trips; without it, a version that
+    serves no cluster is skipped. Kubeflow Pipelines fires recurring runs itself; locally,
+    call this from cron or a loop.
     """
     if str(ctx.cfg.env.engine) != "local":
         raise ReleaseError(f"{ctx.env} runs its schedules itself: `run-scheduled` is for local")
+    shadow = bool(ctx.storage["shadow"])
+    tick = {"seed": uuid.uuid4().int % 2**31, "run_id": new_run_id()}
     outputs = []
     for version in released_versions(ctx):
         names = ctx.for_version(version).names
         for schedule in ctx.engine.schedules(names):
             if schedule.enabled and schedule.workflow == workflow:
-                if workflow == "inference" and traffic.clusters_for(ctx.store, version) == []:
-                    print(f"{schedule.name}: skipped, {version} serves no user clusters now")
-                    continue
+                parameters = dict(schedule.parameters)
+                if workflow == "inference":
+                    if not shadow and traffic.clusters_for(ctx.store, version) == []:
+                        print(f"{schedule.name}: skipped, {version} serves no user clusters now")
+                        continue
+                    parameters.update(tick)
                 spec = ctx.store.read_text(names.workflow_key(workflow))
-                output = ctx.engine.run(names, workflow, spec, schedule.parameters, RUN_TIMEOUT_S)
+                output = ctx.engine.run(names, workflow, spec, parameters, RUN_TIMEOUT_S)
                 print(f"{schedule.name}: {output}")
                 outputs.append(output)
     return outputs
@@ -198,6 +207,6 @@ def run_inference(ctx: ReleaseContext, run_id: str = "") -> str:
     output = ctx.engine.run(names, "inference", ctx.store.read_text(key), arguments, 3600)
     if output:
         print(f"predictions of {names.version}: {output}")
-    else:
+    else:  # traffic.shadow is off
         print(f"{names.version} serves no user clusters now: no predictions written")
     return output

@@ -114,7 +114,7 @@ def metric_bars(comparison: Comparison) -> str:
     return _svg("plot-metrics", "metrics side by side", body)
 
 
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
@@ -143,16 +143,16 @@ def render(comparison: Comparison, project: str) -> str:
         f"<h1>{escape(project)}: {escape(old.version)} vs {escape(new.version)}</h1>",
         legend,
         "<h2>Metrics (test split)</h2>",
-        _table(("metric", old.version, new.version), metrics),
+        table(("metric", old.version, new.version), metrics),
         metric_bars(comparison),
         "<h2>Predictions on one fixed batch, each version with its own code</h2>",
         f"<p>{escape(comparison.agreement())}</p>",
-        _table(("statistic", old.version, new.version), comparison.prediction_stats()),
+        table(("statistic", old.version, new.version), comparison.prediction_stats()),
         histograms("plot-predictions", "prediction distributions", "ETA (minutes)", series),
         "<h2>Residuals (prediction - actual)</h2>",
         histograms("plot-residuals", "residual distributions", "minutes", residuals),
         "<h2>Configuration changes</h2>",
-        _table(("config", old.version, new.version), config)
+        table(("config", old.version, new.version), config)
         if config
         else "<p>The same configuration (env.* aside).</p>",
         "</body></html>",

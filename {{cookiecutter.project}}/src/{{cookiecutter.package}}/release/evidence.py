@@ -1,0 +1,139 @@
+"""The evidence traffic moves on: each live version against a control, on outcomes.
+
+Both versions' predictions of the same trips (served and shadow rows of the predictions
+sink) are joined with the outcomes the data source has observed in a window, and reduced
+to the paired verdict of `ml.paired`, per user cluster and overall. With predictions and
+outcomes both in BigQuery the join and the sums run there, in one query; otherwise the
+two versions' rows are read and joined here.
+
+`inv ab` shows these comparisons; `inv traffic --promote` and `--guard` decide on them and
+record them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from packaging.version import Version
+
+from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts.data_sources import read_outcomes, when
+from {{ cookiecutter.package }}.artifacts.store import StoreError
+from {{ cookiecutter.package }}.artifacts.traffic import Assignment
+from {{ cookiecutter.package }}.errors import ReleaseError, shown
+from {{ cookiecutter.package }}.ml.paired import Gates, PairedSums, Verdict, overall, paired_sums
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.traffic import live_versions
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate against the control on the outcomes of [since, until)."""
+
+    overall: Verdict
+    clusters: dict[int, Verdict]
+    since: datetime
+    until: datetime
+
+    @property
+    def candidate(self) -> str:
+        return self.overall.candidate
+
+    @property
+    def control(self) -> str:
+        return self.overall.control
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            **self.overall.evidence(),
+            "since": self.since.isoformat(timespec="seconds"),
+            "until": self.until.isoformat(timespec="seconds"),
+        }
+
+
+def gates(ctx: ReleaseContext) -> Gates:
+    return Gates.of(ctx.cfg.release.gates)
+
+
+def default_control(assignment: Assignment | None, live: list[str], besides: str = "") -> str:
+    """The live version that serves the most clusters (the older one on a tie)."""
+    candidates = [v for v in live if v != besides]
+    if not candidates:
+        raise ReleaseError(f"no live version to compare {besides or 'with'} against")
+
+    def served(version: str) -> int:
+        return len(assignment.clusters_of(version)) if assignment else 0
+
+    return sorted(candidates, key=lambda v: (-served(v), Version(v)))[0]
+
+
+def went_live(ctx: ReleaseContext, version: str) -> datetime:
+    """When `version` was released here (its release record); the epoch if it does not say."""
+    import json
+
+    try:
+        record = json.loads(ctx.store.read_text(ctx.for_version(version).names.release_record_key))
+    except (StoreError, ValueError):
+        return EPOCH
+    released = record.get("released_at") if isinstance(record, dict) else None
+    return when(released) if released else EPOCH
+
+
+def _sums(
+    ctx: ReleaseContext, control: str, candidate: str, since: datetime, until: datetime
+) -> dict[int, PairedSums]:
+    sink, source = ctx.predictions, ctx.data_source
+    in_one_query = getattr(sink, "paired_sums", None)
+    outcomes_table = getattr(source, "outcomes_table", None)
+    if in_one_query is not None and outcomes_table:
+        found: dict[int, PairedSums] = in_one_query(
+            control, candidate, outcomes_table, since, until
+        )
+        return found
+    outcomes = read_outcomes(source, since, until)
+    if outcomes.empty:
+        return {}
+    return paired_sums(sink.read(control, shadow=True), sink.read(candidate, shadow=True), outcomes)
+
+
+def compare(
+    ctx: ReleaseContext,
+    candidate: str,
+    control: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Comparison:
+    """`candidate` against `control` on outcomes observed in [since, until): by default
+    since the candidate was released, until now."""
+    if candidate == control:
+        raise ReleaseError(f"{candidate} cannot be compared with itself: choose another control")
+    since = since or went_live(ctx, candidate)
+    until = until or datetime.now(UTC)
+    by_cluster = _sums(ctx, control, candidate, since, until)
+    rules = gates(ctx)
+    return Comparison(
+        overall=Verdict(candidate, control, overall(by_cluster), rules),
+        clusters={c: Verdict(candidate, control, s, rules) for c, s in sorted(by_cluster.items())},
+        since=since,
+        until=until,
+    )
+
+
+def compare_live(ctx: ReleaseContext, control: str = "", since: str = "") -> list[Comparison]:
+    """Every other live version against the control (`inv ab`)."""
+    live = live_versions(ctx)
+    assignment = traffic.current(ctx.store)
+    control = control or default_control(assignment, live)
+    if control not in live:
+        raise ReleaseError(f"control {control} is not live on {ctx.env}: live are {live or 'none'}")
+    try:
+        start = when(since) if since else None
+    except ValueError:
+        raise ReleaseError(
+            f"invalid --since {shown(since)}: use an ISO date or time, e.g. 2026-11-01"
+        ) from None
+    return [compare(ctx, version, control, start) for version in live if version != control]

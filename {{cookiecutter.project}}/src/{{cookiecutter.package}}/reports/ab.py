@@ -1,0 +1,106 @@
+"""`inv ab`: each live version against the control, on outcomes, per user cluster and
+overall (the comparisons of `release.evidence`, the statistic of `ml.paired`)."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from pathlib import Path
+
+from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.ml.paired import Verdict
+from {{ cookiecutter.package }}.release.evidence import Comparison
+from {{ cookiecutter.package }}.reports import tables
+
+COLUMNS = (
+    "clusters",
+    "n",
+    "MAE",
+    "MAE control",
+    "bias",
+    "bias control",
+    "difference",
+    "interval",
+    "verdict",
+)
+
+
+def _number(value: float, sign: bool = False) -> str:
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:+.3f}" if sign else f"{value:.3f}"
+
+
+def row(scope: str, verdict: Verdict) -> dict[str, str]:
+    low, high = verdict.interval
+    more = verdict.more_outcomes_needed()
+    return {
+        "clusters": scope,
+        "n": str(verdict.n),
+        "MAE": _number(verdict.mae_candidate),
+        "MAE control": _number(verdict.mae_control),
+        "bias": _number(verdict.bias_candidate, sign=True),
+        "bias control": _number(verdict.bias_control, sign=True),
+        "difference": _number(verdict.difference, sign=True),
+        "interval": f"[{_number(low, True)}, {_number(high, True)}]",
+        "verdict": verdict.verdict + (f" (~{more} more)" if more else ""),
+    }
+
+
+def rows(comparison: Comparison) -> list[dict[str, str]]:
+    return [
+        *(row(str(cluster), verdict) for cluster, verdict in comparison.clusters.items()),
+        row("all", comparison.overall),
+    ]
+
+
+def heading(comparison: Comparison) -> str:
+    rules = comparison.overall.gates
+    return (
+        f"{comparison.candidate} against control {comparison.control}: "
+        f"{comparison.overall.verdict} (paired outcomes observed "
+        f"{comparison.since:%Y-%m-%d %H:%M} .. {comparison.until:%Y-%m-%d %H:%M} UTC; "
+        f"difference = MAE {comparison.candidate} - MAE {comparison.control} in minutes, "
+        f"{rules.confidence:.0%} interval, margin {rules.margin_minutes} min)"
+    )
+
+
+def show(comparisons: list[Comparison], env: str) -> None:
+    if not comparisons:
+        print(f"only one live version on {env}: nothing to compare")
+        return
+    for comparison in comparisons:
+        print(heading(comparison))
+        tables.show(COLUMNS, rows(comparison), title=f"{comparison.candidate} on {env}")
+
+
+def render(comparisons: list[Comparison], project: str, env: str) -> str:
+    """The same tables as a self-contained page (no script, nothing fetched)."""
+    from {{ cookiecutter.package }}.reports.html import STYLE, table
+
+    sections = []
+    for comparison in comparisons:
+        verdict = comparison.overall.verdict
+        sections.append(
+            f'<section class="comparison" data-candidate="{escape(comparison.candidate)}" '
+            f'data-verdict="{escape(verdict)}">'
+            f"<h2>{escape(heading(comparison))}</h2>"
+            + table(COLUMNS, [tuple(r[c] for c in COLUMNS) for r in rows(comparison)])
+            + "</section>"
+        )
+    body = "".join(sections) or f"<p>only one live version on {escape(env)}</p>"
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(project)} A/B on "
+        f"{escape(env)}</title><style>{STYLE}</style></head><body><h1>{escape(project)}: "
+        f"A/B verdicts on {escape(env)}</h1>{body}</body></html>"
+    )
+
+
+def write(path: Path, comparisons: list[Comparison], project: str, env: str) -> Path:
+    """Write the page (creating its folder); returns its absolute path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(comparisons, project, env), encoding="utf-8")
+    except OSError as error:
+        raise ReleaseError(f"cannot write {path}: {error.strerror or error}") from None
+    return path.resolve()

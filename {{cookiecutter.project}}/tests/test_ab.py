@@ -1,0 +1,223 @@
+"""A/B verdicts: the paired statistic on constructed data whose truth is known, and the
+decisions taken on it (`inv ab`, `--promote`, `--guard`) over real predictions files and
+outcomes in a real store.
+
+The synthetic generator gives each trip its true duration, so versions whose errors are
+known can be constructed: the control predicts the truth with noise, a clearly worse
+candidate adds 3 minutes to every ETA, a clearly better one has a third of the noise, an
+equal one has the same noise drawn anew.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_live, snapshot
+from conftest import release_context as context
+from scipy import stats
+
+from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts.data_sources import record_outcomes
+from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
+from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.ml.data import make_trips
+from {{ cookiecutter.package }}.ml.paired import Gates, Verdict, overall, paired_sums
+from {{ cookiecutter.package }}.release import evidence, promotion
+from {{ cookiecutter.package }}.release import traffic as commands
+from {{ cookiecutter.package }}.reports import ab as report
+
+NOISE = 1.5
+
+
+def truth(n_trips: int, seed: int = 5) -> pd.DataFrame:
+    return make_trips(n_trips, seed)
+
+
+def predicted(trips: pd.DataFrame, kind: str, seed: int) -> pd.DataFrame:
+    """Predictions of a version whose error is known (see the module's docstring)."""
+    rng = np.random.default_rng(seed)
+    actual = trips["eta_minutes"].to_numpy()
+    noise = {"control": NOISE, "equal": NOISE, "better": NOISE / 3, "worse": NOISE}[kind]
+    eta = actual + rng.normal(0, noise, len(trips)) + (3.0 if kind == "worse" else 0.0)
+    return pd.DataFrame(
+        {"trip_id": trips["trip_id"], "user_cluster": trips["user_cluster"], "eta_minutes": eta}
+    )
+
+
+def verdict_of(kind: str, n_trips: int = 4000) -> Verdict:
+    trips = truth(n_trips)
+    sums = paired_sums(predicted(trips, "control", 1), predicted(trips, kind, 2), trips)
+    return Verdict("2.0.0", "1.0.0", overall(sums), Gates())
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"), [("better", "better"), ("worse", "worse"), ("equal", "equivalent")]
+)
+def test_the_verdict_finds_the_constructed_truth(kind: str, expected: str) -> None:
+    verdict = verdict_of(kind)
+    assert verdict.verdict == expected, verdict.summary()
+    assert verdict.more_outcomes_needed() == 0
+
+
+def test_too_few_outcomes_are_inconclusive_and_say_how_many_more() -> None:
+    verdict = verdict_of("worse", n_trips=150)
+    assert verdict.n == 150 and verdict.verdict == "inconclusive"
+    assert verdict.more_outcomes_needed() == 50
+    assert verdict.summary().endswith("inconclusive, about 50 more outcomes needed")
+
+
+def test_the_interval_is_the_paired_t_interval_and_clusters_add_up() -> None:
+    trips = truth(1000)
+    control, candidate = predicted(trips, "control", 1), predicted(trips, "better", 2)
+    by_cluster = paired_sums(control, candidate, trips)
+    verdict = Verdict("2.0.0", "1.0.0", overall(by_cluster), Gates())
+    errors = [(frame["eta_minutes"] - trips["eta_minutes"]).abs() for frame in (candidate, control)]
+    expected = stats.ttest_rel(*errors).confidence_interval(0.95)
+    assert verdict.interval == pytest.approx((expected.low, expected.high), rel=1e-9)
+    assert verdict.mae_candidate == pytest.approx(errors[0].mean())
+    assert sum(s.n for s in by_cluster.values()) == 1000 and sorted(by_cluster) == list(range(8))
+
+
+def test_only_trips_both_versions_predicted_with_an_outcome_are_paired() -> None:
+    trips = truth(300)
+    control = predicted(trips, "control", 1)
+    candidate = pd.concat([predicted(trips, "worse", 2), predicted(trips, "control", 3)])
+    sums = overall(paired_sums(control.iloc[:200], candidate, trips.iloc[50:]))
+    assert sums.n == 150  # trips 50..199; the candidate's second prediction of each counts
+    latest = candidate.drop_duplicates("trip_id", keep="last")
+    assert sums.ae_candidate == pytest.approx(
+        (latest["eta_minutes"] - trips["eta_minutes"]).abs().iloc[50:200].sum()
+    )
+
+
+def served(trips: pd.DataFrame, frame: pd.DataFrame, clusters: list[int]) -> pd.DataFrame:
+    return frame.assign(model_version="", served=trips["user_cluster"].isin(clusters).to_numpy())
+
+
+@pytest.fixture
+def canary(cfg, artifact_root: Path, tmp_path: Path):
+    """0.1.0 serving clusters 0-6 and 0.2.0 a canary on 7, both live."""
+    for version in ("0.1.0", "0.2.0"):
+        make_live(cfg, tmp_path, version)
+    ctx = context(cfg, tmp_path)
+    traffic.record(ctx.store, {"0.1.0": range(7), "0.2.0": [7]}, 8, ["0.1.0", "0.2.0"], "canary")
+    return ctx
+
+
+def batch_run(ctx, kind: str, n_trips: int, seed: int) -> None:
+    """One batch run of both versions on the same trips: served and shadow rows, and the
+    trips' outcomes, as `inv run-scheduled` writes them."""
+    trips = truth(n_trips, seed)
+    now = traffic.current(ctx.store)
+    sink = ParquetPredictions(ctx.names.artifact_root)
+    for version, frame in (
+        ("0.1.0", predicted(trips, "control", seed + 1)),
+        ("0.2.0", predicted(trips, kind, seed + 2)),
+    ):
+        rows = served(trips, frame, now.clusters_of(version)).assign(model_version=version)
+        sink.write(version, f"run-{seed}", rows)
+    record_outcomes(ctx.names.artifact_root, trips)
+
+
+def refused(ctx, root: Path, message: str, *args, **kwargs) -> str:
+    before = snapshot(root)
+    with pytest.raises(ReleaseError) as error:
+        promotion.promote(ctx, *args, **kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert snapshot(root) == before
+    return str(error.value)
+
+
+def test_a_worse_canary_is_refused_promotion_and_the_guard_demotes_it(
+    canary, artifact_root: Path, capsys
+) -> None:
+    for seed in (10, 20):
+        batch_run(canary, "worse", 300, seed)
+    (comparison,) = evidence.compare_live(canary)
+    assert comparison.control == "0.1.0" and comparison.overall.verdict == "worse"
+    # Paired: both versions on the same 600 trips; served rows of a cluster from one version.
+    assert comparison.overall.n == 600
+    rows = pd.concat([ParquetPredictions(str(artifact_root)).read(v) for v in ("0.1.0", "0.2.0")])
+    assert len(rows) == 600 and rows.groupby("user_cluster")["model_version"].nunique().max() == 1
+    assert set(rows[rows.model_version == "0.2.0"].user_cluster) == {7}
+
+    message = refused(
+        canary, artifact_root, "0.2.0 is not promoted: 0.2.0 vs 0.1.0: n=600", "0.2.0"
+    )
+    # +3 minutes on every ETA: the MAE grows by about 1.9 (errors of N(3, 1.5), not N(0, 1.5)).
+    pattern = r"difference \+(\d\.\d+) min \[\+(\d\.\d+), \+(\d\.\d+)\] \(95%\), worse"
+    numbers = re.search(pattern, message)
+    assert numbers and 1.5 < float(numbers[2]) < float(numbers[1]) < float(numbers[3]) < 2.3
+
+    capsys.readouterr()
+    (record,) = promotion.guard(canary)
+    assert record.clusters == {"0.1.0": list(range(8))}
+    assert record.evidence["verdict"] == "worse" and record.evidence["n"] == 600
+    assert "clusters 7 moved from 0.2.0 to 0.1.0" in capsys.readouterr().out
+    history = commands.describe_history(canary)
+    assert "guard: 0.2.0 is worse than 0.1.0" in history
+    assert "evidence: 0.2.0 vs 0.1.0: n=600, MAE difference +" in history
+    # Nothing worse serves now: the guard changes nothing more.
+    before = snapshot(artifact_root)
+    assert promotion.guard(canary) == [] and snapshot(artifact_root) == before
+
+
+def test_a_better_canary_is_promoted_step_by_step_with_its_evidence(
+    canary, artifact_root: Path
+) -> None:
+    batch_run(canary, "better", 600, 10)
+    steps = []
+    for expected in ([4, 5, 6, 7], list(range(8))):
+        record = promotion.promote(canary, "0.2.0")
+        assert record.clusters_of("0.2.0") == expected
+        assert record.evidence["verdict"] == "better" and record.evidence["forced"] is False
+        steps.append(record)
+    assert [s.reason.split(":")[0] for s in steps] == [
+        "promote 0.2.0 to 4-7 (50%)",
+        "promote 0.2.0 to 0-7 (100%)",
+    ]
+    refused(canary, artifact_root, "0.2.0 already serves every user cluster", "0.2.0")
+    records = [json.loads(p.read_text()) for p in sorted((artifact_root / "traffic").iterdir())]
+    assert [r["evidence"]["verdict"] for r in records if "evidence" in r] == ["better", "better"]
+
+
+def test_too_few_outcomes_refuse_promotion_saying_how_many_more(
+    canary, artifact_root: Path
+) -> None:
+    batch_run(canary, "better", 120, 10)
+    refused(canary, artifact_root, "inconclusive, about 80 more outcomes needed", "0.2.0")
+    refused(canary, artifact_root, "--force needs --reason", "0.2.0", force=True)
+    forced = promotion.promote(canary, "0.2.0", force=True, reason="hotfix of a known bug")
+    assert forced.evidence["forced"] is True and forced.evidence["verdict"] == "inconclusive"
+    assert "forced: hotfix of a known bug" in forced.reason
+    assert "inconclusive, forced" in commands.describe_history(canary)
+
+
+def test_inv_ab_prints_every_cluster_and_writes_the_same_page(
+    canary, tmp_path: Path, capsys
+) -> None:
+    batch_run(canary, "worse", 400, 10)
+    comparisons = evidence.compare_live(canary)
+    report.show(comparisons, "local")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("0.2.0 against control 0.1.0: worse")
+    assert re.split(r"\s{2,}", lines[1]) == list(report.COLUMNS)
+    assert [line.split()[0] for line in lines[2:]] == [*map(str, range(8)), "all"]
+    assert lines[-1].split()[1] == "400" and lines[-1].endswith("worse")
+    page = report.write(tmp_path / "ab.html", comparisons, "taxi", "local").read_text()
+    assert 'data-candidate="0.2.0" data-verdict="worse"' in page and "<script" not in page
+    assert page.count("<tr>") == 10  # the header and nine rows
+
+
+def test_inv_ab_refusals(canary) -> None:
+    with pytest.raises(ReleaseError, match="control 9.9.9 is not live"):
+        evidence.compare_live(canary, control="9.9.9")
+    with pytest.raises(ReleaseError, match="invalid --since 'yesterday'"):
+        evidence.compare_live(canary, since="yesterday")
+    (comparison,) = evidence.compare_live(canary)  # no outcomes yet
+    assert comparison.overall.n == 0 and comparison.overall.verdict == "inconclusive"
