@@ -45,7 +45,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/artifacts/bigquery_source.py", "src/taxi_eta/ml/schema.py",
     "tests/test_data_sources.py", "tests/test_ab.py", "src/taxi_eta/ml/paired.py",
     "src/taxi_eta/release/evidence.py", "src/taxi_eta/release/promotion.py",
-    "src/taxi_eta/reports/ab.py",
+    "src/taxi_eta/reports/ab.py", "src/taxi_eta/serving/shadow.py",
     "src/taxi_eta/artifacts/features.py", "src/taxi_eta/artifacts/models.py",
     "src/taxi_eta/artifacts/names.py", "src/taxi_eta/artifacts/predictions.py",
     "src/taxi_eta/artifacts/store.py", "src/taxi_eta/artifacts/traffic.py",

@@ -30,6 +30,7 @@ from {{ cookiecutter.package }}.ml.paired import Gates, Verdict, overall, paired
 from {{ cookiecutter.package }}.release import evidence, promotion
 from {{ cookiecutter.package }}.release import traffic as commands
 from {{ cookiecutter.package }}.reports import ab as report
+from {{ cookiecutter.package }}.reports import versions
 
 NOISE = 1.5
 
@@ -153,6 +154,12 @@ def test_a_worse_canary_is_refused_promotion_and_the_guard_demotes_it(
     pattern = r"difference \+(\d\.\d+) min \[\+(\d\.\d+), \+(\d\.\d+)\] \(95%\), worse"
     numbers = re.search(pattern, message)
     assert numbers and 1.5 < float(numbers[2]) < float(numbers[1]) < float(numbers[3]) < 2.3
+
+    # `inv versions` shows each live version's share and its verdict now.
+    table = versions.table(canary).splitlines()
+    standing = {line.split()[0]: line for line in table[1:]}
+    assert "88% (0-6)  control" in standing["0.1.0"]
+    assert "12% (7)    worse" in standing["0.2.0"]
 
     capsys.readouterr()
     (record,) = promotion.guard(canary)

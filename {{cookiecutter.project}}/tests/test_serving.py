@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -19,6 +20,7 @@ from conftest import free_port, release_model
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.predict import predict
@@ -35,6 +37,7 @@ class Servers:
     def __init__(self) -> None:
         self.running: dict[str, tuple[uvicorn.Server, threading.Thread]] = {}
         self.urls: dict[str, str] = {}
+        self.apps: dict[str, Any] = {}
 
     def start(self, name: str, app) -> str:
         port = free_port()
@@ -153,11 +156,58 @@ def cluster_trips(clusters) -> list[dict]:
     return [{**TRIP, "trip_id": f"t{c}", "user_cluster": c} for c in clusters]
 
 
-def start_router(artifact_root: Path, servers: dict[str, str], running: Servers) -> str:
+def start_router(
+    artifact_root: Path, servers: dict[str, str], running: Servers, **shadow: Any
+) -> str:
     root = str(artifact_root)
     # refresh_s=0: every request reads the assignment, so the test sees changes at once.
-    app = router.create_router(root, router.upstreams("http://{deployment}", servers, root), 0.0)
+    app = router.create_router(
+        root, router.upstreams("http://{deployment}", servers, root), 0.0, **shadow
+    )
+    running.apps["router"] = app
     return running.start("router", app)
+
+
+def test_the_router_records_shadow_answers_and_serves_without_the_shadow_version(
+    artifact_root: Path, servers: dict[str, str], running: Servers
+) -> None:
+    store, sink = open_store(str(artifact_root)), ParquetPredictions(str(artifact_root))
+    traffic.record(store, {"1.0.0": range(4), "2.0.0": range(4, 8)}, 8, ["1.0.0", "2.0.0"], "A/B")
+    url = start_router(artifact_root, servers, running, shadow_sink=sink, shadow_flush_s=0.2)
+    first = httpx.post(f"{url}/predict", json={"trips": cluster_trips(range(8))}).json()
+
+    def recorded(version: str) -> pd.DataFrame:
+        return sink.read(version, shadow=True).set_index("trip_id")
+
+    deadline = time.monotonic() + 20
+    while not all(len(recorded(v)) == 8 for v in ("1.0.0", "2.0.0")):
+        assert time.monotonic() < deadline, "the shadow answers were never recorded"
+        time.sleep(0.1)
+    for version, own in (("1.0.0", range(4)), ("2.0.0", range(4, 8))):
+        rows = recorded(version)
+        assert dict(rows["served"]) == {f"t{c}": c in own for c in range(8)}
+        direct = httpx.post(
+            f"{servers[version]}/v{version}/predict", json={"trips": cluster_trips(range(8))}
+        ).json()["predictions"]
+        assert list(rows["eta_minutes"]) == [p["eta_minutes"] for p in direct]
+    # Readers of what users were given see only the served rows.
+    assert list(sink.read("1.0.0").trip_id) == [f"t{c}" for c in range(4)]
+
+    # The shadow version down: the served answer is the same, and nothing waits for it.
+    running.stop("2.0.0")
+    trips = [{**trip, "trip_id": f"again-{trip['trip_id']}"} for trip in cluster_trips(range(4))]
+    again = httpx.post(f"{url}/predict", json={"trips": trips})
+    assert again.status_code == 200
+    etas = [p["eta_minutes"] for p in again.json()["predictions"]]
+    assert etas == [p["eta_minutes"] for p in first["predictions"][:4]]
+    shadow = running.apps["router"].state.shadow
+    deadline = time.monotonic() + 20
+    while shadow.stats.failed < 1:
+        assert time.monotonic() < deadline, "the failed shadow call was never counted"
+        time.sleep(0.1)
+    running.stop("router")  # its shutdown writes what is left
+    assert set(recorded("1.0.0").index) >= {f"again-t{c}" for c in range(4)}
+    assert not any(t.startswith("again-") for t in recorded("2.0.0").index)
 
 
 def test_the_router_sends_each_trip_to_the_version_serving_its_cluster(
@@ -323,6 +373,7 @@ from {{ cookiecutter.package }}.serving.app import create_app  # first, as the s
 from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_info
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 
 app = create_app(ReleaseNames("taxi", "2.0.0", "2.0.0", sys.argv[1]))
 trip = json.loads(sys.argv[2])

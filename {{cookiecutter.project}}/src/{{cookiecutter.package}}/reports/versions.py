@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from packaging.version import InvalidVersion, Version
 
-from {{ cookiecutter.package }}.artifacts import models
+from {{ cookiecutter.package }}.artifacts import models, traffic
 from {{ cookiecutter.package }}.artifacts.code import read_code, verify_code
 from {{ cookiecutter.package }}.artifacts.data_sources import describe
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
+from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
-from {{ cookiecutter.package }}.release import image
+from {{ cookiecutter.package }}.release import evidence, image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.traffic import live_versions
 from {{ cookiecutter.package }}.release.workflows import model_released
 from {{ cookiecutter.package }}.reports import tables
 
 PREFIXES = ("code/", "models/", "workflows/", "releases/", "predictions/", "schedules/")
 BEFORE_METRICS = ("version", "image", "code", "features")
-AFTER_METRICS = ("workflows", "schedules", "predictions", "released")
+AFTER_METRICS = ("workflows", "schedules", "predictions", "traffic", "verdict", "released")
 
 
 def known_versions(ctx: ReleaseContext) -> list[str]:
@@ -101,6 +104,29 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
     }
 
 
+def traffic_standing(ctx: ReleaseContext) -> dict[str, dict[str, str]]:
+    """Each live version's share of the user clusters and its A/B verdict against the
+    control (`inv ab`) now."""
+    assignment = traffic.current(ctx.store)
+    live = live_versions(ctx)
+    if not live:
+        return {}
+    control = evidence.default_control(assignment, live)
+    standing = {}
+    for version in live:
+        share = assignment.share(version) if assignment else 0.0
+        clusters = format_clusters(assignment.clusters_of(version)) if assignment else "-"
+        if version == control:
+            verdict = "control"
+        else:
+            try:
+                verdict = evidence.compare(ctx, version, control).overall.verdict
+            except UserError:  # e.g. a source with no outcomes: `inv ab` says which
+                verdict = "? (inv ab)"
+        standing[version] = {"traffic": f"{share:.0%} ({clusters})", "verdict": verdict}
+    return standing
+
+
 def rows(ctx: ReleaseContext) -> tuple[list[str], list[dict[str, str]]]:
     """The columns and one row per version; every model metric with its change from the
     previous version that has it."""
@@ -109,8 +135,10 @@ def rows(ctx: ReleaseContext) -> tuple[list[str], list[dict[str, str]]]:
     names = sorted({m for found in metrics for m in found}, key=lambda m: (m != MAIN_METRIC, m))
     result: list[dict[str, str]] = []
     previous: dict[str, float] = {}
+    standing = traffic_standing(ctx)
     for version_ctx, found in zip(contexts, metrics, strict=True):
         line = row(version_ctx)
+        line.update(standing.get(version_ctx.names.version, {"traffic": "-", "verdict": "-"}))
         for metric in names:
             line[metric] = with_change(found.get(metric), previous.get(metric))
         previous.update(found)

@@ -11,6 +11,10 @@ some of its trips is unreachable, the request gets 503 naming that version and i
 clusters (never another version's answer, and no internal host name); requests whose
 trips belong to other versions are not affected.
 
+With shadow traffic on (`traffic.shadow`), each answered request is also sent to the other
+live versions afterwards, and the served and shadow answers are recorded in the
+predictions sink (`serving.shadow`): never delaying or failing the served answer.
+
 In Kubernetes the router is its own Deployment (`inv render-deployment --router`) and finds a
 version's server by its Service name; locally `inv serve-router --upstream VERSION=URL`.
 """
@@ -22,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,11 +37,13 @@ from pydantic import Field, ValidationError
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
 from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
 from {{ cookiecutter.package }}.serving.endpoints import add_index
 from {{ cookiecutter.package }}.serving.limits import harden, validation_errors
+from {{ cookiecutter.package }}.serving.shadow import Shadow
 
 PROJECT = "{{ cookiecutter.project }}"
 log = logging.getLogger(__name__)
@@ -95,19 +101,40 @@ def create_router(
     upstream: Callable[[str], str],
     refresh_s: float = 1.0,
     timeout_s: float = 10.0,
+    shadow_sink: PredictionSink | None = None,
+    shadow_versions: Iterable[str] = (),
+    shadow_flush_s: float = 5.0,
 ) -> FastAPI:
+    """The router; with `shadow_sink`, answered requests are mirrored to the other live
+    versions (those of the assignment, and `shadow_versions`, e.g. versions released dark)
+    and both answers recorded there (`serving.shadow`)."""
     cache = AssignmentCache(open_store(artifact_root), refresh_s)
     # aiohttp, not httpx: on loopback its round trip costs about 0.8 ms less (measured),
     # and that is most of what the router adds to a prediction.
     sessions: list[aiohttp.ClientSession] = []
+    mirror = (
+        Shadow(
+            shadow_sink,
+            lambda version, trips: forward(version, json.dumps({"trips": trips}).encode()),
+            shadow_versions,
+            flush_s=shadow_flush_s,
+        )
+        if shadow_sink is not None
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         sessions.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)))
+        if mirror is not None:
+            await mirror.start()
         yield
+        if mirror is not None:
+            await mirror.stop()  # writes what was collected
         await sessions.pop().close()
 
     app = FastAPI(title=f"{PROJECT} router", lifespan=lifespan)
+    app.state.shadow = mirror  # its counters, for operators and tests
     harden(app)
 
     add_index(app)
@@ -216,6 +243,8 @@ def create_router(
             for indexes, answer in zip(groups.values(), answers, strict=True):
                 for index, prediction in zip(indexes, answer, strict=True):  # type: ignore[arg-type]
                     predictions[index] = prediction
+        if mirror is not None:
+            mirror.offer([t.model_dump() for t in parsed.trips], predictions, assignment)
         return JSONResponse({"predictions": predictions, "versions": sorted(groups)})
 
     return app
@@ -229,11 +258,18 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
 
 if __name__ == "__main__":  # the router Deployment's entry point
     root = os.environ["ARTIFACT_ROOT"]
+    # Shadow traffic (on unless SHADOW=0) is recorded in the predictions sink: PREDICTIONS is
+    # the JSON of conf/predictions (Parquet under ARTIFACT_ROOT when unset); SHADOW_VERSIONS
+    # names live versions that serve no cluster yet (comma-separated).
+    shadow_on = os.environ.get("SHADOW", "1") != "0"
+    spec = json.loads(os.environ.get("PREDICTIONS") or "null")
     serve(
         create_router(
             root,
             upstreams(os.environ.get("UPSTREAM_URL", "http://{deployment}"), {}, root),
             refresh_s=float(os.environ.get("TRAFFIC_REFRESH_SECONDS", "1")),
+            shadow_sink=open_predictions(spec, root) if shadow_on else None,
+            shadow_versions=[v for v in os.environ.get("SHADOW_VERSIONS", "").split(",") if v],
         ),
         host=os.environ.get("HOST", "0.0.0.0"),
         port=int(os.environ.get("PORT", "8080")),

@@ -1,0 +1,133 @@
+"""Shadow traffic for the router: after a request is answered, the other live versions
+predict its trips too, and both answers go to the predictions sink.
+
+The served answer never waits for this: the router hands the answered request to a bounded
+queue (`put_nowait`; when the queue is full the request is not mirrored, and counted) and
+returns. A worker on the router's event loop forwards the trips to each other version
+(errors and timeouts only counted: a shadow version that is down costs nothing), and every
+few seconds the collected rows are written, one create-only object per version and flush,
+as `online-{time}-{id}` runs: the served rows with `served` true, the shadow rows with
+`served` false, the same columns as batch predictions. `inv ab` then pairs online
+predictions with outcomes as it pairs batch ones. Trips without a `trip_id` cannot be
+joined with an outcome and are not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from {{ cookiecutter.package }}.artifacts.names import new_run_id
+from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionSink
+from {{ cookiecutter.package }}.artifacts.traffic import Assignment
+
+log = logging.getLogger(__name__)
+Forward = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass
+class ShadowStats:
+    mirrored: int = 0  # requests mirrored
+    dropped: int = 0  # requests not mirrored: the queue was full
+    failed: int = 0  # shadow calls that failed (the served answers were not affected)
+    written: int = 0  # rows written to the sink
+
+
+@dataclass
+class Shadow:
+    """The bounded queue, its worker and the rows waiting to be written."""
+
+    sink: PredictionSink
+    forward: Forward
+    extra_versions: Iterable[str] = ()
+    queue_size: int = 1000
+    flush_s: float = 5.0
+    stats: ShadowStats = field(default_factory=ShadowStats)
+
+    def __post_init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[list[dict], list[dict], Assignment]] | None = None
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue(self.queue_size)
+        self.tasks = [asyncio.create_task(self._mirror()), asyncio.create_task(self._flusher())]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.to_thread(self.write, self.take())
+
+    def offer(
+        self, trips: list[dict[str, Any]], answers: list[dict[str, Any]], assignment: Assignment
+    ) -> None:
+        """Hand an answered request over; never blocks, never raises."""
+        if self.queue is None:
+            return
+        try:
+            self.queue.put_nowait((trips, answers, assignment))
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+
+    def _keep(self, version: str, trips: list[dict], etas: list[dict], served: bool) -> None:
+        rows = self.rows.setdefault(version, [])
+        for trip, answer in zip(trips, etas, strict=True):
+            if trip.get("trip_id"):
+                rows.append(
+                    {
+                        "trip_id": trip["trip_id"],
+                        "user_cluster": trip["user_cluster"],
+                        "eta_minutes": answer["eta_minutes"],
+                        "model_version": version,
+                        SERVED: served,
+                    }
+                )
+
+    async def _mirror(self) -> None:
+        assert self.queue is not None
+        while True:
+            trips, answers, assignment = await self.queue.get()
+            self.stats.mirrored += 1
+            for trip, answer in zip(trips, answers, strict=True):
+                self._keep(answer["version"], [trip], [answer], served=True)
+            versions = sorted({*assignment.clusters, *self.extra_versions})
+            for version in versions:
+                others = [t for t in trips if assignment.owner(t["user_cluster"]) != version]
+                if not others:
+                    continue
+                try:
+                    shadow = await self.forward(version, others)
+                except Exception as error:  # any failure: the shadow answer is only lost
+                    self.stats.failed += 1
+                    log.debug("shadow call to %s failed: %s", version, error)
+                    continue
+                self._keep(version, others, shadow, served=False)
+
+    def take(self) -> dict[str, list[dict[str, Any]]]:
+        """The rows collected so far (on the event loop, which alone appends to them)."""
+        pending, self.rows = self.rows, {}
+        return pending
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await asyncio.to_thread(self.write, self.take())
+
+    def write(self, pending: dict[str, list[dict[str, Any]]]) -> None:
+        """Write collected rows, one object per version (a failure is logged, not raised)."""
+        import pandas as pd
+
+        for version, rows in pending.items():
+            if not rows:
+                continue
+            try:
+                self.sink.write(version, f"online-{new_run_id()}", pd.DataFrame(rows))
+                self.stats.written += len(rows)
+            except Exception as error:  # the router keeps serving; these rows are lost
+                log.warning(
+                    "could not write %d online predictions of %s: %s", len(rows), version, error
+                )
