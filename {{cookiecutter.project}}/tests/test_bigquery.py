@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import SMALL
@@ -24,7 +25,9 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, Store
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
+from {{ cookiecutter.package }}.ml.paired import paired_sums
 from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.release import evidence
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows, run_inference, train_adhoc
 from {{ cookiecutter.package }}.reports import versions
@@ -164,6 +167,53 @@ def test_predictions_of_two_live_versions_share_one_table_split_by_cluster(
     served = {v: set(g["user_cluster"]) for v, g in split.groupby("model_version")}
     assert served == {"1.0.0": {0, 1, 2, 3, 4, 5}, "1.1.0": {6, 7}}
     assert split["n_predictions"].sum() == len(batch)
+
+
+def test_ab_verdicts_run_as_one_query_in_bigquery(
+    dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Predictions and outcomes both in BigQuery: the paired sums come from one query, with
+    the numbers of the local path (`ml.paired.paired_sums`) on the same rows."""
+    sink = BigQueryPredictions("local", dataset)
+    trips = make_trips(500, 3)
+    rng = np.random.default_rng(0)
+    for version, shift, clusters in (("1.0.0", 0.0, range(6)), ("1.1.0", 3.0, [6, 7])):
+        for run in ("run-1", "run-2"):  # a trip predicted twice counts once, the latest
+            frame = trips[["trip_id", "user_cluster"]].assign(
+                eta_minutes=trips["eta_minutes"] + shift + rng.normal(0, 1.5, len(trips)),
+                model_version=version,
+                served=trips["user_cluster"].isin(clusters),
+            )
+            sink.write(version, f"{run}-{version}", frame)
+    outcomes = trips[["trip_id", "eta_minutes"]].assign(
+        observed_at=pd.Timestamp.now(tz="UTC").floor("us")
+    )
+    sink.data.create_table("outcomes", outcomes)
+    sink.data.load("outcomes", outcomes, "WRITE_APPEND")
+    cfg = load_config(
+        "local",
+        [
+            f"env.artifact_root={tmp_path / 'artifacts'}",
+            "predictions=bigquery",
+            f"env.bigquery.predictions_dataset={dataset}",
+            "data_source=bigquery",
+            "data_source.table=unused",
+            f"data_source.outcomes_table=local.{dataset}.outcomes",
+        ],
+    )
+    ctx = ReleaseContext.create(cfg)
+    local = paired_sums(sink.read("1.0.0", True), sink.read("1.1.0", True), outcomes)
+
+    def pulled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rows were pulled out of BigQuery")
+
+    monkeypatch.setattr(BigQueryPredictions, "read", pulled)
+    comparison = evidence.compare(ctx, "1.1.0", "1.0.0")
+    assert comparison.overall.n == 500 and comparison.overall.verdict == "worse"
+    assert sorted(comparison.clusters) == sorted(local)
+    for cluster, verdict in comparison.clusters.items():
+        for name, value in vars(local[cluster]).items():
+            assert getattr(verdict.sums, name) == pytest.approx(value, rel=1e-9), name
 
 
 def test_a_release_keeps_features_and_predictions_in_bigquery(

@@ -13,6 +13,7 @@ from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import (
     compile_spec,
@@ -119,7 +120,9 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     )
     run_inference(ctx, "batch-1")
     predictions = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-1"))
-    assert set(predictions.user_cluster) == {1, 2}
+    assert set(predictions[predictions.served].user_cluster) == {1, 2}
+    # traffic.shadow: the version predicts the other clusters' trips too, not served.
+    assert set(predictions[~predictions.served].user_cluster) == {0, *range(3, 8)}
     assert (predictions.model_version == cfg.version).all()
     assert [p.name for p in (artifact_root / "predictions").iterdir()] == [cfg.version]
 
@@ -133,13 +136,25 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     )
     run_inference(ctx, "batch-2")
     second = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-2"))
-    assert set(second.user_cluster) == {5}
+    assert set(second[second.served].user_cluster) == {5} and len(second) == len(predictions)
 
-    # A version with no clusters writes no predictions.
+    # A version with no clusters predicts in shadow only; with traffic.shadow off, it writes
+    # no predictions.
     traffic.record(ctx.store, {other: range(8)}, 8, live=[cfg.version, other], reason="off")
-    before = snapshot(artifact_root / "predictions")
-    assert run_inference(ctx, "batch-3") == ""
-    assert snapshot(artifact_root / "predictions") == before
+    run_inference(ctx, "batch-3")
+    third = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-3"))
+    assert not third.served.any() and len(third) == len(predictions)
+    features = tmp_path / "batch.parquet"
+    assert steps.make_batch_features(ctx.names, 50, 1, [7], str(features), shadow=False) == 0
+    traffic.record(
+        ctx.store,
+        {cfg.version: [5], other: [0, 1, 2, 3, 4, 6, 7]},
+        8,
+        live=[cfg.version, other],
+        reason="back",
+    )
+    steps.make_batch_features(ctx.names, 50, 1, [7], str(features), shadow=False)
+    assert set(pd.read_parquet(features).user_cluster) == {5}
     schedules = ctx.engine.schedules(ctx.names)
     assert [(s.name, s.enabled) for s in schedules] == [
         (f"{cfg.project}-training-v{cfg.version}", True),

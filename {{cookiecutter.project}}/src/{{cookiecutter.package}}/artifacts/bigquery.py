@@ -31,7 +31,9 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from {{ cookiecutter.package }}.artifacts.data_sources import OBSERVED_AT
 from {{ cookiecutter.package }}.artifacts.names import bigquery_features_table, check_run_id
+from {{ cookiecutter.package }}.artifacts.predictions import READ_COLUMNS, SERVED, only_served
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 
 if TYPE_CHECKING:
@@ -149,9 +151,7 @@ class _Dataset:
 
         config = bigquery.QueryJobConfig(
             query_parameters=[
-                bigquery.ScalarQueryParameter(
-                    name, "INT64" if isinstance(value, int) else "STRING", value
-                )
+                bigquery.ScalarQueryParameter(name, _type_of(value), value)
                 for name, value in parameters.items()
             ]
         )
@@ -160,6 +160,12 @@ class _Dataset:
             rows = job.result(timeout=self.timeout_s)
             # Through Arrow: int64 stays int64 (to_dataframe gives nullable Int64).
             return rows.to_arrow(create_bqstorage_client=False).to_pandas()
+
+
+def _type_of(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "TIMESTAMP"
+    return "INT64" if isinstance(value, int) else "STRING"
 
 
 class BigQueryFeatureStore:
@@ -310,7 +316,10 @@ class BigQueryPredictions:
         import pandas as pd
 
         check_run_id(run_id)
-        rows = frame.reset_index(drop=True).assign(
+        rows = frame.reset_index(drop=True)
+        if SERVED not in rows:  # every row is served unless the run says otherwise
+            rows[SERVED] = True
+        rows = rows.assign(
             model_version=version,
             run_id=run_id,
             predicted_at=pd.Timestamp(datetime.now(UTC)).floor("us"),
@@ -336,9 +345,49 @@ class BigQueryPredictions:
         )
         return [str(r) for r in found["run_id"]]
 
-    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
-        from {{ cookiecutter.package }}.artifacts.predictions import READ_COLUMNS, only_served
+    def paired_sums(
+        self, control: str, candidate: str, outcomes_table: str, since: datetime, until: datetime
+    ) -> pd.DataFrame:
+        """Per user cluster, the sums of the paired comparison (`ml.paired.PairedSums`) of
+        two versions' latest predictions of each trip with its latest outcome in
+        [since, until): the join and the aggregation in one query, no rows pulled."""
+        table = f"`{self.data.table_id(self.table)}`"
+        errors = "ABS(error_candidate) - ABS(error_control)"
+        return self.data.query(
+            f"""
+            WITH outcomes AS (
+              SELECT trip_id, eta_minutes AS actual, ROW_NUMBER() OVER (
+                PARTITION BY trip_id ORDER BY {OBSERVED_AT} DESC) AS newest
+              FROM `{outcomes_table}` WHERE {OBSERVED_AT} >= @since AND {OBSERVED_AT} < @until
+            ),
+            predictions AS (
+              SELECT model_version, trip_id, user_cluster, eta_minutes, ROW_NUMBER() OVER (
+                PARTITION BY model_version, trip_id ORDER BY predicted_at DESC, run_id DESC
+              ) AS newest
+              FROM {table} WHERE model_version IN (@control, @candidate)
+            ),
+            pairs AS (
+              SELECT c.user_cluster, k.eta_minutes - o.actual AS error_candidate,
+                c.eta_minutes - o.actual AS error_control
+              FROM predictions AS c
+              JOIN predictions AS k ON k.trip_id = c.trip_id
+              JOIN outcomes AS o ON o.trip_id = c.trip_id
+              WHERE c.model_version = @control AND c.newest = 1
+                AND k.model_version = @candidate AND k.newest = 1 AND o.newest = 1
+            )
+            SELECT user_cluster, COUNT(*) AS n, SUM({errors}) AS d,
+              SUM(POW({errors}, 2)) AS d2, SUM(ABS(error_candidate)) AS ae_candidate,
+              SUM(ABS(error_control)) AS ae_control, SUM(error_candidate) AS error_candidate,
+              SUM(error_control) AS error_control
+            FROM pairs GROUP BY user_cluster ORDER BY user_cluster
+            """,
+            control=control,
+            candidate=candidate,
+            since=since,
+            until=until,
+        )
 
+    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
         if self.data.get_table(self.table) is None:
             import pandas as pd
 

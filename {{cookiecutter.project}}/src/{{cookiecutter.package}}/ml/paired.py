@@ -211,12 +211,16 @@ def paired_sums(
         error_candidate=error_candidate,
         error_control=error_control,
     )
-    grouped = table.groupby("user_cluster").sum()
+    return sums_by_cluster(table.groupby("user_cluster").sum().reset_index())
+
+
+def sums_by_cluster(frame: pd.DataFrame) -> dict[int, PairedSums]:
+    """Rows of user_cluster and the PairedSums fields (a groupby here, or BigQuery's
+    aggregation) as the sums of each cluster."""
+    names = [f.name for f in fields(PairedSums)]
     return {
-        int(cluster): PairedSums(
-            int(row["n"]), *(float(row[f.name]) for f in fields(PairedSums)[1:])
-        )
-        for cluster, row in grouped.iterrows()
+        int(row["user_cluster"]): PairedSums(int(row["n"]), *(float(row[n]) for n in names[1:]))
+        for _, row in frame.iterrows()
     }
 
 

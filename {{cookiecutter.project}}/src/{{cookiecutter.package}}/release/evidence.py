@@ -23,7 +23,14 @@ from {{ cookiecutter.package }}.artifacts.data_sources import read_outcomes, whe
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment
 from {{ cookiecutter.package }}.errors import ReleaseError, shown
-from {{ cookiecutter.package }}.ml.paired import Gates, PairedSums, Verdict, overall, paired_sums
+from {{ cookiecutter.package }}.ml.paired import (
+    Gates,
+    PairedSums,
+    Verdict,
+    overall,
+    paired_sums,
+    sums_by_cluster,
+)
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.traffic import live_versions
 
@@ -90,10 +97,7 @@ def _sums(
     in_one_query = getattr(sink, "paired_sums", None)
     outcomes_table = getattr(source, "outcomes_table", None)
     if in_one_query is not None and outcomes_table:
-        found: dict[int, PairedSums] = in_one_query(
-            control, candidate, outcomes_table, since, until
-        )
-        return found
+        return sums_by_cluster(in_one_query(control, candidate, outcomes_table, since, until))
     outcomes = read_outcomes(source, since, until)
     if outcomes.empty:
         return {}
