@@ -55,6 +55,16 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert (project.artifacts / "predictions/1.4.2").is_dir()
     # Traffic ended with its last command, `inv rollback --to 1.4.2`.
     assert "rollback to 1.4.2" in project.inv("traffic").stdout
+    # On the way, `inv ab` judged the canary 1.5.0 (the same code and data as 1.4.2: the same
+    # predictions, trip by trip) equivalent on the outcomes of two scheduled ticks, and
+    # `--promote` moved it one step with that evidence.
+    history = project.inv("traffic", "--history").stdout
+    assert "promote 1.5.0 to 4-7 (50%): equivalent" in history
+    assert re.search(r"evidence: 1\.5\.0 vs 1\.4\.2: n=1000, MAE difference \+0\.000 min "
+                     r"\[\+0\.000, \+0\.000\], equivalent", history), history
+    dom = dump_dom(project.path / "outputs/ab.html", tmp_path)
+    assert 'data-candidate="1.5.0" data-verdict="equivalent"' in dom
+    assert dom.count("<tr>") == 10  # the header, eight clusters and all
     versions = project.inv("versions").stdout.splitlines()
     schedules = {line.split()[0]: next(w for w in line.split() if w.startswith("training:"))
                  for line in versions[1:]}
@@ -132,16 +142,27 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert lineage["location"] == str(first_file) and lineage["rows"] == 3000
 
 
-def assert_report_renders(report: Path, tmp_path: Path) -> None:
-    """Headless Chromium lays the page out with its three plots, both versions drawn."""
+def chromium_flags(tmp_path: Path) -> tuple[str, list[str]]:
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", report.as_uri()], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    return chromium, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                      "--no-first-run", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync",
+                      f"--user-data-dir={tmp_path / 'chromium'}"]
+
+
+def dump_dom(page: Path, tmp_path: Path) -> str:
+    """The page as headless Chromium parsed and laid it out."""
+    chromium, flags = chromium_flags(tmp_path)
+    return subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+
+
+def assert_report_renders(report: Path, tmp_path: Path) -> None:
+    """Headless Chromium lays the page out with its three plots, both versions drawn."""
+    chromium, flags = chromium_flags(tmp_path)
+    dom = dump_dom(report, tmp_path)
     for plot in ("plot-metrics", "plot-predictions", "plot-residuals"):
         assert f'<svg id="{plot}"' in dom, plot
     assert dom.count('class="series"') == 4 and dom.count('class="bar"') == 8

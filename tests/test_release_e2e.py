@@ -77,14 +77,15 @@ def test_two_versions_side_by_side(project: Project) -> None:
                                             "deploy-workflow", "traffic"]
 
     # 0.1.0 keeps working after 0.2.0 is out, and each version writes under its own name.
-    before = snapshot(project.artifacts / "predictions/0.2.0")
     project.inv("run-inference", "--version", "0.1.0", "--run-id", "after-0.2.0")
-    # 0.2.0 was released dark (release.on_release: dark): it serves no cluster yet.
-    dark = project.inv("run-inference", "--run-id", "first-0.2.0")
-    assert "0.2.0 serves no user clusters now: no predictions written" in dark.stdout
-    assert snapshot(project.artifacts / "predictions/0.2.0") == before
+    # 0.2.0 was released dark (release.on_release: dark): it serves no cluster yet, and
+    # predicts in shadow (traffic.shadow): none of its rows is served.
+    project.inv("run-inference", "--run-id", "first-0.2.0")
+    dark = pd.read_parquet(project.artifacts / "predictions/0.2.0/first-0.2.0.parquet")
+    assert not dark.served.any() and dark.eta_minutes.median() > 1000
     old = pd.read_parquet(project.artifacts / "predictions/0.1.0/after-0.2.0.parquet")
     assert set(old.model_version) == {"0.1.0"} and set(old.user_cluster) == set(range(8))
+    assert old.served.all()
     assert old.eta_minutes.median() < 100  # 0.1.0's own code, not the checkout's x1000
     assert sorted(p.name for p in (project.artifacts / "predictions/0.1.0").iterdir()) == [
         "after-0.2.0.parquet", "before-0.2.0.parquet"]
@@ -109,25 +110,45 @@ def test_traffic_splits_scheduled_runs_exactly(project: Project) -> None:
 
     shown = project.inv("traffic").stdout  # 0.2.0 was released dark
     assert "0.1.0        clusters 0-7" in shown and "0.2.0        clusters -" in shown
-    # A scheduled tick skips a version that serves no cluster, before starting its pipeline.
-    before = predictions(project, "0.2.0")
-    tick = project.inv("run-scheduled").stdout
-    assert "taxi-eta-inference-v0.2.0: skipped, 0.2.0 serves no user clusters now" in tick
-    assert "taxi-eta-inference-v0.1.0: " in tick and predictions(project, "0.2.0") == before
-    project.inv("traffic", "--assign", "0.2.0=4-7", "--reason", "A/B test")
-    assert "A/B test" in project.inv("traffic", "--history").stdout
-
+    # A scheduled tick: both versions predict the same batch (one run id), the dark 0.2.0
+    # in shadow; the synthetic source records the trips' outcomes.
     before = {v: predictions(project, v) for v in ("0.1.0", "0.2.0")}
-    project.inv("run-scheduled")  # one tick of both versions' inference schedules
-    served, medians = {}, {}
+    project.inv("run-scheduled")
+    (tick,) = predictions(project, "0.2.0") - before["0.2.0"]
+    assert predictions(project, "0.1.0") - before["0.1.0"] == {tick}
+
+    # `inv ab`: 0.2.0 (x1000) against 0.1.0 on the same 500 trips' outcomes: worse. Its
+    # promotion is refused with the numbers, and nothing changes.
+    ab = project.inv("ab").stdout.splitlines()
+    assert ab[0].startswith("0.2.0 against control 0.1.0: worse")
+    assert ab[-1].split()[:2] == ["all", "500"] and ab[-1].endswith("worse")
+    refuse(project, "traffic", "--promote", "0.2.0",
+           message="0.2.0 is not promoted: 0.2.0 vs 0.1.0: n=500, MAE ")
+    table = {line.split()[0]: line for line in project.inv("versions").stdout.splitlines()[1:]}
+    assert "100% (0-7)  control" in table["0.1.0"] and "0% (-)      worse" in table["0.2.0"]
+
+    project.inv("traffic", "--assign", "0.2.0=4-7", "--reason", "A/B test")  # by hand
+    assert "A/B test" in project.inv("traffic", "--history").stdout
+    before = {v: predictions(project, v) for v in ("0.1.0", "0.2.0")}
+    tick = project.inv("run-scheduled").stdout  # one tick of both versions' schedules
+    served, medians, trips = {}, {}, {}
     for version in ("0.1.0", "0.2.0"):
         (new_file,) = predictions(project, version) - before[version]
         batch = pd.read_parquet(project.artifacts / "predictions" / version / new_file)
-        assert set(batch.model_version) == {version}
-        served[version], medians[version] = set(batch.user_cluster), batch.eta_minutes.median()
+        assert set(batch.model_version) == {version} and set(batch.user_cluster) == set(range(8))
+        served[version] = set(batch[batch.served].user_cluster)
+        medians[version], trips[version] = batch.eta_minutes.median(), set(batch.trip_id)
+    # Each cluster's served rows come from exactly one version; both predicted every trip.
     assert served == {"0.1.0": {0, 1, 2, 3}, "0.2.0": {4, 5, 6, 7}}
+    assert trips["0.1.0"] == trips["0.2.0"]
     # ... and each ran its own code: 0.1.0's ETAs are minutes, 0.2.0's are x1000.
     assert medians["0.1.0"] < 100 < 1000 < medians["0.2.0"]
+    # After the tick, the guard gave 0.2.0's clusters back to 0.1.0, with its evidence.
+    assert "guard: clusters 4-7 moved from 0.2.0 to 0.1.0" in tick
+    history = project.inv("traffic", "--history").stdout
+    assert "guard: 0.2.0 is worse than 0.1.0, clusters 4-7 back to 0.1.0" in history
+    assert "evidence: 0.2.0 vs 0.1.0: n=1000, MAE difference +" in history
+    project.inv("traffic", "--assign", "0.2.0=4-7", "--reason", "A/B again, for the router")
 
 
 def start(project: Project, *args: str) -> tuple[subprocess.Popen, str]:
@@ -180,6 +201,14 @@ def test_the_router_answers_each_cluster_from_its_version(project: Project) -> N
         for process in (router, *(server for server, _ in servers.values())):
             process.terminate()
             process.wait(timeout=30)
+    # Shadow traffic: after answering, the router asked the other version too and recorded
+    # both answers (online-* runs, the last written as it stopped), each by its own code.
+    for version, low, high in (("0.1.0", 0, 100), ("0.2.0", 1000, 10**6)):
+        files = sorted((project.artifacts / "predictions" / version).glob("online-*.parquet"))
+        rows = pd.concat([pd.read_parquet(f) for f in files])
+        assert rows.served.any() and not rows.served.all(), version
+        assert set(rows.trip_id) == {f"t{c}" for c in range(8)}
+        assert rows.eta_minutes.between(low, high).all(), version
     project.inv("traffic", "--assign", "0.1.0=0-3")  # back to the A/B split
 
 
