@@ -22,7 +22,8 @@ REPEAT = 3
 
 STEP = """
 import sys
-from {package}.artifacts.data_sources import FileSource, SyntheticSource
+from {package}.artifacts.data_sources import SyntheticSource
+from {package}.artifacts.files_source import FileSource
 from {package}.artifacts.names import ReleaseNames
 from {package}.pipelines import steps
 

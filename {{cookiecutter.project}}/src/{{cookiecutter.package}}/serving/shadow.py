@@ -3,8 +3,9 @@ predict its trips too, and both answers go to the predictions sink.
 
 The served answer never waits for this: the router hands the answered request to a bounded
 queue (`put_nowait`; when the queue is full the request is not mirrored, and counted) and
-returns. A worker on the router's event loop forwards the trips to each other version
-(errors and timeouts only counted: a shadow version that is down costs nothing), and every
+returns. A worker on the router's event loop forwards the waiting trips to each other
+version, many requests' trips in one call (errors and timeouts only counted: a shadow
+version that is down costs nothing), and every
 few seconds the collected rows are written, one create-only object per version and flush,
 as `online-{time}-{id}` runs: the served rows with `served` true, the shadow rows with
 `served` false, the same columns as batch predictions. `inv ab` then pairs online
@@ -25,6 +26,7 @@ from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionS
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment
 
 log = logging.getLogger(__name__)
+MAX_TRIPS = 1000  # a version server's limit per request
 Forward = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
@@ -88,20 +90,31 @@ class Shadow:
                 )
 
     async def _mirror(self) -> None:
+        """Forward queued trips in batches: everything waiting (up to MAX_TRIPS) goes to
+        each shadow version in one request, so shadowing costs one model call per batch,
+        not one per request."""
         assert self.queue is not None
         while True:
-            trips, answers, assignment = await self.queue.get()
-            self.stats.mirrored += 1
-            for trip, answer in zip(trips, answers, strict=True):
-                self._keep(answer["version"], [trip], [answer], served=True)
-            versions = sorted({*assignment.clusters, *self.extra_versions})
-            for version in versions:
-                others = [t for t in trips if assignment.owner(t["user_cluster"]) != version]
+            batch = [await self.queue.get()]
+            trips_so_far = len(batch[0][0])
+            while trips_so_far < MAX_TRIPS and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+                trips_so_far += len(batch[-1][0])
+            self.stats.mirrored += len(batch)
+            targets: dict[str, list[dict[str, Any]]] = {}
+            for trips, answers, assignment in batch:
+                for trip, answer in zip(trips, answers, strict=True):
+                    self._keep(answer["version"], [trip], [answer], served=True)
+                for version in sorted({*assignment.clusters, *self.extra_versions}):
+                    targets.setdefault(version, []).extend(
+                        t for t in trips if assignment.owner(t["user_cluster"]) != version
+                    )
+            for version, others in targets.items():
                 if not others:
                     continue
                 try:
                     shadow = await self.forward(version, others)
-                except Exception as error:  # any failure: the shadow answer is only lost
+                except Exception as error:  # any failure: the shadow answers are only lost
                     self.stats.failed += 1
                     log.debug("shadow call to %s failed: %s", version, error)
                     continue
