@@ -46,6 +46,7 @@ EXPECTED_FILES = {
     "tests/test_data_sources.py", "tests/test_ab.py", "src/taxi_eta/ml/paired.py",
     "src/taxi_eta/release/evidence.py", "src/taxi_eta/release/promotion.py",
     "src/taxi_eta/reports/ab.py", "src/taxi_eta/serving/shadow.py",
+    "src/taxi_eta/serving/batching.py",
     "src/taxi_eta/artifacts/features.py", "src/taxi_eta/artifacts/models.py",
     "src/taxi_eta/artifacts/names.py", "src/taxi_eta/artifacts/predictions.py",
     "src/taxi_eta/artifacts/store.py", "src/taxi_eta/artifacts/traffic.py",

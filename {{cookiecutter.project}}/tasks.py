@@ -483,6 +483,7 @@ def serve_router(
             ctx.names.artifact_root,
             router.upstreams(str(ctx.cfg.serving.upstream_url), explicit, ctx.names.artifact_root),
             refresh_s=float(ctx.cfg.serving.traffic_refresh_seconds),
+            timeout_s=float(ctx.cfg.serving.upstream_timeout_seconds),
             # traffic.shadow: the other live versions answer too, recorded as shadow rows.
             shadow_sink=ctx.predictions if ctx.cfg.traffic.shadow else None,
             shadow_versions=explicit,

@@ -1,7 +1,9 @@
 """Two released versions served side by side by real uvicorn servers on loopback."""
 
+import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.predict import predict
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.serving import router
-from {{ cookiecutter.package }}.serving.app import create_app
+from {{ cookiecutter.package }}.serving.app import create_app, serve_command
 
 TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}
 
@@ -150,6 +152,30 @@ def test_bad_requests_get_422_naming_the_field(
     response = httpx.post(f"{servers['1.0.0']}/v1.0.0/predict", json=payload)
     assert response.status_code == 422
     assert any(field in detail["loc"] for detail in response.json()["detail"])
+
+
+def test_concurrent_requests_are_predicted_together_each_getting_its_own_rows(
+    artifact_root: Path, running: Servers
+) -> None:
+    app = create_app(ReleaseNames("taxi", "2.0.0", "2.0.0", str(artifact_root)))
+    url = running.start("batched", app) + "/v2.0.0/predict"
+    bodies = [
+        {"trips": [{**TRIP, "trip_id": f"t{i}", "distance_km": 1.0 + i, "pickup_hour": i % 24}]}
+        for i in range(64)
+    ]
+    bodies[17] = {"trips": [{**TRIP, "pickup_hour": 99}]}  # malformed: its own 422 only
+    sequential = [httpx.post(url, json=body) for body in bodies]
+    calls = app.state.batcher.calls
+
+    async def at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
+            return await asyncio.gather(*(client.post(url, json=body) for body in bodies))
+
+    concurrent = asyncio.run(at_once())
+    assert [r.status_code for r in concurrent] == [422 if i == 17 else 200 for i in range(64)]
+    assert [r.json() for r in concurrent] == [r.json() for r in sequential]
+    # Sequential requests are predicted one by one, with no wait; concurrent ones together.
+    assert calls == 63 and app.state.batcher.calls - calls < 63
 
 
 def cluster_trips(clusters) -> list[dict]:
@@ -400,3 +426,87 @@ def test_native_thread_pools_keep_the_configured_size_after_the_model_loads(
     pools = [tuple(pool) for pool in json.loads(result.stdout)]
     assert {api for api, _ in pools} >= {"openmp", "openblas"}  # the model's libraries
     assert {size for _, size in pools} == {int(threads)}
+
+
+def serve_in_process(artifact_root: Path, version: str, port: int) -> subprocess.Popen:
+    """A version's server as the image starts it (`python -m ...serving.app`)."""
+    names = ReleaseNames("taxi", version, version, str(artifact_root))
+    command, environment = serve_command(sys.executable, names, port=port)
+    return subprocess.Popen(
+        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen) -> float:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return time.monotonic()
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_killed_version_recovers_at_once_and_never_disturbs_the_other(
+    artifact_root: Path, running: Servers
+) -> None:
+    """SIGKILL a version's server under load and start it again on its port: the other
+    version's clusters see no error at any time, and the restarted version's clusters are
+    answered within a second of its server being ready."""
+    ports = {version: free_port() for version in ("1.0.0", "2.0.0")}
+    processes = {v: serve_in_process(artifact_root, v, p) for v, p in ports.items()}
+    urls = {v: f"http://127.0.0.1:{p}" for v, p in ports.items()}
+    try:
+        for version, url in urls.items():
+            wait_until_healthy(url, processes[version])
+        store = open_store(str(artifact_root))
+        traffic.record(store, {"1.0.0": range(4), "2.0.0": range(4, 8)}, 8, [*urls], "A/B")
+        router_url = start_router(artifact_root, urls, running) + "/predict"
+        answers: list[tuple[float, int, int]] = []  # (time, cluster, status)
+        stop = threading.Event()
+
+        def load(cluster: int) -> None:
+            with httpx.Client(timeout=10) as client:
+                while not stop.is_set():
+                    body = {"trips": cluster_trips([cluster])}
+                    status = client.post(router_url, json=body).status_code
+                    answers.append((time.monotonic(), cluster, status))
+
+        workers = [threading.Thread(target=load, args=(c,)) for c in (1, 2, 5, 6)]
+        for worker in workers:
+            worker.start()
+        time.sleep(0.5)
+        processes["2.0.0"].kill()
+        processes["2.0.0"].wait()
+        killed_at = time.monotonic()
+        time.sleep(0.5)
+        processes["2.0.0"] = serve_in_process(artifact_root, "2.0.0", ports["2.0.0"])
+        ready_at = wait_until_healthy(urls["2.0.0"], processes["2.0.0"])
+        time.sleep(1.5)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+        # A server that hangs (stopped, not dead): its request gets 503 at the router's
+        # upstream timeout (2 s by default), while the other version answers at once.
+        processes["2.0.0"].send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        hung = httpx.post(router_url, json={"trips": cluster_trips([6])}, timeout=30)
+        assert hung.status_code == 503 and time.monotonic() - started < 3.5
+        started = time.monotonic()
+        fine = httpx.post(router_url, json={"trips": cluster_trips([1])}, timeout=30)
+        assert fine.status_code == 200 and time.monotonic() - started < 0.5
+        processes["2.0.0"].send_signal(signal.SIGCONT)
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait()
+    other = [status for _, cluster, status in answers if cluster < 4]
+    assert len(other) > 50 and set(other) == {200}  # never an error for 1.0.0's clusters
+    restarted = [(at, status) for at, cluster, status in answers if cluster >= 4]
+    assert any(status == 503 for at, status in restarted if killed_at < at < ready_at)
+    first_answer = min(at for at, status in restarted if at > ready_at and status == 200)
+    assert first_answer - ready_at < 1.0
+    assert all(status == 200 for at, status in restarted if at > first_answer)

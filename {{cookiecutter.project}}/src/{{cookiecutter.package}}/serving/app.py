@@ -26,6 +26,7 @@ from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import feature_matrix
 from {{ cookiecutter.package }}.ml.predict import predict_etas
+from {{ cookiecutter.package }}.serving.batching import CountRequests, MicroBatcher
 from {{ cookiecutter.package }}.serving.endpoints import add_index
 from {{ cookiecutter.package }}.serving.limits import harden
 from {{ cookiecutter.package }}.version import read_version
@@ -103,8 +104,16 @@ def create_app(names: ReleaseNames) -> FastAPI:
             "git_sha": metadata["git_sha"],
         }
 
+    batcher = MicroBatcher(
+        lambda matrix: predict_etas(model, matrix),
+        wait_ms=float(os.environ.get("SERVING_BATCH_WAIT_MS", "2")),
+    )
+    app.state.batcher = batcher
+    app.add_middleware(CountRequests, batcher=batcher, path=names.endpoint_path)
+
     # `async def` on purpose: the prediction of a few trips (about a millisecond) runs on
-    # the event loop's thread, with no hand-off to FastAPI's thread pool.
+    # the event loop's thread, with no hand-off to FastAPI's thread pool; concurrent
+    # requests are predicted together (`serving.batching`).
     @app.post(names.endpoint_path, response_model=PredictResponse)
     async def predict_trips(request: PredictRequest) -> PredictResponse:
         """ETAs in minutes for up to 1000 trips."""
@@ -116,7 +125,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
             np.array([t.area_cluster for t in trips]),
             rush_hours,
         )
-        etas = predict_etas(model, features).tolist()
+        etas = (await batcher(features)).tolist()
         return PredictResponse(
             version=names.version,
             predictions=[
