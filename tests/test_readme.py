@@ -72,7 +72,7 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
                          "1.5.0": "training:off,inference:off"}
     # Every metric, with its change from the previous version on the second row.
     assert versions[0].split()[4:9] == ["mae", "bias", "n_test", "r2", "rmse"]
-    assert re.search(r"\(\+0\)", versions[2]) and versions[2].count("(") == 5
+    assert re.search(r"\(\+0\)", versions[2]) and versions[2].count("(+") == 5
 
     # `inv experiments`: the seven runs of Train (three single runs, a sweep of three, one
     # experiment), best mae first.
