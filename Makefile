@@ -26,6 +26,8 @@ bench: $(PY)  ## benchmark scripts; figures go to bench/results/
 	$(PY) bench/bench_release.py
 	$(PY) bench/bench_serving.py
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_load.py
+	$(PY) bench/bench_ab.py
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests bench local_extensions.py

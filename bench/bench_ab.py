@@ -8,8 +8,9 @@
    task that reads the same store and starts the same way, so the difference is the A/B
    join and statistic itself.
 2. The router with shadow traffic on and off: two versions' real servers (A/B split 0-3 /
-   4-7), a router each way, one-trip requests at concurrency 32 from an aiohttp client;
-   median and p99 latency and throughput, each way measured twice, alternating.
+   4-7, `bench/load.py`), a router each way, one-trip requests at concurrency 32 from an
+   aiohttp client; median and p99 latency and throughput, each way measured twice,
+   alternating.
 
 Prints and saves bench/results/ab.json.
 """
@@ -24,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import free_port, wait_until_healthy  # noqa: E402
 from common import generated_project, median, save  # noqa: E402
+from load import Deployment  # noqa: E402
 
 SIZES = (200_000, 1_000_000)
 RUN_ROWS = 25_000
@@ -64,72 +65,6 @@ for run in range(rows // 2 // RUN_ROWS):
     record_outcomes(root, trips)
 """.replace("RUN_ROWS", str(RUN_ROWS))
 
-SERVERS = """
-import sys
-from taxi_eta.artifacts import traffic
-from taxi_eta.artifacts.names import ReleaseNames
-from taxi_eta.artifacts.store import open_store
-from taxi_eta.pipelines import steps
-import tempfile
-root = sys.argv[1]
-for version in ("0.1.0", "0.2.0"):
-    names = ReleaseNames("taxi-eta", version, version, root)
-    steps.ensure_features(names, 4000, 42, [7, 8, 9])
-    path = tempfile.mktemp()
-    model = {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_depth": 6}
-    metrics = steps.train_and_evaluate(names, model, 0.2, 42, path)
-    steps.publish_model(names, path, metrics, "bench", {"features": {"rush_hours": [7, 8, 9]}})
-live = ["0.1.0", "0.2.0"]
-traffic.record(open_store(root), {"0.1.0": range(4), "0.2.0": range(4, 8)}, 8, live, "bench")
-"""
-SERVE = """
-import sys
-from taxi_eta.artifacts.names import ReleaseNames
-from taxi_eta.serving.app import serve
-serve(ReleaseNames("taxi-eta", sys.argv[2], sys.argv[2], sys.argv[1]), port=int(sys.argv[3]))
-"""
-ROUTER = """
-import sys
-from taxi_eta.artifacts.predictions import ParquetPredictions
-from taxi_eta.serving import router
-root, shadow, port = sys.argv[1], sys.argv[2] == "on", int(sys.argv[3])
-upstreams = dict(arg.split("=", 1) for arg in sys.argv[4:])
-app = router.create_router(
-    root, router.upstreams("http://{deployment}", upstreams, root),
-    shadow_sink=ParquetPredictions(root) if shadow else None)
-router.serve(app, port=port)
-"""
-LOAD = """
-import asyncio, json, sys, time
-import aiohttp
-
-async def main(port, concurrency, total):
-    latencies, sent = [], 0
-    async with aiohttp.ClientSession() as session:
-        async def worker(index):
-            nonlocal sent
-            while sent < total:
-                sent += 1
-                trip = {"trip_id": f"t{sent}", "distance_km": 5.0, "pickup_hour": 8,
-                        "weekday": 1, "area_cluster": 0, "user_cluster": sent % 8}
-                started = time.perf_counter()
-                async with session.post(f"http://127.0.0.1:{port}/predict",
-                                        json={"trips": [trip]}) as response:
-                    await response.read()
-                    assert response.status == 200, response.status
-                latencies.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
-        wall = time.perf_counter() - started
-    latencies.sort()
-    print(json.dumps({"median_ms": latencies[len(latencies) // 2] * 1000,
-                      "p99_ms": latencies[int(0.99 * len(latencies)) - 1] * 1000,
-                      "requests_per_s": total / wall}))
-
-asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
-"""
-
-
 def measure(command: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one fresh process."""
     started = time.perf_counter()
@@ -163,37 +98,19 @@ def ab_at_scale(project: Path, scratch: Path) -> dict:
 
 
 def shadow_overhead(project: Path, scratch: Path) -> dict:
-    python = str(project / ".venv/bin/python")
-    root = str(scratch / "serving")
-    subprocess.run([python, "-c", SERVERS, root], check=True, capture_output=True)
-    processes, upstreams = [], []
+    deployment = Deployment(str(project / ".venv/bin/python"), scratch / "serving")
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
     try:
-        for version in ("0.1.0", "0.2.0"):
-            port = free_port()
-            server = subprocess.Popen([python, "-c", SERVE, root, version, str(port)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            processes.append(server)
-            wait_until_healthy(port, server)
-            upstreams.append(f"{version}=http://127.0.0.1:{port}")
-        runs: dict[str, list[dict]] = {"off": [], "on": []}
+        deployment.assign({"0.1.0": [0, 1, 2, 3], "0.2.0": [4, 5, 6, 7]})
         for shadow in ("off", "on", "off", "on"):
-            port = free_port()
-            router = subprocess.Popen([python, "-c", ROUTER, root, shadow, str(port), *upstreams],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            router, port = deployment.start_router(shadow == "on")
             try:
-                wait_until_healthy(port, router)
-                load = subprocess.run([python, "-c", LOAD, str(port), str(CONCURRENCY),
-                                       str(REQUESTS)], check=True, capture_output=True, text=True)
-                import json
-
-                runs[shadow].append(json.loads(load.stdout))
+                runs[shadow].append(deployment.load(port, "/predict", CONCURRENCY, REQUESTS, 1))
             finally:
                 router.terminate()
                 router.wait(timeout=30)
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=30)
+        deployment.close()
 
     def med(way: str, key: str) -> float:
         return round(median([run[key] for run in runs[way]]), 2)

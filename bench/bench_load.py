@@ -1,0 +1,113 @@
+"""Online serving under load, on loopback, as the README sets it up: each version's server
+and the router as separate processes (`bench/load.py`), an aiohttp client at fixed
+concurrency. All figures come from this one run, so the ratios compare like with like.
+
+1. Sweep: concurrency 1, 8, 32, 128; one version serving every cluster against an A/B
+   split (0-3 / 4-7); requests of one trip and of 50 trips (whose trips span the
+   clusters, so an A/B request is split between both servers). Throughput, median and p99.
+2. One server directly at c=32: one-trip predictions against GET /healthz (the framework
+   and HTTP cost alone).
+3. Kill and restart: under A/B load at c=8, 0.2.0's server is SIGKILLed and started again
+   on its port; errors seen by 0.1.0's clusters, and how long after 0.2.0's server is
+   ready its clusters get their first 200.
+
+Prints and saves bench/results/load.json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import wait_until_healthy  # noqa: E402
+from common import generated_project, save  # noqa: E402
+from load import LOAD, Deployment  # noqa: E402
+
+CONCURRENCY = (1, 8, 32, 128)
+REQUESTS = {1: 2000, 50: 600}  # per case, by trips per request
+SPLITS = {"single": {"0.1.0": list(range(8))},
+          "ab": {"0.1.0": [0, 1, 2, 3], "0.2.0": [4, 5, 6, 7]}}
+
+
+def sweep(deployment: Deployment) -> dict:
+    figures: dict = {}
+    for split, clusters in SPLITS.items():
+        deployment.assign(clusters)
+        time.sleep(1)  # the router re-reads the assignment every 0.2 s
+        for trips, total in REQUESTS.items():
+            for concurrency in CONCURRENCY:
+                figures[f"{split}_{trips}trip_c{concurrency}"] = deployment.load(
+                    deployment.router_port, "/predict", concurrency, total, trips)
+    for trips in REQUESTS:
+        for concurrency in CONCURRENCY:
+            single = figures[f"single_{trips}trip_c{concurrency}"]["requests_per_s"]
+            ab = figures[f"ab_{trips}trip_c{concurrency}"]["requests_per_s"]
+            figures[f"ab_over_single_{trips}trip_c{concurrency}"] = round(ab / single, 3)
+    return figures
+
+
+def direct(deployment: Deployment) -> dict:
+    port = deployment.ports["0.1.0"]
+    predict = deployment.load(port, "/v0.1.0/predict", 32, 3000, 1)
+    healthz = deployment.load(port, "/healthz", 32, 3000, 0)
+    return {"predict_c32": predict, "healthz_c32": healthz,
+            "predict_over_healthz": round(predict["requests_per_s"]
+                                          / healthz["requests_per_s"], 3)}
+
+
+def kill_and_restart(deployment: Deployment, scratch: Path) -> dict:
+    deployment.assign(SPLITS["ab"])
+    time.sleep(1)
+    log = scratch / "answers.json"
+    client = subprocess.Popen(
+        [deployment.python, "-c", LOAD, str(deployment.router_port), "/predict", "8", "0", "1",
+         str(log)], stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    server = deployment.servers["0.2.0"]
+    server.kill()
+    server.wait()
+    killed_at = time.time()
+    deployment.servers["0.2.0"] = deployment.serve("0.2.0")  # returns once it is healthy
+    ready_at = time.time()
+    time.sleep(2)
+    Path(f"{log}.stop").touch()
+    client.wait(timeout=60)
+    answers = json.loads(log.read_text())
+    other = [status for _, cluster, status in answers if cluster < 4]
+    restarted = [(at, status) for at, cluster, status in answers if cluster >= 4]
+    first = min((at for at, status in restarted if at >= ready_at and status == 200),
+                default=None)
+    return {
+        "requests": len(answers),
+        "other_version_errors": sum(status != 200 for status in other),
+        "other_version_requests": len(other),
+        "restarted_errors_while_down": sum(status != 200 for at, status in restarted
+                                           if killed_at <= at < ready_at),
+        "restart_to_ready_s": round(ready_at - killed_at, 2),
+        "first_200_after_ready_s": round(first - ready_at, 3) if first else None,
+        "errors_after_first_200": sum(status != 200 for at, status in restarted
+                                      if first and at > first),
+    }
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        scratch = Path(directory)
+        project = generated_project(scratch)
+        deployment = Deployment(str(project / ".venv/bin/python"), scratch / "artifacts")
+        try:
+            wait_until_healthy(deployment.router_port, deployment.router)
+            figures = {"sweep": sweep(deployment), "one_server": direct(deployment),
+                       "kill_and_restart": kill_and_restart(deployment, scratch)}
+        finally:
+            deployment.close()
+        save("load", figures)
+
+
+if __name__ == "__main__":
+    main()
