@@ -272,7 +272,7 @@ def create_router(
                 for index, prediction in zip(indexes, answer, strict=True):  # type: ignore[arg-type]
                     predictions[index] = prediction
         if mirror is not None:
-            mirror.offer([t.model_dump() for t in parsed.trips], predictions, assignment)
+            mirror.offer(parsed.trips, predictions, assignment)
         return JSONResponse({"predictions": predictions, "versions": sorted(groups)})
 
     return app

@@ -50,7 +50,7 @@ class Shadow:
     stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[list[dict], list[dict], Assignment]] | None = None
+        self.queue: asyncio.Queue[tuple[list[Any], list[dict], Assignment]] | None = None
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.tasks: list[asyncio.Task] = []
 
@@ -65,9 +65,10 @@ class Shadow:
         await asyncio.to_thread(self.write, self.take())
 
     def offer(
-        self, trips: list[dict[str, Any]], answers: list[dict[str, Any]], assignment: Assignment
+        self, trips: list[Any], answers: list[dict[str, Any]], assignment: Assignment
     ) -> None:
-        """Hand an answered request over; never blocks, never raises."""
+        """Hand an answered request over (its validated trips, pydantic models turned into
+        dicts later, off the request's path); never blocks, never raises."""
         if self.queue is None:
             return
         try:
@@ -102,7 +103,8 @@ class Shadow:
                 trips_so_far += len(batch[-1][0])
             self.stats.mirrored += len(batch)
             targets: dict[str, list[dict[str, Any]]] = {}
-            for trips, answers, assignment in batch:
+            for models, answers, assignment in batch:
+                trips = [t if isinstance(t, dict) else t.model_dump() for t in models]
                 for trip, answer in zip(trips, answers, strict=True):
                     self._keep(answer["version"], [trip], [answer], served=True)
                 for version in sorted({*assignment.clusters, *self.extra_versions}):
