@@ -16,8 +16,9 @@ import sys
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_of_model
@@ -28,7 +29,7 @@ from {{ cookiecutter.package }}.ml.features import feature_matrix
 from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.batching import CountRequests, MicroBatcher
 from {{ cookiecutter.package }}.serving.endpoints import add_index
-from {{ cookiecutter.package }}.serving.limits import harden
+from {{ cookiecutter.package }}.serving.limits import harden, validation_errors
 from {{ cookiecutter.package }}.version import read_version
 
 
@@ -61,6 +62,18 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     version: str
     predictions: list[Prediction]
+
+
+def _request_body() -> dict[str, Any]:
+    """PredictRequest's schema for the docs, with Trip inline (the endpoint validates the
+    raw body itself, so FastAPI does not register it)."""
+    schema = PredictRequest.model_json_schema()
+    trip = schema.pop("$defs")["Trip"]
+    schema["properties"]["trips"]["items"] = trip
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+REQUEST_BODY = _request_body()
 
 
 def limit_native_threads() -> None:
@@ -113,11 +126,21 @@ def create_app(names: ReleaseNames) -> FastAPI:
 
     # `async def` on purpose: the prediction of a few trips (about a millisecond) runs on
     # the event loop's thread, with no hand-off to FastAPI's thread pool; concurrent
-    # requests are predicted together (`serving.batching`).
-    @app.post(names.endpoint_path, response_model=PredictResponse)
-    async def predict_trips(request: PredictRequest) -> PredictResponse:
+    # requests are predicted together (`serving.batching`). The body is validated by
+    # pydantic straight from its bytes and the answer written as plain JSON: FastAPI's own
+    # body parsing and response validation cost more than the prediction (the schema is
+    # the same, and the docs show it).
+    @app.post(
+        names.endpoint_path,
+        response_model=PredictResponse,
+        openapi_extra={"requestBody": REQUEST_BODY},
+    )
+    async def predict_trips(request: Request) -> Response:
         """ETAs in minutes for up to 1000 trips."""
-        trips = request.trips
+        try:
+            trips = PredictRequest.model_validate_json(await request.body()).trips
+        except ValidationError as error:
+            return validation_errors([{**e, "loc": ["body", *e["loc"]]} for e in error.errors()])
         features = feature_matrix(
             np.array([t.distance_km for t in trips]),
             np.array([t.pickup_hour for t in trips]),
@@ -126,12 +149,14 @@ def create_app(names: ReleaseNames) -> FastAPI:
             rush_hours,
         )
         etas = (await batcher(features)).tolist()
-        return PredictResponse(
-            version=names.version,
-            predictions=[
-                Prediction(trip_id=t.trip_id, eta_minutes=eta)
-                for t, eta in zip(trips, etas, strict=True)
-            ],
+        return JSONResponse(
+            {
+                "version": names.version,
+                "predictions": [
+                    {"trip_id": t.trip_id, "eta_minutes": eta}
+                    for t, eta in zip(trips, etas, strict=True)
+                ],
+            }
         )
 
     return app

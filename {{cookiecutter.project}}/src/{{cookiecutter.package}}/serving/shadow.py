@@ -16,6 +16,7 @@ joined with an outcome and are not recorded.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class Shadow:
     stats: ShadowStats = field(default_factory=ShadowStats)
 
     def __post_init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[list[Any], list[dict], Assignment]] | None = None
+        self.queue: asyncio.Queue[tuple[bytes, list[dict], Assignment]] | None = None
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.tasks: list[asyncio.Task] = []
 
@@ -64,15 +65,13 @@ class Shadow:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await asyncio.to_thread(self.write, self.take())
 
-    def offer(
-        self, trips: list[Any], answers: list[dict[str, Any]], assignment: Assignment
-    ) -> None:
-        """Hand an answered request over (its validated trips, pydantic models turned into
-        dicts later, off the request's path); never blocks, never raises."""
+    def offer(self, body: bytes, answers: list[dict[str, Any]], assignment: Assignment) -> None:
+        """Hand an answered request over (its validated body, read again later, off the
+        request's path); never blocks, never raises."""
         if self.queue is None:
             return
         try:
-            self.queue.put_nowait((trips, answers, assignment))
+            self.queue.put_nowait((body, answers, assignment))
         except asyncio.QueueFull:
             self.stats.dropped += 1
 
@@ -103,8 +102,8 @@ class Shadow:
                 trips_so_far += len(batch[-1][0])
             self.stats.mirrored += len(batch)
             targets: dict[str, list[dict[str, Any]]] = {}
-            for models, answers, assignment in batch:
-                trips = [t if isinstance(t, dict) else t.model_dump() for t in models]
+            for body, answers, assignment in batch:
+                trips = json.loads(body)["trips"]
                 for trip, answer in zip(trips, answers, strict=True):
                     self._keep(answer["version"], [trip], [answer], served=True)
                 for version in sorted({*assignment.clusters, *self.extra_versions}):
