@@ -4,7 +4,8 @@ concurrency. All figures come from this one run, so the ratios compare like with
 
 1. Sweep: concurrency 1, 8, 32, 128; one version serving every cluster against an A/B
    split (0-3 / 4-7); requests of one trip and of 50 trips (whose trips span the
-   clusters, so an A/B request is split between both servers). Throughput, median and p99.
+   clusters, so an A/B request is split between both servers). Throughput, median and p99,
+   medians of 3 passes with the two splits alternating.
 2. One server directly at c=32: one-trip predictions against GET /healthz (the framework
    and HTTP cost alone).
 3. Kill and restart: under A/B load at c=8, 0.2.0's server is SIGKILLed and started again
@@ -17,6 +18,7 @@ Prints and saves bench/results/load.json.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,20 +31,29 @@ from common import generated_project, save  # noqa: E402
 from load import LOAD, Deployment  # noqa: E402
 
 CONCURRENCY = (1, 8, 32, 128)
-REQUESTS = {1: 2000, 50: 600}  # per case, by trips per request
+REQUESTS = {1: 1500, 50: 500}  # per case, by trips per request
+REPEAT = 3
 SPLITS = {"single": {"0.1.0": list(range(8))},
           "ab": {"0.1.0": [0, 1, 2, 3], "0.2.0": [4, 5, 6, 7]}}
 
 
 def sweep(deployment: Deployment) -> dict:
-    figures: dict = {}
-    for split, clusters in SPLITS.items():
-        deployment.assign(clusters)
-        time.sleep(1)  # the router re-reads the assignment every 0.2 s
-        for trips, total in REQUESTS.items():
-            for concurrency in CONCURRENCY:
-                figures[f"{split}_{trips}trip_c{concurrency}"] = deployment.load(
-                    deployment.router_port, "/predict", concurrency, total, trips)
+    """Each case REPEAT times, the splits alternating, so drift hits both alike; medians."""
+    runs: dict[str, list[dict]] = {}
+    for _ in range(REPEAT):
+        for split, clusters in SPLITS.items():
+            deployment.assign(clusters)
+            time.sleep(1)  # the router re-reads the assignment every 0.2 s
+            for trips, total in REQUESTS.items():
+                for concurrency in CONCURRENCY:
+                    runs.setdefault(f"{split}_{trips}trip_c{concurrency}", []).append(
+                        deployment.load(deployment.router_port, "/predict", concurrency, total,
+                                        trips))
+    figures: dict = {
+        case: {key: round(statistics.median(run[key] for run in found), 2)
+               for key in found[0]}
+        for case, found in runs.items()
+    }
     for trips in REQUESTS:
         for concurrency in CONCURRENCY:
             single = figures[f"single_{trips}trip_c{concurrency}"]["requests_per_s"]

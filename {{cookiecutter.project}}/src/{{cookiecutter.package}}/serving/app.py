@@ -16,8 +16,8 @@ import sys
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from {{ cookiecutter.package }}.artifacts import models
@@ -149,14 +149,17 @@ def create_app(names: ReleaseNames) -> FastAPI:
             rush_hours,
         )
         etas = (await batcher(features)).tolist()
-        return JSONResponse(
-            {
-                "version": names.version,
-                "predictions": [
-                    {"trip_id": t.trip_id, "eta_minutes": eta}
-                    for t, eta in zip(trips, etas, strict=True)
-                ],
-            }
+        return Response(
+            orjson.dumps(
+                {
+                    "version": names.version,
+                    "predictions": [
+                        {"trip_id": t.trip_id, "eta_minutes": eta}
+                        for t, eta in zip(trips, etas, strict=True)
+                    ],
+                }
+            ),
+            media_type="application/json",
         )
 
     return app

@@ -16,11 +16,12 @@ joined with an outcome and are not recorded.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from {{ cookiecutter.package }}.artifacts.names import new_run_id
 from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionSink
@@ -103,7 +104,7 @@ class Shadow:
             self.stats.mirrored += len(batch)
             targets: dict[str, list[dict[str, Any]]] = {}
             for body, answers, assignment in batch:
-                trips = json.loads(body)["trips"]
+                trips = orjson.loads(body)["trips"]
                 for trip, answer in zip(trips, answers, strict=True):
                     self._keep(answer["version"], [trip], [answer], served=True)
                 for version in sorted({*assignment.clusters, *self.extra_versions}):
