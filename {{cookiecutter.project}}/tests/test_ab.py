@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,17 @@ def test_inv_ab_prints_every_cluster_and_writes_the_same_page(
     page = report.write(tmp_path / "ab.html", comparisons, "taxi", "local").read_text()
     assert 'data-candidate="0.2.0" data-verdict="worse"' in page and "<script" not in page
     assert page.count("<tr>") == 10  # the header and nine rows
+
+
+def test_runs_made_a_day_before_the_window_are_not_read(canary, artifact_root: Path) -> None:
+    sink = ParquetPredictions(str(artifact_root))
+    frame = predicted(truth(10), "control", 1).assign(model_version="0.1.0", served=True)
+    for run_id in ("20261101T000000-aaaaaa", "online-20261127T120000-bbbbbb", "by-hand"):
+        sink.write("0.1.0", run_id, frame.assign(trip_id=[f"{run_id}/{i}" for i in range(10)]))
+    since = datetime(2026, 11, 28, 6, tzinfo=UTC)  # the online run is 18 hours earlier
+    kept = {trip.split("/")[0] for trip in sink.read("0.1.0", since=since).trip_id}
+    assert kept == {"online-20261127T120000-bbbbbb", "by-hand"}
+    assert len(sink.read("0.1.0")) == 30
 
 
 def test_inv_ab_refusals(canary) -> None:

@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.artifacts.data_sources import OBSERVED_AT
 from {{ cookiecutter.package }}.artifacts.names import bigquery_features_table, check_run_id
-from {{ cookiecutter.package }}.artifacts.predictions import READ_COLUMNS, SERVED, only_served
+from {{ cookiecutter.package }}.artifacts.predictions import (
+    OUTCOME_LAG,
+    READ_COLUMNS,
+    SERVED,
+    only_served,
+)
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 
 if TYPE_CHECKING:
@@ -365,6 +370,7 @@ class BigQueryPredictions:
                 PARTITION BY model_version, trip_id ORDER BY predicted_at DESC, run_id DESC
               ) AS newest
               FROM {table} WHERE model_version IN (@control, @candidate)
+                AND predicted_at >= @predicted_since
             ),
             pairs AS (
               SELECT c.user_cluster, k.eta_minutes - o.actual AS error_candidate,
@@ -385,9 +391,12 @@ class BigQueryPredictions:
             candidate=candidate,
             since=since,
             until=until,
+            predicted_since=since - OUTCOME_LAG,
         )
 
-    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
+    def read(
+        self, version: str, shadow: bool = False, since: datetime | None = None
+    ) -> pd.DataFrame:
         if self.data.get_table(self.table) is None:
             import pandas as pd
 
@@ -395,8 +404,10 @@ class BigQueryPredictions:
         return only_served(
             self.data.query(
                 f"SELECT * FROM `{self.data.table_id(self.table)}` "
-                "WHERE model_version = @version ORDER BY predicted_at, run_id",
+                "WHERE model_version = @version AND predicted_at >= @since "
+                "ORDER BY predicted_at, run_id",
                 version=version,
+                since=since - OUTCOME_LAG if since else datetime(1970, 1, 1, tzinfo=UTC),
             ),
             shadow,
         )[[c for c in READ_COLUMNS]]

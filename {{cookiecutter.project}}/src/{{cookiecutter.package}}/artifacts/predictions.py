@@ -17,7 +17,9 @@ asked for all; shadow rows are what `inv ab` compares versions on.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from {{ cookiecutter.package }}.artifacts.features import instantiate
@@ -31,6 +33,9 @@ PARQUET = "{{ cookiecutter.package }}.artifacts.predictions.ParquetPredictions"
 SERVED = "served"
 # What `read` returns: enough to join outcomes (trip_id) and split by cluster.
 READ_COLUMNS = ("trip_id", "user_cluster", "eta_minutes", "model_version", SERVED)
+# How long after its prediction a trip's outcome may still be observed.
+OUTCOME_LAG = timedelta(days=1)
+RUN_TIME = re.compile(r"^(?:online-)?(\d{8}T\d{6})")
 
 
 class PredictionSink(Protocol):
@@ -46,10 +51,23 @@ class PredictionSink(Protocol):
         """The run ids with predictions of `version`, oldest first."""
         ...
 
-    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
+    def read(
+        self, version: str, shadow: bool = False, since: datetime | None = None
+    ) -> pd.DataFrame:
         """`version`'s predictions (READ_COLUMNS), oldest run first: the served rows, and
-        with `shadow` the shadow rows too."""
+        with `shadow` the shadow rows too; with `since`, only runs made after
+        `since - OUTCOME_LAG` (a trip's outcome comes after its prediction, so older runs
+        cannot pair with outcomes observed since then)."""
         ...
+
+
+def made_before(run_id: str, moment: datetime) -> bool:
+    """Whether a run whose id starts with its time (`new_run_id`, `online-...`) was made
+    before `moment`; a run named otherwise is never said to be."""
+    found = RUN_TIME.search(run_id)
+    if not found:
+        return False
+    return datetime.strptime(found[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC) < moment
 
 
 def only_served(frame: pd.DataFrame, shadow: bool) -> pd.DataFrame:
@@ -80,13 +98,18 @@ class ParquetPredictions:
             for key in self.store.list(predictions_prefix(version))
         ]
 
-    def read(self, version: str, shadow: bool = False) -> pd.DataFrame:
+    def read(
+        self, version: str, shadow: bool = False, since: datetime | None = None
+    ) -> pd.DataFrame:
         import pandas as pd
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         tables = []
         for key in self.store.list(predictions_prefix(version)):
+            run_id = key.rsplit("/", 1)[-1].removesuffix(".parquet")
+            if since is not None and made_before(run_id, since - OUTCOME_LAG):
+                continue
             table = pq.read_table(pa.BufferReader(self.store.read(key)))
             if SERVED not in table.column_names:
                 table = table.append_column(SERVED, pa.array([True] * table.num_rows))

@@ -12,6 +12,7 @@ record them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ from {{ cookiecutter.package }}.ml.paired import (
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.traffic import live_versions
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 2, tzinfo=UTC)  # a day after: EPOCH - OUTCOME_LAG is a date
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,6 @@ def default_control(assignment: Assignment | None, live: list[str], besides: str
 
 def went_live(ctx: ReleaseContext, version: str) -> datetime:
     """When `version` was released here (its release record); the epoch if it does not say."""
-    import json
-
     try:
         record = json.loads(ctx.store.read_text(ctx.for_version(version).names.release_record_key))
     except (StoreError, ValueError):
@@ -101,7 +100,11 @@ def _sums(
     outcomes = read_outcomes(source, since, until)
     if outcomes.empty:
         return {}
-    return paired_sums(sink.read(control, shadow=True), sink.read(candidate, shadow=True), outcomes)
+    return paired_sums(
+        sink.read(control, shadow=True, since=since),
+        sink.read(candidate, shadow=True, since=since),
+        outcomes,
+    )
 
 
 def compare(
@@ -130,6 +133,8 @@ def compare(
 def compare_live(ctx: ReleaseContext, control: str = "", since: str = "") -> list[Comparison]:
     """Every other live version against the control (`inv ab`)."""
     live = live_versions(ctx)
+    if not live:
+        raise ReleaseError(f"no live version on {ctx.env}: release one first")
     assignment = traffic.current(ctx.store)
     control = control or default_control(assignment, live)
     if control not in live:
