@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pandas as pd
 import pytest
 import uvicorn
@@ -192,6 +193,69 @@ def start_router(
     )
     running.apps["router"] = app
     return running.start("router", app)
+
+
+def test_concurrent_requests_through_the_router_share_upstream_calls(
+    artifact_root: Path, servers: dict[str, str], running: Servers
+) -> None:
+    store = open_store(str(artifact_root))
+    traffic.record(store, {"1.0.0": range(4), "2.0.0": range(4, 8)}, 8, [*servers], "A/B")
+    url = start_router(artifact_root, servers, running) + "/predict"
+    bodies = [
+        {
+            "trips": [
+                {**trip, "trip_id": f"r{i}-{trip['trip_id']}", "distance_km": 1.0 + i}
+                for trip in cluster_trips([i % 8, (i + 3) % 8])
+            ]
+        }
+        for i in range(48)
+    ]
+    expected = [httpx.post(url, json=body).json() for body in bodies]
+    calls = running.apps["router"].state.coalesce.calls
+
+    async def at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=48)) as client:
+            return await asyncio.gather(*(client.post(url, json=body) for body in bodies))
+
+    answers = asyncio.run(at_once())
+    assert [a.json() for a in answers] == expected  # each its own trips, from their owners
+    # One by one, a request costs a call per version it needs; together, the 48 requests'
+    # trips went in fewer calls than requests.
+    assert calls == sum(len(e["versions"]) for e in expected) > 48
+    assert running.apps["router"].state.coalesce.calls - calls < calls
+
+
+def test_the_coalescer_sends_what_gathered_while_a_call_was_in_flight() -> None:
+    """The coalescing rule on its own, with an upstream that answers after 20 ms (the real
+    servers are in the test above): the first request goes out alone, the 30 that arrive
+    while it is in flight go out together, each caller gets its own trips' answers, a
+    failed call fails only the requests it carried, and no call carries over MAX_TRIPS."""
+    calls: list[list[int]] = []
+
+    async def upstream(version: str, body: bytes) -> list[dict]:
+        trips = orjson.loads(body)["trips"]
+        calls.append([t["n"] for t in trips])
+        await asyncio.sleep(0.02)
+        if any(t["n"] < 0 for t in trips):
+            raise router.Unavailable(version, "down")
+        return [{"eta": t["n"] * 10} for t in trips]
+
+    async def scenario() -> list:
+        coalesce = router.Coalescer(upstream, max_wait_ms=50)
+        first = asyncio.create_task(coalesce("1.0.0", [{"n": 0}]))
+        await asyncio.sleep(0.001)  # the first call is in flight now
+        rest = [coalesce("1.0.0", [{"n": i}, {"n": i + 100}]) for i in range(1, 31)]
+        answers = [await first, *await asyncio.gather(*rest)]
+        failing = await asyncio.gather(coalesce("2.0.0", [{"n": -1}]), return_exceptions=True)
+        big = await asyncio.gather(*(coalesce("3.0.0", [{"n": 1}] * 600) for _ in range(3)))
+        return [answers, failing, [len(b) for b in big]]
+
+    answers, failing, big = asyncio.run(scenario())
+    assert calls[0] == [0] and sorted(calls[1]) == sorted([*range(1, 31), *range(101, 131)])
+    assert answers[0] == [{"eta": 0}]
+    assert answers[1:] == [[{"eta": i * 10}, {"eta": (i + 100) * 10}] for i in range(1, 31)]
+    assert isinstance(failing[0], router.Unavailable)
+    assert big == [600] * 3 and all(len(c) <= 1000 for c in calls)
 
 
 def test_the_router_records_shadow_answers_and_serves_without_the_shadow_version(

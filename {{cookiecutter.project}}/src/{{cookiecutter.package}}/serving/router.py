@@ -26,8 +26,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import aiohttp
@@ -108,6 +108,85 @@ class Upstreams:
         sessions, self.sessions = self.sessions, {}
         for session in sessions.values():
             await session.close()
+
+
+class Coalescer:
+    """The trips of concurrent requests for one version, forwarded in one upstream call.
+
+    Under load most of a forwarded request's cost is the call itself (HTTP, JSON), not its
+    trips, and a request whose trips span two versions costs two calls. Here a request's
+    trips go out at once when no call to their version is in flight; otherwise they wait
+    for one to finish, at most `max_wait_ms`, and go out together with the trips that
+    gathered meanwhile. Calls carry at most MAX_TRIPS trips (a server's limit), and a call
+    that fails fails the requests it carried, as their own calls would have.
+    """
+
+    MAX_TRIPS = 1000
+
+    def __init__(
+        self,
+        forward: Callable[[str, bytes], Awaitable[list[dict[str, Any]]]],
+        max_wait_ms: float = 2.0,
+    ) -> None:
+        self.forward, self.max_wait_s = forward, max_wait_ms / 1000
+        self.pending: dict[str, list[tuple[list[Any], asyncio.Future[list[dict]]]]] = {}
+        self.in_flight: dict[str, int] = {}
+        self.finished: dict[str, list[asyncio.Future[None]]] = {}
+        self.calls = 0
+        self.tasks: set[asyncio.Task] = set()  # held until done (asyncio keeps weak refs)
+
+    async def __call__(self, version: str, trips: list[Any]) -> list[dict[str, Any]]:
+        future: asyncio.Future[list[dict]] = asyncio.get_running_loop().create_future()
+        waiting = self.pending.setdefault(version, [])
+        waiting.append((trips, future))
+        if len(waiting) == 1:
+            task = asyncio.create_task(self._dispatch(version))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return await future
+
+    async def _dispatch(self, version: str) -> None:
+        await asyncio.sleep(0)  # one turn: the requests that arrived with this one join
+        if self.in_flight.get(version):
+            finished = asyncio.get_running_loop().create_future()
+            self.finished.setdefault(version, []).append(finished)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(finished, self.max_wait_s)
+        chunks: list[list[tuple[list[Any], asyncio.Future[list[dict]]]]] = [[]]
+        size = 0
+        for item in self.pending.pop(version, []):
+            if chunks[-1] and size + len(item[0]) > self.MAX_TRIPS:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(item)
+            size += len(item[0])
+        await asyncio.gather(*(self._send(version, chunk) for chunk in chunks))
+
+    async def _send(
+        self, version: str, chunk: list[tuple[list[Any], asyncio.Future[list[dict]]]]
+    ) -> None:
+        self.calls += 1
+        self.in_flight[version] = self.in_flight.get(version, 0) + 1
+        trips = [trip for request, _ in chunk for trip in request]
+        try:
+            answers = await self.forward(version, orjson.dumps({"trips": trips}))
+            if len(answers) != len(trips):
+                raise Unavailable(version, f"answered {len(answers)} of {len(trips)} trips")
+        except Exception as error:  # Unavailable, or a bug: the chunk's requests get it
+            for _, future in chunk:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        finally:
+            self.in_flight[version] -= 1
+            for finished in self.finished.pop(version, []):
+                if not finished.done():
+                    finished.set_result(None)
+        start = 0
+        for request, future in chunk:
+            if not future.done():
+                future.set_result(answers[start : start + len(request)])
+            start += len(request)
 
 
 class AssignmentCache:
@@ -203,6 +282,9 @@ def create_router(
             prediction["version"] = version
         return predictions
 
+    coalesce = Coalescer(forward)
+    app.state.coalesce = coalesce  # its counters, for operators and tests
+
     def unavailable(assignment: Assignment, failures: list[Unavailable]) -> HTTPException:
         for failure in failures:  # the operator's detail goes to the log, not to the caller
             log.warning("router: version %s unavailable: %s", failure.version, failure.detail)
@@ -250,32 +332,22 @@ def create_router(
             if owner is None:
                 raise HTTPException(503, f"no live version serves user cluster {trip.user_cluster}")
             groups.setdefault(owner, []).append(index)
-        if len(groups) == 1:
-            (version,) = groups
-            try:
-                predictions = await forward(version, body)
-            except Unavailable as failure:
-                raise unavailable(assignment, [failure]) from None
-        else:
-            # The trips as sent (validated above): orjson is cheaper than model_dump.
-            raw = orjson.loads(body)["trips"]
-            answers = await asyncio.gather(
-                *(
-                    forward(version, orjson.dumps({"trips": [raw[i] for i in indexes]}))
-                    for version, indexes in groups.items()
-                ),
-                return_exceptions=True,
-            )
-            failures = [a for a in answers if isinstance(a, Unavailable)]
-            if failures:
-                raise unavailable(assignment, failures)
-            for answer in answers:
-                if isinstance(answer, BaseException):
-                    raise answer
-            predictions = [{}] * len(parsed.trips)
-            for indexes, answer in zip(groups.values(), answers, strict=True):
-                for index, prediction in zip(indexes, answer, strict=True):  # type: ignore[arg-type]
-                    predictions[index] = prediction
+        # The trips as sent (validated above): orjson is cheaper than model_dump.
+        raw = orjson.loads(body)["trips"]
+        answers = await asyncio.gather(
+            *(coalesce(version, [raw[i] for i in indexes]) for version, indexes in groups.items()),
+            return_exceptions=True,
+        )
+        failures = [a for a in answers if isinstance(a, Unavailable)]
+        if failures:
+            raise unavailable(assignment, failures)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        predictions: list[dict[str, Any]] = [{}] * len(parsed.trips)
+        for indexes, answer in zip(groups.values(), answers, strict=True):
+            for index, prediction in zip(indexes, answer, strict=True):  # type: ignore[arg-type]
+                predictions[index] = prediction
         if mirror is not None:
             mirror.offer(body, predictions, assignment)
         return Response(
