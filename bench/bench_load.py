@@ -12,6 +12,7 @@ concurrency. All figures come from this one run, so the ratios compare like with
    on its port; errors seen by 0.1.0's clusters, and how long after 0.2.0's server is
    ready its clusters get their first 200.
 
+Resident memory of the router and both servers before and after the sweep is recorded too.
 Prints and saves bench/results/load.json.
 """
 
@@ -106,6 +107,19 @@ def kill_and_restart(deployment: Deployment, scratch: Path) -> dict:
     }
 
 
+def memory(deployment: Deployment) -> dict[str, int]:
+    """Resident memory (MB) of the router and each server."""
+    processes = {"router": deployment.router, **deployment.servers}
+
+    def rss(pid: int) -> int:
+        status = Path(f"/proc/{pid}/status").read_text()
+        kilobytes = next(line.split()[1] for line in status.splitlines()
+                         if line.startswith("VmRSS:"))
+        return round(int(kilobytes) / 1024)
+
+    return {name: rss(process.pid) for name, process in processes.items()}
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         scratch = Path(directory)
@@ -113,8 +127,11 @@ def main() -> None:
         deployment = Deployment(str(project / ".venv/bin/python"), scratch / "artifacts")
         try:
             wait_until_healthy(deployment.router_port, deployment.router)
-            figures = {"sweep": sweep(deployment), "one_server": direct(deployment),
-                       "kill_and_restart": kill_and_restart(deployment, scratch)}
+            before = memory(deployment)
+            figures = {"sweep": sweep(deployment), "one_server": direct(deployment)}
+            figures["memory_mb_before_and_after_the_sweep"] = {
+                name: [before[name], after] for name, after in memory(deployment).items()}
+            figures["kill_and_restart"] = kill_and_restart(deployment, scratch)
         finally:
             deployment.close()
         save("load", figures)
