@@ -25,11 +25,14 @@ from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.artifacts.traffic import Assignment
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.predict import predict
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.serving import router
 from {{ cookiecutter.package }}.serving.app import create_app, serve_command
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS
+from {{ cookiecutter.package }}.serving.shadow import Shadow
 
 TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}
 
@@ -258,6 +261,37 @@ def test_the_coalescer_sends_what_gathered_while_a_call_was_in_flight() -> None:
     assert big == [600] * 3 and all(len(c) <= 1000 for c in calls)
 
 
+def test_the_shadow_mirror_sends_no_call_over_a_servers_limit(tmp_path: Path) -> None:
+    """Two answered requests of 900 trips gathered in one batch: their shadow predictions
+    go out in calls of at most MAX_TRIPS (a server refuses more), and all are recorded."""
+    calls: list[int] = []
+
+    async def upstream(version: str, trips: list[dict]) -> list[dict]:
+        calls.append(len(trips))
+        return [{"eta_minutes": 1.0} for _ in trips]
+
+    sink = ParquetPredictions(str(tmp_path))
+    assignment = Assignment({"1.0.0": list(range(8))}, 8)
+
+    async def scenario() -> None:
+        mirror = Shadow(sink, upstream, ["2.0.0"], flush_s=60)
+        await mirror.start()
+        for request in range(2):
+            trips = [{"trip_id": f"r{request}-{i}", "user_cluster": i % 8} for i in range(900)]
+            answers = [{"eta_minutes": 2.0, "version": "1.0.0"} for _ in trips]
+            mirror.offer(orjson.dumps({"trips": trips}), answers, assignment)
+        while mirror.stats.mirrored < 2 or mirror.queue.qsize():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        await mirror.stop()  # writes what it kept
+
+    asyncio.run(scenario())
+    assert sorted(calls) == [MAX_TRIPS - 200, MAX_TRIPS]
+    shadow_rows = sink.read("2.0.0", shadow=True)
+    assert len(shadow_rows) == 1800 and not shadow_rows.served.any()
+    assert len(sink.read("1.0.0")) == 1800
+
+
 def test_the_router_records_shadow_answers_and_serves_without_the_shadow_version(
     artifact_root: Path, servers: dict[str, str], running: Servers
 ) -> None:
@@ -464,6 +498,7 @@ from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_info
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
+from {{ cookiecutter.package }}.artifacts.traffic import Assignment
 
 app = create_app(ReleaseNames("taxi", "2.0.0", "2.0.0", sys.argv[1]))
 trip = json.loads(sys.argv[2])

@@ -410,7 +410,7 @@ class BigQueryPredictions:
                 since=since - OUTCOME_LAG if since else datetime(1970, 1, 1, tzinfo=UTC),
             ),
             shadow,
-        )[[c for c in READ_COLUMNS]]
+        )[list(READ_COLUMNS)]
 
     def split(self) -> pd.DataFrame:
         """Served rows per version and user cluster: who served whom (the A/B split).

@@ -29,7 +29,7 @@ from {{ cookiecutter.package }}.ml.features import feature_matrix
 from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.batching import CountRequests, MicroBatcher
 from {{ cookiecutter.package }}.serving.endpoints import add_index
-from {{ cookiecutter.package }}.serving.limits import harden, validation_errors
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, validation_errors
 from {{ cookiecutter.package }}.version import read_version
 
 
@@ -51,7 +51,7 @@ class Trip(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    trips: list[Trip] = Field(min_length=1, max_length=1000)
+    trips: list[Trip] = Field(min_length=1, max_length=MAX_TRIPS)
 
 
 class Prediction(BaseModel):

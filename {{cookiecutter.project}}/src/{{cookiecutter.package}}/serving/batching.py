@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS
+
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
 class MicroBatcher:
-    def __init__(self, predict: Predict, wait_ms: float = 2.0, max_rows: int = 1000) -> None:
+    def __init__(self, predict: Predict, wait_ms: float = 2.0, max_rows: int = MAX_TRIPS) -> None:
         self.predict, self.wait_s, self.max_rows = predict, wait_ms / 1000, max_rows
         self.pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self.rows = 0

@@ -8,14 +8,33 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 DEFAULT_MAX_BODY_BYTES = 1_000_000  # 1000 trips of about 150 bytes, with room to spare
+MAX_TRIPS = 1000  # trips in one request, to a version's server or to the router
+
+T = TypeVar("T")
+
+
+def in_chunks(
+    items: Iterable[T], size: Callable[[T], int] = lambda _: 1, limit: int = MAX_TRIPS
+) -> list[list[T]]:
+    """Consecutive items in groups whose sizes add up to at most `limit` (an item larger
+    than that goes alone): what the router and its shadow mirror send in one call."""
+    chunks: list[list[T]] = [[]]
+    total = 0
+    for item in items:
+        if chunks[-1] and total + size(item) > limit:
+            chunks.append([])
+            total = 0
+        chunks[-1].append(item)
+        total += size(item)
+    return chunks if chunks[-1] else []
 
 
 def max_body_bytes() -> int:

@@ -43,7 +43,7 @@ from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
 from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
 from {{ cookiecutter.package }}.serving.endpoints import add_index
-from {{ cookiecutter.package }}.serving.limits import harden, validation_errors
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, in_chunks, validation_errors
 from {{ cookiecutter.package }}.serving.shadow import Shadow
 
 PROJECT = "{{ cookiecutter.project }}"
@@ -55,7 +55,7 @@ class RoutedTrip(Trip):
 
 
 class RoutedRequest(PredictRequest):
-    trips: list[RoutedTrip] = Field(min_length=1, max_length=1000)  # type: ignore[assignment]
+    trips: list[RoutedTrip] = Field(min_length=1, max_length=MAX_TRIPS)  # type: ignore[assignment]
 
 
 class Unavailable(Exception):
@@ -117,11 +117,9 @@ class Coalescer:
     trips, and a request whose trips span two versions costs two calls. Here a request's
     trips go out at once when no call to their version is in flight; otherwise they wait
     for one to finish, at most `max_wait_ms`, and go out together with the trips that
-    gathered meanwhile. Calls carry at most MAX_TRIPS trips (a server's limit), and a call
+    gathered meanwhile. Calls carry at most `limits.MAX_TRIPS` trips, and a call
     that fails fails the requests it carried, as their own calls would have.
     """
-
-    MAX_TRIPS = 1000
 
     def __init__(
         self,
@@ -152,14 +150,7 @@ class Coalescer:
             self.finished.setdefault(version, []).append(finished)
             with suppress(TimeoutError):
                 await asyncio.wait_for(finished, self.max_wait_s)
-        chunks: list[list[tuple[list[Any], asyncio.Future[list[dict]]]]] = [[]]
-        size = 0
-        for item in self.pending.pop(version, []):
-            if chunks[-1] and size + len(item[0]) > self.MAX_TRIPS:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(item)
-            size += len(item[0])
+        chunks = in_chunks(self.pending.pop(version, []), lambda item: len(item[0]))
         await asyncio.gather(*(self._send(version, chunk) for chunk in chunks))
 
     async def _send(

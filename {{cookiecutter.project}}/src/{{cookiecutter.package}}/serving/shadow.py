@@ -26,9 +26,9 @@ import orjson
 from {{ cookiecutter.package }}.artifacts.names import new_run_id
 from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionSink
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, in_chunks
 
 log = logging.getLogger(__name__)
-MAX_TRIPS = 1000  # a version server's limit per request
 GATHER_S = 0.05
 COLUMNS = ("trip_id", "user_cluster", "eta_minutes", "model_version", SERVED)
 Forward = Callable[[str, list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
@@ -89,9 +89,9 @@ class Shadow:
         columns[SERVED].extend([served] * len(kept))
 
     async def _mirror(self) -> None:
-        """Forward queued trips in batches: everything waiting (up to MAX_TRIPS) goes to
-        each shadow version in one request, so shadowing costs one model call per batch,
-        not one per request."""
+        """Forward queued trips in batches: what waits (about MAX_TRIPS trips) goes to each
+        shadow version in as few calls as a server accepts, so shadowing costs a model call
+        per batch, not one per request."""
         assert self.queue is not None
         while True:
             batch = [await self.queue.get()]
@@ -115,18 +115,17 @@ class Shadow:
                     self._keep(version, own, etas, served=True)
                 for version in sorted({*assignment.clusters, *self.extra_versions}):
                     targets.setdefault(version, []).extend(
-                        t for t in trips if assignment.owner(t["user_cluster"]) != version
+                        t for t, a in zip(trips, answers, strict=True) if a["version"] != version
                     )
             for version, others in targets.items():
-                if not others:
-                    continue
-                try:
-                    shadow = await self.forward(version, others)
-                except Exception as error:  # any failure: the shadow answers are only lost
-                    self.stats.failed += 1
-                    log.debug("shadow call to %s failed: %s", version, error)
-                    continue
-                self._keep(version, others, shadow, served=False)
+                for chunk in in_chunks(others):  # a batch may hold more than one call may
+                    try:
+                        shadow = await self.forward(version, chunk)
+                    except Exception as error:  # any failure: these shadow answers are lost
+                        self.stats.failed += 1
+                        log.debug("shadow call to %s failed: %s", version, error)
+                        continue
+                    self._keep(version, chunk, shadow, served=False)
 
     def take(self) -> dict[str, dict[str, list[Any]]]:
         """The rows collected so far (on the event loop, which alone appends to them)."""
