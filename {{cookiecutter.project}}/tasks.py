@@ -249,14 +249,27 @@ def compare(
             print(f"report: {write(Path(html), comparison, str(ctx.cfg.project))}")
 
 
-@task(help={"limit": "show only the best N runs (default: all)"})
-def experiments(c: Context, limit: int = 0) -> None:
-    """Local experiment runs (outputs/, multirun/): overrides and metrics, best first."""
-    from pathlib import Path
+@task(
+    help={
+        "override": "Hydra override, e.g. -o tracking=mlflow (repeatable)",
+        "limit": "show only the best N runs of each test set (default: all)",
+    },
+    iterable=["override"],
+)
+def experiments(c: Context, override: list[str] | None = None, limit: int = 0) -> None:
+    """Training runs, best first among runs scored on the same test set: from MLflow when
+    tracking is on (conf/tracking/), else from outputs/ and multirun/."""
+    from {{ cookiecutter.package }}.artifacts.tracking import Tracker
+    from {{ cookiecutter.package }}.config import load_config
+    from {{ cookiecutter.package }}.reports import experiments as report
+    from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
-    from {{ cookiecutter.package }}.reports.experiments import show
-
-    show(Path(__file__).resolve().parent, limit)
+    with _user_errors():
+        tracker = Tracker.from_config(load_config("local", override or []))
+        if tracker is None:
+            report.show(report.find(PROJECT_ROOT), limit)
+        else:
+            report.show(report.tracked(tracker), limit, source=f"MLflow at {tracker.uri}")
 
 
 @task(

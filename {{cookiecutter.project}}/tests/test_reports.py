@@ -116,15 +116,41 @@ def test_experiments_are_listed_best_first(tmp_path: Path, capsys) -> None:
         ["model=ridge"],
         ["model.max_depth=1"],
     ]
-    experiments.show(tmp_path, limit=2)
+    experiments.show(found, limit=2)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["rank", "mae", "r2", "version", "overrides", "run"]
     assert lines[1].split()[:5] == ["1", "1.5", "0.9", "1.0.0", "model=random_forest"]
     assert len(lines) == 3
 
 
-def test_no_experiments_says_how_to_make_one(tmp_path: Path, capsys) -> None:
-    experiments.show(tmp_path)
+def test_runs_on_different_test_sets_are_ranked_apart(tmp_path: Path, capsys) -> None:
+    def run(folder: str, n_trips: int, mae: float) -> None:
+        write_run(tmp_path, folder, [f"data.n_trips={n_trips}"], mae)
+        metadata_file = tmp_path / folder / "metadata.json"
+        metadata = json.loads(metadata_file.read_text())
+        metadata["metrics"]["n_test"] = n_trips // 5
+        metadata["data"] = {"content_sha256": f"{n_trips:064d}"}
+        metadata["config"] = {"data": {"seed": 42, "test_fraction": 0.2}}
+        metadata_file.write_text(json.dumps(metadata))
+
+    run("outputs/1.0.0/a", 4000, 1.6)
+    run("outputs/1.0.0/b", 20000, 1.3)  # the lowest error, on another test set
+    run("outputs/1.0.0/c", 4000, 1.4)
+    experiments.show(experiments.find(tmp_path))
+    out = capsys.readouterr().out
+    assert out.startswith("3 experiments on 2 different test sets: ranked within each")
+    tables = [block.splitlines() for block in out.split("\n\n")[1:]]
+    assert [lines[0] for lines in tables] == [
+        "test set: 800 trips of data 000000000000 (split 0.2, seed 42)",
+        "test set: 4000 trips of data 000000000000 (split 0.2, seed 42)",
+    ]
+    first = [line.split()[:2] for line in tables[0][2:]]
+    assert first == [["1", "1.4"], ["2", "1.6"]]  # ranked among the 4000-trip runs only
+    assert [line.split()[:2] for line in tables[1][2:]] == [["1", "1.3"]]
+
+
+def test_no_experiments_says_how_to_make_one(capsys) -> None:
+    experiments.show([])
     assert "`inv train` writes them to outputs/" in capsys.readouterr().out
 
 

@@ -53,10 +53,14 @@ def load_config(env: str = "local", overrides: Sequence[str] = ()) -> DictConfig
 
 
 def to_plain(cfg: DictConfig) -> dict:
-    """The resolved config as plain JSON-able data (recorded in model metadata)."""
+    """The resolved config as plain JSON-able data (recorded in model metadata).
+
+    Without `tracking`: where runs are logged is not part of what is trained or released,
+    and a tracking URI from the environment must not change a compiled workflow."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     container.pop("hydra", None)
+    container.pop("tracking", None)
     return container
 
 

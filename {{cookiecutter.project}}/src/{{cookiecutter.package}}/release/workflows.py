@@ -17,6 +17,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
 )
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_run_id, new_run_id
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
+from {{ cookiecutter.package }}.artifacts.tracking import Tracker
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -99,9 +100,21 @@ def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
     print(f"training {names.version} on {ctx.env} (features {names.feature_version}: {features})")
     spec = compile_spec(ctx, "training", git_sha)
     try:
-        return ctx.engine.run(names, "training", spec, {}, RUN_TIMEOUT_S)
+        model = ctx.engine.run(names, "training", spec, {}, RUN_TIMEOUT_S)
     except AlreadyExistsError as error:
         raise ReleaseError(str(error)) from error
+    track_training(ctx)
+    return model
+
+
+def track_training(ctx: ReleaseContext) -> None:
+    """The release's training as an MLflow run, when tracking is on: its config, metrics and
+    the released model's URI and sha256, read back from the store (a failure is a warning)."""
+    tracker = Tracker.from_config(ctx.cfg)
+    if tracker is not None:
+        metadata = models.read_metadata(ctx.store, ctx.names)
+        name = f"release {ctx.names.version} ({ctx.env})"
+        tracker.log(name, metadata, "release", tags={"env": ctx.env})
 
 
 def deploy_workflows(ctx: ReleaseContext, git_sha: str) -> None:

@@ -1,29 +1,38 @@
-"""`inv experiments`: the local Hydra runs (`inv train`, `--multirun`), best first.
+"""`inv experiments`: the training runs, best first, ranked only against comparable runs.
 
-Each run wrote `metadata.json` (version, overrides, metrics) to its own folder under
-`outputs/` or `multirun/`; this reads them back. Runs are local scratch work: they are never
-released, and a folder without metadata (a run that failed) is listed as such.
+Runs come from MLflow when tracking is on (`conf/tracking/`: every `inv train` job, each
+trial of a search and each release's training), else from the folders Hydra wrote
+(`outputs/`, `multirun/`: each run's `metadata.json`).
+
+An error measured on another test set says nothing about which model is better: a run
+scored on 4000 trips of 20000 is not ranked against one scored on 800 trips of 4000. Runs
+are grouped by their test set (its size, the data it was cut from and the split) and
+ranked within each group; the groups are shown apart, and the output says so.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from {{ cookiecutter.package }}.artifacts.tracking import Tracker, test_set
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.reports import tables
 
 RUN_FOLDERS = ("outputs", "multirun")
+TRACKED_KINDS = ("experiment", "trial", "release")  # a sweep's own run holds no model
 
 
 @dataclass(frozen=True)
 class Experiment:
-    run: str  # the run's folder, relative to the project
+    run: str  # the run's folder, relative to the project, or its MLflow run name and id
     version: str
     overrides: list[str]
     metrics: dict[str, float]
+    test_set: str = "unknown"  # what the metrics were measured on
 
     @property
     def score(self) -> float:
@@ -32,6 +41,7 @@ class Experiment:
 
 
 def find(project_root: Path) -> list[Experiment]:
+    """The runs Hydra wrote under the project, best first."""
     found = []
     for folder in RUN_FOLDERS:
         for path in sorted((project_root / folder).glob("**/metadata.json")):
@@ -46,17 +56,59 @@ def find(project_root: Path) -> list[Experiment]:
                     version=str(metadata.get("version", "?")),
                     overrides=[str(o) for o in metadata.get("overrides", [])],
                     metrics=metrics,
+                    test_set=test_set(metadata) if "config" in metadata else "unknown",
                 )
             )
     return sorted(found, key=lambda e: (e.score, e.run))
 
 
-def show(project_root: Path, limit: int = 0) -> None:
-    experiments = find(project_root)
+def tracked(tracker: Tracker) -> list[Experiment]:
+    """The finished training runs of the MLflow experiment, best first."""
+    found = [
+        Experiment(
+            run=f"{run.name} ({run.run_id[:8]})",
+            version=run.tags.get("version", "?"),
+            overrides=run.tags.get(
+                "overrides", f"(release {run.tags.get('version')})" if run.kind == "release" else ""
+            ).split(),
+            metrics=run.metrics,
+            test_set=run.tags.get("test_set", "unknown"),
+        )
+        for run in tracker.runs()
+        if run.kind in TRACKED_KINDS and run.status == "FINISHED"
+    ]
+    return sorted(found, key=lambda e: (e.score, e.run))
+
+
+def comparable(experiments: Sequence[Experiment]) -> list[list[Experiment]]:
+    """The runs grouped by test set, each group best first; the largest group first."""
+    groups: dict[str, list[Experiment]] = {}
+    for experiment in sorted(experiments, key=lambda e: (e.score, e.run)):
+        groups.setdefault(experiment.test_set, []).append(experiment)
+    return sorted(groups.values(), key=lambda g: (-len(g), g[0].score))
+
+
+def show(experiments: Sequence[Experiment], limit: int = 0, source: str = "outputs/") -> None:
     if not experiments:
-        print("no experiments yet: `inv train` writes them to outputs/, `--multirun` to multirun/")
+        print(
+            f"no experiments in {source} yet: `inv train` writes them to outputs/, "
+            "`--multirun` to multirun/"
+        )
         return
-    shown = experiments[:limit] if limit > 0 else experiments
+    groups = comparable(experiments)
+    if len(groups) > 1:
+        print(
+            f"{len(experiments)} experiments on {len(groups)} different test sets: "
+            f"ranked within each, their {MAIN_METRIC} do not compare across them"
+        )
+    for group in groups:
+        if len(groups) > 1:
+            print(f"\ntest set: {group[0].test_set}")
+        show_group(group, limit, source)
+
+
+def show_group(group: Sequence[Experiment], limit: int, source: str) -> None:
+    shown = group[:limit] if limit > 0 else group
     names = sorted({m for e in shown for m in e.metrics}, key=lambda m: (m != MAIN_METRIC, m))
     rows = [
         {
@@ -68,5 +120,7 @@ def show(project_root: Path, limit: int = 0) -> None:
         }
         for rank, e in enumerate(shown, start=1)
     ]
-    title = f"{len(experiments)} experiments, best {MAIN_METRIC} first"
+    title = (
+        f"{len(group)} experiments from {source}, best {MAIN_METRIC} first, on {group[0].test_set}"
+    )
     tables.show(("rank", *names, "version", "overrides", "run"), rows, title=title)
