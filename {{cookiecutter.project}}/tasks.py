@@ -257,8 +257,9 @@ def compare(
     iterable=["override"],
 )
 def experiments(c: Context, override: list[str] | None = None, limit: int = 0) -> None:
-    """Training runs, best first among runs scored on the same test set: from MLflow when
-    tracking is on (conf/tracking/), else from outputs/ and multirun/."""
+    """Training runs, best first among those scored on the same test set.
+
+    From MLflow when tracking is on (conf/tracking/), else from outputs/ and multirun/."""
     from {{ cookiecutter.package }}.artifacts.tracking import Tracker
     from {{ cookiecutter.package }}.config import load_config
     from {{ cookiecutter.package }}.reports import experiments as report
@@ -532,6 +533,27 @@ def render_deployment(
         deploy = ctx.project_root / "deploy"
         out = deploy / "rendered" / ctx.env
         print(deployment.write(ctx.names, deploy / "base", out, router=router))
+
+
+@task(
+    help={
+        "port": "port on 127.0.0.1 (default 5000)",
+        "stop": "stop the server this project started",
+    }
+)
+def tracking_server(c: Context, port: str = "5000", stop: bool = False) -> None:
+    """MLflow's tracking server and UI over this project's runs (mlflow.db), in the background."""
+    from {{ cookiecutter.package }} import tracking_server as server
+    from {{ cookiecutter.package }}.version import PROJECT_ROOT
+
+    with _user_errors():
+        if stop:
+            stopped = server.stop_in(PROJECT_ROOT)
+            print("tracking server stopped" if stopped else "no tracking server was running")
+            return
+        started = server.start_in(PROJECT_ROOT, _port(port))
+    print(f"MLflow tracking server at {started.url} (pid {started.pid}, log {started.log})")
+    print(f"log to it: export MLFLOW_TRACKING_URI={started.url}, then -o tracking=mlflow")
 
 
 @task(help={"all": "also the slow tests (pipelines, servers): what CI runs", "args": "pytest args"})

@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +17,7 @@ import yaml
 from conftest import SMALL, free_port, git
 
 from hydra_plugins.{{ cookiecutter.package }}_optuna import search_space
+from {{ cookiecutter.package }} import tracking_server
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.artifacts.tracking import PARENT_TAG, Tracker
@@ -47,67 +44,20 @@ def train(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]
 
 
 @contextmanager
-def mlflow_server(home: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A real MLflow tracking server on loopback, SQLite-backed. It is MLflow's full
-    package (the server), run by uv as a tool at the version of the project's client
-    (mlflow-skinny): a service the project talks to, not a library it imports."""
-    from uv import find_uv_bin
-
-    version = importlib.metadata.version("mlflow-skinny")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (home / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            find_uv_bin(),
-            "tool",
-            "run",
-            "--from",
-            f"mlflow=={version}",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{home / 'mlflow.db'}",
-            "--default-artifact-root",
-            str(home / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # the server's workers go with it
-    )
+def mlflow_server(home: Path) -> Iterator[tracking_server.Server]:
+    """A real MLflow tracking server on loopback, SQLite-backed, as `inv tracking-server`
+    starts it (MLflow's full package, run by uv as a tool)."""
+    server = tracking_server.start(home, free_port())
     try:
-        deadline = time.monotonic() + 300  # the first start installs MLflow and migrates
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    tail = (home / "server.log").read_text()[-2000:]
-                    raise RuntimeError(f"mlflow server did not start: {tail}") from None
-                time.sleep(0.5)
-        yield url, process
+        yield server
     finally:
-        stop(process)
-        log.close()
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        tracking_server.stop(server.pid)
 
 
 @pytest.fixture(scope="session")
-def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as (url, _):
-        yield url
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server.url
 
 
 def release_with_tracking(tmp_path: Path, repo: Path, monkeypatch) -> ReleaseContext:
@@ -171,12 +121,12 @@ def test_an_optuna_search_prints_the_command_that_reproduces_its_best_trial(
 
 @pytest.mark.slow
 def test_releases_and_searches_are_tracked_on_a_tracking_server(
-    tracking_server: str, tmp_path: Path, git_repo: Path, monkeypatch
+    tracking_uri: str, tmp_path: Path, git_repo: Path, monkeypatch
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     ctx = release_with_tracking(tmp_path, git_repo, monkeypatch)
     release(ctx)
-    tracker = Tracker(tracking_server, str(ctx.cfg.project))
+    tracker = Tracker(tracking_uri, str(ctx.cfg.project))
     (run,) = [r for r in tracker.runs() if r.kind == "release"]
     metadata = models.read_metadata(ctx.store, ctx.names)
     assert run.name == f"release {ctx.names.version} (local)"
@@ -194,7 +144,7 @@ def test_releases_and_searches_are_tracked_on_a_tracking_server(
         *SEARCH,
         "hydra.sweeper.n_trials=2",
         "tracking=mlflow",
-        MLFLOW_TRACKING_URI=tracking_server,
+        MLFLOW_TRACKING_URI=tracking_uri,
     )
     assert search.returncode == 0, search.stderr
     runs = tracker.runs()
@@ -209,7 +159,7 @@ def test_releases_and_searches_are_tracked_on_a_tracking_server(
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_server},
+        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
     )
     assert listed.returncode == 0, listed.stderr
     # the release was scored on 120 trips, the trials on 240: two rankings, not one
@@ -224,13 +174,14 @@ def test_a_tracking_server_stopped_mid_release_costs_one_warning_line(
 ) -> None:
     home = tmp_path / "mlflow"
     home.mkdir()
-    with mlflow_server(home) as (url, server):
+    with mlflow_server(home) as server:
+        url = server.url
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         ctx = release_with_tracking(tmp_path, git_repo, monkeypatch)
         engine_run = ctx.engine.run
 
         def stop_the_server_then_train(*args, **kwargs):
-            stop(server)  # down while the model trains, before the release logs it
+            tracking_server.stop(server.pid)  # down while the model trains, before it is logged
             return engine_run(*args, **kwargs)
 
         monkeypatch.setattr(ctx.engine, "run", stop_the_server_then_train)

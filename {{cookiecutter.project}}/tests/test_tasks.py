@@ -43,6 +43,7 @@ def test_the_documented_tasks_exist() -> None:
         "versions",
         "compare",
         "experiments",
+        "tracking-server",
         "run-inference",
         "run-scheduled",
         "traffic",
