@@ -1,6 +1,7 @@
 """Slow tier: the generated README's commands, run as written in a fresh project.
 
-The fenced shell blocks of "Set up", "Train", "Release" and "Traffic" run in order, as one
+The fenced shell blocks of "Set up", "Train", "Experiments", "Release" and "Traffic" run in
+order, as one
 newcomer would type them (the environment activated as Set up says, and IMAGE_BUILDER=none
 as it says for a machine with no registry at hand). Nothing but those blocks touches the
 project, which is generated with a first version other than the default: the examples must
@@ -27,7 +28,17 @@ from tests.test_release_e2e import snapshot
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("Set up", "Train", "Release", "Traffic")
+SECTIONS = ("Set up", "Train", "Experiments", "Release", "Traffic")
+
+
+# The kind of each MLflow run in the project's store, and each trial's parent run.
+TRACKED = """
+import json
+from pathlib import Path
+from taxi_eta.artifacts.tracking import PARENT_TAG, Tracker
+tracker = Tracker(f"sqlite:///{Path.cwd() / 'mlflow.db'}", "taxi-eta")
+print(json.dumps([(r.kind, r.tags.get(PARENT_TAG, r.run_id)) for r in tracker.runs()]))
+"""
 
 
 def shell_blocks(readme: str, heading: str) -> list[str]:
@@ -74,12 +85,22 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert versions[0].split()[4:9] == ["mae", "bias", "n_test", "r2", "rmse"]
     assert re.search(r"\(\+0\)", versions[2]) and versions[2].count("(+") == 5
 
-    # `inv experiments`: the seven runs of Train (three single runs, a sweep of three, one
-    # experiment), best mae first.
-    runs = project.inv("experiments").stdout.splitlines()[1:]
-    assert len(runs) == 7
-    maes = [float(line.split()[1]) for line in runs]
-    assert maes == sorted(maes)
+    # `inv experiments`: the runs of Train and Experiments, in two rankings: the run on
+    # 20000 trips was scored on another test set than the others.
+    listed = project.inv("experiments").stdout
+    assert re.match(r"\d+ experiments on 2 different test sets", listed), listed
+    big, alone = (block.splitlines() for block in listed.split("\n\n")[1:])
+    assert big[0] == "test set: 800 trips of data " + big[0].split()[6] + " (split 0.2, seed 42)"
+    assert alone[0].startswith("test set: 4000 trips") and len(alone) == 3
+    maes = [float(line.split()[1]) for line in big[2:]]
+    assert len(maes) == 7 - 1 + 6 + 1 + 3 + 1 and maes == sorted(maes)
+    # Experiments' MLflow runs, in the project's store (the server served the same file):
+    # two trainings, and each search as a parent run with a child run per trial.
+    runs = json.loads(project.run(str(project.path / ".venv/bin/python"), "-c", TRACKED).stdout)
+    assert Counter(kind for kind, _ in runs) == {"experiment": 2, "sweep": 1, "trial": 3}
+    (sweep,) = [run_id for kind, run_id in runs if kind == "sweep"]
+    assert {parent for kind, parent in runs if kind == "trial"} == {sweep}
+    assert not (project.path / "mlflow-server.pid").exists()  # --stop ended the server
 
     # `inv compare --html outputs/compare.html` of Release, opened in a real browser.
     assert_report_renders(project.path / "outputs/compare.html", tmp_path)
