@@ -28,6 +28,7 @@ bench: $(PY)  ## benchmark scripts; figures go to bench/results/
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_ab.py
+	$(PY) bench/bench_experiments.py
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests bench local_extensions.py

@@ -138,6 +138,19 @@ def test_releases_and_searches_are_tracked_on_a_tracking_server(
     assert run.metrics["mae"] == metadata["metrics"]["mae"]
     assert run.params["model._target_"] == "sklearn.linear_model.Ridge"
     assert run.params["data.n_trips"] == "600"
+    assert tracker.client().list_artifacts(run.run_id) == []  # not copied: not configured
+
+    copied = train(
+        tmp_path,
+        *FAST,
+        "tracking=mlflow",
+        "tracking.copy_model=true",
+        MLFLOW_TRACKING_URI=tracking_uri,
+    )
+    assert copied.returncode == 0, copied.stderr
+    (experiment,) = [r for r in tracker.runs() if r.kind == "experiment"]
+    artifacts = tracker.client().list_artifacts(experiment.run_id, "model")
+    assert [a.path for a in artifacts] == ["model/model.pkl"]
 
     search = train(
         tmp_path,
@@ -162,8 +175,8 @@ def test_releases_and_searches_are_tracked_on_a_tracking_server(
         env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
     )
     assert listed.returncode == 0, listed.stderr
-    # the release was scored on 120 trips, the trials on 240: two rankings, not one
-    assert listed.stdout.startswith("3 experiments on 2 different test sets")
+    # the release was scored on 120 trips, the trainings on 240: two rankings, not one
+    assert listed.stdout.startswith("4 experiments on 2 different test sets")
     assert f"release {ctx.names.version} (local)" in listed.stdout
     assert listed.stdout.count("trial ") == 2
 

@@ -120,8 +120,8 @@ def describe(metadata: Mapping[str, Any], kind: str) -> tuple[dict, dict, dict]:
 class Tracker:
     """One MLflow experiment (by default the project's name) at one tracking URI."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
-        self.uri, self.experiment = uri, experiment
+    def __init__(self, uri: str, experiment: str, copy_model: bool = False) -> None:
+        self.uri, self.experiment, self.copy_model = uri, experiment, copy_model
         self._client: Any = None
         self._experiment_id = ""
         self.failed = False
@@ -136,7 +136,8 @@ class Tracker:
             return None
         if tracking["kind"] != "mlflow":
             raise UserError(f"unknown tracking {tracking['kind']!r}: choose none or mlflow")
-        return cls(local_uri(str(tracking["uri"])), str(tracking["experiment"]))
+        copy_model = bool(tracking.get("copy_model", False))
+        return cls(local_uri(str(tracking["uri"])), str(tracking["experiment"]), copy_model)
 
     def client(self) -> Any:
         if self._client is None:
@@ -148,8 +149,14 @@ class Tracker:
                 logging.getLogger(name).setLevel(logging.WARNING)
             client = MlflowClient(tracking_uri=self.uri)
             found = client.get_experiment_by_name(self.experiment)
+            # A local store keeps copied models in this project too (mlartifacts/), not in
+            # the folder the command ran from; a server decides for itself.
+            local = self.uri.startswith("sqlite:")
+            location = (PROJECT_ROOT / "mlartifacts").as_uri() if local else None
             self._experiment_id = (
-                found.experiment_id if found else client.create_experiment(self.experiment)
+                found.experiment_id
+                if found
+                else client.create_experiment(self.experiment, artifact_location=location)
             )
             self._client = client
         return self._client
@@ -203,10 +210,17 @@ class Tracker:
         kind: str,
         parent: str | None = None,
         tags: Mapping[str, str] | None = None,
+        model: Path | None = None,
     ) -> str | None:
-        """One finished training's run, from its metadata; its id or None."""
+        """One finished training's run, from its metadata; its id or None. The `model` file
+        is copied into the run only when the config says so (`copy_model`)."""
         params, metrics, described = describe(metadata, kind)
         run_id = self.start(name, {**described, **(tags or {})}, parent)
+        if run_id and model is not None and self.copy_model and not self.failed:
+            try:
+                self.client().log_artifact(run_id, str(model), artifact_path="model")
+            except Exception as error:  # noqa: BLE001 - tracking never fails the work
+                self.warn(f"copying {model.name}", error)
         self.finish(run_id, params, metrics)
         return run_id
 
@@ -279,7 +293,7 @@ class TrackedSweeps(Callback):
             tracker.finish(run_id, failed=True)
             return
         metadata = json.loads(metadata_file.read_text())
-        tracker.log(name, metadata, kind, parent=self.sweep)
+        tracker.log(name, metadata, kind, parent=self.sweep, model=output_dir / "model.pkl")
         score = float(metadata["metrics"][MAIN_METRIC])
         if self.best is None or score < self.best[0]:
             self.best = (score, overrides)

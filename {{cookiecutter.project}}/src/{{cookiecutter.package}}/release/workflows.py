@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -111,10 +113,17 @@ def track_training(ctx: ReleaseContext) -> None:
     """The release's training as an MLflow run, when tracking is on: its config, metrics and
     the released model's URI and sha256, read back from the store (a failure is a warning)."""
     tracker = Tracker.from_config(ctx.cfg)
-    if tracker is not None:
-        metadata = models.read_metadata(ctx.store, ctx.names)
-        name = f"release {ctx.names.version} ({ctx.env})"
+    if tracker is None:
+        return
+    metadata = models.read_metadata(ctx.store, ctx.names)
+    name = f"release {ctx.names.version} ({ctx.env})"
+    if not tracker.copy_model:
         tracker.log(name, metadata, "release", tags={"env": ctx.env})
+        return
+    with tempfile.TemporaryDirectory() as scratch:  # the verified bytes, under their name
+        model = Path(scratch) / Path(str(metadata["model_key"])).name
+        model.write_bytes(models.verified_bytes(ctx.store, ctx.names))
+        tracker.log(name, metadata, "release", tags={"env": ctx.env}, model=model)
 
 
 def deploy_workflows(ctx: ReleaseContext, git_sha: str) -> None:
