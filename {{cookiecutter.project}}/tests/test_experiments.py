@@ -16,7 +16,6 @@ import pytest
 import yaml
 from conftest import SMALL, free_port, git
 
-from hydra_plugins.{{ cookiecutter.package }}_optuna import search_space
 from {{ cookiecutter.package }} import tracking_server
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import names_for
@@ -74,6 +73,10 @@ def release_with_tracking(tmp_path: Path, repo: Path, monkeypatch) -> ReleaseCon
 
 def test_the_search_space_is_read_from_hydra_sweep_syntax() -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    # here, not at the top: where `hydra_plugins` sorts among the imports depends on the
+    # package's name
+    from hydra_plugins.{{ cookiecutter.package }}_optuna import search_space
 
     space, fixed = search_space(
         [
