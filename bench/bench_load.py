@@ -8,7 +8,12 @@ concurrency. All figures come from this one run, so the ratios compare like with
    medians of 3 passes with the two splits alternating.
 2. One server directly at c=32: one-trip predictions against GET /healthz (the framework
    and HTTP cost alone).
-3. Kill and restart: under A/B load at c=8, 0.2.0's server is SIGKILLed and started again
+3. Traffic moves under load: at c=8, the assignment goes A/B, then all to 0.2.0, then back
+   to 0.1.0 (the records `inv traffic --assign`, `--all` and `inv rollback` write): failed
+   requests, and how long after each write the moved clusters are answered by their new
+   version (the router re-reads the assignment every 0.2 s here, every
+   `serving.traffic_refresh_seconds` in a project).
+4. Kill and restart: under A/B load at c=8, 0.2.0's server is SIGKILLed and started again
    on its port; errors seen by 0.1.0's clusters, and how long after 0.2.0's server is
    ready its clusters get their first 200.
 
@@ -19,6 +24,7 @@ Prints and saves bench/results/load.json.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -90,8 +96,8 @@ def kill_and_restart(deployment: Deployment, scratch: Path) -> dict:
     Path(f"{log}.stop").touch()
     client.wait(timeout=60)
     answers = json.loads(log.read_text())
-    other = [status for _, cluster, status in answers if cluster < 4]
-    restarted = [(at, status) for at, cluster, status in answers if cluster >= 4]
+    other = [status for _, cluster, status, _ in answers if cluster < 4]
+    restarted = [(at, status) for at, cluster, status, _ in answers if cluster >= 4]
     first = min((at for at, status in restarted if at >= ready_at and status == 200),
                 default=None)
     return {
@@ -105,6 +111,45 @@ def kill_and_restart(deployment: Deployment, scratch: Path) -> dict:
         "errors_after_first_200": sum(status != 200 for at, status in restarted
                                       if first and at > first),
     }
+
+
+MOVES = (  # what `inv traffic --assign`, `--all` and `inv rollback` write, in this order
+    ("assign 0.2.0=4-7", SPLITS["ab"]),
+    ("all 0.2.0", {"0.2.0": list(range(8))}),
+    ("rollback to 0.1.0", {"0.1.0": list(range(8))}),
+)
+
+
+def traffic_moves(deployment: Deployment, scratch: Path) -> dict:
+    """Under one-trip load at c=8, the assignment moves three times; every answer is
+    checked: no request fails, and each moved cluster is answered by its new version
+    from the first request after the router's next read of the assignment."""
+    deployment.assign(SPLITS["single"])
+    time.sleep(1)
+    log = scratch / "moves.json"
+    client = subprocess.Popen(
+        [deployment.python, "-c", LOAD, str(deployment.router_port), "/predict", "8", "0", "1",
+         str(log)], stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    ended = []
+    for _, clusters in MOVES:
+        deployment.assign(clusters)  # returns once the record is written
+        ended.append(time.time())
+        time.sleep(3)
+    Path(f"{log}.stop").touch()
+    client.wait(timeout=60)
+    answers = json.loads(log.read_text())
+    figures: dict = {"requests": len(answers),
+                     "failed": sum(status != 200 for _, _, status, _ in answers)}
+    for (name, clusters), at, until in zip(MOVES, ended, [*ended[1:], math.inf], strict=True):
+        owner = {cluster: version for version, cs in clusters.items() for cluster in cs}
+        window = [(t, c, v) for t, c, status, v in answers if at <= t < until and status == 200]
+        right = [t for t, c, v in window if v == owner[c]]
+        last_wrong = max((t for t, c, v in window if v != owner[c]), default=at)
+        figures[name] = {"requests": len(window),
+                         "first_new_answer_s": round(min(right) - at, 3) if right else None,
+                         "last_old_answer_s": round(last_wrong - at, 3)}
+    return figures
 
 
 def memory(deployment: Deployment) -> dict[str, int]:
@@ -131,6 +176,7 @@ def main() -> None:
             figures = {"sweep": sweep(deployment), "one_server": direct(deployment)}
             figures["memory_mb_before_and_after_the_sweep"] = {
                 name: [before[name], after] for name, after in memory(deployment).items()}
+            figures["traffic_moves"] = traffic_moves(deployment, scratch)
             figures["kill_and_restart"] = kill_and_restart(deployment, scratch)
         finally:
             deployment.close()

@@ -56,7 +56,8 @@ router.serve(app, port=port)
 """
 # `python -c LOAD PORT PATH CONCURRENCY TOTAL TRIPS`: TRIPS 0 is GET PATH (/healthz).
 # Prints one JSON line: median and p99 latency, requests per second, failed requests, and
-# per request (time, first trip's cluster, status) when asked to log them.
+# per request (time, first trip's cluster, status, the version that answered) when asked
+# to log them.
 LOAD = """
 import asyncio, json, sys, time
 import aiohttp
@@ -83,14 +84,17 @@ async def main(port, path, concurrency, total, n_trips, log):
                     else:
                         request = session.get(url)
                     async with request as response:
-                        await response.read()
+                        body = await response.read()
                         status = response.status
                 except aiohttp.ClientError:
-                    status = 0
+                    status, body = 0, b""
+                version = ""
+                if log and status == 200 and n_trips:
+                    version = (json.loads(body).get("versions") or [""])[0]
                 latencies.append(time.perf_counter() - started)
                 failed += status != 200
                 if log:
-                    answers.append((time.time(), cluster, status))
+                    answers.append((time.time(), cluster, status, version))
                 if total == 0 and log and stop.exists():
                     return
         import pathlib
