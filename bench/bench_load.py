@@ -78,13 +78,19 @@ def direct(deployment: Deployment) -> dict:
                                           / healthz["requests_per_s"], 3)}
 
 
+def logging_client(deployment: Deployment, log: Path) -> subprocess.Popen:
+    """One-trip requests through the router at c=8 until `{log}.stop` exists, each answer
+    logged (time, cluster, status, version)."""
+    return subprocess.Popen(
+        [deployment.python, "-c", LOAD, str(deployment.router_port), "/predict", "8", "0", "1",
+         str(log)], stdout=subprocess.PIPE, text=True)
+
+
 def kill_and_restart(deployment: Deployment, scratch: Path) -> dict:
     deployment.assign(SPLITS["ab"])
     time.sleep(1)
     log = scratch / "answers.json"
-    client = subprocess.Popen(
-        [deployment.python, "-c", LOAD, str(deployment.router_port), "/predict", "8", "0", "1",
-         str(log)], stdout=subprocess.PIPE, text=True)
+    client = logging_client(deployment, log)
     time.sleep(2)
     server = deployment.servers["0.2.0"]
     server.kill()
@@ -127,9 +133,7 @@ def traffic_moves(deployment: Deployment, scratch: Path) -> dict:
     deployment.assign(SPLITS["single"])
     time.sleep(1)
     log = scratch / "moves.json"
-    client = subprocess.Popen(
-        [deployment.python, "-c", LOAD, str(deployment.router_port), "/predict", "8", "0", "1",
-         str(log)], stdout=subprocess.PIPE, text=True)
+    client = logging_client(deployment, log)
     time.sleep(2)
     ended = []
     for _, clusters in MOVES:

@@ -143,25 +143,16 @@ def test_releases_and_searches_are_tracked_on_a_tracking_server(
     assert run.params["data.n_trips"] == "600"
     assert tracker.client().list_artifacts(run.run_id) == []  # not copied: not configured
 
-    copied = train(
-        tmp_path,
-        *FAST,
-        "tracking=mlflow",
-        "tracking.copy_model=true",
-        MLFLOW_TRACKING_URI=tracking_uri,
-    )
+    def tracked(*args: str) -> subprocess.CompletedProcess[str]:
+        return train(tmp_path, *args, "tracking=mlflow", MLFLOW_TRACKING_URI=tracking_uri)
+
+    copied = tracked(*FAST, "tracking.copy_model=true")
     assert copied.returncode == 0, copied.stderr
     (experiment,) = [r for r in tracker.runs() if r.kind == "experiment"]
     artifacts = tracker.client().list_artifacts(experiment.run_id, "model")
     assert [a.path for a in artifacts] == ["model/model.pkl"]
 
-    search = train(
-        tmp_path,
-        *SEARCH,
-        "hydra.sweeper.n_trials=2",
-        "tracking=mlflow",
-        MLFLOW_TRACKING_URI=tracking_uri,
-    )
+    search = tracked(*SEARCH, "hydra.sweeper.n_trials=2")
     assert search.returncode == 0, search.stderr
     runs = tracker.runs()
     (sweep,) = [r for r in runs if r.kind == "sweep"]

@@ -66,7 +66,7 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield name, text[:PARAM_LIMIT]
 
 
-def test_set(metadata: Mapping[str, Any]) -> str:
+def scored_on(metadata: Mapping[str, Any]) -> str:
     """What a run was scored on: the test set's size, the data it was cut from and how it
     was cut. Runs are ranked against each other only when these are equal."""
     config = metadata.get("config", {})
@@ -100,7 +100,7 @@ def describe(metadata: Mapping[str, Any], kind: str) -> tuple[dict, dict, dict]:
         "version": str(metadata.get("version", config.get("version", ""))),
         "git_sha": str(metadata.get("git_sha") or git_sha()),
         "feature_version": str(metadata.get("feature_version", "")),
-        "test_set": test_set(metadata),
+        "test_set": scored_on(metadata),
         "main_metric": str(metadata.get("main_metric", MAIN_METRIC)),
         **{
             f"data.{key}": str(lineage[key])

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from {{ cookiecutter.package }}.artifacts.tracking import Tracker, test_set
+from {{ cookiecutter.package }}.artifacts.tracking import Tracker, scored_on
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.reports import tables
 
@@ -56,7 +56,7 @@ def find(project_root: Path) -> list[Experiment]:
                     version=str(metadata.get("version", "?")),
                     overrides=[str(o) for o in metadata.get("overrides", [])],
                     metrics=metrics,
-                    test_set=test_set(metadata) if "config" in metadata else "unknown",
+                    test_set=scored_on(metadata) if "config" in metadata else "unknown",
                 )
             )
     return sorted(found, key=lambda e: (e.score, e.run))
