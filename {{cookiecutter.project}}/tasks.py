@@ -270,7 +270,7 @@ def experiments(c: Context, override: list[str] | None = None, limit: int = 0) -
         if tracker is None:
             report.show(report.find(PROJECT_ROOT), limit)
         else:
-            report.show(report.tracked(tracker), limit, source=f"MLflow at {tracker.uri}")
+            report.show(report.tracked(tracker), limit, source=f"MLflow at {tracker.shown}")
 
 
 @task(

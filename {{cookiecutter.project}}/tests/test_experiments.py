@@ -99,6 +99,12 @@ def test_the_search_space_is_read_from_hydra_sweep_syntax() -> None:
     assert search_space(["b=range(2, 10)"])[0] == {"b": IntDistribution(2, 9)}
 
 
+def test_a_tracking_uri_is_shown_without_its_credentials() -> None:
+    tracker = Tracker("https://me:s3cret@mlflow.example.com/path", "taxi")
+    assert tracker.shown == "https://***@mlflow.example.com/path"
+    assert Tracker("http://127.0.0.1:5000", "taxi").shown == "http://127.0.0.1:5000"
+
+
 @pytest.mark.slow
 def test_an_optuna_search_prints_the_command_that_reproduces_its_best_trial(
     tmp_path: Path,

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -126,6 +127,14 @@ class Tracker:
         self._experiment_id = ""
         self.failed = False
 
+    @property
+    def shown(self) -> str:
+        """The URI as printed: without a user and password, should it hold them."""
+        parts = urlsplit(self.uri)
+        if "@" not in parts.netloc:
+            return self.uri
+        return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | DictConfig) -> Tracker | None:
         """The tracker the resolved config asks for, or None when tracking is off."""
@@ -164,7 +173,7 @@ class Tracker:
     def warn(self, doing: str, error: BaseException) -> None:
         self.failed = True
         reason = " ".join(str(error).split())[:200] or type(error).__name__
-        print(f"warning: tracking to {self.uri} failed ({doing}): {reason}", file=sys.stderr)
+        print(f"warning: tracking to {self.shown} failed ({doing}): {reason}", file=sys.stderr)
 
     def start(self, name: str, tags: Mapping[str, str], parent: str | None = None) -> str | None:
         """A new running run; its id, or None when tracking failed (warned once)."""
@@ -231,7 +240,7 @@ class Tracker:
             found = client.search_runs([self._experiment_id], max_results=5000)
         except Exception as error:  # noqa: BLE001 - one line for the user, whatever MLflow says
             reason = " ".join(str(error).split())[:200]
-            raise TrackingError(f"cannot read runs from {self.uri}: {reason}") from None
+            raise TrackingError(f"cannot read runs from {self.shown}: {reason}") from None
         return [
             TrackedRun(
                 run_id=run.info.run_id,
