@@ -105,6 +105,18 @@ def test_a_tracking_uri_is_shown_without_its_credentials() -> None:
     assert Tracker("http://127.0.0.1:5000", "taxi").shown == "http://127.0.0.1:5000"
 
 
+def test_experiments_from_an_unreachable_server_is_one_error_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "experiments", "-o", "tracking=mlflow"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": url},
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot read runs from {url}: ")
+
+
 @pytest.mark.slow
 def test_an_optuna_search_prints_the_command_that_reproduces_its_best_trial(
     tmp_path: Path,
