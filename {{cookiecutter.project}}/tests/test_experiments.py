@@ -177,6 +177,8 @@ def test_releases_and_searches_are_tracked_on_a_tracking_server(
     trials = [r for r in runs if r.kind == "trial"]
     assert len(trials) == 2 and {t.tags[PARENT_TAG] for t in trials} == {sweep.run_id}
     assert sweep.metrics["best_mae"] == min(t.metrics["mae"] for t in trials)
+    assert sweep.params["sweeper.n_trials"] == "2"
+    assert sweep.params["sweeper.params.model.max_depth"] == "range(2, 10)"
 
     listed = subprocess.run(
         [sys.executable, "-m", "invoke", "experiments", "-o", "tracking=mlflow"],

@@ -311,4 +311,7 @@ class TrackedSweeps(Callback):
         if self.tracker and self.sweep:
             metrics = {f"best_{MAIN_METRIC}": self.best[0]} if self.best else {}
             tags = {"best_overrides": self.best[1]} if self.best else {}
-            self.tracker.finish(self.sweep, metrics=metrics, tags=tags)
+            # The search itself: its sweeper, sampler, trial count and parameter space.
+            sweeper: Any = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+            params = dict(flatten(sweeper, "sweeper."))
+            self.tracker.finish(self.sweep, params=params, metrics=metrics, tags=tags)
