@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.artifacts.tracking import PARENT_TAG, Tracker
 from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.plan import release
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
@@ -115,6 +117,29 @@ def test_experiments_from_an_unreachable_server_is_one_error_line() -> None:
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot read runs from {url}: ")
+
+
+def test_a_second_tracking_server_is_refused_while_one_runs(tmp_path: Path) -> None:
+    running = subprocess.Popen(["sleep", "60"], start_new_session=True)  # stands for one
+    try:
+        tracking_server.pid_file(tmp_path).write_text(str(running.pid))
+        with pytest.raises(UserError, match="a tracking server is already running"):
+            tracking_server.start_in(tmp_path, free_port())
+        assert tracking_server.stop_in(tmp_path)  # --stop ends it and forgets it
+        assert not tracking_server.pid_file(tmp_path).exists()
+        assert running.poll() is not None
+    finally:
+        running.kill()
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_cannot_bind_its_port_is_one_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=r"the MLflow server did not start \(see "):
+            tracking_server.start(tmp_path, port)
 
 
 @pytest.mark.slow
