@@ -11,8 +11,9 @@ is the DAG's paused state: new DAGs start paused, `create_schedules` unpauses, `
 
 Each task runs `python -m {{ cookiecutter.package }}.pipelines.run_step` with the version's
 own interpreter (its environment, built from its released wheel), so every version runs its
-own code beside the others. In a cluster the same command would run in the version's image
-(KubernetesPodOperator); that operator is not generated here.
+own code beside the others. In a cluster (`AIRFLOW_OPERATOR=kubernetes`, e.g. Cloud
+Composer) each task is a KubernetesPodOperator running the same command in the version's
+image.
 
 Everything goes through Airflow's stable REST API (v2): `AIRFLOW_HOST`, and a token
 (`AIRFLOW_TOKEN`) or a user (`AIRFLOW_USERNAME`, `AIRFLOW_PASSWORD`) exchanged at
