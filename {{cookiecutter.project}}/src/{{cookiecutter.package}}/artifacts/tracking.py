@@ -14,6 +14,7 @@ not one per run). MLflow is imported only when tracking is on: it takes seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -79,6 +80,7 @@ def scored_on(metadata: Mapping[str, Any]) -> str:
     return f"{size} trips of data {content} (split {fraction}, seed {seed})"
 
 
+@functools.cache  # asked for every trial of a search; HEAD does not move under a process
 def git_sha() -> str:
     """This checkout's commit, for runs that are not releases (which record their own)."""
     try:
