@@ -60,7 +60,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/engines/version_env.py", "src/taxi_eta/ml/__init__.py",
     "src/taxi_eta/ml/data.py", "src/taxi_eta/ml/evaluate.py", "src/taxi_eta/ml/features.py",
     "src/taxi_eta/ml/predict.py", "src/taxi_eta/ml/train.py", "src/taxi_eta/pipelines/__init__.py",
-    "src/taxi_eta/pipelines/components.py", "src/taxi_eta/pipelines/definitions.py",
+    "src/taxi_eta/pipelines/kfp_pipelines.py", "src/taxi_eta/pipelines/step_table.py",
     "src/taxi_eta/pipelines/run_step.py", "src/taxi_eta/pipelines/steps.py",
     "src/taxi_eta/release/__init__.py", "src/taxi_eta/release/bump.py",
     "src/taxi_eta/release/code.py", "src/taxi_eta/release/context.py",

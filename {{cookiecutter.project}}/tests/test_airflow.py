@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.engines.airflow import (
     AirflowClient,
@@ -75,7 +76,7 @@ def test_a_versions_dag_file_is_valid_deterministic_and_runs_its_own_code(
         for node in tree.body
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "STEP_ARGUMENTS"
     )
-    assert decode(encoded)["version"] == ctx.names.version
+    assert ReleaseNames.from_json(decode(encoded)["release"]) == ctx.names
     assert "dag_run.conf.get('run_id'" in source  # Airflow renders it per run, not us
 
 

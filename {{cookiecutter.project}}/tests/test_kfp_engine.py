@@ -1,5 +1,6 @@
 """Dev/prod on Kubeflow Pipelines, against the v2beta1 API test double (see kfp_api_double)."""
 
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -83,7 +84,7 @@ def test_two_versions_deploy_side_by_side(
         )
         assert uploaded["display_name"] == version
         defaults = uploaded["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
-        assert defaults["version"]["defaultValue"] == version
+        assert json.loads(defaults["release"]["defaultValue"])["version"] == version
         images = {
             e["container"]["image"]
             for e in uploaded["pipeline_spec"]["deploymentSpec"]["executors"].values()

@@ -10,7 +10,7 @@ import yaml
 from conftest import snapshot
 
 from {{ cookiecutter.package }}.artifacts import traffic
-from {{ cookiecutter.package }}.artifacts.names import names_for
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.pipelines import steps
@@ -37,7 +37,8 @@ def test_compiled_pipelines_run_in_the_versions_image(cfg, tmp_path: Path) -> No
         images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
         assert images == {f"localhost/{cfg.project}:{cfg.version}"}
         defaults = spec["root"]["inputDefinitions"]["parameters"]
-        assert defaults["version"]["defaultValue"] == cfg.version
+        # The release identity travels as one parameter: the names, as JSON.
+        assert ReleaseNames.from_json(defaults["release"]["defaultValue"]) == ctx.names
 
 
 @pytest.mark.slow

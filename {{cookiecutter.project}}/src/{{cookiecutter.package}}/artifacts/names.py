@@ -5,6 +5,7 @@ Store keys are relative to the environment's artifact root; `uri()` makes them a
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -78,6 +79,26 @@ class ReleaseNames:
     def __post_init__(self) -> None:
         check_version(self.version)
         check_version(self.feature_version)
+
+    # -- the release identity as one value (pipeline parameter, step arguments) ----------
+    def to_json(self) -> str:
+        """What a pipeline step needs to know of its release, as one JSON string."""
+        return json.dumps(
+            {
+                "project": self.project,
+                "version": self.version,
+                "feature_version": self.feature_version,
+                "artifact_root": self.artifact_root,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ReleaseNames:
+        fields = json.loads(text)
+        return cls(
+            fields["project"], fields["version"], fields["feature_version"], fields["artifact_root"]
+        )
 
     # -- source control and image ------------------------------------------------------
     @property

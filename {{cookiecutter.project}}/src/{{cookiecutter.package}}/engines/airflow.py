@@ -41,13 +41,8 @@ from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.pipelines.run_step import encode
+from {{ cookiecutter.package }}.pipelines.step_table import tasks
 
-# The steps of each workflow: (task id, run_step step). Training fits and publishes in one
-# task, so the model file never has to travel between workers.
-TASKS: dict[str, list[tuple[str, str]]] = {
-    "training": [("build_features", "build-features"), ("train", "train")],
-    "inference": [("predict", "predict")],
-}
 _EXCEPTION = re.compile(r"error: (\w+): (.+)$|^(\w*(?:Error|Exception)): (.+)$")
 STEP_MODULE = "{{ cookiecutter.package }}.pipelines.run_step"
 # bash: the version's environment on the Airflow workers' machine (local, tests);
@@ -146,6 +141,11 @@ def google_access_token() -> str:
     except GoogleAuthError as error:
         raise ReleaseError(f"cannot get a Google access token: {error}") from None
     return str(credentials.token)
+
+
+def task_id(task: str) -> str:
+    """Airflow's id of a step table task (`build-features` -> `build_features`)."""
+    return task.replace("-", "_")
 
 
 def airflow_cron(kfp_cron: str) -> str:
@@ -283,7 +283,7 @@ class AirflowEngine:
         finally:
             if was_paused:
                 self._set_paused(dag_id, True)
-        last_task = TASKS[workflow][-1][0]
+        last_task = task_id(list(tasks(workflow))[-1])
         if state != "success":
             raise ReleaseError(
                 f"{workflow} of {names.version} failed{self._failure(dag_id, run_id)}"
@@ -332,11 +332,11 @@ class AirflowEngine:
             "):",
         ]
         previous = ""
-        for task_id, step in TASKS[workflow]:
-            lines += self._task(names, workflow, task_id, step)
+        for task in tasks(workflow):  # the step table's command tasks, in order
+            lines += self._task(names, workflow, task_id(task), task)
             if previous:
-                lines.append(f"    {previous} >> {task_id}")
-            previous = task_id
+                lines.append(f"    {previous} >> {task_id(task)}")
+            previous = task_id(task)
         return "\n".join(lines) + "\n"
 
     def _imports(self) -> list[str]:

@@ -1,1 +1,2 @@
-"""Kubeflow Pipelines: components and pipelines wrapping the plain functions of `ml/`."""
+"""The workflows: their steps (`steps`), declared once (`step_table`), and what engines run
+of them (kfp pipelines, command tasks)."""

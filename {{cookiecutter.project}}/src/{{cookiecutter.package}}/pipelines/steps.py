@@ -1,8 +1,10 @@
 """What each pipeline step does, as plain functions over the artifact store, the feature
 store and the predictions sink (`artifacts.features`, `artifacts.predictions`).
 
-The kfp components are one-line shims over these, so the same code runs in kfp's local
-execution, on Kubeflow Pipelines, and when called directly (tests, benchmarks).
+Which of them make up each workflow, with which parameters, is declared once in
+`pipelines.step_table`; kfp's components and Airflow's tasks are derived from that table, so
+the same code runs in kfp's local execution, on Kubeflow Pipelines, in Airflow and when
+called directly (tests, benchmarks).
 
 Every pipeline task is a fresh process, so each step imports only what it uses: pandas and
 scikit-learn cost seconds to import, and only the steps that need them pay for them.

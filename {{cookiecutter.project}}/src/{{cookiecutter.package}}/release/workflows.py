@@ -31,10 +31,7 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
     """The parameter defaults compiled into a version's pipeline."""
     cfg, names = ctx.cfg, ctx.names
     common: dict[str, Any] = {
-        "project": names.project,
-        "version": names.version,
-        "feature_version": names.feature_version,
-        "artifact_root": names.artifact_root,
+        "release": names.to_json(),
         "rush_hours": list(cfg.features.rush_hours),
         "storage": json.dumps(ctx.storage, sort_keys=True),
     }
@@ -59,7 +56,7 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
 
 
 def compile_spec(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> str:
-    from {{ cookiecutter.package }}.pipelines.definitions import compile_workflow
+    from {{ cookiecutter.package }}.pipelines.kfp_pipelines import compile_workflow
 
     return compile_workflow(
         workflow, ctx.names, ctx.names.image, workflow_parameters(ctx, workflow, git_sha)

@@ -1,0 +1,117 @@
+"""The kfp components and pipelines of the step table, and their compilation for a version.
+
+A version's pipelines are compiled once, with that version's image and parameter defaults;
+the same YAML is run by kfp's local execution (env local) and uploaded to Kubeflow
+Pipelines (dev, prod).
+
+kfp runs a lightweight component by copying its function's *source* into the task's
+container and reading the copy's annotations, so each step's component function is written
+out as source from its table entry (`component_source`) and registered with `linecache` for
+`inspect.getsource`, as attrs and dataclasses do for the methods they generate. Its body
+imports this package and calls `step_table.run_component`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl
+
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
+from {{ cookiecutter.package }}.pipelines.step_table import (
+    PARAMETERS,
+    RETURNED,
+    Step,
+    check_workflow,
+    find_step,
+    pipeline_parameters,
+)
+
+
+def component_source(step: Step) -> str:
+    """The component function of `step`: its parameters, inputs and outputs, typed for kfp."""
+    arguments = [f"{name}: {PARAMETERS[name].__name__}" for name in ("release", *step.parameters)]
+    for argument, source in step.inputs.items():
+        producer, _, output = source.partition(".")
+        if output:
+            arguments.append(f"{argument}: Input[{find_step(producer).outputs[output]}]")
+        else:
+            arguments.append(f"{argument}: {find_step(producer).returns.__name__}")
+    arguments += [f"{artifact}: Output[{kind}]" for artifact, kind in step.outputs.items()]
+    signature = ",\n    ".join(arguments)
+    return (
+        f"def {step.name}(\n    {signature},\n) -> {step.returns.__name__}:\n"
+        "    from {{ cookiecutter.package }}.pipelines.step_table import run_component\n\n"
+        f"    return run_component({step.name!r}, locals())\n"
+    )
+
+
+def component_function(step: Step) -> Callable[..., Any]:
+    source = component_source(step)
+    filename = f"<{{ cookiecutter.package }} step {step.name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace: dict[str, Any] = dict(vars(dsl))
+    # dont_inherit: kfp reads the annotations as types, not as this module's postponed strings
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)
+    return namespace[step.name]  # type: ignore[no-any-return]
+
+
+def pipeline_of(workflow: Workflow, names: ReleaseNames, image: str) -> Any:
+    """The kfp pipeline of `workflow`: its steps in table order, every step in `image`."""
+    table = check_workflow(workflow)
+    components = {
+        step.name: dsl.component(
+            component_function(step), base_image=image, install_kfp_package=False
+        )
+        for step in table
+    }
+    parameters = pipeline_parameters(workflow)
+
+    def body(*values: Any) -> Any:
+        given = dict(zip(parameters, values, strict=True))
+        tasks: dict[str, Any] = {}
+        previous: Step | None = None
+        for step in table:
+            arguments = {name: given[name] for name in ("release", *step.parameters)}
+            for argument, source in step.inputs.items():
+                producer, _, output = source.partition(".")
+                arguments[argument] = tasks[producer].outputs[output or RETURNED]
+            task = components[step.name](**arguments)
+            consumed = {source.partition(".")[0] for source in step.inputs.values()}
+            if previous is not None and previous.name not in consumed:
+                task.after(tasks[previous.name])  # steps run in table order
+            tasks[step.name] = task
+            previous = step
+        return tasks[table[-1].name].outputs[RETURNED]
+
+    body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=PARAMETERS[name]
+            )
+            for name in parameters
+        ],
+        return_annotation=str,
+    )
+    body.__name__ = workflow
+    return dsl.pipeline(
+        body,
+        name=names.pipeline_name(workflow),
+        description=f"The {workflow} workflow of {names.project} {names.version}",
+    )
+
+
+def compile_workflow(
+    workflow: Workflow, names: ReleaseNames, image: str, parameters: dict[str, Any]
+) -> str:
+    """The pipeline spec YAML of `workflow` for this version, parameters as defaults."""
+    pipeline = pipeline_of(workflow, names, image)
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / f"{workflow}.yaml"
+        compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=parameters)
+        return path.read_text()

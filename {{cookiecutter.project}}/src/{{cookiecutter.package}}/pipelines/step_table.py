@@ -1,0 +1,278 @@
+"""The workflows' steps, declared once: this table is the training and inference workflows.
+
+Each `Step` names an engine-neutral function of `pipelines.steps`, the pipeline parameters
+it reads, the outputs of earlier steps it consumes and the artifacts it produces. Everything
+an engine runs is derived from it:
+
+- kfp: one component per step and one pipeline per workflow (`pipelines.kfp_pipelines`);
+- commands (Airflow's tasks, `python -m {{ cookiecutter.package }}.pipelines.run_step TASK`):
+  the steps grouped by `task`. Steps of one task pass their artifacts as files in one
+  scratch folder, so a model never travels between Airflow workers.
+
+Adding a step to a workflow is one entry here (and its function in `steps`). Every step
+receives the release identity as one value, `release` (`ReleaseNames.to_json()`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from {{ cookiecutter.package }}.artifacts.data_sources import DataSource
+from {{ cookiecutter.package }}.artifacts.features import FeatureStore
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
+from {{ cookiecutter.package }}.errors import UserError
+from {{ cookiecutter.package }}.pipelines import steps
+
+# Every pipeline parameter a step may read, with its type. Structured values travel as JSON
+# strings: kfp's dict parameters go through protobuf Struct, which turns integers into floats.
+PARAMETERS: dict[str, type] = {
+    "release": str,  # ReleaseNames.to_json(): project, version, feature version, store root
+    "n_trips": int,
+    "seed": int,
+    "rush_hours": list,
+    "model_config": str,
+    "test_fraction": float,
+    "git_sha": str,
+    "config": str,
+    "storage": str,  # steps.storage(): feature store, predictions, data source, shaping
+    "run_id": str,
+}
+ARTIFACT_TYPES = ("Dataset", "Model", "Metrics")
+RETURNED = "Output"  # kfp's name for a step's return value
+
+
+class StepRun:
+    """What a step's function is called with: its release, parameters and artifact paths,
+    and the stores the `storage` parameter names (opened on first use)."""
+
+    def __init__(
+        self, parameters: dict[str, Any], paths: dict[str, str], values: dict[str, Any]
+    ) -> None:
+        self.parameters, self.paths, self.values = parameters, paths, values
+        self.names = ReleaseNames.from_json(parameters["release"])
+
+    def __getitem__(self, name: str) -> Any:
+        """A pipeline parameter, or the returned value of an earlier step."""
+        return self.values[name] if name in self.values else self.parameters[name]
+
+    def json(self, name: str) -> Any:
+        return json.loads(self[name])
+
+    def path(self, name: str) -> str:
+        return self.paths[name]
+
+    @cached_property
+    def storage(self) -> str:
+        return str(self.parameters.get("storage", "{}"))
+
+    @cached_property
+    def feature_store(self) -> FeatureStore:
+        return steps.feature_store_of(self.names, self.storage)
+
+    @cached_property
+    def data_source(self) -> DataSource:
+        return steps.data_source_of(
+            self.names, self.storage, self.parameters["n_trips"], self.parameters["seed"]
+        )
+
+    @property
+    def invalid_share(self) -> float:
+        return steps.max_invalid_share(self.storage)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a workflow.
+
+    `inputs` maps an argument to an earlier step's output (`"train_model.model"`) or its
+    returned value (`"train_model"`); `outputs` maps each artifact it writes to its kfp type.
+    `task` is the command (Airflow task) it runs in; consecutive steps may share one.
+    """
+
+    name: str
+    call: Callable[[StepRun], Any]
+    parameters: tuple[str, ...]
+    task: str
+    returns: type = str
+    inputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
+    "training": (
+        Step(
+            "build_features",
+            lambda run: steps.ensure_features(
+                run.names,
+                run["n_trips"],
+                run["seed"],
+                run["rush_hours"],
+                run.feature_store,
+                run.data_source,
+                run.invalid_share,
+            ),
+            parameters=("n_trips", "seed", "rush_hours", "storage"),
+            task="build-features",
+        ),
+        # Fit and evaluate in one step: both need scikit-learn, which takes seconds to import.
+        Step(
+            "train_model",
+            lambda run: steps.train_and_evaluate(
+                run.names,
+                run.json("model_config"),
+                run["test_fraction"],
+                run["seed"],
+                run.path("model"),
+                run.feature_store,
+            ),
+            parameters=("model_config", "test_fraction", "seed", "storage"),
+            outputs={"model": "Model", "metrics": "Metrics"},
+            returns=dict,
+            task="train",
+        ),
+        Step(
+            "publish_model",
+            lambda run: steps.publish_model(
+                run.names,
+                run.path("model"),
+                run["metrics"],
+                run["git_sha"],
+                run.json("config"),
+                run.feature_store,
+            ),
+            parameters=("git_sha", "config", "storage"),
+            inputs={"model": "train_model.model", "metrics": "train_model"},
+            task="train",
+        ),
+    ),
+    "inference": (
+        Step(
+            "make_batch_features",
+            lambda run: steps.make_batch_features(
+                run.names,
+                run["n_trips"],
+                run["seed"],
+                run["rush_hours"],
+                run.path("features"),
+                run.data_source,
+                run.invalid_share,
+                steps.shadow_of(run.storage),
+            ),
+            parameters=("n_trips", "seed", "rush_hours", "storage"),
+            outputs={"features": "Dataset"},
+            returns=int,
+            task="predict",
+        ),
+        Step(
+            "predict_batch",
+            lambda run: steps.predict_batch(
+                run.names,
+                run.path("features"),
+                run["run_id"],
+                steps.predictions_of(run.names, run.storage),
+            ),
+            parameters=("run_id", "storage"),
+            inputs={"features": "make_batch_features.features"},
+            task="predict",
+        ),
+    ),
+}
+
+
+def find_step(name: str) -> Step:
+    for table in WORKFLOW_STEPS.values():
+        for step in table:
+            if step.name == name:
+                return step
+    raise UserError(f"unknown step {name!r}")
+
+
+def check_workflow(workflow: Workflow) -> tuple[Step, ...]:
+    """The workflow's steps, once their declarations are known to fit together: known
+    parameters and artifact types, inputs from earlier steps of the same command task (only
+    files in one scratch folder pass between steps of a command)."""
+    seen: dict[str, Step] = {}
+    for step in WORKFLOW_STEPS[workflow]:
+        unknown = [p for p in step.parameters if p not in PARAMETERS]
+        unknown += [k for k in step.outputs.values() if k not in ARTIFACT_TYPES]
+        if unknown:
+            raise ValueError(f"step {step.name}: unknown {', '.join(unknown)}")
+        for source in step.inputs.values():
+            producer, _, output = source.partition(".")
+            if producer not in seen or (output and output not in seen[producer].outputs):
+                raise ValueError(f"step {step.name} reads {source}, no earlier step's output")
+            if seen[producer].task != step.task:
+                raise ValueError(f"step {step.name} reads {producer} of another task")
+        seen[step.name] = step
+    return WORKFLOW_STEPS[workflow]
+
+
+def pipeline_parameters(workflow: Workflow) -> list[str]:
+    """The parameters of a workflow's pipeline: `release`, then each step's, in order."""
+    found = ["release"]
+    for step in WORKFLOW_STEPS[workflow]:
+        found += [p for p in step.parameters if p not in found]
+    return found
+
+
+def tasks(workflow: Workflow) -> dict[str, list[Step]]:
+    """The workflow's command tasks in order, each with its steps."""
+    grouped: dict[str, list[Step]] = {}
+    for step in check_workflow(workflow):
+        grouped.setdefault(step.task, []).append(step)
+    return grouped
+
+
+def task_names() -> list[str]:
+    return [task for workflow in WORKFLOW_STEPS for task in tasks(workflow)]
+
+
+# -- running steps ------------------------------------------------------------------------
+
+
+def run_component(name: str, arguments: dict[str, Any]) -> Any:
+    """Run one step inside a kfp component: `arguments` are the component's own (parameters,
+    kfp artifacts, earlier steps' returned values); Metrics outputs get the returned dict."""
+    step = find_step(name)
+    parameters = {p: arguments[p] for p in ("release", *step.parameters)}
+    paths = {a: arguments[a].path for a in [*step.outputs, *_artifact_inputs(step)]}
+    values = {a: arguments[a] for a in step.inputs if a not in paths}
+    result = step.call(StepRun(parameters, paths, values))
+    for output, kind in step.outputs.items():
+        if kind == "Metrics":
+            for metric, value in dict(result).items():
+                arguments[output].log_metric(metric, value)
+    return result
+
+
+def run_task(task: str, parameters: dict[str, Any]) -> Any:
+    """Run one command task (Airflow): its steps in order, their artifacts as files in one
+    scratch folder, the last step's returned value as the task's result."""
+    found = [steps_ for wf in WORKFLOW_STEPS for t, steps_ in tasks(wf).items() if t == task]
+    if not found:
+        raise UserError(f"unknown step {task!r}: use one of {', '.join(task_names())}")
+    returned: dict[str, Any] = {}
+    result: Any = None
+    with tempfile.TemporaryDirectory() as scratch:
+        for step in found[0]:
+            paths = {
+                artifact: str(Path(scratch) / f"{step.name}.{artifact}")
+                for artifact in step.outputs
+            }
+            for argument, source in _artifact_inputs(step).items():
+                producer, _, output = source.partition(".")
+                paths[argument] = str(Path(scratch) / f"{producer}.{output}")
+            values = {a: returned[s] for a, s in step.inputs.items() if "." not in s}
+            wanted = {p: parameters[p] for p in ("release", *step.parameters) if p in parameters}
+            result = returned[step.name] = step.call(StepRun(wanted, paths, values))
+    return result
+
+
+def _artifact_inputs(step: Step) -> dict[str, str]:
+    return {argument: source for argument, source in step.inputs.items() if "." in source}
