@@ -66,9 +66,13 @@ def build(
 ) -> None:
     """Build the image {registry}/{project}:{version} and push it (skipped if it exists)."""
     from {{ cookiecutter.package }}.release import image
+    from {{ cookiecutter.package }}.release.plan import make_steps
 
     with _release_context(env, override) as ctx:
-        image.build(ctx, dry_run=dry_run)
+        if dry_run:
+            image.build(ctx, dry_run=True)  # the tags and the builder's commands
+        else:
+            make_steps(ctx, ctx.git.head(), only=["build"])
 
 
 @task(help={"to": "patch, minor, major or an explicit version such as 1.4.0"})
@@ -87,23 +91,20 @@ def train_adhoc(c: Context, env: str = "local", override: list[str] | None = Non
 
     Features, model and metrics. Publishes the version's code first (its wheel, from HEAD).
     """
-    from {{ cookiecutter.package }}.release.code import publish_code
-    from {{ cookiecutter.package }}.release.workflows import train_adhoc as run
+    from {{ cookiecutter.package }}.release.plan import make_steps
 
     with _release_context(env, override) as ctx:
-        head = ctx.git.head()
-        publish_code(ctx, head)
-        run(ctx, head)
+        make_steps(ctx, ctx.git.head(), only=["code", "train-adhoc"])
 
 
 @task(help=OVERRIDE_HELP, iterable=["override"])
 def deploy_workflow(c: Context, env: str = "local", override: list[str] | None = None) -> None:
     """Compile this version's training and inference pipelines, register and schedule them."""
     from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live
-    from {{ cookiecutter.package }}.release.workflows import deploy_workflows
+    from {{ cookiecutter.package }}.release.plan import make_steps
 
     with _release_context(env, override) as ctx:
-        deploy_workflows(ctx, ctx.git.head())
+        make_steps(ctx, ctx.git.head(), only=["deploy-workflow"])
         keep_newest_live(ctx)
 
 
@@ -127,8 +128,8 @@ def release(
 
     Preflight checks come first; each step skips what exists, so a rerun finishes a release.
     """
-    from {{ cookiecutter.package }}.release.plan import check_released_unchanged, is_released
     from {{ cookiecutter.package }}.release.plan import release as run
+    from {{ cookiecutter.package }}.release.preflight import check_released_unchanged, is_released
 
     with _release_context(env, override) as ctx:
         if skip_released and is_released(ctx):

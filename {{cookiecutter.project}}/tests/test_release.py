@@ -11,16 +11,13 @@ from conftest import git, snapshot
 
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.release import plan as release_plan
 from {{ cookiecutter.package }}.release.code import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.inputs import RELEASE_INPUTS, check_bump
 from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live, retire, rollback
-from {{ cookiecutter.package }}.release.plan import (
-    check_released_unchanged,
-    plan,
-    preflight,
-    release,
-)
+from {{ cookiecutter.package }}.release.plan import ReleaseStep, Resource, make_steps, plan, release
+from {{ cookiecutter.package }}.release.preflight import check_released_unchanged, preflight
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 
 
@@ -71,6 +68,34 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "clusters 0-7" in out and f"first release {cfg.version}" in out
     assert not artifact_root.exists()
     assert git(git_repo, "tag", "--list") == ""
+
+
+def test_a_release_step_added_to_the_list_is_planned_dry_run_and_made(
+    cfg, git_repo: Path, artifact_root: Path, monkeypatch, capsys
+) -> None:
+    sent: list[str] = []
+    notify = ReleaseStep(
+        "notify",
+        lambda ctx: [Resource("notice", "team chat", bool(sent))],
+        lambda ctx, head: sent.append(head) or "sent",
+        record="notice",
+    )
+    monkeypatch.setattr(release_plan, "RELEASE_STEPS", (*release_plan.RELEASE_STEPS, notify))
+    ctx = context(cfg, git_repo)
+
+    release(ctx, dry_run=True)
+    planned = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:2] == "  "]
+    assert planned[-3:] == ["traffic", "notice", "record"] and sent == []
+
+    made, timings = make_steps(ctx, "abc123", only=["notify"])
+    assert made == {"notice": "sent"} and list(timings) == ["notify"] and sent == ["abc123"]
+    assert plan(ctx)[-2] == Resource("notice", "team chat", True)
+    assert not artifact_root.exists()  # only the added step ran
+
+
+def test_an_unknown_release_step_is_refused(cfg, git_repo: Path) -> None:
+    with pytest.raises(ReleaseError, match="^no release step deploy$"):
+        make_steps(context(cfg, git_repo), "abc123", only=["deploy"])
 
 
 def test_dirty_tree_is_refused(cfg, git_repo: Path, artifact_root: Path) -> None:
