@@ -62,7 +62,7 @@ def test_a_versions_dag_file_is_valid_deterministic_and_runs_its_own_code(
     airflow_cfg: DictConfig,
 ) -> None:
     ctx = ReleaseContext.create(airflow_cfg)
-    engine = AirflowEngine(airflow_cfg, ctx.store, ctx.environments)
+    engine = AirflowEngine.from_config(airflow_cfg, ctx.store, ctx.project_root, ctx.environments)
     spec = compile_spec(ctx, "inference", "abc123")
     parameters = parameters_of(spec)
     assert isinstance(parameters["n_trips"], int)  # not the float protobuf made of it
@@ -118,7 +118,7 @@ def test_on_a_cluster_each_task_is_a_pod_of_the_versions_image(tmp_path: Path) -
         ],
     )
     ctx = ReleaseContext.create(cfg)
-    engine = AirflowEngine(cfg, ctx.store, ctx.environments)
+    engine = AirflowEngine.from_config(cfg, ctx.store, ctx.project_root, ctx.environments)
     source = engine.render(ctx.names, "training", parameters_of(compile_spec(ctx, "training", "a")))
     ast.parse(source)
     assert f"IMAGE = {ctx.names.image!r}" in source
@@ -132,7 +132,7 @@ def test_an_unknown_operator_is_one_error(tmp_path: Path) -> None:
     )
     ctx = ReleaseContext.create(cfg)
     with pytest.raises(ReleaseError, match="env.airflow.operator must be one of bash, kubernetes"):
-        AirflowEngine(cfg, ctx.store, ctx.environments)
+        AirflowEngine.from_config(cfg, ctx.store, ctx.project_root, ctx.environments)
 
 
 def test_composer_auth_without_google_credentials_is_one_error(

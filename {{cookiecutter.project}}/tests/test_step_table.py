@@ -52,7 +52,7 @@ def test_a_step_added_to_the_table_is_in_kfp_airflow_and_run_step(
     executors = json.dumps(spec["deploymentSpec"]["executors"])
     assert "def announce(" in executors and "run_component('announce', locals())" in executors
 
-    engine = AirflowEngine(airflow_cfg, ctx.store, ctx.environments)
+    engine = AirflowEngine.from_config(airflow_cfg, ctx.store, ctx.project_root, ctx.environments)
     dag = engine.render(ctx.names, "inference", parameters_of(compile_spec(ctx, "inference", SHA)))
     assert "    predict >> announce\n" in dag
     assert "run_step announce'" in dag

@@ -9,6 +9,7 @@ spec (Airflow reads its parameters from it) and run the same steps (`pipelines.s
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,8 +18,6 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
-
-ENGINES = ("local", "kfp", "airflow")
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,12 @@ class Schedule:
 
 
 class Engine(Protocol):
+    @classmethod
+    def from_config(
+        cls, cfg: Any, store: ArtifactStore, project_root: Path, environments: VersionEnvironments
+    ) -> Engine:
+        """The engine as `env` configures it; credentials come from the environment."""
+
     def check(self) -> None: ...
 
     def prepare(self, names: ReleaseNames) -> str:
@@ -64,22 +69,21 @@ class Engine(Protocol):
     def set_enabled(self, names: ReleaseNames, enabled: bool) -> None: ...
 
 
+# Each engine's module and class, imported only when chosen.
+ENGINES = {
+    "local": ("{{ cookiecutter.package }}.engines.local", "LocalEngine"),
+    "kfp": ("{{ cookiecutter.package }}.engines.kubeflow", "KfpEngine"),
+    "airflow": ("{{ cookiecutter.package }}.engines.airflow.engine", "AirflowEngine"),
+}
+
+
 def create_engine(
     cfg: Any, store: ArtifactStore, project_root: Path, environments: VersionEnvironments
 ) -> Engine:
-    """The engine named by `env.engine`; each is imported only when chosen."""
+    """The engine named by `env.engine`, built by its own `from_config`."""
     name = str(cfg.env.engine)
-    if name == "local":
-        from {{ cookiecutter.package }}.engines.local import LocalEngine
-
-        verbose = bool(cfg.env.get("verbose", False))
-        return LocalEngine(store, project_root / ".kfp-local", environments, verbose)
-    if name == "kfp":
-        from {{ cookiecutter.package }}.engines.kubeflow import KfpEngine
-
-        return KfpEngine.from_config(cfg)
-    if name == "airflow":
-        from {{ cookiecutter.package }}.engines.airflow import AirflowEngine
-
-        return AirflowEngine(cfg, store, environments)
-    raise ReleaseError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    if name not in ENGINES:
+        raise ReleaseError(f"unknown engine {name!r}: use one of {', '.join(ENGINES)}")
+    module, engine = ENGINES[name]
+    found: Any = getattr(importlib.import_module(module), engine)
+    return found.from_config(cfg, store, project_root, environments)  # type: ignore[no-any-return]

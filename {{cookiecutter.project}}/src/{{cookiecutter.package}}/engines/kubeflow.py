@@ -21,7 +21,9 @@ from typing import Any
 import yaml
 
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, ReleaseNames, Workflow
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
 from {{ cookiecutter.package }}.engines import Schedule
+from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
 
 FINISHED = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED", "CANCELLED"}
@@ -47,7 +49,13 @@ class KfpEngine:
         self._experiment_id: str | None = None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> KfpEngine:
+    def from_config(
+        cls,
+        cfg: Any,
+        store: ArtifactStore | None = None,
+        project_root: Path | None = None,
+        environments: VersionEnvironments | None = None,
+    ) -> KfpEngine:
         host = str(cfg.env.kfp_host or "")
         if not host:
             raise ReleaseError(

@@ -118,6 +118,18 @@ class LocalEngine:
         self.environments = environments
         self.verbose = verbose  # the pipeline's own log on the terminal, not only in a file
 
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Any,
+        store: ArtifactStore,
+        project_root: Path,
+        environments: VersionEnvironments,
+    ) -> LocalEngine:
+        """Runs under `<project>/.kfp-local`; `env.verbose` shows kfp's whole output."""
+        verbose = bool(cfg.env.get("verbose", False))
+        return cls(store, project_root / ".kfp-local", environments, verbose)
+
     def check(self) -> None:
         try:
             import kfp.local  # noqa: F401

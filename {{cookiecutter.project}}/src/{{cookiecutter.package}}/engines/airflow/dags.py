@@ -1,0 +1,143 @@
+"""The DAG file of one version's workflow: its tasks are the step table's command tasks
+(`pipelines.step_table`), each running `python -m {{ cookiecutter.package }}.pipelines.run_step TASK` with the
+version's own interpreter (`bash`) or in a pod of the version's image (`kubernetes`).
+
+A version's DAG is immutable, so rendering is deterministic: the same version, code and
+parameters give the same bytes, and a rerun finds its own file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
+from {{ cookiecutter.package }}.pipelines.run_step import encode
+from {{ cookiecutter.package }}.pipelines.step_table import tasks
+
+STEP_MODULE = "{{ cookiecutter.package }}.pipelines.run_step"
+# bash: the version's environment on the Airflow workers' machine (local, tests);
+# kubernetes: a pod of the version's image (Cloud Composer, any cluster).
+OPERATORS = ("bash", "kubernetes")
+# Jinja of Airflow's templates, built here so that no template engine renders it early.
+_RUN_ID_TEMPLATE = "{" + "{ dag_run.conf.get('run_id', '') if dag_run.conf else '' }" + "}"
+
+
+def task_id(task: str) -> str:
+    """Airflow's id of a step table task (`build-features` -> `build_features`)."""
+    return task.replace("-", "_")
+
+
+def airflow_cron(kfp_cron: str) -> str:
+    """KFP's cron has a seconds field first; Airflow's has five fields."""
+    fields = kfp_cron.split()
+    return " ".join(fields[1:] if len(fields) == 6 else fields)
+
+
+def parameters_of(spec: str) -> dict[str, Any]:
+    """The parameter defaults compiled into a version's pipeline spec: the same values the
+    kfp engines run with."""
+    inputs = yaml.safe_load(spec)["root"]["inputDefinitions"]["parameters"]
+    # Defaults travel through protobuf Struct, where every number is a float.
+    return {
+        name: int(entry["defaultValue"])
+        if entry.get("parameterType") == "NUMBER_INTEGER"
+        else entry.get("defaultValue")
+        for name, entry in inputs.items()
+    }
+
+
+@dataclass(frozen=True)
+class DagWriter:
+    """Writes DAG files for one operator; `runner` is what runs a version's code there (the
+    interpreter of its environment for `bash`; unused for `kubernetes`, which runs its image)."""
+
+    operator: str
+
+    def render(
+        self,
+        names: ReleaseNames,
+        workflow: Workflow,
+        parameters: dict[str, Any],
+        schedule: Any,
+        started: str,
+        python: str,
+    ) -> str:
+        """The DAG file of one version's workflow, with the parameters compiled into its
+        pipeline spec (`parameters_of`) and its schedule from `conf/config.yaml`."""
+        if schedule.get("interval_seconds"):
+            timing = f"timedelta(seconds={int(schedule.interval_seconds)})"
+        else:
+            timing = repr(airflow_cron(str(schedule.cron)))
+        arguments = {k: v for k, v in parameters.items() if k != "run_id"}
+        lines = [
+            f'"""{names.airflow_dag_id(workflow)}: the {workflow} workflow of {names.project} '
+            f"{names.version}.",
+            "",
+            "Written by `inv deploy-workflow`; never edit it: a version's DAG is immutable,",
+            "a change is a new version. Each task runs that version's own code (its",
+            'environment)."""',
+            "",
+            "from datetime import datetime, timedelta  # noqa: F401",
+            "",
+            *self._imports(),
+            "from airflow.sdk import DAG",
+            "",
+            *self._runner(names, python),
+            f"STEP_ARGUMENTS = {encode(arguments)!r}",
+            "",
+            "with DAG(",
+            f"    dag_id={names.airflow_dag_id(workflow)!r},",
+            f"    schedule={timing},",
+            f"    start_date=datetime.fromisoformat({started!r}),",
+            "    catchup=False,",
+            "    max_active_runs=1,",
+            f"    tags=[{names.project!r}, {workflow!r}, {'v' + names.version!r}],",
+            "):",
+        ]
+        previous = ""
+        for task in tasks(workflow):  # the step table's command tasks, in order
+            lines += self._task(names, workflow, task_id(task), task)
+            if previous:
+                lines.append(f"    {previous} >> {task_id(task)}")
+            previous = task_id(task)
+        return "\n".join(lines) + "\n"
+
+    def _imports(self) -> list[str]:
+        if self.operator == "kubernetes":
+            return [
+                "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator"
+            ]
+        return ["from airflow.providers.standard.operators.bash import BashOperator"]
+
+    def _runner(self, names: ReleaseNames, python: str) -> list[str]:
+        """What runs the version's code: its environment's interpreter, or its image."""
+        if self.operator == "kubernetes":
+            return [f"IMAGE = {names.image!r}"]
+        return [f"PYTHON = {python!r}"]
+
+    def _task(self, names: ReleaseNames, workflow: Workflow, task_id: str, step: str) -> list[str]:
+        env = "dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID=" + repr(_RUN_ID_TEMPLATE) + ")"
+        if self.operator == "kubernetes":
+            pod = f"{names.airflow_dag_id(workflow)}-{task_id}".replace("_", "-").lower()
+            return [
+                f"    {task_id} = KubernetesPodOperator(",
+                f"        task_id={task_id!r},",
+                f"        name={pod[:63]!r},",
+                "        image=IMAGE,",
+                f"        cmds=['python3', '-m', {STEP_MODULE!r}, {step!r}],",
+                f"        env_vars={env},",
+                "        do_xcom_push=True,  # run_step writes /airflow/xcom/return.json",
+                "    )",
+            ]
+        command = f" -m {STEP_MODULE} {step}"
+        return [
+            f"    {task_id} = BashOperator(",
+            f"        task_id={task_id!r},",
+            f"        bash_command=PYTHON + {command!r},",
+            f"        env={env},",
+            "        append_env=True,",
+            "    )",
+        ]
