@@ -49,7 +49,7 @@ train_adhoc(ReleaseContext.create(cfg), "bench")
 ADHOC = """
 import sys, time
 from taxi_eta.config import load_config
-from taxi_eta.release.code import publish_code
+from taxi_eta.release.code_publishing import publish_code
 from taxi_eta.release.context import ReleaseContext
 from taxi_eta.release.workflows import train_adhoc
 ctx = ReleaseContext.create(load_config("local", [f"env.artifact_root={sys.argv[1]}"]))
@@ -68,7 +68,7 @@ from pathlib import Path
 from taxi_eta.artifacts.code import read_code
 from taxi_eta.config import load_config
 from taxi_eta.engines.version_env import VersionEnvironments
-from taxi_eta.release.code import publish_code
+from taxi_eta.release.code_publishing import publish_code
 from taxi_eta.release.context import ReleaseContext
 ctx = ReleaseContext.create(load_config("local", [f"env.artifact_root={sys.argv[1]}"]))
 record = read_code(ctx.store, ctx.names) or publish_code(ctx, ctx.git.head())

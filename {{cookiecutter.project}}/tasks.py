@@ -305,7 +305,7 @@ def traffic(
     verdict, or demote the versions that are worse. Every change is recorded.
     """
     from {{ cookiecutter.package }}.artifacts import traffic as records
-    from {{ cookiecutter.package }}.release import traffic as run
+    from {{ cookiecutter.package }}.release import traffic_moves as run
 
     moves = [
         name

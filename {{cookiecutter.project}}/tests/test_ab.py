@@ -29,7 +29,7 @@ from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.paired import Gates, Verdict, overall, paired_sums
 from {{ cookiecutter.package }}.release import evidence, promotion
-from {{ cookiecutter.package }}.release import traffic as commands
+from {{ cookiecutter.package }}.release import traffic_moves as commands
 from {{ cookiecutter.package }}.reports import ab as report
 from {{ cookiecutter.package }}.reports import versions
 

@@ -19,7 +19,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     read_lineage,
     read_outcomes,
 )
-from {{ cookiecutter.package }}.artifacts.features import ParquetFeatureStore
+from {{ cookiecutter.package }}.artifacts.feature_store import ParquetFeatureStore
 from {{ cookiecutter.package }}.artifacts.files_source import FileSource
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.artifacts.store import open_store

@@ -10,8 +10,8 @@ from {{ cookiecutter.package }}.ml.features import (
     feature_matrix,
     model_input,
 )
+from {{ cookiecutter.package }}.ml.fitting import check_training_config, fit_and_evaluate
 from {{ cookiecutter.package }}.ml.predict import predict
-from {{ cookiecutter.package }}.ml.train import check_training_config, fit_and_evaluate
 
 RUSH = [7, 8, 9, 16, 17, 18]
 

@@ -12,7 +12,7 @@ from conftest import git, snapshot
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import plan as release_plan
-from {{ cookiecutter.package }}.release.code import publish_code
+from {{ cookiecutter.package }}.release.code_publishing import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.inputs import RELEASE_INPUTS, check_bump
 from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live, retire, rollback

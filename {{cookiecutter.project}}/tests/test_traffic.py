@@ -14,7 +14,7 @@ from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.artifacts.traffic import TrafficError, format_clusters, parse_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import lifecycle
-from {{ cookiecutter.package }}.release import traffic as commands
+from {{ cookiecutter.package }}.release import traffic_moves as commands
 from {{ cookiecutter.package }}.release.workflows import is_enabled
 
 

@@ -12,7 +12,7 @@ from conftest import git, snapshot
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.release.code import build_wheel, publish_code
+from {{ cookiecutter.package }}.release.code_publishing import build_wheel, publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 
 

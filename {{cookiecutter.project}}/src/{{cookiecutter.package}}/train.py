@@ -22,7 +22,7 @@ from {{ cookiecutter.package }}.config import CONF_DIR, to_plain
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.ml.features import build_features
-from {{ cookiecutter.package }}.ml.train import check_training_config, fit_and_evaluate
+from {{ cookiecutter.package }}.ml.fitting import check_training_config, fit_and_evaluate
 
 
 def read_training_trips(cfg: DictConfig) -> tuple[Any, dict]:

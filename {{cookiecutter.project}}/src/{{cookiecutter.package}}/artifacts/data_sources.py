@@ -23,7 +23,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from {{ cookiecutter.package }}.artifacts.features import instantiate
+from {{ cookiecutter.package }}.artifacts.feature_store import instantiate
 from {{ cookiecutter.package }}.artifacts.names import (
     OUTCOMES_COLUMNS,
     lineage_key,

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from {{ cookiecutter.package }}.artifacts.features import instantiate
+from {{ cookiecutter.package }}.artifacts.feature_store import instantiate
 from {{ cookiecutter.package }}.artifacts.names import predictions_key, predictions_prefix
 from {{ cookiecutter.package }}.artifacts.store import open_store
 

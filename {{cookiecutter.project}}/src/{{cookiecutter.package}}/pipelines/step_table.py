@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from {{ cookiecutter.package }}.artifacts.data_sources import DataSource
-from {{ cookiecutter.package }}.artifacts.features import FeatureStore
+from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.pipelines import steps

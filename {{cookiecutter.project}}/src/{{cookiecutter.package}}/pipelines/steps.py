@@ -28,7 +28,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     record_outcomes,
     write_lineage,
 )
-from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
+from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore, open_feature_store
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, new_run_id
 from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
@@ -153,7 +153,7 @@ def train_and_evaluate(
     """Fit on the train split of the version's features, pickle the model to `model_path`,
     return its metrics on the test split."""
     from {{ cookiecutter.package }}.ml.evaluate import evaluate
-    from {{ cookiecutter.package }}.ml.train import fit, split
+    from {{ cookiecutter.package }}.ml.fitting import fit, split
 
     frame = (features or feature_store_of(names)).read(names.feature_version)
     train_split, test_split = split(frame, test_fraction, seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.artifacts.data_sources import DataSource, open_data_source
-from {{ cookiecutter.package }}.artifacts.features import FeatureStore, open_feature_store
+from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore, open_feature_store
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError, open_store

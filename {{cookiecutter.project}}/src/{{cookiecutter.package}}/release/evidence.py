@@ -33,7 +33,7 @@ from {{ cookiecutter.package }}.ml.paired import (
     sums_by_cluster,
 )
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.traffic import live_versions
+from {{ cookiecutter.package }}.release.traffic_moves import live_versions
 
 EPOCH = datetime(1970, 1, 2, tzinfo=UTC)  # a day after: EPOCH - OUTCOME_LAG is a date
 

@@ -8,7 +8,7 @@ from packaging.version import Version
 from {{ cookiecutter.package }}.artifacts.names import check_version
 from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.release import traffic
+from {{ cookiecutter.package }}.release import traffic_moves
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
@@ -19,7 +19,7 @@ def keep_newest_live(ctx: ReleaseContext) -> None:
     enabled = [v for v in released_versions(ctx) if is_enabled(ctx, v)]
     keep = int(ctx.cfg.release.keep_live)
     for version in enabled[: max(0, len(enabled) - keep)]:
-        clusters = traffic.serving(ctx, version)
+        clusters = traffic_moves.serving(ctx, version)
         if clusters:
             print(f"kept {version} live: it serves user clusters {format_clusters(clusters)}")
             continue
@@ -37,7 +37,7 @@ def _deployed(ctx: ReleaseContext, version: str) -> list[str]:
 
 def retire(ctx: ReleaseContext, version: str) -> None:
     _deployed(ctx, version)
-    clusters = traffic.serving(ctx, version)
+    clusters = traffic_moves.serving(ctx, version)
     if clusters:
         raise ReleaseError(
             f"version {version} still serves user clusters {format_clusters(clusters)}: move "
@@ -73,9 +73,9 @@ def rollback(ctx: ReleaseContext, to: str) -> None:
         raise ReleaseError(f"version {to} was never fully released on {ctx.env}")
     newer = [v for v in versions if Version(v) > Version(to) and is_enabled(ctx, v)]
     ctx.engine.set_enabled(ctx.for_version(to).names, True)
-    moves = traffic.rollback_moves(ctx, to, newer)
+    moves = traffic_moves.rollback_moves(ctx, to, newer)
     if moves:
-        traffic.change(ctx, moves, f"rollback to {to}")
+        traffic_moves.change(ctx, moves, f"rollback to {to}")
         print(f"user clusters {format_clusters(moves[to])} moved to {to}")
     for version in newer:
         ctx.engine.set_enabled(ctx.for_version(version).names, False)

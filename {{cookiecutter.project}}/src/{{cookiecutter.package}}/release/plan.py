@@ -22,8 +22,8 @@ from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.release import image, traffic
-from {{ cookiecutter.package }}.release.code import publish_code
+from {{ cookiecutter.package }}.release import image, traffic_moves
+from {{ cookiecutter.package }}.release.code_publishing import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live
 from {{ cookiecutter.package }}.release.preflight import is_released, preflight, refusals
@@ -112,8 +112,8 @@ def _workflow_resources(ctx: ReleaseContext) -> list[Resource]:
 def _traffic_resources(ctx: ReleaseContext) -> list[Resource]:
     """The user clusters the release gives the version (`release.on_release`)."""
     try:
-        change = traffic.on_release_change(ctx)
-        serving = traffic.serving(ctx, ctx.names.version)
+        change = traffic_moves.on_release_change(ctx)
+        serving = traffic_moves.serving(ctx, ctx.names.version)
     except StoreError as error:
         return [Resource("traffic", "unknown", False, str(error))]
     if change is not None:
@@ -152,9 +152,9 @@ def _code(ctx: ReleaseContext, head: str) -> dict[str, Any]:
 
 def _traffic(ctx: ReleaseContext, head: str) -> None:
     """The new version's traffic (release.on_release), then retire what keep_live allows."""
-    assignment = traffic.on_release(ctx)
+    assignment = traffic_moves.on_release(ctx)
     if assignment is not None:
-        print(traffic.describe(ctx, assignment, also_live=[ctx.names.version]))
+        print(traffic_moves.describe(ctx, assignment, also_live=[ctx.names.version]))
     keep_newest_live(ctx)
 
 
@@ -244,7 +244,7 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         "model": {k: v for k, v in models.read_metadata(ctx.store, names).items() if k != "config"},
         "workflows": {w: names.uri(names.workflow_key(w)) for w in WORKFLOWS},
         "schedules": [asdict(s) for s in ctx.engine.schedules(names)],
-        "user_clusters": traffic.serving(ctx, names.version),
+        "user_clusters": traffic_moves.serving(ctx, names.version),
         "existed_before": [r.step + ":" + r.name for r in resources if r.exists],
         "timings_s": timings,
         "released_at": datetime.now(UTC).isoformat(timespec="seconds"),

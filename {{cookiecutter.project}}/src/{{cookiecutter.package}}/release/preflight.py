@@ -9,8 +9,8 @@ import json
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.errors import ReleaseError, UserError
-from {{ cookiecutter.package }}.release import image, inputs, traffic
-from {{ cookiecutter.package }}.release.code import promotion_source
+from {{ cookiecutter.package }}.release import image, inputs, traffic_moves
+from {{ cookiecutter.package }}.release.code_publishing import promotion_source
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import check_features_source
 
@@ -47,7 +47,7 @@ def refusals(ctx: ReleaseContext) -> list[str]:
         check_data_source,
         check_pinned_features,
         check_features_source,
-        traffic.check_policy,
+        traffic_moves.check_policy,
         check_config,
         lambda ctx: ctx.engine.check(),
     ):
@@ -121,7 +121,7 @@ def check_store(ctx: ReleaseContext) -> None:
 
 def check_config(ctx: ReleaseContext) -> None:
     """The resolved training configuration, checked as training would use it."""
-    from {{ cookiecutter.package }}.ml.train import check_training_config
+    from {{ cookiecutter.package }}.ml.fitting import check_training_config
 
     cfg = ctx.cfg
     try:

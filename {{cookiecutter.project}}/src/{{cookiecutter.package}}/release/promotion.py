@@ -15,7 +15,7 @@ from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clus
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import evidence
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.traffic import change, live_versions, n_clusters
+from {{ cookiecutter.package }}.release.traffic_moves import change, live_versions, n_clusters
 
 
 def steps(ctx: ReleaseContext) -> list[float]:

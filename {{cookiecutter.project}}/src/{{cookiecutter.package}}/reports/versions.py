@@ -14,7 +14,7 @@ from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.release import evidence, image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.traffic import live_versions
+from {{ cookiecutter.package }}.release.traffic_moves import live_versions
 from {{ cookiecutter.package }}.release.workflows import model_released
 from {{ cookiecutter.package }}.reports import tables
 

@@ -26,7 +26,7 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, open_
 if TYPE_CHECKING:
     import pandas as pd
 
-PARQUET = "{{ cookiecutter.package }}.artifacts.features.ParquetFeatureStore"
+PARQUET = "{{ cookiecutter.package }}.artifacts.feature_store.ParquetFeatureStore"
 
 
 class FeatureStore(Protocol):
