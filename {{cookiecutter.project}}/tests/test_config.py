@@ -3,8 +3,10 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package }}.artifacts.names import names_of_model
 from {{ cookiecutter.package }}.config import ConfigError, load_config
-from {{ cookiecutter.package }}.version import PROJECT_ROOT, read_version
+from {{ cookiecutter.package }}.serving.router import create_router
+from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT, read_version
 
 
 def pyproject_version() -> str:
@@ -16,6 +18,15 @@ def test_version_comes_from_pyproject() -> None:
     assert read_version() == pyproject_version()
     assert load_config().version == pyproject_version()
     assert load_config().features.version == pyproject_version()
+
+
+def test_the_project_name_is_read_from_one_place(tmp_path: Path) -> None:
+    with (PROJECT_ROOT / "pyproject.toml").open("rb") as handle:
+        assert tomllib.load(handle)["project"]["name"] == PROJECT
+    assert load_config("local").project == PROJECT
+    assert load_config("dev").env.experiment == f"{PROJECT}-dev"
+    assert names_of_model("1.0.0", str(tmp_path)).project == PROJECT
+    assert create_router(str(tmp_path), "http://127.0.0.1:9/{}".format).title == f"{PROJECT} router"
 
 
 @pytest.mark.parametrize("env,engine", [("local", "local"), ("dev", "kfp"), ("prod", "kfp")])

@@ -10,14 +10,14 @@ from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.image import build_command, find_builder
 from {{ cookiecutter.package }}.release.requirements import pinned_requirements
-from {{ cookiecutter.package }}.version import DISTRIBUTION
+from {{ cookiecutter.package }}.version import PROJECT
 
 
 def test_the_lock_pins_the_tested_dependency_closure() -> None:
-    pinned = dict(line.split("==") for line in pinned_requirements(DISTRIBUTION))
+    pinned = dict(line.split("==") for line in pinned_requirements(PROJECT))
     assert pinned["kfp"] == metadata.version("kfp")
     assert pinned["omegaconf"] == metadata.version("omegaconf")  # through hydra-core
-    assert DISTRIBUTION not in pinned
+    assert PROJECT not in pinned
     assert "pytest" not in pinned  # dev tools stay out of the image
 
 

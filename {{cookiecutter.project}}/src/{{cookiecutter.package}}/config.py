@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from {{ cookiecutter.package }}.errors import UserError
-from {{ cookiecutter.package }}.version import PROJECT_ROOT, read_version
+from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT, read_version
 
 CONF_DIR = PROJECT_ROOT / "conf"
 ENVIRONMENTS = ("local", "dev", "prod", "airflow")
@@ -28,6 +28,7 @@ class ConfigError(UserError, ValueError):
 def register_resolvers() -> None:
     # replace=True: Hydra may import this module more than once in a multirun.
     OmegaConf.register_new_resolver("version", read_version, replace=True)
+    OmegaConf.register_new_resolver("project", lambda: PROJECT, replace=True)
 
 
 def load_config(env: str = "local", overrides: Sequence[str] = ()) -> DictConfig:

@@ -1,4 +1,8 @@
-"""The release version, read from the one place it is written: pyproject.toml.
+"""The project's name and its release version, each written in one place.
+
+The name (`PROJECT`: the distribution in pyproject.toml, the image repository, the prefix of
+every pipeline, DAG and server name) is this constant; `conf/config.yaml` reads it through
+the `${project:}` resolver. The version is written in pyproject.toml only.
 
 In a checkout the file is read on every call (an editable install's package metadata goes
 stale after `poetry version patch`). Inside a built image there is no pyproject.toml: the
@@ -11,7 +15,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-DISTRIBUTION = "{{ cookiecutter.project }}"
+PROJECT = "{{ cookiecutter.project }}"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,7 +26,7 @@ def pyproject_path() -> Path | None:
         return None
     with candidate.open("rb") as handle:
         name = tomllib.load(handle).get("project", {}).get("name")
-    return candidate if name == DISTRIBUTION else None
+    return candidate if name == PROJECT else None
 
 
 def read_version() -> str:
@@ -30,4 +34,4 @@ def read_version() -> str:
     if path is not None:
         with path.open("rb") as handle:
             return str(tomllib.load(handle)["project"]["version"])
-    return metadata.version(DISTRIBUTION)
+    return metadata.version(PROJECT)

@@ -15,6 +15,7 @@ from typing import Literal
 from packaging.version import InvalidVersion, Version
 
 from {{ cookiecutter.package }}.errors import UserError, shown
+from {{ cookiecutter.package }}.version import PROJECT
 
 Workflow = Literal["training", "inference"]
 WORKFLOWS: tuple[Workflow, ...] = ("training", "inference")
@@ -268,7 +269,7 @@ def names_of_model(version: str, artifact_root: str) -> ReleaseNames:
     """The names a process that loads one version's model needs (the server, `inv compare`'s
     scorer): what the image's entry points get from MODEL_VERSION and ARTIFACT_ROOT."""
     return ReleaseNames(
-        project="{{ cookiecutter.project }}",
+        project=PROJECT,
         version=version,
         feature_version=version,
         artifact_root=artifact_root,

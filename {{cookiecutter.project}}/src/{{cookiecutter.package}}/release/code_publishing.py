@@ -29,7 +29,7 @@ from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.inputs import inputs_id
 from {{ cookiecutter.package }}.release.requirements import pinned_requirements
-from {{ cookiecutter.package }}.version import DISTRIBUTION
+from {{ cookiecutter.package }}.version import PROJECT
 
 # 1980-01-01, the earliest time a zip archive can hold: wheels of one tree are identical.
 SOURCE_DATE_EPOCH = "315532800"
@@ -125,7 +125,7 @@ def publish_code(ctx: ReleaseContext, head: str) -> CodeRecord:
         print(f"code of {names.version} promoted from {source_root} ({record.digest[:12]})")
         return record
     filename, wheel = build_wheel(ctx, head)
-    requirements = ("\n".join(pinned_requirements(DISTRIBUTION)) + "\n").encode()
+    requirements = ("\n".join(pinned_requirements(PROJECT)) + "\n").encode()
     record = commit_code(
         store, names, filename, wheel, requirements, ids[1], head, python, release_inputs=ids[0]
     )

@@ -18,7 +18,7 @@ from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.inputs import inputs_id
 from {{ cookiecutter.package }}.release.requirements import pinned_requirements
-from {{ cookiecutter.package }}.version import DISTRIBUTION
+from {{ cookiecutter.package }}.version import PROJECT
 
 BUILDERS = ("docker", "podman", "buildah")
 VERSION_LABEL = "org.opencontainers.image.version"
@@ -202,7 +202,7 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
         return names.image
     if not dry_run:
         lock = ctx.project_root / "requirements.lock"
-        lock.write_text("\n".join(pinned_requirements(DISTRIBUTION)) + "\n")
+        lock.write_text("\n".join(pinned_requirements(PROJECT)) + "\n")
     tool = builder or "docker"
     commands = [build_command(ctx, tool, rev, tree, release_inputs)]
     if names.registry:

@@ -45,8 +45,8 @@ from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
 from {{ cookiecutter.package }}.serving.endpoints import add_index
 from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, in_chunks, validation_errors
 from {{ cookiecutter.package }}.serving.shadow import Shadow
+from {{ cookiecutter.package }}.version import PROJECT
 
-PROJECT = "{{ cookiecutter.project }}"
 log = logging.getLogger(__name__)
 
 
