@@ -21,37 +21,27 @@ from {{ cookiecutter.package }}.release.git import Git
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 
-@dataclass
-class ReleaseContext:
-    cfg: DictConfig
-    names: ReleaseNames
-    project_root: Path = PROJECT_ROOT
+class EnvironmentServices:
+    """What every version's context in one environment shares: one store, one engine, one
+    feature store and predictions sink, one repository. Each is opened on first use."""
 
-    @classmethod
-    def create(cls, cfg: DictConfig, version: str | None = None) -> ReleaseContext:
-        try:
-            return cls(cfg=cfg, names=names_for(cfg, version))
-        except ValueError as error:
-            raise ReleaseError(str(error)) from error
-
-    @property
-    def env(self) -> str:
-        return str(self.cfg.env.name)
+    def __init__(self, cfg: DictConfig, artifact_root: str, project_root: Path) -> None:
+        self.cfg, self.artifact_root, self.project_root = cfg, artifact_root, project_root
 
     @cached_property
     def store(self) -> ArtifactStore:
         try:
             timeout = float(self.cfg.env.get("store_timeout_seconds", 60))
-            return open_store(self.names.artifact_root, timeout_s=timeout)
+            return open_store(self.artifact_root, timeout_s=timeout)
         except StoreError as error:
             raise ReleaseError(str(error)) from error
 
-    @property
+    @cached_property
     def storage(self) -> dict:
         """Where data comes from and goes to (`conf/data_source`, `conf/feature_store`,
         `conf/predictions`, and whether batch runs predict in shadow), as the pipeline steps
         receive it."""
-        plain = self.plain_config()
+        plain = to_plain(self.cfg)
         source = dict(plain.get("data_source") or {})
         for key in ("path", "batch_path", "outcomes_path"):
             # A task runs in another folder than `inv`: a relative local path is the project's.
@@ -69,21 +59,21 @@ class ReleaseContext:
     @cached_property
     def data_source(self) -> DataSource:
         try:
-            return open_data_source(self.storage["data_source"], self.names.artifact_root)
+            return open_data_source(self.storage["data_source"], self.artifact_root)
         except (StoreError, ValueError) as error:
             raise ReleaseError(str(error)) from error
 
     @cached_property
     def feature_store(self) -> FeatureStore:
         try:
-            return open_feature_store(self.storage["feature_store"], self.names.artifact_root)
+            return open_feature_store(self.storage["feature_store"], self.artifact_root)
         except StoreError as error:
             raise ReleaseError(str(error)) from error
 
     @cached_property
     def predictions(self) -> PredictionSink:
         try:
-            return open_predictions(self.storage["predictions"], self.names.artifact_root)
+            return open_predictions(self.storage["predictions"], self.artifact_root)
         except StoreError as error:
             raise ReleaseError(str(error)) from error
 
@@ -102,16 +92,72 @@ class ReleaseContext:
     def engine(self) -> Engine:
         return create_engine(self.cfg, self.store, self.project_root, self.environments)
 
+
+@dataclass
+class ReleaseContext:
+    """One version in one environment: its names, its config, and the environment's shared
+    services (`EnvironmentServices`)."""
+
+    cfg: DictConfig
+    names: ReleaseNames
+    project_root: Path = PROJECT_ROOT
+
+    @classmethod
+    def create(cls, cfg: DictConfig, version: str | None = None) -> ReleaseContext:
+        try:
+            return cls(cfg=cfg, names=names_for(cfg, version))
+        except ValueError as error:
+            raise ReleaseError(str(error)) from error
+
+    @property
+    def env(self) -> str:
+        return str(self.cfg.env.name)
+
+    @cached_property
+    def services(self) -> EnvironmentServices:
+        return EnvironmentServices(self.cfg, self.names.artifact_root, self.project_root)
+
+    @property
+    def store(self) -> ArtifactStore:
+        return self.services.store
+
+    @property
+    def storage(self) -> dict:
+        return self.services.storage
+
+    @property
+    def data_source(self) -> DataSource:
+        return self.services.data_source
+
+    @property
+    def feature_store(self) -> FeatureStore:
+        return self.services.feature_store
+
+    @property
+    def predictions(self) -> PredictionSink:
+        return self.services.predictions
+
+    @property
+    def git(self) -> Git:
+        return self.services.git
+
+    @property
+    def environments(self) -> VersionEnvironments:
+        return self.services.environments
+
+    @property
+    def engine(self) -> Engine:
+        return self.services.engine
+
+    def names_of(self, version: str) -> ReleaseNames:
+        """The names of another version in this environment."""
+        return self.for_version(version).names
+
     def for_version(self, version: str) -> ReleaseContext:
-        """The same environment, for another version (store and engine shared)."""
+        """Another version in this environment, sharing its services."""
         other = ReleaseContext.create(self.cfg, version)
-        other.__dict__.update(
-            {
-                k: v
-                for k, v in self.__dict__.items()
-                if k in ("store", "git", "engine", "environments", "feature_store", "predictions")
-            }
-        )
+        other.project_root = self.project_root
+        other.services = self.services
         return other
 
     def plain_config(self) -> dict:

@@ -82,7 +82,7 @@ def default_control(assignment: Assignment | None, live: list[str], besides: str
 def went_live(ctx: ReleaseContext, version: str) -> datetime:
     """When `version` was released here (its release record); the epoch if it does not say."""
     try:
-        record = json.loads(ctx.store.read_text(ctx.for_version(version).names.release_record_key))
+        record = json.loads(ctx.store.read_text(ctx.names_of(version).release_record_key))
     except (StoreError, ValueError):
         return EPOCH
     released = record.get("released_at") if isinstance(record, dict) else None

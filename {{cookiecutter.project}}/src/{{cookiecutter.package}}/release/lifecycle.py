@@ -23,7 +23,7 @@ def keep_newest_live(ctx: ReleaseContext) -> None:
         if clusters:
             print(f"kept {version} live: it serves user clusters {format_clusters(clusters)}")
             continue
-        ctx.engine.set_enabled(ctx.for_version(version).names, False)
+        ctx.engine.set_enabled(ctx.names_of(version), False)
         print(f"retired {version}: more than {keep} live versions")
 
 
@@ -43,7 +43,7 @@ def retire(ctx: ReleaseContext, version: str) -> None:
             f"version {version} still serves user clusters {format_clusters(clusters)}: move "
             f"them first, e.g. `inv traffic --assign <version>={format_clusters(clusters)}`"
         )
-    ctx.engine.set_enabled(ctx.for_version(version).names, False)
+    ctx.engine.set_enabled(ctx.names_of(version), False)
     print(f"schedules of {version} disabled")
 
 
@@ -51,14 +51,14 @@ def revive(ctx: ReleaseContext, version: str) -> None:
     """Make a retired version live again with no user clusters (its schedules re-enabled);
     move traffic to it afterwards with `inv traffic`."""
     _deployed(ctx, version)
-    if not ctx.store.exists(ctx.for_version(version).names.release_record_key):
+    if not ctx.store.exists(ctx.names_of(version).release_record_key):
         raise ReleaseError(
             f"version {version} was never fully released on {ctx.env}: finish its release "
             "(`inv release` on its commit)"
         )
     if is_enabled(ctx, version):
         raise ReleaseError(f"version {version} is live already: move clusters with `inv traffic`")
-    ctx.engine.set_enabled(ctx.for_version(version).names, True)
+    ctx.engine.set_enabled(ctx.names_of(version), True)
     print(
         f"{version} is live again with no user clusters: give it some with "
         f"`inv traffic --assign {version}=<clusters>`"
@@ -69,15 +69,15 @@ def rollback(ctx: ReleaseContext, to: str) -> None:
     """Re-enable `to`, give it back its clusters and those of every newer version, and
     disable every newer version."""
     versions = _deployed(ctx, to)
-    if not ctx.store.exists(ctx.for_version(to).names.release_record_key):
+    if not ctx.store.exists(ctx.names_of(to).release_record_key):
         raise ReleaseError(f"version {to} was never fully released on {ctx.env}")
     newer = [v for v in versions if Version(v) > Version(to) and is_enabled(ctx, v)]
-    ctx.engine.set_enabled(ctx.for_version(to).names, True)
+    ctx.engine.set_enabled(ctx.names_of(to), True)
     moves = traffic_moves.rollback_moves(ctx, to, newer)
     if moves:
         traffic_moves.change(ctx, moves, f"rollback to {to}")
         print(f"user clusters {format_clusters(moves[to])} moved to {to}")
     for version in newer:
-        ctx.engine.set_enabled(ctx.for_version(version).names, False)
+        ctx.engine.set_enabled(ctx.names_of(version), False)
         print(f"schedules of {version} disabled")
     print(f"schedules of {to} enabled")

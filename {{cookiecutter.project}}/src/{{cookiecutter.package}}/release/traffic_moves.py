@@ -30,8 +30,7 @@ def live_versions(ctx: ReleaseContext) -> list[str]:
     return [
         version
         for version in released_versions(ctx)
-        if ctx.store.exists(ctx.for_version(version).names.release_record_key)
-        and is_enabled(ctx, version)
+        if ctx.store.exists(ctx.names_of(version).release_record_key) and is_enabled(ctx, version)
     ]
 
 

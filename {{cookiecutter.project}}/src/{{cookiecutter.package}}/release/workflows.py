@@ -177,7 +177,7 @@ def released_versions(ctx: ReleaseContext) -> list[str]:
 
 def is_enabled(ctx: ReleaseContext, version: str) -> bool:
     """Whether any schedule of `version` is enabled (retired versions have none)."""
-    return any(s.enabled for s in ctx.engine.schedules(ctx.for_version(version).names))
+    return any(s.enabled for s in ctx.engine.schedules(ctx.names_of(version)))
 
 
 def run_scheduled(ctx: ReleaseContext, workflow: Workflow = "inference") -> list[str]:
@@ -195,7 +195,7 @@ def run_scheduled(ctx: ReleaseContext, workflow: Workflow = "inference") -> list
     tick = {"seed": uuid.uuid4().int % 2**31, "run_id": new_run_id()}
     outputs = []
     for version in released_versions(ctx):
-        names = ctx.for_version(version).names
+        names = ctx.names_of(version)
         for schedule in ctx.engine.schedules(names):
             if schedule.enabled and schedule.workflow == workflow:
                 parameters = dict(schedule.parameters)

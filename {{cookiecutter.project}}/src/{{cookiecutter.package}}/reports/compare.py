@@ -109,7 +109,7 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def score(ctx: ReleaseContext, version: str) -> Scored:
-    names = ctx.for_version(version).names
+    names = ctx.names_of(version)
     if not models.released(ctx.store, names):
         raise CompareError(f"version {version} has no released model on {ctx.env}")
     metadata = models.read_metadata(ctx.store, names)
@@ -144,7 +144,7 @@ def released_before(ctx: ReleaseContext, version: str) -> str:
     older = [
         v
         for v in known_versions(ctx)
-        if Version(v) < Version(version) and models.released(ctx.store, ctx.for_version(v).names)
+        if Version(v) < Version(version) and models.released(ctx.store, ctx.names_of(v))
     ]
     if not older:
         raise CompareError(f"no version released before {version} on {ctx.env}: say --base")
