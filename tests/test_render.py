@@ -45,7 +45,8 @@ EXPECTED_FILES = {
     "deploy/base/kustomization.yaml", "deploy/base/service.yaml", "src/taxi_eta/__init__.py",
     "src/taxi_eta/config.py", "src/taxi_eta/errors.py", "src/taxi_eta/progress.py",
     "src/taxi_eta/train.py", "src/taxi_eta/version.py", "src/taxi_eta/artifacts/__init__.py",
-    "src/taxi_eta/artifacts/bigquery.py", "src/taxi_eta/artifacts/code.py",
+    "src/taxi_eta/artifacts/bigquery.py", "src/taxi_eta/artifacts/bigquery_client.py",
+    "src/taxi_eta/artifacts/code.py",
     "src/taxi_eta/artifacts/data_sources.py", "src/taxi_eta/artifacts/files_source.py",
     "src/taxi_eta/artifacts/bigquery_source.py", "src/taxi_eta/ml/schema.py",
     "tests/test_data_sources.py", "tests/test_ab.py", "src/taxi_eta/ml/paired.py",
@@ -77,6 +78,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/reports/html.py", "src/taxi_eta/reports/tables.py",
     "src/taxi_eta/reports/versions.py", "src/taxi_eta/serving/__init__.py",
     "src/taxi_eta/serving/app.py", "src/taxi_eta/serving/endpoints.py",
+    "src/taxi_eta/serving/forwarding.py",
     "src/taxi_eta/serving/limits.py",
     "src/taxi_eta/serving/router.py",
 }

@@ -15,11 +15,8 @@ import pandas as pd
 import pytest
 from conftest import SMALL
 
-from {{ cookiecutter.package }}.artifacts.bigquery import (
-    BigQueryFeatureStore,
-    BigQueryPredictions,
-    client,
-)
+from {{ cookiecutter.package }}.artifacts.bigquery import BigQueryFeatureStore, BigQueryPredictions
+from {{ cookiecutter.package }}.artifacts.bigquery_client import client
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 from {{ cookiecutter.package }}.config import load_config

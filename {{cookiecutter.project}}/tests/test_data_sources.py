@@ -254,7 +254,7 @@ def test_features_are_reused_only_from_the_source_they_were_built_from(
 
 @pytest.mark.slow
 def test_a_bigquery_table_is_read_at_a_recorded_snapshot(bigquery_emulator: str, tmp_path) -> None:
-    from {{ cookiecutter.package }}.artifacts.bigquery import client
+    from {{ cookiecutter.package }}.artifacts.bigquery_client import client
 
     bq = client("local")
     bq.create_dataset("raw_trips", exists_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from {{ cookiecutter.package }}.artifacts.bigquery import client, google_errors
+from {{ cookiecutter.package }}.artifacts.bigquery_client import client, google_errors
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     OBSERVED_AT,
     DataSourceError,

@@ -26,11 +26,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
@@ -43,7 +42,8 @@ from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
 from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
 from {{ cookiecutter.package }}.serving.endpoints import add_index
-from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, in_chunks, validation_errors
+from {{ cookiecutter.package }}.serving.forwarding import Coalescer, Forwarder, Unavailable, Upstreams
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, validation_errors
 from {{ cookiecutter.package }}.serving.shadow import Shadow
 from {{ cookiecutter.package }}.version import PROJECT
 
@@ -58,14 +58,6 @@ class RoutedRequest(PredictRequest):
     trips: list[RoutedTrip] = Field(min_length=1, max_length=MAX_TRIPS)  # type: ignore[assignment]
 
 
-class Unavailable(Exception):
-    """A version's server did not answer a forwarded request (the detail is logged)."""
-
-    def __init__(self, version: str, detail: str) -> None:
-        super().__init__(f"{version}: {detail}")
-        self.version, self.detail = version, detail
-
-
 def upstreams(template: str, explicit: dict[str, str], artifact_root: str) -> Callable[[str], str]:
     """version -> base URL of its server: an explicit URL, else `template` formatted with
     `{version}` and `{deployment}` (the version's Kubernetes Service name)."""
@@ -77,107 +69,6 @@ def upstreams(template: str, explicit: dict[str, str], artifact_root: str) -> Ca
         return template.format(version=version, deployment=names.deployment_name).rstrip("/")
 
     return resolve
-
-
-class Upstreams:
-    """One HTTP client session per version: a version whose server hangs holds only its own
-    connections, never the ones other versions' requests need. Every forwarded request is
-    bounded by `timeout_s` (`serving.upstream_timeout_seconds`), connecting by at most 1 s.
-
-    aiohttp, not httpx: on loopback its round trip costs about 0.8 ms less (measured), and
-    that is most of what the router adds to a prediction.
-    """
-
-    # Connections per version: aiohttp's default of 100 made requests beyond it queue for a
-    # connection inside the timeout (at 128 concurrent requests, some timed out).
-    MAX_CONNECTIONS = 1000
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(1.0, timeout_s))
-        self.sessions: dict[str, aiohttp.ClientSession] = {}
-
-    def of(self, version: str) -> aiohttp.ClientSession:
-        if version not in self.sessions:
-            self.sessions[version] = aiohttp.ClientSession(
-                timeout=self.timeout,
-                connector=aiohttp.TCPConnector(limit=self.MAX_CONNECTIONS),
-            )
-        return self.sessions[version]
-
-    async def close(self) -> None:
-        sessions, self.sessions = self.sessions, {}
-        for session in sessions.values():
-            await session.close()
-
-
-class Coalescer:
-    """The trips of concurrent requests for one version, forwarded in one upstream call.
-
-    Under load most of a forwarded request's cost is the call itself (HTTP, JSON), not its
-    trips, and a request whose trips span two versions costs two calls. Here a request's
-    trips go out at once when no call to their version is in flight; otherwise they wait
-    for one to finish, at most `max_wait_ms`, and go out together with the trips that
-    gathered meanwhile. Calls carry at most `limits.MAX_TRIPS` trips, and a call
-    that fails fails the requests it carried, as their own calls would have.
-    """
-
-    def __init__(
-        self,
-        forward: Callable[[str, bytes], Awaitable[list[dict[str, Any]]]],
-        max_wait_ms: float = 2.0,
-    ) -> None:
-        self.forward, self.max_wait_s = forward, max_wait_ms / 1000
-        self.pending: dict[str, list[tuple[list[Any], asyncio.Future[list[dict]]]]] = {}
-        self.in_flight: dict[str, int] = {}
-        self.finished: dict[str, list[asyncio.Future[None]]] = {}
-        self.calls = 0
-        self.tasks: set[asyncio.Task] = set()  # held until done (asyncio keeps weak refs)
-
-    async def __call__(self, version: str, trips: list[Any]) -> list[dict[str, Any]]:
-        future: asyncio.Future[list[dict]] = asyncio.get_running_loop().create_future()
-        waiting = self.pending.setdefault(version, [])
-        waiting.append((trips, future))
-        if len(waiting) == 1:
-            task = asyncio.create_task(self._dispatch(version))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        return await future
-
-    async def _dispatch(self, version: str) -> None:
-        await asyncio.sleep(0)  # one turn: the requests that arrived with this one join
-        if self.in_flight.get(version):
-            finished = asyncio.get_running_loop().create_future()
-            self.finished.setdefault(version, []).append(finished)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(finished, self.max_wait_s)
-        chunks = in_chunks(self.pending.pop(version, []), lambda item: len(item[0]))
-        await asyncio.gather(*(self._send(version, chunk) for chunk in chunks))
-
-    async def _send(
-        self, version: str, chunk: list[tuple[list[Any], asyncio.Future[list[dict]]]]
-    ) -> None:
-        self.calls += 1
-        self.in_flight[version] = self.in_flight.get(version, 0) + 1
-        trips = [trip for request, _ in chunk for trip in request]
-        try:
-            answers = await self.forward(version, orjson.dumps({"trips": trips}))
-            if len(answers) != len(trips):
-                raise Unavailable(version, f"answered {len(answers)} of {len(trips)} trips")
-        except Exception as error:  # Unavailable, or a bug: the chunk's requests get it
-            for _, future in chunk:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        finally:
-            self.in_flight[version] -= 1
-            for finished in self.finished.pop(version, []):
-                if not finished.done():
-                    finished.set_result(None)
-        start = 0
-        for request, future in chunk:
-            if not future.done():
-                future.set_result(answers[start : start + len(request)])
-            start += len(request)
 
 
 class AssignmentCache:
@@ -198,6 +89,61 @@ class AssignmentCache:
         return self.value
 
 
+def unknown_clusters(parsed: RoutedRequest, n_clusters: int) -> JSONResponse | None:
+    """A 422 naming each trip whose user cluster the assignment does not have."""
+    errors = [
+        {
+            "loc": ["body", "trips", index, "user_cluster"],
+            "msg": f"user cluster {trip.user_cluster} does not exist: clusters are "
+            f"0-{n_clusters - 1}",
+            "type": "value_error",
+        }
+        for index, trip in enumerate(parsed.trips)
+        if trip.user_cluster >= n_clusters
+    ]
+    return validation_errors(errors) if errors else None
+
+
+def route(parsed: RoutedRequest, assignment: Assignment) -> dict[str, list[int]]:
+    """The indexes of the request's trips, by the version that serves each trip's cluster."""
+    groups: dict[str, list[int]] = {}
+    for index, trip in enumerate(parsed.trips):
+        owner = assignment.owner(trip.user_cluster)
+        if owner is None:
+            raise HTTPException(503, f"no live version serves user cluster {trip.user_cluster}")
+        groups.setdefault(owner, []).append(index)
+    return groups
+
+
+def merge(
+    assignment: Assignment, groups: dict[str, list[int]], answers: list[Any], n_trips: int
+) -> list[dict[str, Any]]:
+    """Each version's answers back in the request's order; a 503 when a version failed."""
+    failures = [a for a in answers if isinstance(a, Unavailable)]
+    if failures:
+        raise unavailable(assignment, failures)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    predictions: list[dict[str, Any]] = [{}] * n_trips
+    for indexes, answer in zip(groups.values(), answers, strict=True):
+        for index, prediction in zip(indexes, answer, strict=True):
+            predictions[index] = prediction
+    return predictions
+
+
+def unavailable(assignment: Assignment, failures: list[Unavailable]) -> HTTPException:
+    for failure in failures:  # the operator's detail goes to the log, not to the caller
+        log.warning("router: version %s unavailable: %s", failure.version, failure.detail)
+    which = ", ".join(
+        f"version {f.version} (user clusters {format_clusters(assignment.clusters_of(f.version))})"
+        for f in failures
+    )
+    return HTTPException(
+        503, f"{which} unavailable: no trip of this request was answered, retry later"
+    )
+
+
 def create_router(
     artifact_root: str,
     upstream: Callable[[str], str],
@@ -212,6 +158,7 @@ def create_router(
     and both answers recorded there (`serving.shadow`)."""
     cache = AssignmentCache(open_store(artifact_root), refresh_s)
     sessions = Upstreams(timeout_s)
+    forward = Forwarder(upstream, sessions)
     mirror = (
         Shadow(
             shadow_sink,
@@ -235,8 +182,9 @@ def create_router(
     app = FastAPI(title=f"{PROJECT} router", lifespan=lifespan)
     app.state.shadow = mirror  # its counters, for operators and tests
     harden(app)
-
     add_index(app)
+    coalesce = Coalescer(forward)
+    app.state.coalesce = coalesce  # its counters, for operators and tests
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -250,56 +198,6 @@ def create_router(
         if assignment is None:
             raise HTTPException(503, "no traffic assignment yet: release a version first")
         return {"clusters": assignment.clusters, "since": assignment.created_at}
-
-    async def forward(version: str, body: bytes) -> list[dict[str, Any]]:
-        url = f"{upstream(version)}/v{version}/predict"
-        for attempt in (1, 2):
-            try:
-                async with sessions.of(version).post(
-                    url, data=body, headers={"content-type": "application/json"}
-                ) as response:
-                    if response.status != 200:
-                        raise Unavailable(version, f"{url} answered {response.status}")
-                    predictions = orjson.loads(await response.read())["predictions"]
-                break
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-                # A kept-alive connection to a server that restarted is dead: aiohttp drops
-                # it, and one new connection tells whether the server is back.
-                if attempt == 2:
-                    raise Unavailable(version, f"{url}: {type(error).__name__}: {error}") from None
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as error:
-                raise Unavailable(version, f"{url}: {type(error).__name__}: {error}") from None
-        for prediction in predictions:
-            prediction["version"] = version
-        return predictions
-
-    coalesce = Coalescer(forward)
-    app.state.coalesce = coalesce  # its counters, for operators and tests
-
-    def unavailable(assignment: Assignment, failures: list[Unavailable]) -> HTTPException:
-        for failure in failures:  # the operator's detail goes to the log, not to the caller
-            log.warning("router: version %s unavailable: %s", failure.version, failure.detail)
-        which = ", ".join(
-            f"version {f.version} (user clusters "
-            f"{format_clusters(assignment.clusters_of(f.version))})"
-            for f in failures
-        )
-        return HTTPException(
-            503, f"{which} unavailable: no trip of this request was answered, retry later"
-        )
-
-    def unknown_clusters(parsed: RoutedRequest, n_clusters: int) -> JSONResponse | None:
-        errors = [
-            {
-                "loc": ["body", "trips", index, "user_cluster"],
-                "msg": f"user cluster {trip.user_cluster} does not exist: clusters are "
-                f"0-{n_clusters - 1}",
-                "type": "value_error",
-            }
-            for index, trip in enumerate(parsed.trips)
-            if trip.user_cluster >= n_clusters
-        ]
-        return validation_errors(errors) if errors else None
 
     # Routes on the raw body: a request whose trips all go to one version is forwarded as
     # it came, and the answer is built as plain JSON (no second validation pass).
@@ -317,28 +215,14 @@ def create_router(
         refused = unknown_clusters(parsed, assignment.n_clusters)
         if refused is not None:
             return refused
-        groups: dict[str, list[int]] = {}
-        for index, trip in enumerate(parsed.trips):
-            owner = assignment.owner(trip.user_cluster)
-            if owner is None:
-                raise HTTPException(503, f"no live version serves user cluster {trip.user_cluster}")
-            groups.setdefault(owner, []).append(index)
+        groups = route(parsed, assignment)
         # The trips as sent (validated above): orjson is cheaper than model_dump.
         raw = orjson.loads(body)["trips"]
         answers = await asyncio.gather(
             *(coalesce(version, [raw[i] for i in indexes]) for version, indexes in groups.items()),
             return_exceptions=True,
         )
-        failures = [a for a in answers if isinstance(a, Unavailable)]
-        if failures:
-            raise unavailable(assignment, failures)
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
-        predictions: list[dict[str, Any]] = [{}] * len(parsed.trips)
-        for indexes, answer in zip(groups.values(), answers, strict=True):
-            for index, prediction in zip(indexes, answer, strict=True):  # type: ignore[arg-type]
-                predictions[index] = prediction
+        predictions = merge(assignment, groups, answers, len(parsed.trips))
         if mirror is not None:
             mirror.offer(body, predictions, assignment)
         return Response(
