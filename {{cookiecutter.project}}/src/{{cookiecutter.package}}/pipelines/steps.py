@@ -1,5 +1,5 @@
 """What each pipeline step does, as plain functions over the artifact store, the feature
-store and the predictions sink (`artifacts.features`, `artifacts.predictions`).
+store and the predictions sink (`artifacts.feature_store`, `artifacts.predictions`).
 
 Which of them make up each workflow, with which parameters, is declared once in
 `pipelines.step_table`; kfp's components and Airflow's tasks are derived from that table, so
