@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
 from functools import cached_property
 from pathlib import Path
 
@@ -93,14 +93,13 @@ class EnvironmentServices:
         return create_engine(self.cfg, self.store, self.project_root, self.environments)
 
 
-@dataclass
-class ReleaseContext:
-    """One version in one environment: its names, its config, and the environment's shared
-    services (`EnvironmentServices`)."""
+class ReleaseContext(EnvironmentServices):
+    """One version in one environment: its names and config, and the environment's services
+    (inherited: every version's context shares them, see `for_version`)."""
 
-    cfg: DictConfig
-    names: ReleaseNames
-    project_root: Path = PROJECT_ROOT
+    def __init__(self, cfg: DictConfig, names: ReleaseNames, project_root: Path = PROJECT_ROOT):
+        super().__init__(cfg, names.artifact_root, project_root)
+        self.names = names
 
     @classmethod
     def create(cls, cfg: DictConfig, version: str | None = None) -> ReleaseContext:
@@ -113,51 +112,15 @@ class ReleaseContext:
     def env(self) -> str:
         return str(self.cfg.env.name)
 
-    @cached_property
-    def services(self) -> EnvironmentServices:
-        return EnvironmentServices(self.cfg, self.names.artifact_root, self.project_root)
-
-    @property
-    def store(self) -> ArtifactStore:
-        return self.services.store
-
-    @property
-    def storage(self) -> dict:
-        return self.services.storage
-
-    @property
-    def data_source(self) -> DataSource:
-        return self.services.data_source
-
-    @property
-    def feature_store(self) -> FeatureStore:
-        return self.services.feature_store
-
-    @property
-    def predictions(self) -> PredictionSink:
-        return self.services.predictions
-
-    @property
-    def git(self) -> Git:
-        return self.services.git
-
-    @property
-    def environments(self) -> VersionEnvironments:
-        return self.services.environments
-
-    @property
-    def engine(self) -> Engine:
-        return self.services.engine
-
     def names_of(self, version: str) -> ReleaseNames:
         """The names of another version in this environment."""
         return self.for_version(version).names
 
     def for_version(self, version: str) -> ReleaseContext:
-        """Another version in this environment, sharing its services."""
-        other = ReleaseContext.create(self.cfg, version)
-        other.project_root = self.project_root
-        other.services = self.services
+        """Another version in this environment. Only the names differ: the services opened so
+        far (store, engine, ...) are the environment's, and shared."""
+        other = copy.copy(self)
+        other.names = ReleaseContext.create(self.cfg, version).names
         return other
 
     def plain_config(self) -> dict:
