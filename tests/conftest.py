@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def git_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Generated projects keep a warm worker per released version (`inv workers`): the
+    ones these tests start live in a folder of this session's, and are stopped at its end."""
+    folder = tmp_path_factory.mktemp("workers")
+    before = os.environ.get("WARM_WORKERS_DIR")
+    os.environ["WARM_WORKERS_DIR"] = str(folder)
+    yield folder
+    for path in folder.glob("*.sock"):  # what `inv workers --stop` sends each of them
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as worker:
+            try:
+                worker.settimeout(5)
+                worker.connect(str(path))
+                worker.send(b'{"op": "stop"}')
+                worker.recv(4096)
+            except OSError:
+                pass
+    if before is None:
+        del os.environ["WARM_WORKERS_DIR"]
+    else:
+        os.environ["WARM_WORKERS_DIR"] = before

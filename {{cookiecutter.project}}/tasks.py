@@ -536,6 +536,32 @@ def render_deployment(
         print(deployment.write(ctx.names, deploy / "base", out, router=router))
 
 
+@task(help={"stop": "end every worker (and any run in it)"})
+def workers(c: Context, stop: bool = False) -> None:
+    """List the warm workers of released versions (local runs fork from them); --stop ends them.
+
+    A worker exits by itself after `env.worker_idle_seconds` without a run.
+    """
+    import time
+
+    from {{ cookiecutter.package }}.engines.workers import stop_workers
+    from {{ cookiecutter.package }}.engines.workers import workers as alive
+
+    if stop:
+        stopped = stop_workers()
+        print(f"stopped {len(stopped)} worker{'s' if len(stopped) != 1 else ''}")
+        return
+    found = alive()
+    if not found:
+        print("no workers: the next local run of a released version starts one")
+    for worker in found:
+        age = time.time() - worker["started"]
+        print(
+            f"pid {worker['pid']}  {worker['python']}  up {age:.0f} s, idle "
+            f"{worker['idle_s']:.0f} s, {worker['runs']} run(s) now"
+        )
+
+
 @task(
     help={
         "port": "port on 127.0.0.1 (default 5000)",

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.engines import workers
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows
@@ -38,6 +39,21 @@ def artifact_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def cfg(artifact_root: Path) -> DictConfig:
     return load_config("local", [f"env.artifact_root={artifact_root}", *SMALL])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The workers the tests start (`engines.workers`) live in a folder of this session's
+    (subprocesses inherit it through the environment), and none outlives the session."""
+    folder = tmp_path_factory.mktemp("workers")
+    before = os.environ.get(workers.DIR_VARIABLE)
+    os.environ[workers.DIR_VARIABLE] = str(folder)
+    yield folder
+    workers.stop_workers()
+    if before is None:
+        del os.environ[workers.DIR_VARIABLE]
+    else:
+        os.environ[workers.DIR_VARIABLE] = before
 
 
 @pytest.fixture(scope="session")
@@ -136,25 +152,19 @@ def gcs_root(gcs_server: str, request: pytest.FixtureRequest) -> str:
 def git_repo(tmp_path: Path) -> Path:
     """A scratch repository on branch main with one commit: this project's package and
     pyproject.toml, so that a release can build the version's wheel from it."""
-    repo = tmp_path / "repo"
+    return make_git_repo(tmp_path / "repo")
+
+
+def make_git_repo(repo: Path) -> Path:
     repo.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(PROJECT_ROOT / name, repo / name)
     shutil.copytree(
         PROJECT_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__")
     )
-
-    def git(*args: str) -> None:
-        subprocess.run(
-            ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-            cwd=repo,
-            check=True,
-            capture_output=True,
-        )
-
-    git("init", "-q", "-b", "main")
-    git("add", "-A")
-    git("commit", "-q", "-m", "first")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
     return repo
 
 

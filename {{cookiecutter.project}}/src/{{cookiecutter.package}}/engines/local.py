@@ -27,6 +27,7 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
+from {{ cookiecutter.package }}.engines.workers import WorkerRun, hosts_a_worker, run_in_worker
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.progress import Activity
 
@@ -52,6 +53,61 @@ except RuntimeError as error:
 open(result, "w").write(json.dumps({"output": str(output)}))
 """
 
+# In a warm worker (`engines.workers`) the runner has the version's libraries imported
+# already: each task becomes a fork of it running kfp's executor, instead of a new
+# interpreter importing them again. kfp builds a lightweight component's command as
+# `sh -c SCRIPT SOURCE ARGS...` (SCRIPT writes SOURCE to ephemeral_component.py and runs
+# kfp.dsl.executor_main on it); any other command is left to kfp.
+FORK_TASKS = """
+import os, sys, tempfile, traceback
+from kfp.dsl import executor_main
+from kfp.local import subprocess_task_handler as handler
+
+spawn = handler.run_local_subprocess
+
+
+def fork_task(full_command, env_vars=None):
+    script = next((i for i, part in enumerate(full_command) if "executor_main" in part), None)
+    if script is None or "pip install" in full_command[script] or script + 1 >= len(full_command):
+        return spawn(full_command, env_vars)
+    source, args = full_command[script + 1], full_command[script + 2:]
+    module = os.path.join(tempfile.mkdtemp(), "ephemeral_component.py")
+    with open(module, "w") as handle:
+        handle.write(source)
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            os.dup2(write_end, 1)
+            os.dup2(write_end, 2)
+            os.environ.update(env_vars or {})
+            os.environ["_KFP_RUNTIME"] = "true"
+            sys.argv = ["executor_main", "--component_module_path", module, *args]
+            executor_main.executor_main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, errors="replace") as output:
+        for line in output:
+            print(line, end="")
+    print()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+handler.run_local_subprocess = fork_task
+"""
+
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
@@ -73,7 +129,7 @@ class _Progress:
         self.failed_task = ""
         self.exception = ""
 
-    def follow(self, process: subprocess.Popen, deadline: float) -> None:
+    def follow(self, process: subprocess.Popen | WorkerRun, deadline: float) -> None:
         assert process.stdout is not None
         for raw in process.stdout:
             self.log.write(raw)
@@ -112,11 +168,16 @@ class LocalEngine:
         pipeline_root: Path,
         environments: VersionEnvironments,
         verbose: bool = False,
+        worker_idle_s: float = 0,
     ) -> None:
         self.store = store
         self.pipeline_root = pipeline_root
         self.environments = environments
         self.verbose = verbose  # the pipeline's own log on the terminal, not only in a file
+        # Runs of a released version go through its warm worker (`engines.workers`), which
+        # exits after this long without one; 0: every run starts a new interpreter.
+        self.worker_idle_s = worker_idle_s
+        self.package = __name__.split(".")[0]
 
     @classmethod
     def from_config(
@@ -126,9 +187,11 @@ class LocalEngine:
         project_root: Path,
         environments: VersionEnvironments,
     ) -> LocalEngine:
-        """Runs under `<project>/.kfp-local`; `env.verbose` shows kfp's whole output."""
+        """Runs under `<project>/.kfp-local`; `env.verbose` shows kfp's whole output;
+        `env.worker_idle_seconds` keeps each version's worker warm (0: no workers)."""
         verbose = bool(cfg.env.get("verbose", False))
-        return cls(store, project_root / ".kfp-local", environments, verbose)
+        idle_s = float(cfg.env.get("worker_idle_seconds", 0))
+        return cls(store, project_root / ".kfp-local", environments, verbose, idle_s)
 
     def check(self) -> None:
         try:
@@ -173,15 +236,7 @@ class LocalEngine:
             environment["PYTHONUNBUFFERED"] = "1"
             with log_path.open("w") as log:
                 progress = _Progress(log, self.verbose)
-                process = subprocess.Popen(
-                    command,
-                    cwd=scratch,
-                    env=environment,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    errors="replace",
-                )
+                process = self._start(command, scratch, environment)
                 try:
                     progress.follow(process, time.monotonic() + timeout_s)
                 except TimeoutError:
@@ -195,8 +250,35 @@ class LocalEngine:
             result = json.loads(result_path.read_text()) if result_path.is_file() else {}
         if "output" in result:
             return str(result["output"])
-        cause = progress.failure() or f": {result.get('error', 'it ended without a result')}"
+        error = _ANSI.sub("", str(result.get("error", "it ended without a result")))
+        cause = progress.failure() or f": {error}"
         raise ReleaseError(f"{failed}{cause} (log: {log_path})")
+
+    def _start(
+        self, command: list[str], cwd: str, environment: dict[str, str]
+    ) -> subprocess.Popen | WorkerRun:
+        """The runner's process: a fork of the version's warm worker, or a new interpreter
+        (workers off, or the checkout's own interpreter)."""
+        python = command[0]
+        if self.worker_idle_s > 0 and hosts_a_worker(python):
+            return run_in_worker(
+                python,
+                self.package,
+                FORK_TASKS + RUNNER,
+                command[3:],
+                environment,
+                cwd,
+                self.worker_idle_s,
+            )
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
 
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
         # Locally the compiled spec in the store is the registered pipeline version.

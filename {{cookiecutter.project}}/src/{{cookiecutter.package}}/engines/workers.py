@@ -1,0 +1,415 @@
+"""Warm workers: a released version's code and libraries, imported once and reused locally.
+
+A worker is a process started with a version's own interpreter (its environment under
+`.version-envs/`) that has imported the version's package and the heavy libraries its steps
+use (pandas, pyarrow, scikit-learn, kfp). Each run it is asked for is a child forked from
+it, and each pipeline task of that run a child forked from the run: a task still runs the
+version's own code in a process of its own (a crash, a leaked global or a changed working
+directory ends with it), without starting Python and importing those libraries again.
+kfp's local runner still runs the compiled pipeline spec; only how a task's process starts
+changes (see `engines.local.RUNNER`).
+
+Lifecycle: started on first use, one per environment (a lock file serialises starts, so two
+`inv` commands at once share one); it exits after `idle_s` seconds without a run. A worker
+that was killed leaves a socket nobody answers, and a worker whose environment was rebuilt
+since it started answers "stale": either way the next run starts a new one. `inv workers`
+lists them, `inv workers --stop` ends them. Only environments built from a released wheel
+get a worker: the checkout's own interpreter runs code that is being edited, so its runs
+start fresh.
+
+The worker's own code is `WORKER` below: the standard library only, handed to the version's
+interpreter as source, so that any version's environment can host it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.version import PROJECT
+
+READY = "version-code.json"  # written last in a version's environment (engines.version_env)
+START_TIMEOUT_S = 180
+# What the steps import, whatever the version (a name a version lacks is skipped).
+PRELOAD = (
+    "pandas",
+    "pyarrow.parquet",
+    "pandera.pandas",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.metrics",
+    "sklearn.model_selection",
+    "hydra.utils",
+    "kfp.local",
+    "kfp.dsl.executor_main",
+)
+PACKAGE_MODULES = ("pipelines.step_table", "pipelines.steps", "ml.fitting", "ml.evaluate")
+
+WORKER = r"""
+import importlib, json, os, select, signal, socket, sys, time, traceback
+
+path, idle_s, identity, preload = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+for name in preload:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+started, last_active = time.time(), time.monotonic()
+server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+try:
+    os.unlink(path)
+except FileNotFoundError:
+    pass
+server.bind(path)
+server.listen(64)
+bound = os.stat(path).st_ino
+runs = {}  # pid -> the connection of the client waiting for it (None: client gone)
+closing = False
+
+
+def send(conn, message):
+    try:
+        conn.send(json.dumps(message).encode())
+    except OSError:
+        pass
+
+
+def retire():
+    # No new runs; the socket goes unless a newer worker has taken its place.
+    global closing
+    closing = True
+    try:
+        if os.stat(path).st_ino == bound:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def run_child(request, out):
+    os.setpgid(0, 0)
+    code = 1
+    try:
+        server.close()
+        for conn in runs.values():
+            if conn is not None:
+                conn.close()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        sys.stdout.reconfigure(line_buffering=True)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        import tempfile
+        tempfile.tempdir = None
+        sys.argv = ["-c", *request["argv"]]
+        try:
+            exec(compile(request["script"], "<run>", "exec"), {"__name__": "__main__"})
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                print(stop.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def handle(conn):
+    global last_active
+    last_active = time.monotonic()
+    conn.settimeout(10)
+    try:
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 22, 1)
+        request = json.loads(data or b"{}")
+    except (OSError, ValueError):
+        conn.close()
+        return
+    op = request.get("op")
+    if op == "status":
+        send(conn, {"pid": os.getpid(), "python": sys.executable, "started": started,
+                    "runs": len(runs), "idle_s": round(time.monotonic() - last_active, 1)})
+    elif op == "stop":
+        retire()
+        for pid in runs:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        send(conn, {"stopped": os.getpid()})
+    elif op == "run" and request.get("identity") != identity:
+        retire()  # the environment was rebuilt: a new worker must load it
+        send(conn, {"stale": True})
+    elif op == "run" and fds and not closing:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            run_child(request, fds[0])
+        send(conn, {"pid": pid})
+        conn.settimeout(None)
+        runs[pid] = conn
+        conn = None
+    else:
+        send(conn, {"refused": op})
+    for fd in fds:
+        os.close(fd)
+    if conn is not None:
+        conn.close()
+
+
+while True:
+    while runs:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        conn = runs.pop(pid, None)
+        if conn is not None:
+            send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+            conn.close()
+        last_active = time.monotonic()
+    if not runs and (closing or time.monotonic() - last_active > idle_s):
+        break
+    watched = ([] if closing else [server]) + [c for c in runs.values() if c is not None]
+    readable = select.select(watched, [], [], 0.1)[0] if watched else []
+    if not watched:
+        time.sleep(0.1)
+    for ready in readable:
+        if ready is server:
+            conn, _ = server.accept()
+            handle(conn)
+            continue
+        for pid, conn in list(runs.items()):  # its client went away: the run goes too
+            if conn is ready:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                conn.close()
+                runs[pid] = None
+if not closing:
+    retire()
+"""
+
+
+# Where the workers' sockets, locks and logs are; the tests point it at their own folder.
+# Projects may share one: a socket's name is a hash of its environment's path.
+DIR_VARIABLE = "WARM_WORKERS_DIR"
+
+
+def runtime_dir() -> Path:
+    """A short path: a socket's is limited to about 100 characters."""
+    configured = os.environ.get(DIR_VARIABLE)
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"{PROJECT}-workers-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class WorkerHome:
+    """The files of the worker of one version's environment."""
+
+    environment: Path
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(str(self.environment.resolve()).encode()).hexdigest()[:16]
+
+    def file(self, suffix: str) -> Path:
+        return runtime_dir() / f"{self.key}.{suffix}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.file("sock")
+
+    def identity(self) -> str:
+        """The environment as built: a rebuild (same path, new files) changes it."""
+        ready = (self.environment / READY).stat()
+        return f"{ready.st_ino}-{ready.st_mtime_ns}"
+
+
+def hosts_a_worker(python: str) -> bool:
+    """Whether `python` is the interpreter of a released version's environment."""
+    return (Path(python).parent.parent / READY).is_file()
+
+
+class WorkerRun:
+    """A run in a worker, used as `subprocess.Popen` is: its output on `stdout`, `wait()`,
+    `kill()`. Closing the connection makes the worker kill the run."""
+
+    def __init__(self, connection: socket.socket, stdout: IO[str], pid: int) -> None:
+        self.connection, self.stdout, self.pid = connection, stdout, pid
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.connection.settimeout(timeout)
+            try:
+                answer = self.connection.recv(4096)
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(f"run {self.pid}", timeout or 0) from None
+            self.returncode = int(json.loads(answer)["exit"]) if answer else -signal.SIGKILL
+            self.connection.close()
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            self.connection.close()
+            self.returncode = -signal.SIGKILL
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+def run_in_worker(
+    python: str,
+    package: str,
+    script: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    idle_s: float,
+) -> WorkerRun:
+    """Run `python -c script *argv` (with `env`, in `cwd`) in the worker of `python`'s
+    environment, starting one if none answers."""
+    home = WorkerHome(Path(python).parent.parent)
+    request = {
+        "op": "run",
+        "identity": home.identity(),
+        "script": script,
+        "argv": argv,
+        "env": env,
+        "cwd": cwd,
+    }
+    for _ in range(3):  # a worker may be stale, or die between connecting and running
+        connection = _connect(home) or _start(home, python, package, idle_s)
+        read_end, write_end = os.pipe()
+        try:
+            socket.send_fds(connection, [json.dumps(request).encode()], [write_end])
+            answer = json.loads(connection.recv(4096) or b"{}")
+        except OSError:
+            answer = {}
+        finally:
+            os.close(write_end)
+        if "pid" in answer:
+            return WorkerRun(connection, os.fdopen(read_end, errors="replace"), answer["pid"])
+        os.close(read_end)
+        connection.close()
+    raise ReleaseError(
+        f"the worker of {home.environment} does not take runs (log: {home.file('log')})"
+    )
+
+
+def _connect(home: WorkerHome) -> socket.socket | None:
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        connection.connect(str(home.socket_path))
+    except OSError:  # no socket, or nobody behind it (a killed worker)
+        connection.close()
+        return None
+    return connection
+
+
+_started: list[subprocess.Popen] = []  # kept, so that their exit is reaped quietly
+
+
+def _start(home: WorkerHome, python: str, package: str, idle_s: float) -> socket.socket:
+    runtime_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(home.file("lock")):
+        connection = _connect(home)  # another command started it meanwhile
+        if connection is not None:
+            return connection
+        with home.file("log").open("a") as log:
+            preload = [*PRELOAD, *(f"{package}.{module}" for module in PACKAGE_MODULES)]
+            process = subprocess.Popen(
+                [python, "-c", WORKER, str(home.socket_path), str(idle_s), home.identity()]
+                + preload,
+                cwd=home.environment,
+                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not stopped by a Ctrl-C meant for the command
+            )
+        _started.append(process)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            connection = _connect(home)
+            if connection is not None:
+                return connection
+            time.sleep(0.02)
+    raise ReleaseError(f"the worker of {home.environment} did not start (log: {home.file('log')})")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# -- listing and stopping ------------------------------------------------------------------
+
+
+def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    connection.settimeout(5)
+    try:
+        connection.connect(str(path))
+        socket.send_fds(connection, [json.dumps(message).encode()], [])
+        return dict(json.loads(connection.recv(4096)))
+    except (OSError, ValueError):
+        return None
+    finally:
+        connection.close()
+
+
+def workers() -> list[dict[str, Any]]:
+    """The workers alive on this machine for this project: pid, interpreter, runs, idle."""
+    found = []
+    for path in sorted(runtime_dir().glob("*.sock")) if runtime_dir().is_dir() else []:
+        status = _ask(path, {"op": "status"})
+        if status is None:
+            path.unlink(missing_ok=True)  # a killed worker's socket
+        else:
+            found.append(status)
+    return found
+
+
+def stop_workers() -> list[int]:
+    """End every worker of this project (their runs too); the pids that were stopped."""
+    stopped = []
+    for path in sorted(runtime_dir().glob("*.sock")) if runtime_dir().is_dir() else []:
+        answer = _ask(path, {"op": "stop"})
+        if answer is not None:
+            stopped.append(int(answer["stopped"]))
+    for process in _started:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+    return stopped
