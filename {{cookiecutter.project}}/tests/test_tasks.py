@@ -44,6 +44,7 @@ def test_the_documented_tasks_exist() -> None:
         "compare",
         "experiments",
         "tracking-server",
+        "workers",
         "run-inference",
         "run-scheduled",
         "traffic",
