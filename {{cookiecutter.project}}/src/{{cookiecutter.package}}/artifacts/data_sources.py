@@ -23,7 +23,6 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from {{ cookiecutter.package }}.artifacts.feature_store import instantiate
 from {{ cookiecutter.package }}.artifacts.names import (
     OUTCOMES_COLUMNS,
     lineage_key,
@@ -32,6 +31,7 @@ from {{ cookiecutter.package }}.artifacts.names import (
 )
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.errors import UserError, shown
+from {{ cookiecutter.package }}.targets import instantiate
 
 if TYPE_CHECKING:
     import pandas as pd

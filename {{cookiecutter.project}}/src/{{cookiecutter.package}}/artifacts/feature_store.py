@@ -15,13 +15,13 @@ a release whose features exist reuses them.
 
 from __future__ import annotations
 
-import importlib
 import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from {{ cookiecutter.package }}.artifacts.names import features_key
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, open_store
+from {{ cookiecutter.package }}.targets import instantiate
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,21 +68,6 @@ class ParquetFeatureStore:
         import pandas as pd
 
         return pd.read_parquet(io.BytesIO(self.store.read(features_key(feature_version, split))))
-
-
-def instantiate(spec: Mapping[str, Any] | None, default: str, **context: Any) -> Any:
-    """`spec["_target_"](**spec, **context)`; `default` when there is no spec.
-
-    Hydra's `_target_` convention without Hydra: this runs in every pipeline task, where
-    configuration arrives as JSON. `context` (the artifact root) goes to the classes that
-    take it.
-    """
-    arguments = {k: v for k, v in dict(spec or {}).items() if not k.startswith("_")}
-    module_name, _, class_name = str((spec or {}).get("_target_", default)).rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    accepted = cls.__init__.__code__.co_varnames
-    arguments.update({k: v for k, v in context.items() if k in accepted})
-    return cls(**arguments)
 
 
 def open_feature_store(spec: Mapping[str, Any] | None, artifact_root: str) -> FeatureStore:

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from {{ cookiecutter.package }}.artifacts.feature_store import instantiate
 from {{ cookiecutter.package }}.artifacts.names import predictions_key, predictions_prefix
 from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.targets import instantiate
 
 if TYPE_CHECKING:
     import pandas as pd

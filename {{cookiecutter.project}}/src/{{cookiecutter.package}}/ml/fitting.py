@@ -6,18 +6,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
-from hydra.utils import instantiate
 from sklearn.model_selection import train_test_split
 
 from {{ cookiecutter.package }}.ml import TARGET
 from {{ cookiecutter.package }}.ml.evaluate import evaluate
 from {{ cookiecutter.package }}.ml.features import model_input
+from {{ cookiecutter.package }}.targets import instantiate
 
 
 def make_model(model_cfg: Mapping[str, Any]) -> Any:
     if "_target_" not in model_cfg:
         raise ValueError("model config needs a _target_ (e.g. sklearn.linear_model.Ridge)")
-    return instantiate(dict(model_cfg))
+    return instantiate(model_cfg, str(model_cfg["_target_"]))
 
 
 def check_training_config(model_cfg: Mapping[str, Any], n_trips: int, test_fraction: float) -> None:
@@ -36,7 +36,7 @@ def check_training_config(model_cfg: Mapping[str, Any], n_trips: int, test_fract
         validate = getattr(model, "_validate_params", None)
         if validate is not None:
             validate()
-    except Exception as error:  # hydra and scikit-learn raise many types: all mean "bad config"
+    except Exception as error:  # imports and scikit-learn raise many types: all "bad config"
         cause = error.__cause__ or error
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         raise ValueError(f"model {model_cfg.get('_target_', '?')}: {first}") from None
