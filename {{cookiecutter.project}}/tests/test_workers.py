@@ -76,6 +76,8 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[DictConfig, Path
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "0.2.0")
     publish_code(context(cfg, repo, "0.2.0"), git(repo, "rev-parse", "HEAD"))
+    for version in ("0.1.0", "0.2.0"):  # built here, once: the tests are about workers
+        context(cfg, repo, version).environments.python_for(names_for(cfg, version))
     return cfg, repo
 
 
