@@ -190,6 +190,20 @@ def test_a_rebuilt_environment_gets_a_new_worker(released, spec: str) -> None:
     assert second != first
 
 
+def test_a_module_runs_in_the_worker_with_its_output_captured_apart(released) -> None:
+    """What `inv compare` scores a version with: `python -m` its module, in its worker."""
+    cfg, repo = released
+    python = context(cfg, repo, "0.2.0").environments.python_for(names_for(cfg, "0.2.0"))
+    env = dict(os.environ)
+    ran = workers.capture_in_worker(python, cfg.package, "site", env, str(repo), 60)
+    assert ran.returncode == 0 and ran.stderr == ""
+    assert str(Path(python).parent.parent) in ran.stdout  # the version's environment
+    failed = workers.capture_in_worker(python, cfg.package, "json.tool", env, str(repo), 60)
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert "Expecting value" in failed.stderr
+    assert list(alive()) == [python]
+
+
 def test_workers_are_off_with_idle_zero(released, spec: str) -> None:
     result = probe_run(released, spec, "0.1.0", idle_s=0)
     assert alive() == {} and result["leak"] is False

@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ def retire():
         pass
 
 
-def run_child(request, out):
+def run_child(request, fds):
     os.setpgid(0, 0)
     code = 1
     try:
@@ -110,8 +111,8 @@ def run_child(request, out):
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[-1], 2)  # stderr: its own pipe when one was sent, else stdout's
         sys.stdout.reconfigure(line_buffering=True)
         os.chdir(request["cwd"])
         os.environ.clear()
@@ -140,7 +141,7 @@ def handle(conn):
     last_active = time.monotonic()
     conn.settimeout(10)
     try:
-        data, fds, _, _ = socket.recv_fds(conn, 1 << 22, 1)
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 22, 2)
         request = json.loads(data or b"{}")
     except (OSError, ValueError):
         conn.close()
@@ -165,7 +166,7 @@ def handle(conn):
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            run_child(request, fds[0])
+            run_child(request, fds)
         send(conn, {"pid": pid})
         conn.settimeout(None)
         runs[pid] = conn
@@ -292,9 +293,11 @@ def run_in_worker(
     env: dict[str, str],
     cwd: str,
     idle_s: float,
+    stderr: int | None = None,
 ) -> WorkerRun:
     """Run `python -c script *argv` (with `env`, in `cwd`) in the worker of `python`'s
-    environment, starting one if none answers."""
+    environment, starting one if none answers. Its stdout and stderr come out of the run's
+    `stdout`, unless `stderr` is a file descriptor of its own."""
     home = WorkerHome(Path(python).parent.parent)
     request = {
         "op": "run",
@@ -308,7 +311,8 @@ def run_in_worker(
         connection = _connect(home) or _start(home, python, package, idle_s)
         read_end, write_end = os.pipe()
         try:
-            socket.send_fds(connection, [json.dumps(request).encode()], [write_end])
+            fds = [write_end] if stderr is None else [write_end, stderr]
+            socket.send_fds(connection, [json.dumps(request).encode()], fds)
             answer = json.loads(connection.recv(4096) or b"{}")
         except OSError:
             answer = {}
@@ -321,6 +325,28 @@ def run_in_worker(
     raise ReleaseError(
         f"the worker of {home.environment} does not take runs (log: {home.file('log')})"
     )
+
+
+def capture_in_worker(
+    python: str, package: str, module: str, env: dict[str, str], cwd: str, idle_s: float
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module` in the worker of `python`'s environment, its stdout and stderr
+    captured apart: what `subprocess.run(..., capture_output=True)` gives."""
+    script = f"import runpy\nrunpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
+    err_read, err_write = os.pipe()
+    try:
+        run = run_in_worker(python, package, script, [], env, cwd, idle_s, stderr=err_write)
+    finally:
+        os.close(err_write)
+    with os.fdopen(err_read, errors="replace") as errors:
+        # Read both pipes to their end without either filling up: stderr on a thread.
+        collected: list[str] = []
+        reader = threading.Thread(target=lambda: collected.append(errors.read()))
+        reader.start()
+        out = run.stdout.read()
+        reader.join()
+    code = run.wait()
+    return subprocess.CompletedProcess([python, "-m", module], code, out, "".join(collected))
 
 
 def _connect(home: WorkerHome) -> socket.socket | None:

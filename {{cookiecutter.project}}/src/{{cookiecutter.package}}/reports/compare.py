@@ -13,12 +13,14 @@ import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from packaging.version import Version
 
 from {{ cookiecutter.package }}.artifacts import models
+from {{ cookiecutter.package }}.engines.workers import capture_in_worker, hosts_a_worker
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.reports import tables
@@ -108,6 +110,20 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _score_batch(
+    ctx: ReleaseContext, python: str, environment: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The fixed batch scored by the version's own code: in its warm worker when it has one
+    (`engines.workers`), else in a new interpreter."""
+    module = "{{ cookiecutter.package }}.reports.fixed_batch"
+    idle_s = float(ctx.cfg.env.get("worker_idle_seconds", 0))
+    if idle_s > 0 and hosts_a_worker(python):
+        package = module.split(".")[0]
+        cwd = str(Path(python).parent.parent)
+        return capture_in_worker(python, package, module, environment, cwd, idle_s)
+    return subprocess.run([python, "-m", module], capture_output=True, text=True, env=environment)
+
+
 def score(ctx: ReleaseContext, version: str) -> Scored:
     names = ctx.names_of(version)
     if not models.released(ctx.store, names):
@@ -116,12 +132,7 @@ def score(ctx: ReleaseContext, version: str) -> Scored:
     python = ctx.environments.python_for(names)
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     environment.update(ARTIFACT_ROOT=names.artifact_root, MODEL_VERSION=version)
-    result = subprocess.run(
-        [python, "-m", "{{ cookiecutter.package }}.reports.fixed_batch"],
-        capture_output=True,
-        text=True,
-        env=environment,
-    )
+    result = _score_batch(ctx, python, environment)
     if result.returncode != 0:
         if "No module named '{{ cookiecutter.package }}.reports'" in result.stderr:
             raise CompareError(
