@@ -84,6 +84,7 @@ def main() -> None:
         shared = fresh_root()
         override = ["-o", f"env.artifact_root={shared}"]
         run([inv, "train-adhoc", *override], project, **workers)
+        run([inv, "deploy-workflow", *override], project, **workers)
         inference = timed(lambda: run([inv, "run-inference", *override], project, **workers),
                           REPEAT)
         imports = timed(lambda: run([python, "-c", "import pandas, sklearn.ensemble"], project),

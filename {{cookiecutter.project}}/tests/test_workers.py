@@ -23,6 +23,7 @@ from {{ cookiecutter.package }}.engines.local import LocalEngine
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.code_publishing import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.preflight import check_config
 from {{ cookiecutter.package }}.version import PROJECT
 
 pytestmark = pytest.mark.slow
@@ -195,13 +196,25 @@ def test_a_module_runs_in_the_worker_with_its_output_captured_apart(released) ->
     cfg, repo = released
     python = context(cfg, repo, "0.2.0").environments.python_for(names_for(cfg, "0.2.0"))
     env = dict(os.environ)
-    ran = workers.capture_in_worker(python, cfg.package, "site", env, str(repo), 60)
+    site, tool = workers.module_script("site"), workers.module_script("json.tool")
+    ran = workers.capture_in_worker(python, cfg.package, site, env, str(repo), 60)
     assert ran.returncode == 0 and ran.stderr == ""
     assert str(Path(python).parent.parent) in ran.stdout  # the version's environment
-    failed = workers.capture_in_worker(python, cfg.package, "json.tool", env, str(repo), 60)
+    failed = workers.capture_in_worker(python, cfg.package, tool, env, str(repo), 60)
     assert failed.returncode == 1 and failed.stdout == ""
     assert "Expecting value" in failed.stderr
     assert list(alive()) == [python]
+
+
+def test_the_release_checks_its_config_with_the_versions_code_in_its_worker(released) -> None:
+    cfg, repo = released
+    root = cfg.env.artifact_root
+    bad = load_config("local", [f"env.artifact_root={root}", "model.learning_rate=-1"])
+    refused = "^invalid configuration: model sklearn.ensemble.HistGradientBoostingRegressor: "
+    with pytest.raises(ReleaseError, match=refused + ".*learning_rate"):
+        check_config(context(bad, repo, "0.1.0"))
+    assert len(alive()) == 1  # checked there, not by importing scikit-learn here
+    check_config(context(cfg, repo, "0.1.0"))
 
 
 def test_workers_are_off_with_idle_zero(released, spec: str) -> None:

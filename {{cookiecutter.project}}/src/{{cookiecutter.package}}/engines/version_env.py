@@ -61,6 +61,14 @@ class VersionEnvironments:
             )
         return str(self.ensure(names, record) / "bin" / "python")
 
+    def existing_python(self, names: ReleaseNames) -> str | None:
+        """The interpreter of `names.version`'s environment if it is built, else None (no
+        build here)."""
+        record = read_code(self.store, names)
+        if record is None or not (self.path(names, record) / READY).is_file():
+            return None
+        return str(self.path(names, record) / "bin" / "python")
+
     def path(self, names: ReleaseNames, record: CodeRecord) -> Path:
         return self.root / names.code_env_name(record.digest)
 

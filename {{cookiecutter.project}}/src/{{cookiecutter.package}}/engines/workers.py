@@ -328,11 +328,10 @@ def run_in_worker(
 
 
 def capture_in_worker(
-    python: str, package: str, module: str, env: dict[str, str], cwd: str, idle_s: float
+    python: str, package: str, script: str, env: dict[str, str], cwd: str, idle_s: float
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m module` in the worker of `python`'s environment, its stdout and stderr
+    """`python -c script` in the worker of `python`'s environment, its stdout and stderr
     captured apart: what `subprocess.run(..., capture_output=True)` gives."""
-    script = f"import runpy\nrunpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
     err_read, err_write = os.pipe()
     try:
         run = run_in_worker(python, package, script, [], env, cwd, idle_s, stderr=err_write)
@@ -346,7 +345,12 @@ def capture_in_worker(
         out = run.stdout.read()
         reader.join()
     code = run.wait()
-    return subprocess.CompletedProcess([python, "-m", module], code, out, "".join(collected))
+    return subprocess.CompletedProcess([python, "-c", script], code, out, "".join(collected))
+
+
+def module_script(module: str) -> str:
+    """The script that runs `python -m module`."""
+    return f"import runpy\nrunpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
 
 
 def _connect(home: WorkerHome) -> socket.socket | None:

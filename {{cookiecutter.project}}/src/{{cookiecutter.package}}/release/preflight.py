@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.store import StoreError
+from {{ cookiecutter.package }}.engines.workers import capture_in_worker
 from {{ cookiecutter.package }}.errors import ReleaseError, UserError
 from {{ cookiecutter.package }}.release import image, inputs, traffic_moves
 from {{ cookiecutter.package }}.release.code_publishing import promotion_source
@@ -120,12 +122,33 @@ def check_store(ctx: ReleaseContext) -> None:
 
 
 def check_config(ctx: ReleaseContext) -> None:
-    """The resolved training configuration, checked as training would use it."""
+    """The resolved training configuration, checked as training would use it: by the
+    version's own code in its warm worker when its environment exists (building the
+    estimator imports scikit-learn, seconds in a new process), else here."""
+    cfg = ctx.cfg
+    arguments = (ctx.plain_config()["model"], int(cfg.data.n_trips), float(cfg.data.test_fraction))
+    python = ctx.environments.existing_python(ctx.names)
+    idle_s = float(cfg.env.get("worker_idle_seconds", 0))
+    if python is not None and idle_s > 0:
+        script = (
+            "import json, sys\n"
+            "from {{ cookiecutter.package }}.ml.fitting import check_training_config\n"
+            "try:\n"
+            f"    check_training_config(*json.loads({json.dumps(arguments)!r}))\n"
+            "except ValueError as error:\n"
+            "    print(error)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        cwd = str(ctx.project_root)
+        ran = capture_in_worker(python, "{{ cookiecutter.package }}", script, env, cwd, idle_s)
+        if ran.returncode == 0:
+            if ran.stdout.strip():
+                raise ReleaseError(f"invalid configuration: {ran.stdout.strip()}")
+            return
     from {{ cookiecutter.package }}.ml.fitting import check_training_config
 
-    cfg = ctx.cfg
     try:
-        check_training_config(ctx.plain_config()["model"], cfg.data.n_trips, cfg.data.test_fraction)
+        check_training_config(*arguments)
     except ValueError as error:
         raise ReleaseError(f"invalid configuration: {error}") from None
 

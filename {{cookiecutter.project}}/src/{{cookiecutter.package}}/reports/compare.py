@@ -20,7 +20,11 @@ import numpy as np
 from packaging.version import Version
 
 from {{ cookiecutter.package }}.artifacts import models
-from {{ cookiecutter.package }}.engines.workers import capture_in_worker, hosts_a_worker
+from {{ cookiecutter.package }}.engines.workers import (
+    capture_in_worker,
+    hosts_a_worker,
+    module_script,
+)
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.reports import tables
@@ -120,7 +124,8 @@ def _score_batch(
     if idle_s > 0 and hosts_a_worker(python):
         package = module.split(".")[0]
         cwd = str(Path(python).parent.parent)
-        return capture_in_worker(python, package, module, environment, cwd, idle_s)
+        script = module_script(module)
+        return capture_in_worker(python, package, script, environment, cwd, idle_s)
     return subprocess.run([python, "-m", module], capture_output=True, text=True, env=environment)
 
 
