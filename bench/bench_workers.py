@@ -23,14 +23,16 @@ from common import generated_project  # noqa: E402
 
 REPEAT = 5
 
-# train-adhoc in a fresh process, the version's code published and its environment built.
+# What `inv train-adhoc` does (its code step finds the code published and the environment
+# built, and starts the worker), in a fresh process.
 VIA_ENGINE = """
 import sys
 from taxi_eta.config import load_config
 from taxi_eta.release.context import ReleaseContext
-from taxi_eta.release.workflows import train_adhoc
+from taxi_eta.release.plan import make_steps
 overrides = [f"env.artifact_root={sys.argv[1]}", f"env.worker_idle_seconds={sys.argv[2]}"]
-train_adhoc(ReleaseContext.create(load_config("local", overrides)), "bench")
+ctx = ReleaseContext.create(load_config("local", overrides))
+make_steps(ctx, ctx.git.head(), only=["code", "train-adhoc"])
 """
 PUBLISH = """
 import sys

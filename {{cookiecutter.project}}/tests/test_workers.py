@@ -217,6 +217,17 @@ def test_the_release_checks_its_config_with_the_versions_code_in_its_worker(rele
     check_config(context(cfg, repo, "0.1.0"))
 
 
+def test_preparing_a_version_starts_its_worker_in_the_background(released, spec: str) -> None:
+    cfg, _ = released
+    started = time.monotonic()
+    engine(released).prepare(names_for(cfg, "0.1.0"))  # what the release's code step calls
+    assert time.monotonic() - started < 5  # it does not wait for the imports
+    wait_until(lambda: len(alive()) == 1, timeout_s=120)
+    (pid,) = alive().values()
+    probe_run(released, spec, "0.1.0")
+    assert list(alive().values()) == [pid]
+
+
 def test_workers_are_off_with_idle_zero(released, spec: str) -> None:
     result = probe_run(released, spec, "0.1.0", idle_s=0)
     assert alive() == {} and result["leak"] is False

@@ -28,7 +28,12 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
-from {{ cookiecutter.package }}.engines.workers import WorkerRun, hosts_a_worker, run_in_worker
+from {{ cookiecutter.package }}.engines.workers import (
+    WorkerRun,
+    hosts_a_worker,
+    run_in_worker,
+    warm_up,
+)
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.progress import Activity
 
@@ -200,7 +205,10 @@ class LocalEngine:
             raise ReleaseError("kfp local execution is unavailable: kfp is not installed")
 
     def prepare(self, names: ReleaseNames) -> str:
-        return f"runs with {self.environments.python_for(names)}"
+        """The version's environment (built if need be), its worker starting meanwhile."""
+        python = self.environments.python_for(names)
+        warm_up(python, self.package, self.worker_idle_s)
+        return f"runs with {python}"
 
     def run(
         self,

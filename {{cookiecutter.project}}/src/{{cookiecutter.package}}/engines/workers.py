@@ -53,7 +53,6 @@ PRELOAD = (
     "sklearn.linear_model",
     "sklearn.metrics",
     "sklearn.model_selection",
-    "hydra.utils",
     "kfp.local",
     "kfp.dsl.executor_main",
 )
@@ -77,6 +76,10 @@ except FileNotFoundError:
 server.bind(path)
 server.listen(64)
 bound = os.stat(path).st_ino
+try:  # listening now: no longer a worker that is starting
+    os.unlink(path + ".starting")
+except FileNotFoundError:
+    pass
 runs = {}  # pid -> the connection of the client waiting for it (None: client gone)
 closing = False
 
@@ -366,32 +369,74 @@ def _connect(home: WorkerHome) -> socket.socket | None:
 _started: list[subprocess.Popen] = []  # kept, so that their exit is reaped quietly
 
 
+def warm_up(python: str, package: str, idle_s: float) -> None:
+    """Start the worker of `python`'s environment if none is alive or starting, and return
+    at once: its imports overlap whatever the command does before its first run."""
+    if idle_s > 0 and hosts_a_worker(python):
+        launched = _launch(WorkerHome(Path(python).parent.parent), python, package, idle_s)
+        if isinstance(launched, socket.socket):
+            launched.close()
+
+
 def _start(home: WorkerHome, python: str, package: str, idle_s: float) -> socket.socket:
-    runtime_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _locked(home.file("lock")):
-        connection = _connect(home)  # another command started it meanwhile
+    """A connection to the environment's worker, once it listens (started if need be)."""
+    launched = _launch(home, python, package, idle_s)
+    if isinstance(launched, socket.socket):
+        return launched
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and _running(launched):
+        connection = _connect(home)
         if connection is not None:
             return connection
-        with home.file("log").open("a") as log:
-            preload = [*PRELOAD, *(f"{package}.{module}" for module in PACKAGE_MODULES)]
-            process = subprocess.Popen(
-                [python, "-c", WORKER, str(home.socket_path), str(idle_s), home.identity()]
-                + preload,
-                cwd=home.environment,
-                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # not stopped by a Ctrl-C meant for the command
-            )
-        _started.append(process)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and process.poll() is None:
-            connection = _connect(home)
-            if connection is not None:
-                return connection
-            time.sleep(0.02)
+        time.sleep(0.02)
     raise ReleaseError(f"the worker of {home.environment} did not start (log: {home.file('log')})")
+
+
+def _launch(home: WorkerHome, python: str, package: str, idle_s: float) -> socket.socket | int:
+    """Under the start lock: the live worker's connection, or the pid of the one starting
+    (started here when there is none), so that concurrent commands start one worker."""
+    runtime_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(home.file("lock")):
+        connection = _connect(home)
+        if connection is not None:
+            return connection
+        return _starting(home) or _spawn(home, python, package, idle_s)
+
+
+def _spawn(home: WorkerHome, python: str, package: str, idle_s: float) -> int:
+    with home.file("log").open("a") as log:
+        preload = [*PRELOAD, *(f"{package}.{module}" for module in PACKAGE_MODULES)]
+        process = subprocess.Popen(
+            [python, "-c", WORKER, str(home.socket_path), str(idle_s), home.identity()] + preload,
+            cwd=home.environment,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not stopped by a Ctrl-C meant for the command
+        )
+    _started.append(process)
+    home.file("sock.starting").write_text(str(process.pid))  # removed once it listens
+    return process.pid
+
+
+def _starting(home: WorkerHome) -> int | None:
+    """The pid of this environment's worker while it imports (alive, not yet listening)."""
+    try:
+        pid = int(home.file("sock.starting").read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if str(home.socket_path).encode() in command and _running(pid) else None
+
+
+def _running(pid: int) -> bool:
+    """Alive, and not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @contextlib.contextmanager
