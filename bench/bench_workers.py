@@ -18,8 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_release import DIRECT  # noqa: E402
-from common import median, run, save, timed  # noqa: E402
-from common import generated_project  # noqa: E402
+from common import generated_project, median, run, save, timed  # noqa: E402
 
 REPEAT = 5
 
