@@ -198,16 +198,19 @@ def make_steps(
         raise ReleaseError(f"no release step {', '.join(sorted(unknown))}")
     made: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    framed = wanted is None  # a whole release shows its steps; a single-step task its output
     for step in RELEASE_STEPS:
         if wanted is not None and step.name not in wanted:
             continue
-        print(f"==> {step.name}", flush=True)
+        if framed:
+            print(f"==> {step.name}", flush=True)
         started = time.perf_counter()
         value = step.make(ctx, head)
         if step.record:
             made[step.record] = value
         timings[step.name] = round(time.perf_counter() - started, 3)
-        print(f"    {step.name}: done ({timings[step.name]:.1f} s)", flush=True)
+        if framed:
+            print(f"    {step.name}: done ({timings[step.name]:.1f} s)", flush=True)
     return made, timings
 
 

@@ -1,6 +1,10 @@
 """The DAG file of one version's workflow: its tasks are the step table's command tasks
-(`pipelines.step_table`), each running `python -m {{ cookiecutter.package }}.pipelines.run_step TASK` with the
-version's own interpreter (`bash`) or in a pod of the version's image (`kubernetes`).
+(`pipelines.step_table`), each running
+
+    python -m {{ cookiecutter.package }}.pipelines.run_step TASK
+
+with the version's own interpreter (`bash`) or in a pod of the version's image
+(`kubernetes`).
 
 A version's DAG is immutable, so rendering is deterministic: the same version, code and
 parameters give the same bytes, and a rerun finds its own file.

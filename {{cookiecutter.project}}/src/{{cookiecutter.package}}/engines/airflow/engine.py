@@ -17,7 +17,12 @@ from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, ReleaseNames, 
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, ArtifactStore, open_store
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.engines.airflow.client import AirflowClient
-from {{ cookiecutter.package }}.engines.airflow.dags import OPERATORS, DagWriter, parameters_of, task_id
+from {{ cookiecutter.package }}.engines.airflow.dags import (
+    OPERATORS,
+    DagWriter,
+    parameters_of,
+    task_id,
+)
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.pipelines.step_table import tasks
