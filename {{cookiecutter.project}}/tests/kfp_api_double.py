@@ -16,6 +16,7 @@ Tests run the uploaded spec through kfp's local execution themselves.
 from __future__ import annotations
 
 import email
+import functools
 import json
 import threading
 import uuid
@@ -88,7 +89,9 @@ class KfpApiDouble:
         self.state = KfpState()
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() returns at the loop's next poll: 20 ms, not the default half second.
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.02)
+        self.thread = threading.Thread(target=serve, daemon=True)
 
     @property
     def host(self) -> str:

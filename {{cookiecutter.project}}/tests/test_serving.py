@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,63 +47,99 @@ class Servers:
         self.apps: dict[str, Any] = {}
 
     def start(self, name: str, app) -> str:
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        self.running[name] = (server, thread)
-        url = self.urls[name] = f"http://127.0.0.1:{port}"
+        return self.start_all({name: app})[name]
+
+    def start_all(self, apps: dict[str, Any]) -> dict[str, str]:
+        """Start every server, then wait for each: their start-ups overlap."""
+        for name, app in apps.items():
+            port = free_port()
+            server = uvicorn.Server(
+                uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+            )
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            self.running[name] = (server, thread)
+            self.urls[name] = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    return url
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"{name} did not start"
-            time.sleep(0.05)
+        with httpx.Client() as client:
+            for name in apps:
+                while not self.healthy(client, self.urls[name]):
+                    assert time.monotonic() < deadline, f"{name} did not start"
+                    time.sleep(0.02)
+        return {name: self.urls[name] for name in apps}
 
-    def stop(self, name: str) -> None:
-        server, thread = self.running.pop(name)
-        server.should_exit = True
-        thread.join(timeout=10)
+    @staticmethod
+    def healthy(client: httpx.Client, url: str) -> bool:
+        try:
+            return client.get(f"{url}/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, *names: str) -> None:
+        """Ask each server to exit, then wait for all: their shutdowns overlap."""
+        stopping = [self.running.pop(name) for name in names or list(self.running)]
+        for server, _ in stopping:
+            server.should_exit = True
+        for _, thread in stopping:
+            thread.join(timeout=10)
 
 
-@pytest.fixture
-def artifact_root(tmp_path: Path) -> Path:
-    root = tmp_path / "artifacts"
-    release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, tmp_path)
+def release_both(root: Path, scratch: Path) -> Path:
+    """1.0.0 (a linear model) and 2.0.0 (boosted trees), released into `root`."""
+    release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, scratch)
     release_model(
         root,
         "2.0.0",
         {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_iter": 50},
-        tmp_path,
+        scratch,
     )
     return root
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both versions released once for this module; tests that write use a copy."""
+    scratch = tmp_path_factory.mktemp("released")
+    return release_both(scratch / "artifacts", scratch)
+
+
+@pytest.fixture
+def artifact_root(tmp_path: Path, released: Path) -> Path:
+    """A store of this test's own (traffic records, predictions), with both versions."""
+    return Path(shutil.copytree(released, tmp_path / "artifacts"))
 
 
 @pytest.fixture
 def running() -> Iterator[Servers]:
     servers = Servers()
     yield servers
-    for name in list(servers.running):
-        servers.stop(name)
+    servers.stop()
+
+
+def start_versions(root: Path, running: Servers) -> dict[str, str]:
+    return running.start_all(
+        {v: create_app(ReleaseNames("taxi", v, v, str(root))) for v in ("1.0.0", "2.0.0")}
+    )
 
 
 @pytest.fixture
 def servers(artifact_root: Path, running: Servers) -> dict[str, str]:
-    """Each released version's own server."""
-    for version in ("1.0.0", "2.0.0"):
-        names = ReleaseNames("taxi", version, version, str(artifact_root))
-        running.start(version, create_app(names))
-    return dict(running.urls)
+    """Each released version's own server, for a test that stops or changes one."""
+    return start_versions(artifact_root, running)
+
+
+@pytest.fixture(scope="module")
+def shared_servers(released: Path) -> Iterator[dict[str, str]]:
+    """Each released version's own server, shared by the tests that only send requests."""
+    running = Servers()
+    yield start_versions(released, running)
+    running.stop()
 
 
 def test_each_version_answers_at_its_own_endpoint(
-    servers: dict[str, str], artifact_root: Path
+    shared_servers: dict[str, str], released: Path
 ) -> None:
+    servers = shared_servers
     answers = {}
     for version, url in servers.items():
         assert httpx.get(f"{url}/version").json()["version"] == version
@@ -128,7 +165,7 @@ def test_each_version_answers_at_its_own_endpoint(
         assert httpx.post(f"{url}/v{other}/predict", json={"trips": [TRIP]}).status_code == 404
     assert answers["1.0.0"] != answers["2.0.0"]  # two different models
     # The online path (arrays) answers what the batch path (frames) predicts.
-    model = steps.load_model(ReleaseNames("taxi", "2.0.0", "2.0.0", str(artifact_root)))
+    model = steps.load_model(ReleaseNames("taxi", "2.0.0", "2.0.0", str(released)))
     batch = predict(
         model, build_features(pd.DataFrame([{**TRIP, "user_cluster": 0}]), [7, 8, 9]), "2.0.0"
     )
@@ -151,24 +188,25 @@ def test_each_version_answers_at_its_own_endpoint(
     ],
 )
 def test_bad_requests_get_422_naming_the_field(
-    servers: dict[str, str], payload: dict, field: str
+    shared_servers: dict[str, str], payload: dict, field: str
 ) -> None:
-    response = httpx.post(f"{servers['1.0.0']}/v1.0.0/predict", json=payload)
+    response = httpx.post(f"{shared_servers['1.0.0']}/v1.0.0/predict", json=payload)
     assert response.status_code == 422
     assert any(field in detail["loc"] for detail in response.json()["detail"])
 
 
 def test_concurrent_requests_are_predicted_together_each_getting_its_own_rows(
-    artifact_root: Path, running: Servers
+    released: Path, running: Servers
 ) -> None:
-    app = create_app(ReleaseNames("taxi", "2.0.0", "2.0.0", str(artifact_root)))
+    app = create_app(ReleaseNames("taxi", "2.0.0", "2.0.0", str(released)))
     url = running.start("batched", app) + "/v2.0.0/predict"
     bodies = [
         {"trips": [{**TRIP, "trip_id": f"t{i}", "distance_km": 1.0 + i, "pickup_hour": i % 24}]}
         for i in range(64)
     ]
     bodies[17] = {"trips": [{**TRIP, "pickup_hour": 99}]}  # malformed: its own 422 only
-    sequential = [httpx.post(url, json=body) for body in bodies]
+    with httpx.Client() as client:
+        sequential = [client.post(url, json=body) for body in bodies]
     calls = app.state.batcher.calls
 
     async def at_once() -> list[httpx.Response]:
@@ -213,7 +251,8 @@ def test_concurrent_requests_through_the_router_share_upstream_calls(
         }
         for i in range(48)
     ]
-    expected = [httpx.post(url, json=body).json() for body in bodies]
+    with httpx.Client() as client:
+        expected = [client.post(url, json=body).json() for body in bodies]
     calls = running.apps["router"].state.coalesce.calls
 
     async def at_once() -> list[httpx.Response]:
@@ -392,11 +431,13 @@ def test_the_router_sends_each_trip_to_the_version_serving_its_cluster(
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
-def test_nan_and_infinity_get_422_not_a_traceback(servers: dict[str, str], value: str) -> None:
+def test_nan_and_infinity_get_422_not_a_traceback(
+    shared_servers: dict[str, str], value: str
+) -> None:
     body = json.dumps({"trips": [TRIP]}).replace('"distance_km": 5.0', f'"distance_km": {value}')
     assert value in body
     response = httpx.post(
-        f"{servers['1.0.0']}/v1.0.0/predict",
+        f"{shared_servers['1.0.0']}/v1.0.0/predict",
         content=body,
         headers={"content-type": "application/json"},
     )
@@ -404,17 +445,17 @@ def test_nan_and_infinity_get_422_not_a_traceback(servers: dict[str, str], value
     assert ["body", "trips", 0, "distance_km"] in [d["loc"] for d in response.json()["detail"]]
 
 
-def test_errors_never_echo_the_request(servers: dict[str, str]) -> None:
+def test_errors_never_echo_the_request(shared_servers: dict[str, str]) -> None:
     huge = "x" * 500_000
     response = httpx.post(
-        f"{servers['1.0.0']}/v1.0.0/predict", json={"trips": [{**TRIP, "trip_id": huge}]}
+        f"{shared_servers['1.0.0']}/v1.0.0/predict", json={"trips": [{**TRIP, "trip_id": huge}]}
     )
     assert response.status_code == 422
     assert len(response.content) < 1000 and "xxxx" not in response.text
 
 
-def test_oversized_bodies_get_413_before_they_are_read(servers: dict[str, str]) -> None:
-    url = f"{servers['1.0.0']}/v1.0.0/predict"
+def test_oversized_bodies_get_413_before_they_are_read(shared_servers: dict[str, str]) -> None:
+    url = f"{shared_servers['1.0.0']}/v1.0.0/predict"
     declared = httpx.post(
         url, content=b"x" * 2_000_000, headers={"content-type": "application/json"}
     )
@@ -446,11 +487,11 @@ def peak_rss_mib(pid: int) -> float:
 
 @pytest.mark.slow
 def test_three_oversized_requests_at_once_leave_memory_and_healthz_alone(
-    artifact_root: Path,
+    released: Path,
 ) -> None:
     """A server process as the image runs it; three 80 MB bodies sent at once."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(artifact_root), str(port)])
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(released), str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -509,13 +550,13 @@ print(json.dumps(sorted({(i["internal_api"], i["num_threads"]) for i in threadpo
 
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_native_thread_pools_keep_the_configured_size_after_the_model_loads(
-    artifact_root: Path, threads: str
+    released: Path, threads: str
 ) -> None:
     """In a fresh process loaded as a server loads (package first, then the model, whose
     libraries start OpenMP and BLAS pools), every pool has SERVING_THREADS threads after
     the first prediction: two versions' servers on one machine do not starve each other."""
     result = subprocess.run(
-        [sys.executable, "-c", THREADS_PROBE, str(artifact_root), json.dumps(TRIP)],
+        [sys.executable, "-c", THREADS_PROBE, str(released), json.dumps(TRIP)],
         capture_output=True,
         text=True,
         env={**os.environ, "SERVING_THREADS": threads},

@@ -26,6 +26,7 @@ from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import feature_matrix
+from {{ cookiecutter.package }}.ml.flat_trees import fast_predictor
 from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.batching import CountRequests, MicroBatcher
 from {{ cookiecutter.package }}.serving.endpoints import add_index
@@ -93,7 +94,8 @@ def limit_native_threads() -> None:
 
 def create_app(names: ReleaseNames) -> FastAPI:
     store = open_store(names.artifact_root)
-    model = models.load(store, names)
+    # A call carries a few trips: the per-call cost is what counts (`ml.flat_trees`).
+    model = fast_predictor(models.load(store, names))
     limit_native_threads()  # after the load: the model's libraries are loaded now
     metadata = models.read_metadata(store, names)
     rush_hours = [int(h) for h in metadata["config"]["features"]["rush_hours"]]
