@@ -4,6 +4,7 @@ process of its own. Real environments built from released wheels, real kfp local
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -23,7 +24,7 @@ from {{ cookiecutter.package }}.engines.local import LocalEngine
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.code_publishing import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.preflight import check_config
+from {{ cookiecutter.package }}.release.preflight import check_config, refusals
 from {{ cookiecutter.package }}.version import PROJECT
 
 pytestmark = pytest.mark.slow
@@ -211,6 +212,9 @@ def test_the_release_checks_its_config_with_the_versions_code_in_its_worker(rele
     root = cfg.env.artifact_root
     bad = load_config("local", [f"env.artifact_root={root}", "model.learning_rate=-1"])
     refused = "^invalid configuration: model sklearn.ensemble.HistGradientBoostingRegressor: "
+    # A dry run finds the same refusal in this process, and leaves no worker behind.
+    assert any(re.match(refused, r) for r in refusals(context(bad, repo, "0.1.0"), dry_run=True))
+    assert alive() == {}
     with pytest.raises(ReleaseError, match=refused + ".*learning_rate"):
         check_config(context(bad, repo, "0.1.0"))
     assert len(alive()) == 1  # checked there, not by importing scikit-learn here

@@ -65,7 +65,7 @@ open(result, "w").write(json.dumps({"output": str(output)}))
 # `sh -c SCRIPT SOURCE ARGS...` (SCRIPT writes SOURCE to ephemeral_component.py and runs
 # kfp.dsl.executor_main on it); any other command is left to kfp.
 FORK_TASKS = """
-import os, sys, tempfile, traceback
+import os, sys, tempfile
 from kfp.dsl import executor_main
 from kfp.local import subprocess_task_handler as handler
 
@@ -85,8 +85,8 @@ def fork_task(full_command, env_vars=None):
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        code = 1
-        try:
+
+        def task():
             os.close(read_end)
             os.dup2(write_end, 1)
             os.dup2(write_end, 2)
@@ -94,15 +94,8 @@ def fork_task(full_command, env_vars=None):
             os.environ["_KFP_RUNTIME"] = "true"
             sys.argv = ["executor_main", "--component_module_path", module, *args]
             executor_main.executor_main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+
+        exit_after(task)  # the worker's: ends the child with the task's exit code
     os.close(write_end)
     with os.fdopen(read_end, errors="replace") as output:
         for line in output:

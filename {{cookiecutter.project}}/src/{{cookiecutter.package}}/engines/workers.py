@@ -102,10 +102,30 @@ def retire():
         pass
 
 
-def run_child(request, fds):
-    os.setpgid(0, 0)
+def exit_after(main):
+    # End a forked child as `python -c` would end: main's exit code, a traceback on error.
+    # Runs get it in their globals: their tasks fork too (engines.local.FORK_TASKS).
     code = 1
     try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_child(request, fds):
+    os.setpgid(0, 0)
+
+    def main():
         server.close()
         for conn in runs.values():
             if conn is not None:
@@ -123,20 +143,10 @@ def run_child(request, fds):
         import tempfile
         tempfile.tempdir = None
         sys.argv = ["-c", *request["argv"]]
-        try:
-            exec(compile(request["script"], "<run>", "exec"), {"__name__": "__main__"})
-            code = 0
-        except SystemExit as stop:
-            if stop.code is None or isinstance(stop.code, int):
-                code = stop.code or 0
-            else:
-                print(stop.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        run_globals = {"__name__": "__main__", "exit_after": exit_after}
+        exec(compile(request["script"], "<run>", "exec"), run_globals)
+
+    exit_after(main)
 
 
 def handle(conn):
@@ -484,7 +494,10 @@ def stop_workers() -> list[int]:
         answer = _ask(path, {"op": "stop"})
         if answer is not None:
             stopped.append(int(answer["stopped"]))
-    for process in _started:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+    for process in list(_started):  # reap ours: the ones just stopped, and any gone since
+        if process.pid in stopped:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+        if process.poll() is not None:
+            _started.remove(process)
     return stopped

@@ -21,6 +21,14 @@ from {{ cookiecutter.package }}.release.git import Git
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 
+def release_names(cfg: DictConfig, version: str | None) -> ReleaseNames:
+    """`names_for`, with a bad version refused as a release error (one line)."""
+    try:
+        return names_for(cfg, version)
+    except ValueError as error:
+        raise ReleaseError(str(error)) from error
+
+
 class EnvironmentServices:
     """What every version's context in one environment shares: one store, one engine, one
     feature store and predictions sink, one repository. Each is opened on first use."""
@@ -103,10 +111,7 @@ class ReleaseContext(EnvironmentServices):
 
     @classmethod
     def create(cls, cfg: DictConfig, version: str | None = None) -> ReleaseContext:
-        try:
-            return cls(cfg=cfg, names=names_for(cfg, version))
-        except ValueError as error:
-            raise ReleaseError(str(error)) from error
+        return cls(cfg=cfg, names=release_names(cfg, version))
 
     @property
     def env(self) -> str:
@@ -114,13 +119,13 @@ class ReleaseContext(EnvironmentServices):
 
     def names_of(self, version: str) -> ReleaseNames:
         """The names of another version in this environment."""
-        return self.for_version(version).names
+        return release_names(self.cfg, version)
 
     def for_version(self, version: str) -> ReleaseContext:
         """Another version in this environment. Only the names differ: the services opened so
         far (store, engine, ...) are the environment's, and shared."""
         other = copy.copy(self)
-        other.names = ReleaseContext.create(self.cfg, version).names
+        other.names = self.names_of(version)
         return other
 
     def plain_config(self) -> dict:

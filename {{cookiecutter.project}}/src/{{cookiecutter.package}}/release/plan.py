@@ -217,7 +217,7 @@ def make_steps(
 def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     """Release this version; returns the release record (written last)."""
     if dry_run:
-        found = refusals(ctx)
+        found = refusals(ctx, dry_run=True)
         for refusal in found:
             print(f"refused: {refusal}")
         print_plan(ctx, plan(ctx))

@@ -32,10 +32,11 @@ def preflight(ctx: ReleaseContext) -> None:
         raise ReleaseError(found[0])
 
 
-def refusals(ctx: ReleaseContext) -> list[str]:
+def refusals(ctx: ReleaseContext, dry_run: bool = False) -> list[str]:
     """Every reason the release of this version would be refused, in the order checked.
 
-    The release stops at the first; `--dry-run` lists them all.
+    The release stops at the first; `--dry-run` lists them all, and starts nothing that
+    outlives it (no warm worker: the configuration is checked in this process).
     """
     found: list[str] = []
     for check in (
@@ -50,7 +51,7 @@ def refusals(ctx: ReleaseContext) -> list[str]:
         check_pinned_features,
         check_features_source,
         traffic_moves.check_policy,
-        check_config,
+        lambda ctx: check_config(ctx, in_worker=not dry_run),
         lambda ctx: ctx.engine.check(),
     ):
         try:
@@ -121,15 +122,15 @@ def check_store(ctx: ReleaseContext) -> None:
         raise ReleaseError(f"artifact store unreachable: {error}") from error
 
 
-def check_config(ctx: ReleaseContext) -> None:
+def check_config(ctx: ReleaseContext, in_worker: bool = True) -> None:
     """The resolved training configuration, checked as training would use it: by the
-    version's own code in its warm worker when its environment exists (building the
-    estimator imports scikit-learn, seconds in a new process), else here."""
+    version's own code in its warm worker when its environment exists and `in_worker`
+    (building the estimator imports scikit-learn, seconds in a new process), else here."""
     cfg = ctx.cfg
     arguments = (ctx.plain_config()["model"], int(cfg.data.n_trips), float(cfg.data.test_fraction))
     python = ctx.environments.existing_python(ctx.names)
     idle_s = float(cfg.env.get("worker_idle_seconds", 0))
-    if python is not None and idle_s > 0:
+    if in_worker and python is not None and idle_s > 0:
         script = (
             "import json, sys\n"
             "from {{ cookiecutter.package }}.ml.fitting import check_training_config\n"
