@@ -25,10 +25,12 @@ bench: $(PY)  ## benchmark scripts; figures go to bench/results/
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_release.py
 	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_flat_trees.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_ab.py
 	$(PY) bench/bench_experiments.py
+	$(PY) bench/bench_workers.py
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests bench local_extensions.py
