@@ -13,7 +13,7 @@ $(PY): requirements-dev.txt
 venv: $(PY)
 
 test: $(PY)  ## every test, fast and slow tier
-	$(PY) -m pytest -v -n auto --dist loadfile --durations=30
+	$(PY) -m pytest -v -n auto --dist loadfile --no-loadscope-reorder --durations=30
 
 test-fast: $(PY)  ## render and hook tests only (seconds)
 	$(PY) -m pytest -m "not slow"

@@ -37,8 +37,9 @@ def render(output_dir: Path, **answers: Any) -> Path:
 
 
 # `make test` runs the modules on two pytest-xdist workers, a module per worker at a time
-# (`--dist loadfile`: a module's generated project is made once). Handing out the longest
-# modules first lets both workers finish together; the rest follow in file order.
+# (`--dist loadfile`: a module's generated project is made once), in collection order
+# (`--no-loadscope-reorder`; xdist would hand out the modules with most tests first).
+# Handing out the longest modules first lets both workers finish together.
 LONGEST_FIRST = ("test_generated_project.py", "test_readme.py", "test_release_e2e.py",
                  "test_airflow_e2e.py", "test_promotion_e2e.py", "test_render.py")
 
