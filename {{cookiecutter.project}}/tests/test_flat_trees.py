@@ -54,6 +54,19 @@ def test_other_models_are_predicted_by_their_own_predict() -> None:
     assert fast_predictor(by_category) is by_category  # category splits: not laid out here
 
 
+def test_flat_trees_that_disagree_with_the_model_are_not_used() -> None:
+    x, y = training_data()
+    model = HistGradientBoostingRegressor(max_iter=5).fit(x, y)
+    assert isinstance(fast_predictor(model), FlatTrees)
+    # A field read differently (here the depth, which only the walk reads): other numbers,
+    # caught by the check at load.
+    for (predictor,) in model._predictors:
+        predictor.nodes["depth"] = np.minimum(predictor.nodes["depth"], 1)
+    assert fast_predictor(model) is model
+    del model._baseline_prediction
+    assert fast_predictor(model) is model
+
+
 def test_bad_rows_are_refused_as_scikit_learn_refuses_them() -> None:
     x, y = training_data()
     flat = FlatTrees(HistGradientBoostingRegressor(max_iter=5).fit(x, y))
