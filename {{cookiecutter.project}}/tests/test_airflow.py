@@ -71,6 +71,10 @@ def test_a_versions_dag_file_is_valid_deterministic_and_runs_its_own_code(
     tree = ast.parse(source)  # a Python file Airflow can import
     assert "schedule=timedelta(seconds=30)" in source
     assert f"PYTHON = {sys.executable!r}" in source  # no published code yet: the checkout's
+    # Each task's step runs in the version's warm worker (`engines.workers`).
+    package = "{{ cookiecutter.package }}"
+    steps = f" -m {package}.engines.workers {package}.pipelines.run_step"
+    assert f"bash_command=PYTHON + '{steps} predict'" in source
     encoded = next(
         node.value.value
         for node in tree.body
@@ -95,8 +99,15 @@ def test_the_step_command_fails_in_one_line(tmp_path: Path) -> None:
         "feature_version": "1.0.0",
         "artifact_root": str(tmp_path),
     }
+    # As a DAG's task runs it; the checkout's interpreter hosts no worker, so it runs itself.
     result = subprocess.run(
-        [sys.executable, "-m", "{{ cookiecutter.package }}.pipelines.run_step", "explode"],
+        [
+            sys.executable,
+            "-m",
+            "{{ cookiecutter.package }}.engines.workers",
+            "{{ cookiecutter.package }}.pipelines.run_step",
+            "explode",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "STEP_ARGUMENTS": encode(arguments)},

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 import tomllib
@@ -205,6 +206,29 @@ def test_a_module_runs_in_the_worker_with_its_output_captured_apart(released) ->
     assert failed.returncode == 1 and failed.stdout == ""
     assert "Expecting value" in failed.stderr
     assert list(alive()) == [python]
+
+
+def test_an_airflow_task_command_runs_its_step_in_the_versions_worker(released) -> None:
+    """`python -m <package>.engines.workers MODULE` (what a local DAG's bash task runs):
+    MODULE runs in the version's worker, and its output and exit code are the command's."""
+    cfg, repo = released
+    python = context(cfg, repo, "0.2.0").environments.python_for(names_for(cfg, "0.2.0"))
+    command = [python, "-m", f"{cfg.package}.engines.workers"]
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, cwd=repo, timeout=300,
+            input="[]", env={**os.environ, **env},
+        )  # fmt: skip
+
+    listed = run("site")
+    assert listed.returncode == 0 and str(Path(python).parent.parent) in listed.stdout
+    (worker,) = alive().values()
+    failed = run("json.tool")  # a run in a worker reads no stdin: "[]" never reaches it
+    assert failed.returncode == 1 and failed.stdout == "" and "Expecting value" in failed.stderr
+    assert list(alive().values()) == [worker]  # the same worker ran both
+    fresh = run("json.tool", WARM_WORKER_IDLE_SECONDS="0")  # off: a new interpreter
+    assert fresh.returncode == 0 and fresh.stdout.strip() == "[]"
 
 
 def test_the_release_checks_its_config_with_the_versions_code_in_its_worker(released) -> None:

@@ -31,6 +31,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -229,6 +230,10 @@ if not closing:
 """
 
 
+# How long a worker started by `python -m ...engines.workers` (Airflow's local tasks) stays
+# warm; 0 runs each task in a new interpreter. Local runs read `env.worker_idle_seconds`.
+IDLE_VARIABLE = "WARM_WORKER_IDLE_SECONDS"
+DEFAULT_IDLE_S = 300.0
 # Where the workers' sockets, locks and logs are; the tests point it at their own folder.
 # Projects may share one: a socket's name is a hash of its environment's path.
 DIR_VARIABLE = "WARM_WORKERS_DIR"
@@ -501,3 +506,29 @@ def stop_workers() -> list[int]:
         if process.poll() is not None:
             _started.remove(process)
     return stopped
+
+
+def main(argv: list[str]) -> int:
+    """`python -m {{ cookiecutter.package }}.engines.workers MODULE [ARGS...]`: what
+    `python -m MODULE ARGS` does, run in the warm worker of this interpreter's environment.
+    Its stdout and stderr are this process's, and so is its exit code; ending this process
+    ends the run. Airflow's local (bash) tasks start their steps this way. An interpreter that
+    hosts no worker (a checkout), or WARM_WORKER_IDLE_SECONDS=0, runs MODULE itself."""
+    module, *args = argv
+    idle_s = float(os.environ.get(IDLE_VARIABLE, DEFAULT_IDLE_S))
+    if idle_s <= 0 or not hosts_a_worker(sys.executable):
+        os.execv(sys.executable, [sys.executable, "-m", module, *args])
+    package = __name__.split(".", 1)[0]
+    environment = dict(os.environ)
+    run = run_in_worker(
+        sys.executable, package, module_script(module), args, environment, os.getcwd(), idle_s,
+        stderr=sys.stderr.fileno(),
+    )  # fmt: skip
+    for line in run.stdout:
+        sys.stdout.write(line)
+    code = run.wait()
+    return code if code >= 0 else 128 - code  # killed by a signal: as a shell reports it
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

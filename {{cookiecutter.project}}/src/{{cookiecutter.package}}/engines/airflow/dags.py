@@ -4,7 +4,13 @@
     python -m {{ cookiecutter.package }}.pipelines.run_step TASK
 
 with the version's own interpreter (`bash`) or in a pod of the version's image
-(`kubernetes`).
+(`kubernetes`). A bash task starts it through
+
+    python -m {{ cookiecutter.package }}.engines.workers
+
+so that the step runs in the version's warm worker on the Airflow machine (a fork of a
+process that has the version's code and libraries imported), not in a new interpreter;
+WARM_WORKER_IDLE_SECONDS=0 on that machine turns this off.
 
 A version's DAG is immutable, so rendering is deterministic: the same version, code and
 parameters give the same bytes, and a rerun finds its own file.
@@ -22,6 +28,8 @@ from {{ cookiecutter.package }}.pipelines.run_step import encode
 from {{ cookiecutter.package }}.pipelines.step_table import tasks
 
 STEP_MODULE = "{{ cookiecutter.package }}.pipelines.run_step"
+# A local (bash) task runs its step in the version's warm worker (`engines.workers`).
+WARM_RUN_MODULE = "{{ cookiecutter.package }}.engines.workers"
 # bash: the version's environment on the Airflow workers' machine (local, tests);
 # kubernetes: a pod of the version's image (Cloud Composer, any cluster).
 OPERATORS = ("bash", "kubernetes")
@@ -136,7 +144,7 @@ class DagWriter:
                 "        do_xcom_push=True,  # run_step writes /airflow/xcom/return.json",
                 "    )",
             ]
-        command = f" -m {STEP_MODULE} {step}"
+        command = f" -m {WARM_RUN_MODULE} {STEP_MODULE} {step}"
         return [
             f"    {task_id} = BashOperator(",
             f"        task_id={task_id!r},",
