@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -187,6 +188,11 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
         frame = pd.read_parquet(predictions_since(project, version, since)[-1])
         assert set(frame[frame["served"]]["user_cluster"]) <= clusters  # the rest in shadow
         assert set(frame["model_version"]) == {version}
+    # Their tasks ran as forks of each version's warm worker on this machine (the DAGs' bash
+    # command), one worker per version's environment.
+    listed = project.inv("workers").stdout
+    for version in ("0.1.0", "0.3.0"):
+        assert len(re.findall(rf"\.version-envs/{re.escape(version)}-\w+/bin/python", listed)) == 1
 
     # A released version's DAG never changes: another schedule is refused, the file stays.
     before = dag_file.read_bytes()
