@@ -518,7 +518,7 @@ def main(argv: list[str]) -> int:
     idle_s = float(os.environ.get(IDLE_VARIABLE, DEFAULT_IDLE_S))
     if idle_s <= 0 or not hosts_a_worker(sys.executable):
         os.execv(sys.executable, [sys.executable, "-m", module, *args])
-    package = __name__.split(".", 1)[0]
+    package = "{{ cookiecutter.package }}"  # not __name__: run with -m, that is __main__
     environment = dict(os.environ)
     run = run_in_worker(
         sys.executable, package, module_script(module), args, environment, os.getcwd(), idle_s,
