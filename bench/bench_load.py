@@ -135,8 +135,9 @@ def traffic_moves(deployment: Deployment, scratch: Path) -> dict:
     log = scratch / "moves.json"
     client = logging_client(deployment, log)
     time.sleep(2)
-    ended = []
+    started, ended = [], []
     for _, clusters in MOVES:
+        started.append(time.time())
         deployment.assign(clusters)  # returns once the record is written
         ended.append(time.time())
         time.sleep(3)
@@ -145,7 +146,9 @@ def traffic_moves(deployment: Deployment, scratch: Path) -> dict:
     answers = json.loads(log.read_text())
     figures: dict = {"requests": len(answers),
                      "failed": sum(status != 200 for _, _, status, _ in answers)}
-    for (name, clusters), at, until in zip(MOVES, ended, [*ended[1:], math.inf], strict=True):
+    # A move's window ends when the next write starts: the router may read that record
+    # before the command writing it has returned.
+    for (name, clusters), at, until in zip(MOVES, ended, [*started[1:], math.inf], strict=True):
         owner = {cluster: version for version, cs in clusters.items() for cluster in cs}
         window = [(t, c, v) for t, c, status, v in answers if at <= t < until and status == 200]
         right = [t for t, c, v in window if v == owner[c]]

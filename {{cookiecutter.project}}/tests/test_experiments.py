@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SMALL, free_port, git
+from conftest import SMALL, free_port, git, inv_here
 
 from {{ cookiecutter.package }} import tracking_server
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import names_for
-from {{ cookiecutter.package }}.artifacts.tracking import PARENT_TAG, Tracker
+from {{ cookiecutter.package }}.artifacts.tracking import CLIENT_SETTINGS, PARENT_TAG, Tracker
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -107,15 +107,14 @@ def test_a_tracking_uri_is_shown_without_its_credentials() -> None:
     assert Tracker("http://127.0.0.1:5000", "taxi").shown == "http://127.0.0.1:5000"
 
 
-def test_experiments_from_an_unreachable_server_is_one_error_line() -> None:
+def test_experiments_from_an_unreachable_server_is_one_error_line(monkeypatch) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "experiments", "-o", "tracking=mlflow"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "MLFLOW_TRACKING_URI": url},
-    )  # fmt: skip
-    assert result.returncode == 1
-    (line,) = result.stderr.strip().splitlines()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    for name, value in CLIENT_SETTINGS.items():  # what the client sets: undone afterwards
+        monkeypatch.setenv(name, value)
+    code, _, err = inv_here("experiments", "-o", "tracking=mlflow")
+    assert code == 1
+    (line,) = err.strip().splitlines()
     assert line.startswith(f"error: cannot read runs from {url}: ")
 
 

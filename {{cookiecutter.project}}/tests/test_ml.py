@@ -69,6 +69,23 @@ def test_online_and_batch_paths_compute_the_same_features() -> None:
     np.testing.assert_array_equal(matrix, model_input(build_features(trips, RUSH)))
 
 
+def test_features_of_known_trips() -> None:
+    """Worked by hand: a weekday rush-hour trip, the same hour on a Sunday (not rush hour:
+    weekends have none) and a trip in the last area; no rush hours at all marks none."""
+    matrix = feature_matrix(
+        np.array([2.0, 2.0, 5.0]), np.array([8, 8, 23]), np.array([0, 6, 3]), np.array([3, 3, 7]),
+        [7, 8, 9],
+    )  # fmt: skip
+    angle = 2 * np.pi * 8 / 24
+    first = [2.0, np.log1p(2.0), np.sin(angle), np.cos(angle), 1.0, 0.0, *np.eye(8)[3]]
+    np.testing.assert_array_equal(matrix[0], first)
+    np.testing.assert_array_equal(matrix[1, 4:6], [0.0, 1.0])
+    np.testing.assert_array_equal(matrix[2, 4:], [0.0, 0.0, *np.eye(8)[7]])
+    none = feature_matrix(np.array([2.0]), np.array([8]), np.array([0]), np.array([3]), [])
+    assert none[0, 4] == 0.0
+    assert feature_matrix(*(np.array([]),) * 4, [8]).shape == (0, len(FEATURE_COLUMNS))
+
+
 def test_training_config_is_checked_before_any_data_is_made() -> None:
     good = {"_target_": "sklearn.ensemble.HistGradientBoostingRegressor", "max_depth": 3}
     check_training_config(good, 100, 0.2)

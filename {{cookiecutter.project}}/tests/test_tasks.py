@@ -3,7 +3,6 @@ errors are one line, progress is one line per task."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -12,13 +11,15 @@ import subprocess
 import sys
 
 import pytest
-from invoke import Collection, Program
+from conftest import inv_here
+from invoke import Collection
 
 from {{ cookiecutter.package }}.progress import Activity
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 
 def inv(*args: str) -> subprocess.CompletedProcess[str]:
+    """`inv ARGS` on the real command line, in a new interpreter."""
     return subprocess.run(
         [sys.executable, "-m", "invoke", *args],
         cwd=PROJECT_ROOT,
@@ -29,11 +30,16 @@ def inv(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def task_names() -> list[str]:
-    listing = json.loads(inv("--list", "--list-format", "json").stdout)
-    return [task["name"] for task in listing["tasks"]]
+    sys.path.insert(0, str(PROJECT_ROOT))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(PROJECT_ROOT))
+    return sorted(Collection.from_module(tasks).task_names)
 
 
 def test_the_documented_tasks_exist() -> None:
+    listing = json.loads(inv("--list", "--list-format", "json").stdout)
     assert {
         "build",
         "train-adhoc",
@@ -56,28 +62,13 @@ def test_the_documented_tasks_exist() -> None:
         "render-deployment",
         "test",
         "lint",
-    } <= set(task_names())
-
-
-def help_of(name: str) -> tuple[int, str]:
-    """`inv NAME --help` through invoke's own Program, in this process (milliseconds, not
-    the half second a new interpreter costs per task); the subprocess tests below cover
-    the real command line."""
-    sys.path.insert(0, str(PROJECT_ROOT))
-    try:
-        import tasks
-    finally:
-        sys.path.remove(str(PROJECT_ROOT))
-    program = Program(namespace=Collection.from_module(tasks), binary="inv[oke]")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
-        program.run(["inv", name, "--help"])
-    return int(exited.value.code or 0), out.getvalue()
+    } <= {task["name"] for task in listing["tasks"]}
+    assert sorted(task["name"] for task in listing["tasks"]) == task_names()
 
 
 @pytest.mark.parametrize("name", task_names())
 def test_every_task_answers_help(name: str) -> None:
-    code, text = help_of(name)
+    code, text, _ = inv_here(name, "--help")
     assert code == 0
     assert text.startswith(f"Usage: inv[oke] [--core-opts] {name} ")
     assert "Docstring:" in text  # what it does, not only its flags
@@ -115,10 +106,18 @@ def test_every_task_says_what_it_does_in_one_line() -> None:
 def test_a_missing_or_unknown_version_is_one_error_line(
     args: tuple[str, ...], message: str, tmp_path
 ) -> None:
-    result = inv(*args, "-o", f"env.artifact_root={tmp_path}")
-    assert result.returncode == 1
-    assert result.stderr.strip() == message
+    code, _, err = inv_here(*args, "-o", f"env.artifact_root={tmp_path}")
+    assert code == 1
+    assert err.strip() == message
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_a_refusal_on_the_command_line_is_one_line_and_exit_code_1(tmp_path) -> None:
+    result = inv("compare", "--base", "9.9.9", "--new", "9.9.8", "-o",
+                 f"env.artifact_root={tmp_path}")  # fmt: skip
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == "error: version 9.9.9 has no released model on local"
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -132,9 +131,9 @@ def test_a_missing_or_unknown_version_is_one_error_line(
     ],
 )
 def test_a_huge_value_is_one_short_error_line(args: tuple[str, ...], tmp_path) -> None:
-    result = inv(*args, "-o", f"env.artifact_root={tmp_path}")
-    assert result.returncode == 1 and result.stdout == ""
-    (line,) = result.stderr.splitlines()
+    code, out, err = inv_here(*args, "-o", f"env.artifact_root={tmp_path}")
+    assert code == 1 and out == ""
+    (line,) = err.splitlines()
     assert line.startswith("error: ") and len(line) < 300 and "characters)" in line
     assert not any(tmp_path.iterdir())
 

@@ -21,8 +21,8 @@ called, not where.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class MicroBatcher:
         self.pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self.rows = 0
         self.timer: asyncio.TimerHandle | None = None
-        self.requests = 0  # prediction requests in the server now (CountRequests)
+        self.requests = 0  # prediction requests in the server now (`in_flight`)
         self.calls = 0  # model calls made: what batching saves (tests, operators)
 
     async def __call__(self, matrix: np.ndarray) -> np.ndarray:
@@ -54,6 +54,17 @@ class MicroBatcher:
         await asyncio.sleep(0)
         self.maybe_flush()
         return await future
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Held by each prediction request from its arrival to its answer: a batch waits
+        for the requests in the server, and for no one once they are all in it."""
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.requests -= 1
+            self.maybe_flush()  # one fewer to wait for (a 422, a disconnect)
 
     def maybe_flush(self) -> None:
         """Flush when nobody else can join the batch soon, or it is full."""
@@ -80,21 +91,3 @@ class MicroBatcher:
             if not future.done():  # a caller that went away (disconnected) is skipped
                 future.set_result(etas[start : start + len(matrix)])
             start += len(matrix)
-
-
-class CountRequests:
-    """ASGI middleware: counts the requests to `path` in the server, for the batcher."""
-
-    def __init__(self, app: Any, batcher: MicroBatcher, path: str) -> None:
-        self.app, self.batcher, self.path = app, batcher, path
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
-            await self.app(scope, receive, send)
-            return
-        self.batcher.requests += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.batcher.requests -= 1
-            self.batcher.maybe_flush()  # one fewer to wait for (a 422, a disconnect)

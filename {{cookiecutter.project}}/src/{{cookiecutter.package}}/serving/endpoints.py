@@ -1,12 +1,17 @@
-"""`GET /`: what a service is and which endpoints it has, for the version servers and the
-router alike (a person or a probe finds its way from the root)."""
+"""What the version servers and the router share about endpoints: `GET /` (what a service
+is and which endpoints it has: a person or a probe finds its way from the root), and a
+prediction endpoint answered before FastAPI's routing (`DirectRoute`)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
+
+from {{ cookiecutter.package }}.serving.limits import read_body
 
 
 def add_index(app: FastAPI, **about: Any) -> None:
@@ -25,3 +30,37 @@ def add_index(app: FastAPI, **about: Any) -> None:
         if app.docs_url:
             endpoints.append({"method": "GET", "path": app.docs_url, "does": "API documentation."})
         return {"service": app.title, **about, "endpoints": endpoints}
+
+
+class DirectRoute:
+    """ASGI middleware: `POST path` answered by `answer(body)` before FastAPI's routing.
+
+    For a prediction endpoint, whose request is a few trips: FastAPI's routing, dependency
+    solving and request objects cost more than the prediction itself. The route is still
+    declared with FastAPI, so the OpenAPI docs and `GET /` show it. The body is read within
+    the same limit as every other request's (`limits.read_body`), and an error raised by
+    `answer` is a 500 as it is anywhere else. `in_flight()` is held from the request's
+    arrival to its answer (the micro-batcher counts the requests in the server with it).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        path: str,
+        answer: Callable[[bytes], Awaitable[Response]],
+        limit: int,
+        in_flight: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
+        self.app, self.path, self.answer = app, path, answer
+        self.limit, self.in_flight = limit, in_flight
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        with self.in_flight():
+            body = await read_body(receive, send, scope["headers"], self.limit)
+            if body is None:  # refused (413) or the client left
+                return
+            response = await self.answer(body)
+        await response(scope, receive, send)

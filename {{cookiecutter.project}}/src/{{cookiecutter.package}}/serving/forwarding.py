@@ -46,6 +46,10 @@ class Upstreams:
             self.sessions[version] = aiohttp.ClientSession(
                 timeout=self.timeout,
                 connector=aiohttp.TCPConnector(limit=self.MAX_CONNECTIONS),
+                # Neither cookies nor compression between the router and a server: each
+                # would cost every forwarded call something for nothing.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
             )
         return self.sessions[version]
 
@@ -96,7 +100,10 @@ class Coalescer:
             with suppress(TimeoutError):
                 await asyncio.wait_for(finished, self.max_wait_s)
         chunks = in_chunks(self.pending.pop(version, []), lambda item: len(item[0]))
-        await asyncio.gather(*(self._send(version, chunk) for chunk in chunks))
+        if len(chunks) == 1:  # most often: no task for gather to make
+            await self._send(version, chunks[0])
+        else:
+            await asyncio.gather(*(self._send(version, chunk) for chunk in chunks))
 
     async def _send(
         self, version: str, chunk: list[tuple[list[Any], asyncio.Future[list[dict]]]]

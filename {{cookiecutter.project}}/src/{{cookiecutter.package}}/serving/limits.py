@@ -41,13 +41,53 @@ def max_body_bytes() -> int:
     return int(os.environ.get("SERVING_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
 
 
-class BodyLimit:
-    """ASGI middleware: 413 for a body over `limit` bytes, before anything parses it.
+async def read_body(
+    receive: Any, send: Any, headers: Iterable[tuple[bytes, bytes]], limit: int
+) -> bytes | None:
+    """The request's body, or None when it was refused (413 sent) or the client left.
 
-    A declared Content-Length over the limit is refused before a byte of the body is read;
-    a chunked body is read up to the limit and refused as soon as it passes it. The app
-    then receives the buffered body, so memory per request is bounded by the limit.
+    A declared Content-Length over `limit` is refused before a byte of the body is read; a
+    chunked body is read up to the limit and refused as soon as it passes it, so memory
+    per request is bounded by the limit.
     """
+    declared = dict(headers).get(b"content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        await refuse_too_large(send, limit)
+        return None
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            await refuse_too_large(send, limit)
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def refuse_too_large(send: Any, limit: int) -> None:
+    detail = json.dumps({"detail": f"request body over {limit} bytes"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(detail)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": detail})
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over `limit` bytes, before anything parses it
+    (`read_body`); the app then receives the buffered body."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -56,23 +96,9 @@ class BodyLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(send)
+        body = await read_body(receive, send, scope["headers"], self.limit)
+        if body is None:
             return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._refuse(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
         replayed = False
 
         async def replay() -> dict:
@@ -83,21 +109,6 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
-
-    async def _refuse(self, send: Any) -> None:
-        detail = json.dumps({"detail": f"request body over {self.limit} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(detail)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": detail})
 
 
 def validation_errors(errors: Iterable[Mapping[str, Any]]) -> JSONResponse:
