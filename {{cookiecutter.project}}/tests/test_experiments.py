@@ -131,14 +131,17 @@ def test_a_second_tracking_server_is_refused_while_one_runs(tmp_path: Path) -> N
         running.kill()
 
 
-@pytest.mark.slow
-def test_a_tracking_server_that_cannot_bind_its_port_is_one_error(tmp_path: Path) -> None:
+def test_a_tracking_server_on_a_port_in_use_is_one_error_at_once(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(UserError, match=r"the MLflow server did not start \(see "):
+        with pytest.raises(
+            UserError, match=rf"^cannot start the MLflow server: 127.0.0.1:{port} is in use"
+        ):
             tracking_server.start(tmp_path, port)
+    assert not any(tmp_path.iterdir())  # nothing started, no log
+    assert not tracking_server.in_use("127.0.0.1", port)  # closed: free again
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -34,6 +35,8 @@ class Server:
 def start(home: Path, port: int, host: str = "127.0.0.1") -> Server:
     """Start a server storing runs in `home` (mlflow.db, mlartifacts/) and wait until it
     answers; UserError when it does not."""
+    if in_use(host, port):  # said at once: MLflow itself takes seconds to start and fail
+        raise UserError(f"cannot start the MLflow server: {host}:{port} is in use (--port)")
     from uv import find_uv_bin
 
     version = importlib.metadata.version("mlflow-skinny")
@@ -82,6 +85,18 @@ def stop(pid: int) -> bool:
         time.sleep(0.2)
     os.killpg(pid, signal.SIGKILL)
     return True
+
+
+def in_use(host: str, port: int) -> bool:
+    """Whether a server listens on host:port (bound as the server binds: a port a closed
+    connection still holds, TIME_WAIT, is free)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def running(pid: int) -> bool:
