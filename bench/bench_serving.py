@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import generated_project, save  # noqa: E402
 
 REQUESTS, WARMUP = 1000, 50
-TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0}
+TRIP = {"trip_id": "t1", "distance_km": 5.0, "pickup_hour": 8, "weekday": 1, "area_cluster": 0,
+        "user_cluster": 3}  # the router needs it; a version's own server ignores it
 RELEASE = """
 import sys, tempfile
 from taxi_eta.pipelines import steps

@@ -108,8 +108,10 @@ def create_app(names: ReleaseNames) -> FastAPI:
     harden(app)
     add_index(app, version=names.version)
 
+    # `async def`: answered on the event loop's thread, so a loop that is stuck fails it
+    # (a thread pool would answer for it), and with no hand-off to a thread.
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: the model is loaded."""
         return {"status": "ok"}
 
