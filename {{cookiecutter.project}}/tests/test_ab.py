@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 from conftest import make_live, snapshot
 from conftest import release_context as context
-from scipy import stats
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.data_sources import record_outcomes
@@ -79,6 +78,10 @@ def test_the_interval_is_the_paired_t_interval_and_clusters_add_up() -> None:
     by_cluster = paired_sums(control, candidate, trips)
     verdict = Verdict("2.0.0", "1.0.0", overall(by_cluster), Gates())
     errors = [(frame["eta_minutes"] - trips["eta_minutes"]).abs() for frame in (candidate, control)]
+    # Imported here: scipy.stats takes half a second, only this test needs it, and every
+    # test worker imports every test module.
+    from scipy import stats
+
     expected = stats.ttest_rel(*errors).confidence_interval(0.95)
     assert verdict.interval == pytest.approx((expected.low, expected.high), rel=1e-9)
     assert verdict.mae_candidate == pytest.approx(errors[0].mean())
