@@ -41,9 +41,14 @@ from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, ope
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
 from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
-from {{ cookiecutter.package }}.serving.endpoints import add_index
+from {{ cookiecutter.package }}.serving.endpoints import DirectRoute, add_index
 from {{ cookiecutter.package }}.serving.forwarding import Coalescer, Forwarder, Unavailable, Upstreams
-from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, validation_errors
+from {{ cookiecutter.package }}.serving.limits import (
+    MAX_TRIPS,
+    harden,
+    max_body_bytes,
+    validation_errors,
+)
 from {{ cookiecutter.package }}.serving.shadow import Shadow
 from {{ cookiecutter.package }}.version import PROJECT
 
@@ -132,6 +137,11 @@ def merge(
     return predictions
 
 
+def refusal(status: int, detail: str) -> JSONResponse:
+    """The answer FastAPI gives an HTTPException, for the endpoint answered without it."""
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
 def unavailable(assignment: Assignment, failures: list[Unavailable]) -> HTTPException:
     for failure in failures:  # the operator's detail goes to the log, not to the caller
         log.warning("router: version %s unavailable: %s", failure.version, failure.detail)
@@ -201,28 +211,28 @@ def create_router(
 
     # Routes on the raw body: a request whose trips all go to one version is forwarded as
     # it came, and the answer is built as plain JSON (no second validation pass).
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
-        """ETAs for up to 1000 trips, each from the version that serves its user cluster."""
-        body = await request.body()
+    async def predict(body: bytes) -> Response:
         try:
             parsed = RoutedRequest.model_validate_json(body)
         except ValidationError as error:
             return validation_errors(error.errors())
         assignment = await cache.get()
         if assignment is None:
-            raise HTTPException(503, "no traffic assignment yet: release a version first")
+            return refusal(503, "no traffic assignment yet: release a version first")
         refused = unknown_clusters(parsed, assignment.n_clusters)
         if refused is not None:
             return refused
-        groups = route(parsed, assignment)
-        # The trips as sent (validated above): orjson is cheaper than model_dump.
-        raw = orjson.loads(body)["trips"]
-        answers = await asyncio.gather(
-            *(coalesce(version, [raw[i] for i in indexes]) for version, indexes in groups.items()),
-            return_exceptions=True,
-        )
-        predictions = merge(assignment, groups, answers, len(parsed.trips))
+        try:
+            groups = route(parsed, assignment)
+            # The trips as sent (validated above): orjson is cheaper than model_dump.
+            raw = orjson.loads(body)["trips"]
+            answers = await asyncio.gather(
+                *(coalesce(v, [raw[i] for i in indexes]) for v, indexes in groups.items()),
+                return_exceptions=True,
+            )
+            predictions = merge(assignment, groups, answers, len(parsed.trips))
+        except HTTPException as error:
+            return refusal(error.status_code, error.detail)
         if mirror is not None:
             mirror.offer(body, predictions, assignment)
         return Response(
@@ -230,6 +240,14 @@ def create_router(
             media_type="application/json",
         )
 
+    @app.post("/predict")
+    async def predict_trips(request: Request) -> Response:
+        """ETAs for up to 1000 trips, each from the version that serves its user cluster."""
+        return await predict(await request.body())
+
+    # ...and answered before FastAPI's routing, as a version's server answers its own (the
+    # router handles every request of every version: its cost per request is the service's).
+    app.add_middleware(DirectRoute, path="/predict", answer=predict, limit=max_body_bytes())
     return app
 
 
