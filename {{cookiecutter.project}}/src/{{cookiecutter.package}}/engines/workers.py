@@ -60,7 +60,7 @@ PRELOAD = (
 PACKAGE_MODULES = ("pipelines.step_table", "pipelines.steps", "ml.fitting", "ml.evaluate")
 
 WORKER = r"""
-import importlib, json, os, select, signal, socket, sys, time, traceback
+import fcntl, importlib, json, os, select, signal, socket, sys, time, traceback
 
 path, idle_s, identity, preload = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
 for name in preload:
@@ -70,12 +70,24 @@ for name in preload:
         pass
 started, last_active = time.time(), time.monotonic()
 server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-try:
-    os.unlink(path)
-except FileNotFoundError:
-    pass
-server.bind(path)
-server.listen(64)
+# One worker per environment, whatever raced to start it: under the environment's start
+# lock, a worker that finds another one listening leaves the socket to it and exits.
+with open(path[: -len("sock")] + "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        probe.connect(path)
+        sys.exit(0)
+    except OSError:  # no socket, or nobody behind it
+        pass
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    server.bind(path)
+    server.listen(64)
 bound = os.stat(path).st_ino
 try:  # listening now: no longer a worker that is starting
     os.unlink(path + ".starting")
@@ -399,10 +411,15 @@ def _start(home: WorkerHome, python: str, package: str, idle_s: float) -> socket
     if isinstance(launched, socket.socket):
         return launched
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and _running(launched):
+    while time.monotonic() < deadline:
         connection = _connect(home)
         if connection is not None:
             return connection
+        if not _running(launched):  # it failed, or found another worker listening
+            connection = _connect(home)
+            if connection is not None:
+                return connection
+            break
         time.sleep(0.02)
     raise ReleaseError(f"the worker of {home.environment} did not start (log: {home.file('log')})")
 
