@@ -412,13 +412,13 @@ def _start(home: WorkerHome, python: str, package: str, idle_s: float) -> socket
         return launched
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
+        # Read before connecting: one that exited because another worker listens leaves
+        # that worker to connect to.
+        starting = _running(launched)
         connection = _connect(home)
         if connection is not None:
             return connection
-        if not _running(launched):  # it failed, or found another worker listening
-            connection = _connect(home)
-            if connection is not None:
-                return connection
+        if not starting:
             break
         time.sleep(0.02)
     raise ReleaseError(f"the worker of {home.environment} did not start (log: {home.file('log')})")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from {{ cookiecutter.package }}.artifacts import models
@@ -29,13 +29,8 @@ from {{ cookiecutter.package }}.ml.features import feature_matrix
 from {{ cookiecutter.package }}.ml.flat_trees import fast_predictor
 from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.batching import MicroBatcher
-from {{ cookiecutter.package }}.serving.endpoints import DirectRoute, add_index
-from {{ cookiecutter.package }}.serving.limits import (
-    MAX_TRIPS,
-    harden,
-    max_body_bytes,
-    validation_errors,
-)
+from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, validation_errors
 from {{ cookiecutter.package }}.version import read_version
 
 
@@ -163,23 +158,15 @@ def create_app(names: ReleaseNames) -> FastAPI:
             media_type="application/json",
         )
 
-    @app.post(
+    # Answered before FastAPI's routing, which costs more than predicting a few trips.
+    add_direct_post(
+        app,
         names.endpoint_path,
+        predict,
+        "ETAs in minutes for up to 1000 trips.",
+        in_flight=batcher.in_flight,
         response_model=PredictResponse,
         openapi_extra={"requestBody": REQUEST_BODY},
-    )
-    async def predict_trips(request: Request) -> Response:
-        """ETAs in minutes for up to 1000 trips."""
-        return await predict(await request.body())
-
-    # ...and answered before FastAPI's routing (added last: outermost, so a request is
-    # counted from its arrival): the route above is what the docs show.
-    app.add_middleware(
-        DirectRoute,
-        path=names.endpoint_path,
-        answer=predict,
-        limit=max_body_bytes(),
-        in_flight=batcher.in_flight,
     )
     return app
 

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from {{ cookiecutter.package }}.serving.limits import read_body
+from {{ cookiecutter.package }}.serving.limits import max_body_bytes, read_body
 
 
 def add_index(app: FastAPI, **about: Any) -> None:
@@ -38,9 +39,10 @@ class DirectRoute:
     For a prediction endpoint, whose request is a few trips: FastAPI's routing, dependency
     solving and request objects cost more than the prediction itself. The route is still
     declared with FastAPI, so the OpenAPI docs and `GET /` show it. The body is read within
-    the same limit as every other request's (`limits.read_body`), and an error raised by
-    `answer` is a 500 as it is anywhere else. `in_flight()` is held from the request's
-    arrival to its answer (the micro-batcher counts the requests in the server with it).
+    the same limit as every other request's (`limits.read_body`); an HTTPException raised by
+    `answer` gets the answer FastAPI would give it, and any other error is a 500.
+    `in_flight()` is held from the request's arrival to its answer (the micro-batcher counts
+    the requests in the server with it).
     """
 
     def __init__(
@@ -62,5 +64,33 @@ class DirectRoute:
             body = await read_body(receive, send, scope["headers"], self.limit)
             if body is None:  # refused (413) or the client left
                 return
-            response = await self.answer(body)
+            try:
+                response = await self.answer(body)
+            except HTTPException as error:
+                response = JSONResponse(
+                    {"detail": error.detail}, status_code=error.status_code, headers=error.headers
+                )
         await response(scope, receive, send)
+
+
+def add_direct_post(
+    app: FastAPI,
+    path: str,
+    answer: Callable[[bytes], Awaitable[Response]],
+    description: str,
+    in_flight: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    **route: Any,
+) -> None:
+    """`POST path` answered by `answer(body)`: declared with FastAPI (the docs and `GET /`
+    show it, with `description` and `route`'s schema options) and answered by `DirectRoute`
+    before FastAPI's routing. Added last, so outermost: a request is in flight from its
+    arrival."""
+
+    async def endpoint(request: Request) -> Response:
+        return await answer(await request.body())
+
+    route.setdefault("name", "predict")  # the docs' summary ("Predict"), not "Endpoint"
+    app.add_api_route(path, endpoint, methods=["POST"], description=description, **route)
+    app.add_middleware(
+        DirectRoute, path=path, answer=answer, limit=max_body_bytes(), in_flight=in_flight
+    )

@@ -31,7 +31,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
@@ -41,14 +41,9 @@ from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, ope
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
 from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
-from {{ cookiecutter.package }}.serving.endpoints import DirectRoute, add_index
+from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index
 from {{ cookiecutter.package }}.serving.forwarding import Coalescer, Forwarder, Unavailable, Upstreams
-from {{ cookiecutter.package }}.serving.limits import (
-    MAX_TRIPS,
-    harden,
-    max_body_bytes,
-    validation_errors,
-)
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, validation_errors
 from {{ cookiecutter.package }}.serving.shadow import Shadow
 from {{ cookiecutter.package }}.version import PROJECT
 
@@ -137,11 +132,6 @@ def merge(
     return predictions
 
 
-def refusal(status: int, detail: str) -> JSONResponse:
-    """The answer FastAPI gives an HTTPException, for the endpoint answered without it."""
-    return JSONResponse({"detail": detail}, status_code=status)
-
-
 def unavailable(assignment: Assignment, failures: list[Unavailable]) -> HTTPException:
     for failure in failures:  # the operator's detail goes to the log, not to the caller
         log.warning("router: version %s unavailable: %s", failure.version, failure.detail)
@@ -218,21 +208,18 @@ def create_router(
             return validation_errors(error.errors())
         assignment = await cache.get()
         if assignment is None:
-            return refusal(503, "no traffic assignment yet: release a version first")
+            raise HTTPException(503, "no traffic assignment yet: release a version first")
         refused = unknown_clusters(parsed, assignment.n_clusters)
         if refused is not None:
             return refused
-        try:
-            groups = route(parsed, assignment)
-            # The trips as sent (validated above): orjson is cheaper than model_dump.
-            raw = orjson.loads(body)["trips"]
-            answers = await asyncio.gather(
-                *(coalesce(v, [raw[i] for i in indexes]) for v, indexes in groups.items()),
-                return_exceptions=True,
-            )
-            predictions = merge(assignment, groups, answers, len(parsed.trips))
-        except HTTPException as error:
-            return refusal(error.status_code, error.detail)
+        groups = route(parsed, assignment)
+        # The trips as sent (validated above): orjson is cheaper than model_dump.
+        raw = orjson.loads(body)["trips"]
+        answers = await asyncio.gather(
+            *(coalesce(version, [raw[i] for i in indexes]) for version, indexes in groups.items()),
+            return_exceptions=True,
+        )
+        predictions = merge(assignment, groups, answers, len(parsed.trips))
         if mirror is not None:
             mirror.offer(body, predictions, assignment)
         return Response(
@@ -240,14 +227,14 @@ def create_router(
             media_type="application/json",
         )
 
-    @app.post("/predict")
-    async def predict_trips(request: Request) -> Response:
-        """ETAs for up to 1000 trips, each from the version that serves its user cluster."""
-        return await predict(await request.body())
-
-    # ...and answered before FastAPI's routing, as a version's server answers its own (the
-    # router handles every request of every version: its cost per request is the service's).
-    app.add_middleware(DirectRoute, path="/predict", answer=predict, limit=max_body_bytes())
+    # Answered before FastAPI's routing, as a version's server answers its own: the router
+    # handles every request of every version, so its cost per request is the service's.
+    add_direct_post(
+        app,
+        "/predict",
+        predict,
+        "ETAs for up to 1000 trips, each from the version that serves its user cluster.",
+    )
     return app
 
 
