@@ -4,6 +4,7 @@ GCS emulator server (fake-gcs-server), and a scratch git repository."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.resources
 import io
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from invoke import Collection, Program
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import load_config
@@ -49,9 +50,27 @@ def artifact_root(tmp_path: Path) -> Path:
     return tmp_path / "artifacts"
 
 
+@pytest.fixture(scope="session")
+def small_local_config() -> DictConfig:
+    """`load_config("local", SMALL)`, composed once per test process: Hydra reads and merges
+    every YAML file of conf/ on each compose (70 ms), and half the tests need this config."""
+    placeholder = "/artifact-root-of-the-test"
+    config = load_config("local", [f"env.artifact_root={placeholder}", *SMALL])
+    # Each test gets a copy with its own artifact root; that is the same as composing with
+    # it only while no other value is derived from the root.
+    others = OmegaConf.to_container(config)
+    assert isinstance(others, dict)
+    others["env"].pop("artifact_root")
+    assert placeholder not in json.dumps(others), "a value is derived from env.artifact_root"
+    return config
+
+
 @pytest.fixture
-def cfg(artifact_root: Path) -> DictConfig:
-    return load_config("local", [f"env.artifact_root={artifact_root}", *SMALL])
+def cfg(artifact_root: Path, small_local_config: DictConfig) -> DictConfig:
+    """The small local config with the artifacts in this test's temporary directory."""
+    config = copy.deepcopy(small_local_config)
+    config.env.artifact_root = str(artifact_root)
+    return config
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -120,6 +121,28 @@ def describe(metadata: Mapping[str, Any], kind: str) -> tuple[dict, dict, dict]:
     return params, metrics, {key: value for key, value in tags.items() if value}
 
 
+def reach_server(uri: str) -> None:
+    """Connect once to an http(s) tracking server before importing MLflow, which takes
+    seconds: a server that is down is one error at once. Raises OSError. Behind a proxy the
+    server may be reachable only through it, as MLflow's requests will go: no check then."""
+    import urllib.request  # only when tracking is on
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+        parts.hostname
+    ):
+        return
+    address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "5"))
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise OSError(f"no server answers at {address[0]}:{address[1]} ({reason})") from None
+
+
 class Tracker:
     """One MLflow experiment (by default the project's name) at one tracking URI."""
 
@@ -154,6 +177,7 @@ class Tracker:
         if self._client is None:
             for name, value in CLIENT_SETTINGS.items():
                 os.environ.setdefault(name, value)
+            reach_server(self.uri)
             from mlflow.tracking import MlflowClient
 
             for name in ("mlflow", "alembic"):  # MLflow sets its own levels when imported

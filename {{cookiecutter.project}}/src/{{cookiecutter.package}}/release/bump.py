@@ -51,6 +51,11 @@ def _lock(root: Path) -> list[str]:
         command, written = [poetry, "lock"], ["poetry.lock"]
     else:
         return []
+    # Only the project's own version changed, and every locked package is in uv's cache
+    # since the last sync: resolving from the cache gives the same lock in 0.2 s where asking
+    # the index takes 1.5-7 s. Online only when the cache lacks something.
+    if written == ["uv.lock"] and _succeeds([*command, "--offline"], root):
+        return written
     result = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
@@ -59,6 +64,10 @@ def _lock(root: Path) -> list[str]:
             f"was changed: run `{'uv' if written == ['uv.lock'] else 'poetry'} lock` to see why"
         )
     return written
+
+
+def _succeeds(command: list[str], root: Path) -> bool:
+    return subprocess.run(command, cwd=root, capture_output=True).returncode == 0
 
 
 def bump(root: Path, rule: str) -> str:
