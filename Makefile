@@ -31,6 +31,7 @@ bench: $(PY)  ## benchmark scripts; figures go to bench/results/
 	$(PY) bench/bench_ab.py
 	$(PY) bench/bench_experiments.py
 	$(PY) bench/bench_workers.py
+	$(PY) bench/bench_test_suite.py
 
 lint: $(PY)
 	$(PY) -m ruff check hooks tests bench local_extensions.py

@@ -36,11 +36,11 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
                           env={**os.environ, **GIT_IDENTITY, **env})
 
 
-def generated_project(workdir: Path) -> Path:
+def generated_project(workdir: Path, template: Path = TEMPLATE) -> Path:
     """Render the default project into `workdir` (committed with its lock), install it."""
     from cookiecutter.main import cookiecutter
 
-    project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
+    project = Path(cookiecutter(str(template), no_input=True, output_dir=str(workdir)))
     run([str(TOOLS / "uv"), "sync", "--locked", "--quiet"], project)
     return project
 
