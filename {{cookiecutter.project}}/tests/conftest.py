@@ -45,7 +45,6 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
 
-
 def _end_without_interpreter_teardown() -> None:
     logging.shutdown()  # the one exit handler registered before this one that matters
     sys.stdout.flush()
