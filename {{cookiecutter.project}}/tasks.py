@@ -587,8 +587,10 @@ def tracking_server(c: Context, port: str = "5000", stop: bool = False) -> None:
 def test(c: Context, all_: bool = False, args: str = "") -> None:
     """Run the tests: the fast ones by default (seconds), every one with --all."""
     selection = "" if all_ else "-m 'not slow'"
-    # -n auto: one pytest worker per core (pytest-xdist); the tests share no state.
-    c.run(f"{shlex.quote(sys.executable)} -m pytest -n auto {selection} {args}", pty=False)
+    # One pytest worker per core (pytest-xdist); the tests share no state. A worker that
+    # runs out of tests takes some from the other (worksteal) rather than idling.
+    python = shlex.quote(sys.executable)
+    c.run(f"{python} -m pytest -n auto --dist worksteal {selection} {args}", pty=False)
 
 
 @task

@@ -179,6 +179,7 @@ def test_retire_and_rollback_flip_recurring_runs(
     assert len(kfp_api.state.recurring_runs) == 4  # disabled, never deleted
 
 
+@pytest.mark.heavy
 def test_a_failed_adhoc_run_stops_the_release_before_any_schedule(
     kfp_api: KfpApiDouble, artifact_root: Path, git_repo: Path
 ) -> None:

@@ -30,6 +30,7 @@ def racer(root: Path, who: str, barrier, results) -> None:
             results.put((i, who, str(error)))
 
 
+@pytest.mark.heavy
 def test_a_publish_race_has_one_winner_and_never_a_mixed_model(tmp_path: Path) -> None:
     root = tmp_path / "artifacts"
     fork = multiprocessing.get_context("fork")

@@ -253,6 +253,7 @@ def test_dry_run_and_release_agree_on_the_image(
     assert "refused" not in out
 
 
+@pytest.mark.heavy
 def test_dry_run_checks_the_environment_it_promotes_from(
     cfg, git_repo: Path, artifact_root: Path, tmp_path: Path, capsys
 ) -> None:

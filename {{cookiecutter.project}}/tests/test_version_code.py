@@ -20,6 +20,7 @@ def context(cfg, repo: Path, version: str | None = None) -> ReleaseContext:
     return ReleaseContext(cfg=cfg, names=names_for(cfg, version), project_root=repo)
 
 
+@pytest.mark.heavy
 def test_code_comes_from_the_committed_tree_and_never_changes(
     cfg, git_repo: Path, artifact_root: Path
 ) -> None:
@@ -60,6 +61,7 @@ def test_a_dirty_tree_publishes_nothing(cfg, git_repo: Path, artifact_root: Path
     assert snapshot(artifact_root) == {}
 
 
+@pytest.mark.heavy
 def test_one_tree_gives_one_wheel_whatever_the_commit(cfg, git_repo: Path) -> None:
     ctx = context(cfg, git_repo)
     first = build_wheel(ctx, git(git_repo, "rev-parse", "HEAD"))
@@ -67,6 +69,7 @@ def test_one_tree_gives_one_wheel_whatever_the_commit(cfg, git_repo: Path) -> No
     assert build_wheel(ctx, git(git_repo, "rev-parse", "HEAD")) == first
 
 
+@pytest.mark.heavy
 def test_promotion_copies_the_code_released_from_the_same_tree(
     cfg, git_repo: Path, tmp_path: Path
 ) -> None:
