@@ -61,7 +61,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     atexit.register(_end_without_interpreter_teardown)
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked heavy first, the rest in their order. `inv test` runs the tests on one
     xdist worker per core, each taking more as it frees up (`--dist worksteal`): with the
