@@ -34,7 +34,10 @@ def template_at(ref: str, where: Path) -> Path:
 
 def inv_test(project: Path) -> float:
     started = time.perf_counter()
-    run([str(project / ".venv/bin/inv"), "test"], project)
+    try:
+        run([str(project / ".venv/bin/inv"), "test"], project)
+    except subprocess.CalledProcessError as failed:
+        sys.exit(f"inv test failed in {project}:\n{failed.stdout[-3000:]}{failed.stderr[-2000:]}")
     return time.perf_counter() - started
 
 
