@@ -46,12 +46,38 @@ def version_in(repo: Path, name: str) -> str:
 
 def test_bump_edits_the_version_refreshes_the_lock_and_commits(locked_repo: Path) -> None:
     current = version_in(locked_repo, "pyproject.toml")
+    before = (locked_repo / "uv.lock").read_text()
     new = bump(locked_repo, "minor")
     assert new == next_version(current, "minor")
     assert version_in(locked_repo, "pyproject.toml") == new
-    assert version_in(locked_repo, "uv.lock") == new  # the lock follows
+    # The lock follows, resolved from uv's cache: the project's version line alone changed.
+    after = (locked_repo / "uv.lock").read_text()
+    assert changed_lines(before, after) == [(f'version = "{current}"', f'version = "{new}"')]
     assert git(locked_repo, "log", "-1", "--format=%s") == f"Release {new}"
     assert git(locked_repo, "status", "--porcelain") == ""
+
+
+def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
+    """The lines that differ, as (before, after); an added or removed line fails here."""
+    pairs = zip(before.splitlines(), after.splitlines(), strict=True)
+    return [(old, new) for old, new in pairs if old != new]
+
+
+@pytest.mark.slow
+def test_bump_asks_the_index_when_uvs_cache_lacks_a_locked_package(
+    locked_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bump resolves from uv's cache first; on a machine whose cache is empty that fails,
+    and the bump asks the index instead (the cache fills): the same lock either way, only
+    the project's version line changed."""
+    cache = tmp_path / "empty-uv-cache"
+    monkeypatch.setenv("UV_CACHE_DIR", str(cache))
+    current = version_in(locked_repo, "pyproject.toml")
+    before = (locked_repo / "uv.lock").read_text()
+    new = bump(locked_repo, "patch")
+    after = (locked_repo / "uv.lock").read_text()
+    assert changed_lines(before, after) == [(f'version = "{current}"', f'version = "{new}"')]
+    assert any(cache.iterdir())  # asked the index: the offline attempt had nothing to use
 
 
 def test_refused_bumps_change_nothing(locked_repo: Path) -> None:
