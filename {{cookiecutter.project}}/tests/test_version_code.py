@@ -1,9 +1,11 @@
 """A version's code as a released artifact: the wheel built from the committed tree, promotion
 by content, and the version's own environment (built with uv) that every local run uses."""
 
+import io
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from conftest import git, snapshot
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.release import code_publishing
 from {{ cookiecutter.package }}.release.code_publishing import build_wheel, publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 
@@ -67,6 +70,28 @@ def test_one_tree_gives_one_wheel_whatever_the_commit(cfg, git_repo: Path) -> No
     first = build_wheel(ctx, git(git_repo, "rev-parse", "HEAD"))
     git(git_repo, "commit", "-q", "--allow-empty", "-m", "same files, later commit")
     assert build_wheel(ctx, git(git_repo, "rev-parse", "HEAD")) == first
+
+
+@pytest.mark.slow
+def test_without_the_locked_backend_the_wheel_is_built_in_a_build_environment(
+    cfg, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after `uv sync --no-dev`: uv makes a build environment with the newest backend
+    `[build-system]` allows. The same wheel, file for file (its bytes may differ: another
+    poetry-core may write them)."""
+    ctx = context(cfg, git_repo)
+    head = git(git_repo, "rev-parse", "HEAD")
+    name, locked = build_wheel(ctx, head)
+    monkeypatch.setattr(code_publishing, "locked_backend_installed", lambda: False)
+    assert code_publishing._backend_options() == []
+    isolated_name, isolated = build_wheel(ctx, head)
+    assert isolated_name == name
+    assert files_of(isolated) == files_of(locked)
+
+
+def files_of(wheel: bytes) -> list[str]:
+    with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
+        return sorted(archive.namelist())
 
 
 @pytest.mark.heavy

@@ -1,7 +1,8 @@
 """The release step `code`: publish the version's wheel and locked requirements to the store.
 
 The wheel is built from the committed tree (`git archive`), never from the working tree, with
-a fixed SOURCE_DATE_EPOCH so that the same tree always gives the same bytes. When the
+a fixed SOURCE_DATE_EPOCH and the build backend the lock pins (poetry-core, in the dev group)
+so that the same tree always gives the same bytes. When the
 environment promotes from another one (`env.promote_from`, e.g. prod from dev), the code
 that environment released under this version is copied instead, byte for byte, after
 checking that it was built from the same release inputs (`release/inputs.py`).
@@ -9,6 +10,7 @@ checking that it was built from the same release inputs (`release/inputs.py`).
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -41,8 +43,9 @@ def build_wheel(ctx: ReleaseContext, rev: str) -> tuple[str, bytes]:
         source, dist = Path(scratch) / "source", Path(scratch) / "dist"
         with tarfile.open(fileobj=io.BytesIO(ctx.git.archive(rev))) as archive:
             archive.extractall(source, filter="data")
+        command = [find_uv(), "build", "--wheel", "--quiet", *_backend_options()]
         result = subprocess.run(
-            [find_uv(), "build", "--wheel", "--quiet", "--out-dir", str(dist), str(source)],
+            [*command, "--out-dir", str(dist), str(source)],
             capture_output=True,
             text=True,
             env={**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
@@ -52,6 +55,19 @@ def build_wheel(ctx: ReleaseContext, rev: str) -> tuple[str, bytes]:
             detail = (result.stderr.strip().splitlines() or ["no wheel was written"])[-1]
             raise ReleaseError(f"cannot build the wheel of {rev[:12]}: {detail}")
         return wheels[0].name, wheels[0].read_bytes()
+
+
+def _backend_options() -> list[str]:
+    """Build with the backend installed in this environment when it is (the lock pins its
+    version, and no build environment is made: 0.5 s instead of 0.8); otherwise, as after
+    `uv sync --no-dev`, in a fresh one with the newest backend `[build-system]` allows."""
+    if not locked_backend_installed():
+        return []
+    return ["--no-build-isolation", "--python", sys.executable]
+
+
+def locked_backend_installed() -> bool:
+    return importlib.util.find_spec("poetry.core") is not None
 
 
 def _check_same_code(record: CodeRecord, ids: tuple[str, str], where: str) -> None:
