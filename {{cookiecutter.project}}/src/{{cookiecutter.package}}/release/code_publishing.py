@@ -2,10 +2,10 @@
 
 The wheel is built from the committed tree (`git archive`), never from the working tree, with
 a fixed SOURCE_DATE_EPOCH and the build backend the lock pins (poetry-core, in the dev group)
-so that the same tree always gives the same bytes. When the
-environment promotes from another one (`env.promote_from`, e.g. prod from dev), the code
-that environment released under this version is copied instead, byte for byte, after
-checking that it was built from the same release inputs (`release/inputs.py`).
+so that the same tree always gives the same bytes. When the environment promotes from
+another one (`env.promote_from`, e.g. prod from dev), the code that environment released
+under this version is copied instead, byte for byte, after checking that it was built from
+the same release inputs (`release/inputs.py`).
 """
 
 from __future__ import annotations
