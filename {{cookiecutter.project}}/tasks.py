@@ -590,7 +590,10 @@ def test(c: Context, all_: bool = False, args: str = "") -> None:
     # One pytest worker per core (pytest-xdist); the tests share no state. A worker that
     # runs out of tests takes some from the other (worksteal) rather than idling.
     python = shlex.quote(sys.executable)
-    c.run(f"{python} -m pytest -n auto --dist worksteal {selection} {args}", pty=False)
+    # Python caches compiled modules unless PYTHONDONTWRITEBYTECODE is set (CI images often
+    # set it): the test processes import pandas, scikit-learn and kfp, cached from the start.
+    cache = {"PYTHONDONTWRITEBYTECODE": ""}
+    c.run(f"{python} -m pytest -n auto --dist worksteal {selection} {args}", pty=False, env=cache)
 
 
 @task
