@@ -30,7 +30,7 @@ from {{ cookiecutter.package }}.artifacts.traffic import Assignment
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.predict import predict
 from {{ cookiecutter.package }}.pipelines import steps
-from {{ cookiecutter.package }}.serving import router
+from {{ cookiecutter.package }}.serving import THREAD_VARIABLES, router
 from {{ cookiecutter.package }}.serving.app import create_app, serve_command
 from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS
 from {{ cookiecutter.package }}.serving.shadow import Shadow
@@ -558,8 +558,9 @@ def test_native_thread_pools_keep_the_configured_size_after_the_model_loads(
     the first prediction: two versions' servers on one machine do not starve each other.
     The thread variables this test process runs with are not passed on (the image sets
     none): the libraries' own default is a thread per core."""
-    inherited = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
-    environment = {name: value for name, value in os.environ.items() if name not in inherited}
+    environment = {
+        name: value for name, value in os.environ.items() if name not in THREAD_VARIABLES
+    }
     result = subprocess.run(
         [sys.executable, "-c", THREADS_PROBE, str(released), json.dumps(TRIP)],
         capture_output=True,

@@ -10,6 +10,7 @@ the model is loaded, to whatever loaded since.
 
 import os
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SERVING_THREADS = os.environ.get("SERVING_THREADS", "1")
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+for _variable in THREAD_VARIABLES:
     os.environ[_variable] = SERVING_THREADS
