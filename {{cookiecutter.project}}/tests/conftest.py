@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -144,11 +145,31 @@ def inv_here(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+# The ports free_port() handed out, shared by the test processes of this machine (xdist
+# workers, and suites run inside other suites): a server binds the port it is given only
+# seconds later (MLflow's after about 15), and meanwhile the kernel may give the same free
+# port to another process. The server that lost the race would then take the winner's answer
+# to its health check for its own, and go down when the winner's test stops it.
+HANDED_OUT = Path(tempfile.gettempdir()) / "test-ports-handed-out"
+HANDED_OUT_FOR_S = 600
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on now, on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on loopback that nobody listens on now and that no test process on this
+    machine was handed in the last ten minutes."""
+    HANDED_OUT.mkdir(exist_ok=True)
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        claim = HANDED_OUT / str(port)
+        try:
+            claim.touch(exist_ok=False)  # atomic: one process alone gets it
+            return port
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - claim.stat().st_mtime > HANDED_OUT_FOR_S:
+                    claim.unlink()  # an old claim: the next draw may take the port
 
 
 @pytest.fixture(scope="session")
