@@ -332,6 +332,41 @@ def test_the_shadow_mirror_sends_no_call_over_a_servers_limit(tmp_path: Path) ->
     assert len(sink.read("1.0.0")) == 1800
 
 
+class SlowSink(ParquetPredictions):
+    """The real Parquet sink, with a write that takes a while (a busy disk or bucket)."""
+
+    started = threading.Event()
+
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        self.started.set()
+        time.sleep(0.5)
+        super().write(*args, **kwargs)
+
+
+def test_stopping_the_shadow_mirror_waits_for_a_write_in_flight(tmp_path: Path) -> None:
+    """Rows the flusher took are written before stop() returns, though its task is
+    cancelled mid-write: the router's shutdown is when what is left gets written."""
+    sink = SlowSink(str(tmp_path))
+    SlowSink.started.clear()
+
+    async def upstream(version: str, trips: list[dict]) -> list[dict]:
+        return [{"eta_minutes": 1.0} for _ in trips]
+
+    async def scenario() -> None:
+        mirror = Shadow(sink, upstream, flush_s=0.05)
+        await mirror.start()
+        trips = [{"trip_id": f"t{i}", "user_cluster": 0} for i in range(3)]
+        answers = [{"eta_minutes": 2.0, "version": "1.0.0"} for _ in trips]
+        mirror.offer(orjson.dumps({"trips": trips}), answers, Assignment({"1.0.0": [0]}, 1))
+        while not SlowSink.started.is_set():  # the flusher took the rows and is writing
+            await asyncio.sleep(0.01)
+        await mirror.stop()
+        # here, not after asyncio.run(), whose end waits for every thread
+        assert list(sink.read("1.0.0").trip_id) == ["t0", "t1", "t2"]
+
+    asyncio.run(scenario())
+
+
 def test_the_router_records_shadow_answers_and_serves_without_the_shadow_version(
     artifact_root: Path, servers: dict[str, str], running: Servers
 ) -> None:

@@ -57,6 +57,7 @@ class Shadow:
         self.queue: asyncio.Queue[tuple[bytes, list[dict], Assignment]] | None = None
         self.rows: dict[str, dict[str, list[Any]]] = {}  # version -> column -> values
         self.tasks: list[asyncio.Task] = []
+        self.writing: asyncio.Future | None = None  # the flusher's write, in a thread
 
     async def start(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
@@ -66,6 +67,8 @@ class Shadow:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.writing is not None:  # cancelling the flusher does not stop its thread:
+            await self.writing  # what it took is written before stop() returns
         await asyncio.to_thread(self.write, self.take())
 
     def offer(self, body: bytes, answers: list[dict[str, Any]], assignment: Assignment) -> None:
@@ -135,7 +138,8 @@ class Shadow:
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(self.flush_s)
-            await asyncio.to_thread(self.write, self.take())
+            self.writing = asyncio.ensure_future(asyncio.to_thread(self.write, self.take()))
+            await asyncio.shield(self.writing)
 
     def write(self, pending: dict[str, dict[str, list[Any]]]) -> None:
         """Write collected rows, one object per version (a failure is logged, not raised)."""
