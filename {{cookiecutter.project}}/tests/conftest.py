@@ -163,7 +163,7 @@ def inv_here(*args: str) -> tuple[int, str, str]:
 # seconds later (MLflow's after about 15), and meanwhile the kernel may give the same free
 # port to another process. The server that lost the race would then take the winner's answer
 # to its health check for its own, and go down when the winner's test stops it.
-HANDED_OUT = Path(tempfile.gettempdir()) / "test-ports-handed-out"
+HANDED_OUT = Path(tempfile.gettempdir()) / f"test-ports-handed-out-{os.getuid()}"
 HANDED_OUT_FOR_S = 600
 
 
@@ -282,8 +282,8 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Pa
 
 @pytest.fixture(scope="session")
 def first_commit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The scratch repository made once per test process (three git commands, 0.15 s);
-    each test takes a copy."""
+    """The scratch repository made once per test process (four git commands, 0.2 s); each
+    test takes a copy."""
     return make_git_repo(tmp_path_factory.mktemp("first-commit") / "repo")
 
 
