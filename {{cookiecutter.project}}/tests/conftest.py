@@ -282,9 +282,10 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build) -> Pa
 
 @pytest.fixture(scope="session")
 def first_commit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The scratch repository made once per test process (four git commands, 0.2 s); each
-    test takes a copy."""
-    return make_git_repo(tmp_path_factory.mktemp("first-commit") / "repo")
+    """The scratch repository made once per run (four git commands, 0.2 s); each test
+    takes a copy."""
+    folder = built_once(tmp_path_factory, "first-commit", lambda f: make_git_repo(f / "repo"))
+    return folder / "repo"
 
 
 @pytest.fixture

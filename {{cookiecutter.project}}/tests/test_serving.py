@@ -335,19 +335,20 @@ def test_the_shadow_mirror_sends_no_call_over_a_servers_limit(tmp_path: Path) ->
 class SlowSink(ParquetPredictions):
     """The real Parquet sink, with a write that takes a while (a busy disk or bucket)."""
 
-    started = threading.Event()
+    def __init__(self, artifact_root: str) -> None:
+        super().__init__(artifact_root)
+        self.started = threading.Event()
 
-    def write(self, *args: Any, **kwargs: Any) -> None:
+    def write(self, *args: Any, **kwargs: Any) -> str:
         self.started.set()
         time.sleep(0.5)
-        super().write(*args, **kwargs)
+        return super().write(*args, **kwargs)
 
 
 def test_stopping_the_shadow_mirror_waits_for_a_write_in_flight(tmp_path: Path) -> None:
     """Rows the flusher took are written before stop() returns, though its task is
     cancelled mid-write: the router's shutdown is when what is left gets written."""
     sink = SlowSink(str(tmp_path))
-    SlowSink.started.clear()
 
     async def upstream(version: str, trips: list[dict]) -> list[dict]:
         return [{"eta_minutes": 1.0} for _ in trips]
@@ -358,7 +359,7 @@ def test_stopping_the_shadow_mirror_waits_for_a_write_in_flight(tmp_path: Path) 
         trips = [{"trip_id": f"t{i}", "user_cluster": 0} for i in range(3)]
         answers = [{"eta_minutes": 2.0, "version": "1.0.0"} for _ in trips]
         mirror.offer(orjson.dumps({"trips": trips}), answers, Assignment({"1.0.0": [0]}, 1))
-        while not SlowSink.started.is_set():  # the flusher took the rows and is writing
+        while not sink.started.is_set():  # the flusher took the rows and is writing
             await asyncio.sleep(0.01)
         await mirror.stop()
         # here, not after asyncio.run(), whose end waits for every thread
@@ -585,7 +586,7 @@ print(json.dumps(sorted({(i["internal_api"], i["num_threads"]) for i in threadpo
 
 
 @pytest.mark.heavy
-def test_native_thread_pools_keep_the_configured_size_after_the_model_loads(
+def test_native_thread_pools_keep_one_thread_after_the_model_loads(
     released: Path,
 ) -> None:
     """In a fresh process loaded as a server loads (package first, then the model, whose
