@@ -84,6 +84,12 @@ class Airflow:
 def airflow(airflow_venv: Path, tmp_path: Path) -> Iterator[Airflow]:
     home = tmp_path / "airflow-home"
     (home / "dags").mkdir(parents=True)
+    # SQLite's writers fail after 5 s behind another's lock ("database is locked", which the
+    # API answers as HTTP 500 "Database error"); on a loaded CI machine the scheduler holds
+    # it that long. Airflow imports connect args from AIRFLOW_HOME/config: wait up to 60 s.
+    (home / "config").mkdir()
+    (home / "config" / "sqlite_waits.py").write_text(
+        'SYNC = {"timeout": 60}\nASYNC = {"timeout": 60}\n')
     port = free_port()
     env = {
         **os.environ,
@@ -96,6 +102,8 @@ def airflow(airflow_venv: Path, tmp_path: Path) -> Iterator[Airflow]:
         # Without it workers call the execution API on the default port and every task fails.
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "sqlite_waits.SYNC",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "sqlite_waits.ASYNC",
     }
     env.pop("VIRTUAL_ENV", None)
     log = (tmp_path / "airflow.log").open("w")
@@ -121,6 +129,10 @@ def airflow(airflow_venv: Path, tmp_path: Path) -> Iterator[Airflow]:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
     log.close()
+    # pytest shows a teardown's output only when the test failed: Airflow's side of it.
+    errors = [line for line in (tmp_path / "airflow.log").read_text(errors="replace")
+              .splitlines() if "ERROR" in line or "Error:" in line]
+    print("Airflow's error lines:", *errors[-30:], sep="\n")
 
 
 def predictions_since(project: Project, version: str, since: float) -> list[Path]:
