@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import copy
 import fcntl
+import functools
 import gc
 import importlib.resources
 import io
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -98,27 +99,40 @@ def artifact_root(tmp_path: Path) -> Path:
     return tmp_path / "artifacts"
 
 
-@pytest.fixture(scope="session")
-def small_local_config() -> DictConfig:
-    """`load_config("local", SMALL)`, composed once per test process: Hydra reads and merges
-    every YAML file of conf/ on each compose (70 ms), and half the tests need this config."""
-    placeholder = "/artifact-root-of-the-test"
-    config = load_config("local", [f"env.artifact_root={placeholder}", *SMALL])
-    # Each test gets a copy with its own artifact root; that is the same as composing with
-    # it only while no other value is derived from the root.
+def composed(
+    env: str, overrides: Sequence[str] = (), per_test: Mapping[str, str] | None = None
+) -> DictConfig:
+    """`load_config(env, [*overrides, *("key=value" for each per_test)])`, with Hydra's
+    compose paid once per test process for each (env, overrides, per_test keys): Hydra reads
+    and merges every YAML file of conf/ on each compose (90 ms), and most tests need one of
+    a few configs. The per-test values (`env.artifact_root`...) are set on a copy."""
+    per_test = dict(per_test or {})
+    config = copy.deepcopy(_composed_once(env, tuple(overrides), tuple(sorted(per_test))))
+    for key, value in per_test.items():
+        OmegaConf.update(config, key, value, merge=False)
+    return config
+
+
+@functools.cache
+def _composed_once(env: str, overrides: tuple[str, ...], per_test: tuple[str, ...]) -> DictConfig:
+    placeholders = {key: f"/placeholder-of-{key}" for key in per_test}
+    config = load_config(env, [*overrides, *(f"{k}={v}" for k, v in placeholders.items())])
+    # Setting a value on a copy is the same as composing with it only while no other value
+    # is derived from it.
     others = OmegaConf.to_container(config)
     assert isinstance(others, dict)
-    others["env"].pop("artifact_root")
-    assert placeholder not in json.dumps(others), "a value is derived from env.artifact_root"
+    for key in per_test:
+        *parents, leaf = key.split(".")
+        functools.reduce(dict.__getitem__, parents, others).pop(leaf)
+    for key, placeholder in placeholders.items():
+        assert placeholder not in json.dumps(others), f"a value is derived from {key}"
     return config
 
 
 @pytest.fixture
-def cfg(artifact_root: Path, small_local_config: DictConfig) -> DictConfig:
+def cfg(artifact_root: Path) -> DictConfig:
     """The small local config with the artifacts in this test's temporary directory."""
-    config = copy.deepcopy(small_local_config)
-    config.env.artifact_root = str(artifact_root)
-    return config
+    return composed("local", SMALL, {"env.artifact_root": str(artifact_root)})
 
 
 @pytest.fixture(scope="session", autouse=True)

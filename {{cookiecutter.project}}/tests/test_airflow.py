@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import composed
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
@@ -35,13 +36,13 @@ from {{ cookiecutter.package }}.release.workflows import compile_spec
 
 @pytest.fixture
 def airflow_cfg(tmp_path: Path) -> DictConfig:
-    return load_config(
+    return composed(
         "airflow",
-        [
-            f"env.artifact_root={tmp_path / 'artifacts'}",
-            f"env.airflow.dags_folder={tmp_path / 'dags'}",
-            "schedules.inference.interval_seconds=30",
-        ],
+        ["schedules.inference.interval_seconds=30"],
+        {
+            "env.artifact_root": str(tmp_path / "artifacts"),
+            "env.airflow.dags_folder": str(tmp_path / "dags"),
+        },
     )
 
 

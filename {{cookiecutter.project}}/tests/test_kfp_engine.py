@@ -9,12 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import SMALL, snapshot
+from conftest import SMALL, composed, snapshot
 from kfp_api_double import KfpApiDouble
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import names_for
-from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.engines.local import LocalEngine
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -34,18 +33,11 @@ def kfp_api() -> Iterator[KfpApiDouble]:
 
 
 def dev_config(artifact_root: Path, host: str, *overrides: str):
-    cfg = load_config(
+    return composed(
         "dev",
-        [
-            f"env.artifact_root={artifact_root}",
-            f"env.kfp_host={host}",
-            "+env.kfp_poll_seconds=0.01",
-            "env.builder=none",
-            *SMALL,
-            *overrides,
-        ],
+        ["+env.kfp_poll_seconds=0.01", "env.builder=none", *SMALL, *overrides],
+        {"env.artifact_root": str(artifact_root), "env.kfp_host": host},
     )
-    return cfg
 
 
 def context(cfg, root: Path, version: str) -> ReleaseContext:

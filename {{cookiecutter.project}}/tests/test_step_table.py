@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import composed
 from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
-from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, parameters_of
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.pipelines import run_step, step_table
@@ -24,9 +24,12 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture
 def airflow_cfg(tmp_path: Path) -> DictConfig:
-    return load_config(
+    return composed(
         "airflow",
-        [f"env.artifact_root={tmp_path / 'artifacts'}", f"env.airflow.dags_folder={tmp_path}"],
+        per_test={
+            "env.artifact_root": str(tmp_path / "artifacts"),
+            "env.airflow.dags_folder": str(tmp_path),
+        },
     )
 
 
