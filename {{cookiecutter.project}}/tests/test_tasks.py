@@ -38,8 +38,13 @@ def task_names() -> list[str]:
     return sorted(Collection.from_module(tasks).task_names)
 
 
-def test_the_documented_tasks_exist() -> None:
-    listing = json.loads(inv("--list", "--list-format", "json").stdout)
+@pytest.fixture(scope="module")
+def listing() -> dict:
+    """`inv --list --list-format json` on the real command line, once for the module."""
+    return json.loads(inv("--list", "--list-format", "json").stdout)
+
+
+def test_the_documented_tasks_exist(listing: dict) -> None:
     assert {
         "build",
         "train-adhoc",
@@ -80,9 +85,8 @@ def test_help_on_the_command_line() -> None:
     assert result.returncode == 0 and "--version=STRING" in result.stdout
 
 
-def test_every_task_says_what_it_does_in_one_line() -> None:
+def test_every_task_says_what_it_does_in_one_line(listing: dict) -> None:
     """`inv --list` shows the first line of each docstring: a whole sentence, not a cut one."""
-    listing = json.loads(inv("--list", "--list-format", "json").stdout)
     cut = [t["name"] for t in listing["tasks"] if not t["help"].rstrip().endswith((".", ")"))]
     assert cut == []
 
