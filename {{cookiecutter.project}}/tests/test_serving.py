@@ -547,14 +547,7 @@ def test_three_oversized_requests_at_once_leave_memory_and_healthz_alone(
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(released), str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if HTTP.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert server.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+        wait_until_healthy(url, server)
         HTTP.post(f"{url}/v1.0.0/predict", json={"trips": [TRIP]})  # warm
         before = peak_rss_mib(server.pid)
 
