@@ -1,4 +1,5 @@
-"""Jinja extensions of the template: a guard before the hooks run, and version filters.
+"""Jinja extensions of the template: answers kept as text, a guard before the hooks run, and
+version filters.
 
 cookiecutter creates the project directory *before* the pre-generation hook validates the
 answers, and removes it when the hook fails. A project name such as `..` or `a/../..` names a
@@ -16,6 +17,8 @@ from jinja2.exceptions import UndefinedError
 from jinja2.ext import Extension
 
 PROJECT_DIR_TEMPLATE = "{{cookiecutter.project}}"
+JINJA_MARKUP = ("{{", "{%", "{#")
+RAW_BLOCK_PERCENT = """{% endraw %}{{ "{%" }}{% raw %}"""
 
 
 def plain_directory_name(value: object) -> str:
@@ -34,6 +37,27 @@ class ProjectDirGuard(Extension):
         if source == PROJECT_DIR_TEMPLATE:
             return "{{ cookiecutter.project | plain_directory_name }}"
         return source
+
+
+class LiteralAnswers(Extension):
+    """An answer is text: `x {{ 7*7 }} y` stays `x {{ 7*7 }} y`.
+
+    cookiecutter renders every value of the context as a template before the hooks see it,
+    the answers given on its command line (or replayed by cruft) among them, so Jinja
+    syntax in a description was evaluated (`{{ 7*7 }}` became 49) or crashed generation
+    with a traceback (`{% tags %}`). Such a value is rendered inside `{% raw %}`. The
+    template's own templated values (the defaults of cookiecutter.json, the path names and
+    the hooks) all name `cookiecutter`; an answer that does too is rendered as a default
+    would be (`bucket={{ cookiecutter.gcp_project }}-data`).
+    """
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        if name is not None or "cookiecutter" in source:
+            return source  # a file of the template, or a reference to another answer
+        if not any(markup in source for markup in JINJA_MARKUP):
+            return source
+        # Only `{% endraw %}` ends a raw block: each `{%` is written outside of it.
+        return "{% raw %}" + source.replace("{%", RAW_BLOCK_PERCENT) + "{% endraw %}"
 
 
 def next_minor(version: object) -> str:

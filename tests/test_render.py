@@ -191,6 +191,28 @@ def test_hostile_but_valid_answers_render_as_data(tmp_path: Path) -> None:
     compile(package_doc, "__init__.py", "exec")
 
 
+@pytest.mark.parametrize("text", [
+    "x {% tags %} y",  # was: TemplateSyntaxError, a 35-line traceback
+    "x {{ braces }} y",  # was: 'braces' is undefined
+    "x {{ 7*7 }} y",  # was: rendered as "x 49 y"
+    "x {# note #} y {% endraw %} z {%- raw -%}",
+])
+def test_answers_with_jinja_syntax_are_kept_as_text(tmp_path: Path, text: str) -> None:
+    """cookiecutter renders answers as templates; the template keeps them as typed."""
+    project = render(tmp_path, description=text, author=f"Ann {text}")
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["description"] == text
+    assert pyproject["project"]["authors"][0]["name"] == f"Ann {text}"
+    assert (project / "README.md").read_text().splitlines()[2] == text
+    assert json.loads((project / ".cruft.json").read_text())["context"]["cookiecutter"][
+        "description"] == text  # what `cruft update` renders again, kept as text there too
+
+
+def test_an_answer_naming_another_answer_is_rendered_as_a_default_is(tmp_path: Path) -> None:
+    project = render(tmp_path, bucket="{{ cookiecutter.gcp_project }}-data")
+    assert "artifact_root: gs://taxi-eta-ml-data\n" in (project / "conf/env/prod.yaml").read_text()
+
+
 @pytest.mark.parametrize("answers,error", [
     ({"project": "Bad Name", "package": "bad_name"}, "ERROR: project:"),
     ({"package": "import"}, "ERROR: package:"),

@@ -59,4 +59,5 @@ def test_without_a_builder_the_plan_says_skipped_and_a_dry_build_shows_the_comma
     assert "IMAGE_BUILDER=none" in out
     assert "$ docker build -f Dockerfile" in out
     assert f"$ docker push eu-docker.pkg.dev/p/r/{cfg.project}:{cfg.version}" in out
-    assert not (git_repo / "requirements.lock").exists()  # a dry run writes nothing
+    for lock in ("requirements.lock", "requirements-build.lock"):
+        assert not (git_repo / lock).exists()  # a dry run writes nothing

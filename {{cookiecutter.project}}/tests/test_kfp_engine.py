@@ -121,8 +121,10 @@ def test_the_uploaded_training_spec_runs_locally(
         arguments = {**(parameters.get("parameters") or {}), "run_id": run_id}
         local.run(ctx.names, "inference", yaml.safe_dump(inference), arguments, 600)
         batch = pd.read_parquet(artifact_root / ctx.names.predictions_key(run_id))
-        assert set(batch[batch.served].user_cluster) == set(clusters)
-        assert set(batch.user_cluster) == set(range(8))  # the rest in shadow
+        # Scheduled runs draw a fresh batch (seed -1): a 50-trip batch misses one of the 8
+        # clusters about 1% of the time, so nothing here depends on which clusters it drew.
+        assert len(batch) == arguments["n_trips"] == 50  # every trip, the rest in shadow
+        assert (batch.served == batch.user_cluster.isin(clusters)).all()
     assert [r for r in kfp_api.state.requests if r[0] == "POST"] == posts
 
 

@@ -121,9 +121,10 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     )
     run_inference(ctx, "batch-1")
     predictions = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-1"))
-    assert set(predictions[predictions.served].user_cluster) == {1, 2}
-    # traffic.shadow: the version predicts the other clusters' trips too, not served.
-    assert set(predictions[~predictions.served].user_cluster) == {0, *range(3, 8)}
+    # Scheduled runs draw a fresh batch (seed -1), which may miss a cluster: the checks hold
+    # whatever clusters it drew. traffic.shadow: the other clusters' trips are predicted too.
+    assert len(predictions) == 50  # data.inference_batch_size
+    assert (predictions.served == predictions.user_cluster.isin([1, 2])).all()
     assert (predictions.model_version == cfg.version).all()
     assert [p.name for p in (artifact_root / "predictions").iterdir()] == [cfg.version]
 
@@ -137,7 +138,8 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     )
     run_inference(ctx, "batch-2")
     second = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-2"))
-    assert set(second[second.served].user_cluster) == {5} and len(second) == len(predictions)
+    assert (second.served == (second.user_cluster == 5)).all()
+    assert len(second) == len(predictions)
 
     # A version with no clusters predicts in shadow only; with traffic.shadow off, it writes
     # no predictions.

@@ -1,28 +1,41 @@
 """`inv tracking-server`: MLflow's tracking server and UI on this machine, in the background.
 
-The project's client is `mlflow-skinny`; the server is MLflow's full package, run by uv as
-a tool at the client's version (`uv tool run --from mlflow==X`): a service the project
-talks to, not a library it imports (its dependencies would otherwise pin the project's).
-It serves the project's local store (`mlflow.db`), so the runs logged without a server
-show in its UI too. Cloud teams point MLFLOW_TRACKING_URI at their shared server instead.
+The project's client is `mlflow-skinny` (the dev group); the server is MLflow's full package,
+in its own dependency group, `tracking-server`, of `pyproject.toml`. Both groups are resolved
+together into `uv.lock` when the project is locked, so the server is always the client's
+version, and a server that cannot be resolved fails `uv lock` (at generation, or at the bump
+that changes it), never a user's first start. A plain `uv sync` leaves the group out: about
+700 MB that only a tracking-server host needs. The first start installs exactly that locked
+group (with its hashes) into `.tracking-server/`, an environment of its own beside the
+project's, where no `uv sync` of the project removes it; later starts reuse it, offline.
+
+It serves the project's local store (`mlflow.db`), so the runs logged without a server show
+in its UI too. Cloud teams point MLFLOW_TRACKING_URI at their shared server instead.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from {{ cookiecutter.package }}.artifacts.store import remove_dead_partials
+from {{ cookiecutter.package }}.engines.version_env import find_uv
 from {{ cookiecutter.package }}.errors import UserError
+from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
-START_TIMEOUT_S = 300  # the first start installs MLflow (about 700 MB) and creates the store
+GROUP = "tracking-server"  # the dependency group of pyproject.toml that holds the server
+ENV_DIR = ".tracking-server"  # its environment, in the project's root
+LOCKED = "locked-requirements.txt"  # written last inside the environment: it is complete
+START_TIMEOUT_S = 120  # a first start creates the store (MLflow's migrations, about 35 s)
 
 
 @dataclass(frozen=True)
@@ -32,17 +45,87 @@ class Server:
     log: Path
 
 
+def locked_requirements(project_root: Path = PROJECT_ROOT) -> str:
+    """The server's group exactly as `uv.lock` pins it (versions and hashes): `uv export
+    --frozen` reads the lock and resolves nothing."""
+    result = subprocess.run(
+        [find_uv(), "export", "--frozen", "--only-group", GROUP, "--no-emit-project",
+         "--no-header", "--quiet"],
+        cwd=project_root, capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise UserError(f"cannot read the `{GROUP}` group from uv.lock: {detail}")
+    return result.stdout
+
+
+def pinned(requirements: str, name: str) -> str:
+    """`name==X` as the exported requirements pin it ('' when absent)."""
+    for line in requirements.splitlines():
+        if line.startswith(f"{name}=="):
+            return line.split(";")[0].split()[0]
+    return ""
+
+
+def server_environment(project_root: Path = PROJECT_ROOT) -> Path:
+    """The environment holding the locked server (built on first use): its folder.
+
+    Built in a hidden `.partial` folder renamed into place when complete, as the versions'
+    environments are: a killed install never leaves something that passes for one, and two
+    processes that install at once keep one.
+    """
+    requirements = locked_requirements(project_root)
+    final = project_root / ENV_DIR
+    ready = final / LOCKED
+    if ready.is_file() and ready.read_text() == requirements:
+        return final
+    packages = sum(1 for line in requirements.splitlines() if "==" in line)
+    print(
+        f"installing MLflow's tracking server into {ENV_DIR}/ (once, about 600 MB): "
+        f"{pinned(requirements, 'mlflow')} and {packages - 1} more packages, the `{GROUP}` "
+        "group exactly as uv.lock pins it",
+        flush=True,
+    )
+    remove_dead_partials(project_root)
+    partial = project_root / f".{ENV_DIR.lstrip('.')}.{os.getpid()}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    uv = find_uv()
+    _install(uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(partial))
+    listed = partial / "requirements.txt"
+    listed.write_text(requirements)
+    python = str(partial / "bin" / "python")
+    _install(uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes", str(listed))
+    (partial / LOCKED).write_text(requirements)
+    if final.exists():  # an older lock's server, or another process won: keep one
+        if (final / LOCKED).is_file() and (final / LOCKED).read_text() == requirements:
+            shutil.rmtree(partial)
+            return final
+        shutil.rmtree(final)
+    os.rename(partial, final)
+    print(f"installed: {disk_usage(final) / 1e6:.0f} MB in {ENV_DIR}/", flush=True)
+    return final
+
+
+def disk_usage(folder: Path) -> int:
+    return sum(path.lstat().st_size for path in folder.rglob("*") if not path.is_symlink())
+
+
+def _install(*command: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise UserError(f"cannot install the `{GROUP}` group into {ENV_DIR}/: {detail}")
+
+
 def start(home: Path, port: int, host: str = "127.0.0.1") -> Server:
     """Start a server storing runs in `home` (mlflow.db, mlartifacts/) and wait until it
     answers; UserError when it does not."""
     if in_use(host, port):  # said at once: MLflow itself takes seconds to start and fail
         raise UserError(f"cannot start the MLflow server: {host}:{port} is in use (--port)")
-    from uv import find_uv_bin
-
-    version = importlib.metadata.version("mlflow-skinny")
+    mlflow = server_environment() / "bin" / "mlflow"
     log = home / "mlflow-server.log"
     command = [
-        find_uv_bin(), "tool", "run", "--from", f"mlflow=={version}", "mlflow", "server",
+        str(mlflow), "server",
         "--host", host, "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
         "--artifacts-destination", str(home / "mlartifacts"),

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.inputs import inputs_id
-from {{ cookiecutter.package }}.release.requirements import pinned_requirements
+from {{ cookiecutter.package }}.release.requirements import (
+    pinned_build_backend,
+    pinned_requirements,
+)
 from {{ cookiecutter.package }}.version import PROJECT
 
 BUILDERS = ("docker", "podman", "buildah")
@@ -201,8 +204,12 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
         print(f"image {names.image} exists (revision {existing.get(REVISION_LABEL, '')[:12]})")
         return names.image
     if not dry_run:
-        lock = ctx.project_root / "requirements.lock"
-        lock.write_text("\n".join(pinned_requirements(PROJECT)) + "\n")
+        locks = {
+            "requirements.lock": pinned_requirements(PROJECT),
+            "requirements-build.lock": pinned_build_backend(ctx.project_root / "pyproject.toml"),
+        }
+        for filename, pins in locks.items():
+            (ctx.project_root / filename).write_text("\n".join(pins) + "\n")
     tool = builder or "docker"
     commands = [build_command(ctx, tool, rev, tree, release_inputs)]
     if names.registry:

@@ -1,13 +1,18 @@
-"""The image's dependency lock: the project's runtime dependencies, pinned to the versions
-installed in the environment that builds (and tested) the release."""
+"""The image's dependency locks: the project's runtime dependencies, and the build backend
+its wheel is built with, pinned to the versions installed in the environment that builds
+(and tested) the release, which `uv sync` installed exactly as uv.lock pins them."""
 
 from __future__ import annotations
 
+import tomllib
 from importlib import metadata
+from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from {{ cookiecutter.package }}.errors import ReleaseError
 
 
 def _applies(requirement: Requirement, extras: frozenset[str]) -> bool:
@@ -38,3 +43,20 @@ def pinned_requirements(distribution: str) -> list[str]:
             queue.append((requirement.name, frozenset(requirement.extras)))
     pinned.pop(canonicalize_name(distribution), None)
     return [f"{name}=={version}" for name, version in sorted(pinned.items())]
+
+
+def pinned_build_backend(pyproject: Path) -> list[str]:
+    """`name==version` for each requirement of `[build-system]` (poetry-core), as installed
+    here: the image builds its wheel with the backend the lock pins, not the newest one."""
+    requires = tomllib.loads(pyproject.read_text())["build-system"]["requires"]
+    pins = []
+    for text in requires:
+        name = Requirement(text).name
+        try:
+            pins.append(f"{canonicalize_name(name)}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            raise ReleaseError(
+                f"{name}, the build backend uv.lock pins, is not installed here: `uv sync` "
+                "(its dev group installs it)"
+            ) from None
+    return pins
