@@ -30,7 +30,8 @@ from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.schema import DataError
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.workflows import check_features_source
+from {{ cookiecutter.package }}.release.workflows import check_features_source, report_dropped_rows
+from {{ cookiecutter.package }}.reports.versions import data_lineage
 
 RUSH = [7, 8, 9]
 
@@ -102,7 +103,7 @@ def test_files_at_another_path_are_read_and_recorded_with_their_sha256(tmp_path:
     ("changes", "message"),
     [
         ({"pickup_hour": "8am"}, "column pickup_hour: not int64 in 300 rows, e.g. '8am'"),
-        ({"distance_km": -1.0}, "column distance_km: outside range(0, 1000) in 300 rows"),
+        ({"distance_km": -1.0}, "column distance_km: outside (0, 1000] in 300 rows"),
     ],
 )
 def test_a_csv_with_a_wrong_column_is_one_line_and_writes_nothing(
@@ -143,7 +144,7 @@ def test_a_few_invalid_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     assert lineage["rows_valid"] == 398
     assert lineage["rows_invalid"] == {
         "distance_km: empty": 1,
-        "pickup_hour: outside range(0, 23)": 1,
+        "pickup_hour: outside [0, 23]": 1,
     }
     with pytest.raises(DataError, match=r"2 of 400 rows .* \(0.5%, more than .* 0.1%\)"):
         steps.ensure_features(
@@ -155,6 +156,26 @@ def test_a_few_invalid_rows_are_dropped_and_counted(tmp_path: Path) -> None:
             invalid_share=0.001,
         )
     assert not (root / "features/2.0.0").exists()
+
+
+def test_dropped_rows_are_told_by_the_release_and_by_versions_where(
+    cfg, tmp_path: Path, artifact_root: Path, capsys
+) -> None:
+    """Under data.max_invalid_share a release goes on: what it dropped, and why, is said in
+    its output and in `inv versions --where`, not only in the lineage record."""
+    path = trips_file(tmp_path, "trips.parquet", n=2000, seed=3)
+    trips = pd.read_parquet(path)
+    trips.loc[[5, 50, 500, 700, 900, 1999], "distance_km"] = np.inf
+    trips.to_parquet(path, index=False)
+    cfg.data_source = {"_target_": f"{cfg.package}.artifacts.files_source.FileSource", "path": str(path)}
+    ctx = ReleaseContext(cfg=cfg, names=names_for(cfg))
+    steps.ensure_features(ctx.names, 0, 0, RUSH, ctx.feature_store, ctx.data_source)
+    capsys.readouterr()
+    report_dropped_rows(ctx)
+    said = "1994 rows, 6 rows dropped (distance_km: outside (0, 1000])"
+    assert capsys.readouterr().out == f"features {cfg.version}: {said}\n"
+    where = data_lineage(read_lineage(str(artifact_root), cfg.version))
+    assert where.endswith("; 1994 rows; 6 rows dropped (distance_km: outside (0, 1000])")
 
 
 def test_a_files_window_and_files_outcomes(tmp_path: Path) -> None:

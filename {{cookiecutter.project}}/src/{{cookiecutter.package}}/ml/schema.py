@@ -46,8 +46,20 @@ class ShapeReport:
     def summary(self) -> str:
         if not self.invalid:
             return f"{self.rows_out} rows, all valid"
-        reasons = ", ".join(f"{key} ({count})" for key, count in self.invalid.items())
-        return f"{self.rows_out} of {self.rows_in} rows kept; dropped: {reasons}"
+        return f"{self.rows_out} of {self.rows_in} rows kept, {dropped_rows(self.invalid)}"
+
+
+def dropped_rows(invalid: dict[str, int]) -> str:
+    """`6 rows dropped (distance_km: outside (0, 1000])`: what a release, its log and `inv
+    versions --where` say of the rows shaping dropped ('' when none were)."""
+    total = sum(invalid.values())
+    if not total:
+        return ""
+    if len(invalid) == 1:
+        reasons = next(iter(invalid))
+    else:
+        reasons = ", ".join(f"{label} in {count}" for label, count in invalid.items())
+    return f"{total} row{'s' if total != 1 else ''} dropped ({reasons})"
 
 
 def trip_schema(labelled: bool, n_clusters: int = N_USER_CLUSTERS) -> pa.DataFrameSchema:
@@ -69,14 +81,32 @@ def trip_schema(labelled: bool, n_clusters: int = N_USER_CLUSTERS) -> pa.DataFra
     return pa.DataFrameSchema(columns, strict=False)
 
 
-def _reason(check: str) -> str:
-    """pandera's check name as a person reads it."""
+def _reason(check: str, ranges: dict[str, str] | None = None) -> str:
+    """pandera's check name as a person reads it; `ranges`: a column's in_range check as
+    the interval it allows, e.g. `in_range(0, 1000)` -> `outside (0, 1000]`."""
     if check.startswith(("coerce_dtype(", "dtype(")):
         return "not " + check.split("(", 1)[1].strip("()'")
+    if ranges and check in ranges:
+        return f"outside {ranges[check]}"
     return {
         "not_nullable": "empty",
         "field_uniqueness": "duplicate",
     }.get(check, check.replace("in_range", "outside range"))
+
+
+def allowed_ranges(schema: pa.DataFrameSchema) -> dict[str, dict[str, str]]:
+    """Per column, its in_range checks as intervals: `{"distance_km": {"in_range(0, 1000)":
+    "(0, 1000]"}}` (a bracket where the bound is allowed, a parenthesis where it is not)."""
+    ranges: dict[str, dict[str, str]] = {}
+    for name, column in schema.columns.items():
+        for check in column.checks:
+            bounds = check.statistics or {}
+            if check.name == "in_range":
+                ranges.setdefault(name, {})[str(check.error)] = (
+                    f"{'[' if bounds.get('include_min', True) else '('}{bounds['min_value']}, "
+                    f"{bounds['max_value']}{']' if bounds.get('include_max', True) else ')'}"
+                )
+    return ranges
 
 
 def shape(
@@ -109,7 +139,7 @@ def shape(
                     f"column {shown(str(first['column']))} of {where}: "
                     f"{_reason(str(first['check']))}"
                 ) from None
-            _count(report, rows)
+            _count(report, rows, allowed_ranges(schema))
             # A value that cannot be coerced hides its row's range checks: the next pass
             # sees the rest.
             frame = frame.drop(index=rows["index"].unique())
@@ -120,7 +150,7 @@ def shape(
     return frame.reset_index(drop=True), report
 
 
-def _count(report: ShapeReport, rows: pd.DataFrame) -> None:
+def _count(report: ShapeReport, rows: pd.DataFrame, ranges: dict[str, dict[str, str]]) -> None:
     # A value that fails its coercion also fails the dtype check: one reason per row.
     seen: set[tuple[str, object]] = set()
     for case in rows.itertuples(index=False):
@@ -128,7 +158,7 @@ def _count(report: ShapeReport, rows: pd.DataFrame) -> None:
         if key in seen:
             continue
         seen.add(key)
-        label = f"{case.column}: {_reason(str(case.check))}"
+        label = f"{case.column}: {_reason(str(case.check), ranges.get(str(case.column)))}"
         report.invalid[label] = report.invalid.get(label, 0) + 1
         report.examples.setdefault(label, shown(case.failure_case, 40))
 

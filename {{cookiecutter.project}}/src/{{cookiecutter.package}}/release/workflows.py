@@ -102,8 +102,21 @@ def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
         model = ctx.engine.run(names, "training", spec, {}, RUN_TIMEOUT_S)
     except AlreadyExistsError as error:
         raise ReleaseError(str(error)) from error
+    if features == "create":
+        report_dropped_rows(ctx)
     track_training(ctx)
     return model
+
+
+def report_dropped_rows(ctx: ReleaseContext) -> None:
+    """Say what shaping dropped from the features just created (the step's log is not the
+    release's output): `features 1.4.0: 6 rows dropped (distance_km: outside (0, 1000])`."""
+    from {{ cookiecutter.package }}.ml.schema import dropped_rows
+
+    lineage = read_lineage(ctx.names.artifact_root, ctx.names.feature_version) or {}
+    dropped = dropped_rows(lineage.get("rows_invalid") or {})
+    if dropped:
+        print(f"features {ctx.names.feature_version}: {lineage.get('rows_valid')} rows, {dropped}")
 
 
 def track_training(ctx: ReleaseContext) -> None:

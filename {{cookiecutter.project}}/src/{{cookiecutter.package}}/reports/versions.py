@@ -12,6 +12,7 @@ from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
+from {{ cookiecutter.package }}.ml.schema import dropped_rows
 from {{ cookiecutter.package }}.release import evidence, image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.traffic_moves import live_versions
@@ -190,4 +191,5 @@ def data_lineage(lineage: dict | None) -> str:
     if lineage.get("snapshot"):
         parts.append(f"snapshot {lineage['snapshot']}")
     parts.append(f"{lineage.get('rows_valid', lineage.get('rows'))} rows")
-    return "; ".join(parts)
+    dropped = dropped_rows(lineage.get("rows_invalid") or {})
+    return "; ".join([*parts, dropped] if dropped else parts)
