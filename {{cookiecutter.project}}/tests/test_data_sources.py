@@ -167,7 +167,10 @@ def test_dropped_rows_are_told_by_the_release_and_by_versions_where(
     trips = pd.read_parquet(path)
     trips.loc[[5, 50, 500, 700, 900, 1999], "distance_km"] = np.inf
     trips.to_parquet(path, index=False)
-    cfg.data_source = {"_target_": f"{cfg.package}.artifacts.files_source.FileSource", "path": str(path)}
+    cfg.data_source = {
+        "_target_": f"{cfg.package}.artifacts.files_source.FileSource",
+        "path": str(path),
+    }
     ctx = ReleaseContext(cfg=cfg, names=names_for(cfg))
     steps.ensure_features(ctx.names, 0, 0, RUSH, ctx.feature_store, ctx.data_source)
     capsys.readouterr()
