@@ -26,7 +26,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import record_outcomes
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.ml.data import make_trips
-from {{ cookiecutter.package }}.ml.paired import Gates, Verdict, overall, paired_sums
+from {{ cookiecutter.package }}.ml.paired import Gates, PairedSums, Verdict, overall, paired_sums
 from {{ cookiecutter.package }}.release import evidence, promotion
 from {{ cookiecutter.package }}.release import traffic_moves as commands
 from {{ cookiecutter.package }}.reports import ab as report
@@ -70,6 +70,28 @@ def test_too_few_outcomes_are_inconclusive_and_say_how_many_more() -> None:
     assert verdict.n == 150 and verdict.verdict == "inconclusive"
     assert verdict.more_outcomes_needed() == 50
     assert verdict.summary().endswith("inconclusive, about 50 more outcomes needed")
+
+
+def test_outcomes_needed_is_a_sane_number_when_the_difference_is_a_margin() -> None:
+    """The difference -13.35/267 is -0.05 up to rounding: it sat on the equivalence margin
+    and the estimate was 16163532931260730395075647008407285 outcomes."""
+    sums = PairedSums(
+        n=267, d=-13.349999999999998, d2=267 * (0.0025 + 0.2), ae_candidate=267, ae_control=280.35
+    )
+    verdict = Verdict("0.2.0", "0.1.0", sums, Gates())
+    assert verdict.verdict == "inconclusive"
+    # the nearest verdict it can reach is `better`: the interval's half width (0.054) has
+    # to shrink below the distance to 0 (0.05): 267 * (0.054 / 0.05) ** 2 = 312 outcomes
+    assert 40 <= verdict.more_outcomes_needed() <= 50
+    needed = verdict.more_outcomes_needed()
+    assert verdict.summary().endswith(f"about {needed} more outcomes needed")
+
+    sums = PairedSums(n=400, d=0.0, d2=400 * 4.0)
+    on_a_boundary = Verdict("0.2.0", "0.1.0", sums, Gates(margin_minutes=0.0))
+    assert on_a_boundary.verdict == "inconclusive"
+    assert on_a_boundary.more_outcomes_needed() is None
+    assert on_a_boundary.summary().endswith("more outcomes needed (no estimate at this difference)")
+    assert report.row("all", on_a_boundary)["verdict"] == "inconclusive (more)"
 
 
 def test_the_interval_is_the_paired_t_interval_and_clusters_add_up() -> None:

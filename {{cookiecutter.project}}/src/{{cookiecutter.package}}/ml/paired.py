@@ -136,19 +136,30 @@ class Verdict:
     def passes(self) -> bool:
         return self.verdict in PASSING
 
-    def more_outcomes_needed(self) -> int:
+    def more_outcomes_needed(self) -> int | None:
         """About how many more paired outcomes an inconclusive verdict needs: up to the
-        gate's minimum, then (at the spread seen so far) until the interval clears the
-        nearest margin; 0 when a verdict is given."""
+        gate's minimum, then the n at which the interval, at the difference and spread seen
+        so far, clears the boundary of the nearest verdict it can reach (below 0: better,
+        above the margin: worse, inside the margins: equivalent); 0 when a verdict is given.
+        None when no estimate can be made: the difference sits on a boundary (up to
+        rounding), or the estimate is over 100 times the outcomes seen."""
         if self.n < self.gates.min_outcomes:
             return self.gates.min_outcomes - self.n
         if self.verdict != "inconclusive":
             return 0
-        margin = self.gates.margin_minutes
-        gap = min(abs(self.difference - margin), abs(self.difference + margin))
-        if gap == 0 or not math.isfinite(self.half_width):
-            return self.n  # at least as many again
-        return max(math.ceil(self.n * (self.half_width / gap) ** 2) - self.n, 1)
+        margin, difference = self.gates.margin_minutes, self.difference
+        reachable = [
+            -difference if difference < 0 else 0.0,  # better: the interval below 0
+            difference - margin,  # worse: above the margin
+            margin - abs(difference),  # equivalent: inside (-margin, margin)
+        ]
+        gap = max(reachable)
+        # A gap of a rounding error (a difference that is exactly a margin, summed in
+        # floating point) would give a number of outcomes with 30 digits.
+        if gap <= 1e-9 * max(margin, abs(difference), 1e-12) or not math.isfinite(self.half_width):
+            return None
+        needed = math.ceil(self.n * (self.half_width / gap) ** 2)
+        return max(needed - self.n, 1) if needed <= 100 * self.n else None
 
     def summary(self) -> str:
         """One line with the numbers: what a refusal and the history show."""
@@ -158,8 +169,16 @@ class Verdict:
             f"{self.mae_control:.3f}, difference {self.difference:+.3f} min "
             f"[{low:+.3f}, {high:+.3f}] ({self.gates.confidence:.0%}), {self.verdict}"
         )
+        return f"{text}{self.outcomes_needed_text(', ')}"
+
+    def outcomes_needed_text(self, lead: str = "") -> str:
+        """`about 44 more outcomes needed` ('' when a verdict is given)."""
         more = self.more_outcomes_needed()
-        return f"{text}, about {more} more outcomes needed" if more else text
+        if more == 0:
+            return ""
+        if more is None:
+            return f"{lead}more outcomes needed (no estimate at this difference)"
+        return f"{lead}about {more} more outcomes needed"
 
     def evidence(self) -> dict[str, Any]:
         """What a traffic record keeps of a decision."""

@@ -31,9 +31,15 @@ def _number(value: float, sign: bool = False) -> str:
     return f"{value:+.3f}" if sign else f"{value:.3f}"
 
 
+def _more(needed: int | None) -> str:
+    """` (~44 more)` outcomes, ` (more)` when there is no estimate, '' with a verdict."""
+    if needed is None:
+        return " (more)"
+    return f" (~{needed} more)" if needed else ""
+
+
 def row(scope: str, verdict: Verdict) -> dict[str, str]:
     low, high = verdict.interval
-    more = verdict.more_outcomes_needed()
     return {
         "clusters": scope,
         "n": str(verdict.n),
@@ -43,7 +49,7 @@ def row(scope: str, verdict: Verdict) -> dict[str, str]:
         "bias control": _number(verdict.bias_control, sign=True),
         "difference": _number(verdict.difference, sign=True),
         "interval": f"[{_number(low, True)}, {_number(high, True)}]",
-        "verdict": verdict.verdict + (f" (~{more} more)" if more else ""),
+        "verdict": verdict.verdict + _more(verdict.more_outcomes_needed()),
     }
 
 
