@@ -8,11 +8,16 @@ the index holds that day (a server whose pinned dependency is missing, a newer b
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
-from {{ cookiecutter.package }}.release.requirements import pinned_build_backend
+from {{ cookiecutter.package }}.engines.version_env import find_uv
+from {{ cookiecutter.package }}.release.requirements import (
+    pinned_build_backend,
+    pinned_requirements,
+)
 from {{ cookiecutter.package }}.tracking_server import GROUP, locked_requirements, pinned
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
@@ -91,3 +96,22 @@ def test_the_image_builds_its_wheel_with_the_locked_backend() -> None:
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
     assert "pip install --no-deps -r /tmp/requirements-build.lock" in dockerfile
     assert "--no-build-isolation" in dockerfile
+
+
+def test_a_versions_requirements_resolve_to_exactly_their_pins(tmp_path: Path) -> None:
+    """A version's environment (and its image) installs the requirements published with its
+    wheel: every dependency, transitively, pinned. Resolving them adds nothing and moves
+    nothing (offline: from what `uv sync` put in uv's cache)."""
+    pins = pinned_requirements("{{ cookiecutter.project }}")
+    listed = tmp_path / "requirements.lock"
+    listed.write_text("\n".join(pins) + "\n")
+    uv = find_uv()
+    subprocess.run([uv, "venv", "--quiet", str(tmp_path / "env")], check=True)
+    python = str(tmp_path / "env" / "bin" / "python")
+    command = [uv, "pip", "install", "--dry-run", "--offline", "--python", python, "-r"]
+    result = subprocess.run([*command, str(listed)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    would_install = {
+        line.removeprefix(" + ") for line in result.stderr.splitlines() if line.startswith(" + ")
+    }
+    assert would_install == {pin.replace("_", "-") for pin in pins}
