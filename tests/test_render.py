@@ -24,7 +24,7 @@ EXPECTED_FILES = {
     "pyproject.toml", "tasks.py", "uv.lock", "conf/config.yaml", "tests/conftest.py",
     "tests/kfp_api_double.py", "tests/test_airflow.py", "tests/test_architecture.py",
     "tests/test_bigquery.py", "tests/test_step_table.py", "tests/test_workers.py",
-    "tests/test_flat_trees.py",
+    "tests/test_flat_trees.py", "tests/test_locked_installs.py", "tests/test_repeated_looks.py",
     "tests/test_bump.py", "tests/test_config.py", "tests/test_deployment.py",
     "tests/test_image.py", "tests/test_kfp_engine.py", "tests/test_ml.py", "tests/test_models.py",
     "tests/test_names.py", "tests/test_pipelines.py", "tests/test_release.py",

@@ -1,18 +1,42 @@
 """Is one version's ETA closer to what happened than another's, on the same trips?
 
-The statistic is a **paired t-test on the per-trip difference of absolute errors**:
-for each trip both versions predicted and whose actual duration is known,
-`d = |candidate - actual| - |control - actual|` (negative: the candidate was closer).
-Pairing removes the trips' own difficulty from the comparison, so far fewer trips decide
-than comparing two MAEs measured on different trips. The mean of `d` is the difference of
-the two MAEs; its confidence interval is Student's t interval, `mean +/- t * sd / sqrt(n)`.
+The data: for each trip both versions predicted and whose actual duration is known,
+`d = |candidate - actual| - |control - actual|` (negative: the candidate was closer). Pairing
+removes the trips' own difficulty from the comparison, so far fewer trips decide than
+comparing two MAEs measured on different trips. The mean of `d` is the difference of the two
+MAEs.
 
-The verdict, with the gate's margin `m` (differences within `m` minutes do not matter):
-- `better`: the whole interval is below 0: the candidate's errors are smaller;
-- `worse`: the whole interval is above `m`: larger by more than the margin;
-- `equivalent`: the interval lies within (-m, m): whatever the difference, it does not matter;
-- `inconclusive`: fewer outcomes than the gate's minimum, or the interval reaches across a
+**Always-valid bounds.** The guard and the promotion gate look again at every scheduled tick;
+a fixed-horizon interval (Student's t) read at every look is wrong far more often than its
+level says (`tests/test_ab.py` measures it). The bounds here are a *confidence sequence*: they
+hold at every n at once, however often and whenever one looks. Each bound is the one-sided
+normal-mixture boundary of Robbins, as in Howard, Ramdas, McAuliffe and Sekhon (2021),
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 49(2), with
+the variance estimated from the data as in Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas,
+"Time-uniform central limit theory and asymptotic confidence sequences" (Ann. Statist. 2024).
+Why this one: it needs only the counts and sums below (so BigQuery's one query still
+decides), it is the mSPRT that Optimizely's Stats Engine and Eppo use, and its one tuning
+constant (`release.gates.planned_outcomes`, where the bounds are tightest) moves width, never
+validity. Each bound is wrong with probability at most `1 - confidence`, at any look.
+
+The verdict, with the gate's margin `m`, the smallest difference that matters:
+- `better`: the upper bound is below `-m`: better by more than the margin;
+- `worse`: the lower bound is above `m`: worse by more than the margin;
+- `equivalent`: both bounds within (-m, m): whatever the difference, it does not matter
+  (two one-sided tests, as equivalence trials decide; sign and size are still shown);
+- `inconclusive`: fewer outcomes than the gate's minimum, or the bounds reach across a
   margin: more outcomes will tell.
+
+**Many clusters.** The overall verdict is primary (the guard and the gate read it). Each
+user cluster's `better`/`worse` is a further claim; with 8 clusters a fixed level would
+give 8 chances of a wrong one. They are adjusted with Holm's step-down procedure on
+always-valid p-values: it controls the chance of *any* wrong cluster verdict (the gate
+refuses on a single `worse` cluster, so one wrong cluster is what costs), it is uniformly
+more powerful than Bonferroni, and it needs no assumption on how the clusters depend on
+each other. A false-discovery-rate control would allow some wrong cluster verdicts by design.
+A cluster's claim may point either way (the data choose), so each direction gets half of
+its share. Clusters Holm does not keep are shown, and judged `equivalent` or not, at the
+Bonferroni share of each bound, (`1 - confidence`) / (2 x clusters).
 
 Everything here works on sufficient statistics (counts and sums per user cluster), so the
 same verdict comes from a pandas join or from one BigQuery aggregation, and clusters add
@@ -22,7 +46,8 @@ up to the whole exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +56,7 @@ if TYPE_CHECKING:
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 # What passes a promotion gate: not worse than the margin, with confidence.
 PASSING = ("better", "equivalent")
+INTERVAL = "always-valid"  # what `inv ab` and the evidence say the bounds are
 
 
 @dataclass(frozen=True)
@@ -40,6 +66,7 @@ class Gates:
     min_outcomes: int = 200
     margin_minutes: float = 0.05
     confidence: float = 0.95
+    planned_outcomes: int = 500
 
     @classmethod
     def of(cls, config: Any) -> Gates:
@@ -47,7 +74,59 @@ class Gates:
             min_outcomes=int(config.min_outcomes),
             margin_minutes=float(config.margin_minutes),
             confidence=float(config.confidence),
+            planned_outcomes=int(config.get("planned_outcomes", cls.planned_outcomes)),
         )
+
+
+def _phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def _mixture_parts(n: int, planned: int, tuning: float) -> tuple[float, float]:
+    """(r, scale): the mixture's precision relative to the data, r = n * rho^2, with rho
+    chosen so that a bound at error `tuning` is tightest at `planned` outcomes (Waudby-Smith
+    et al., rho*), and sqrt((r + 1) / (n r)), which turns the standardised statistic into
+    standard deviations of one observation. Fixed by the gates, never by the data."""
+    log_term = -2 * math.log(2 * tuning)
+    rho2 = (log_term + math.log(log_term + 1)) / max(planned, 1)
+    r = n * rho2
+    return r, math.sqrt((r + 1) / (n * r))
+
+
+def _log_mixture(s: float, r: float) -> float:
+    """log of the one-sided normal-mixture martingale at standardised statistic s:
+    2 (r + 1)^-1/2 exp(s^2 / 2) Phi(s)."""
+    phi = _phi(s)
+    if phi <= 0:
+        return -math.inf
+    return math.log(2) - 0.5 * math.log(r + 1) + s * s / 2 + math.log(phi)
+
+
+@lru_cache(maxsize=65536)
+def boundary(n: int, error: float, planned: int, tuning: float) -> float:
+    """The one-sided always-valid bound after n observations, in standard deviations of one
+    observation: the mean is below `mean + boundary * sd` at every n at once with
+    probability at least 1 - error. Solves mixture(s) = 1 / error for s (Ville's inequality)."""
+    r, scale = _mixture_parts(n, planned, tuning)
+    target = math.log(1 / error)
+    low, high = 0.0, 1.0
+    while _log_mixture(high, r) < target:
+        high *= 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _log_mixture(middle, r) < target else (low, middle)
+    return high * scale
+
+
+def anytime_p_value(n: int, gap: float, sd: float, planned: int, tuning: float) -> float:
+    """The always-valid p-value of a one-sided claim whose estimate is `gap` beyond its
+    boundary (1 / the mixture martingale there): it falls to p or below at some look with
+    probability at most p when the claim is wrong. p <= e exactly when the bound at error e
+    (same tuning) excludes the boundary."""
+    if n < 2 or sd <= 0:
+        return 0.0 if n >= 2 and gap > 0 else 1.0
+    r, scale = _mixture_parts(n, planned, tuning)
+    return min(1.0, math.exp(-_log_mixture(gap / (sd * scale), r)))
 
 
 @dataclass(frozen=True)
@@ -68,16 +147,25 @@ class PairedSums:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The paired comparison of a candidate with a control, on one scope of trips."""
+    """The paired comparison of a candidate with a control, on one scope of trips.
+
+    `error`: the chance each bound may be wrong, at any look; `1 - gates.confidence` unless
+    a multiplicity adjustment (`holm`) set a smaller one for a cluster.
+    """
 
     candidate: str
     control: str
     sums: PairedSums
     gates: Gates
+    error: float | None = None
 
     @property
     def n(self) -> int:
         return self.sums.n
+
+    @property
+    def level(self) -> float:
+        return self.error if self.error is not None else 1 - self.gates.confidence
 
     def _mean(self, total: float) -> float:
         return total / self.n if self.n else math.nan
@@ -104,18 +192,28 @@ class Verdict:
         return self._mean(self.sums.d)
 
     @property
-    def half_width(self) -> float:
+    def sd(self) -> float:
+        """Standard deviation of one trip's paired difference (nan below 2 trips)."""
         n = self.n
         if n < 2:
-            return math.inf
-        variance = max(self.sums.d2 - n * self.difference**2, 0.0) / (n - 1)
-        from scipy.stats import t
+            return math.nan
+        return math.sqrt(max(self.sums.d2 - n * self.difference**2, 0.0) / (n - 1))
 
-        quantile = float(t.ppf((1 + self.gates.confidence) / 2, n - 1))
-        return quantile * math.sqrt(variance / n)
+    @property
+    def tuning(self) -> float:
+        """The error the mixture is tuned for: the gates', whatever this verdict's level."""
+        return 1 - self.gates.confidence
+
+    def _half_width(self, n: int) -> float:
+        return boundary(n, self.level, self.gates.planned_outcomes, self.tuning) * self.sd
+
+    @property
+    def half_width(self) -> float:
+        return self._half_width(self.n) if self.n >= 2 else math.inf
 
     @property
     def interval(self) -> tuple[float, float]:
+        """(lower, upper): each an always-valid bound at `level`."""
         return self.difference - self.half_width, self.difference + self.half_width
 
     @property
@@ -124,7 +222,7 @@ class Verdict:
             return "inconclusive"
         low, high = self.interval
         margin = self.gates.margin_minutes
-        if high < 0:
+        if high < -margin:
             return "better"
         if low > margin:
             return "worse"
@@ -136,30 +234,50 @@ class Verdict:
     def passes(self) -> bool:
         return self.verdict in PASSING
 
+    def claim_p_value(self) -> float:
+        """The always-valid p-value of the claim the estimate points to: `better` below
+        -margin, `worse` above +margin (1 when it points to neither, or below the gate's
+        minimum of outcomes)."""
+        margin, difference = self.gates.margin_minutes, self.difference
+        if self.n < max(self.gates.min_outcomes, 2) or abs(difference) <= margin:
+            return 1.0
+        gap = abs(difference) - margin
+        return anytime_p_value(self.n, gap, self.sd, self.gates.planned_outcomes, self.tuning)
+
     def more_outcomes_needed(self) -> int | None:
         """About how many more paired outcomes an inconclusive verdict needs: up to the
-        gate's minimum, then the n at which the interval, at the difference and spread seen
-        so far, clears the boundary of the nearest verdict it can reach (below 0: better,
-        above the margin: worse, inside the margins: equivalent); 0 when a verdict is given.
-        None when no estimate can be made: the difference sits on a boundary (up to
-        rounding), or the estimate is over 100 times the outcomes seen."""
+        gate's minimum, then, if the difference and its spread stay as seen so far, until
+        the bounds clear the boundary of the nearest verdict they can reach (below -margin:
+        better, above the margin: worse, inside the margins: equivalent); 0 when a verdict
+        is given. None when no estimate can be made: the difference sits on a boundary (up
+        to rounding), or the estimate is over 100 times the outcomes seen."""
         if self.n < self.gates.min_outcomes:
             return self.gates.min_outcomes - self.n
         if self.verdict != "inconclusive":
             return 0
         margin, difference = self.gates.margin_minutes, self.difference
-        reachable = [
-            -difference if difference < 0 else 0.0,  # better: the interval below 0
-            difference - margin,  # worse: above the margin
-            margin - abs(difference),  # equivalent: inside (-margin, margin)
-        ]
-        gap = max(reachable)
+        gap = max(
+            -margin - difference,  # better: the upper bound below -margin
+            difference - margin,  # worse: the lower bound above the margin
+            margin - abs(difference),  # equivalent: both inside (-margin, margin)
+        )
         # A gap of a rounding error (a difference that is exactly a margin, summed in
         # floating point) would give a number of outcomes with 30 digits.
-        if gap <= 1e-9 * max(margin, abs(difference), 1e-12) or not math.isfinite(self.half_width):
+        if gap <= 1e-9 * max(margin, abs(difference), 1e-12) or not math.isfinite(self.sd):
             return None
-        needed = math.ceil(self.n * (self.half_width / gap) ** 2)
-        return max(needed - self.n, 1) if needed <= 100 * self.n else None
+        limit = 100 * self.n
+        if self._half_width(limit) >= gap:
+            return None
+        low, high = self.n, limit  # the half width shrinks as n grows: bisect for the first n
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if self._half_width(middle) >= gap else (low, middle)
+        return max(high - self.n, 1)
+
+    def bounds_label(self) -> str:
+        """`always-valid, 95% each bound`: which interval the verdict used."""
+        percent = f"{100 * (1 - self.level):.2f}".rstrip("0").rstrip(".")
+        return f"{INTERVAL}, {percent}% each bound"
 
     def summary(self) -> str:
         """One line with the numbers: what a refusal and the history show."""
@@ -167,18 +285,17 @@ class Verdict:
         text = (
             f"{self.candidate} vs {self.control}: n={self.n}, MAE {self.mae_candidate:.3f} vs "
             f"{self.mae_control:.3f}, difference {self.difference:+.3f} min "
-            f"[{low:+.3f}, {high:+.3f}] ({self.gates.confidence:.0%}), {self.verdict}"
+            f"[{low:+.3f}, {high:+.3f}] ({self.bounds_label()}), {self.verdict}"
         )
-        return f"{text}{self.outcomes_needed_text(', ')}"
-
-    def outcomes_needed_text(self, lead: str = "") -> str:
-        """`about 44 more outcomes needed` ('' when a verdict is given)."""
         more = self.more_outcomes_needed()
-        if more == 0:
-            return ""
         if more is None:
-            return f"{lead}more outcomes needed (no estimate at this difference)"
-        return f"{lead}about {more} more outcomes needed"
+            return f"{text}, more outcomes needed (no estimate at this difference)"
+        if more and self.n < self.gates.min_outcomes:
+            return f"{text}, {more} more outcomes needed before any verdict"
+        if more:
+            assumption = "if the difference and its spread stay as seen"
+            return f"{text}, about {more} more outcomes needed {assumption}"
+        return text
 
     def evidence(self) -> dict[str, Any]:
         """What a traffic record keeps of a decision."""
@@ -195,6 +312,8 @@ class Verdict:
             "mae_control": number(self.mae_control),
             "difference": number(self.difference),
             "interval": [number(low), number(high)],
+            "interval_kind": INTERVAL,
+            "error_each_bound": self.level,
             "verdict": self.verdict,
             "gates": asdict(self.gates),
         }
@@ -245,3 +364,28 @@ def sums_by_cluster(frame: pd.DataFrame) -> dict[int, PairedSums]:
 
 def overall(by_cluster: dict[int, PairedSums]) -> PairedSums:
     return sum(by_cluster.values(), PairedSums())
+
+
+def holm(clusters: dict[int, Verdict]) -> dict[int, Verdict]:
+    """The clusters' verdicts adjusted for their number: Holm's step-down procedure on the
+    always-valid p-values of their `better`/`worse` claims, at the gates' error.
+
+    Sorted by p-value, the j-th claim (from 0) is kept while p <= error / (k - j), with k
+    the number of clusters; the first that fails stops it. A kept claim's verdict is
+    computed at its Holm level (so its bounds exclude the margin); every other cluster's at
+    the Bonferroni level error / k. Each claim's p-value covers the one direction its
+    estimate points to, at half the level (the direction is chosen from the data).
+    """
+    if not clusters:
+        return {}
+    k = len(clusters)
+    error = next(iter(clusters.values())).level
+    ranked = sorted(clusters, key=lambda c: clusters[c].claim_p_value())
+    adjusted = {c: replace(v, error=error / k / 2) for c, v in clusters.items()}
+    for j, cluster in enumerate(ranked):
+        level = error / (k - j) / 2
+        candidate = replace(clusters[cluster], error=level)
+        if candidate.claim_p_value() > level or candidate.verdict not in ("better", "worse"):
+            break
+        adjusted[cluster] = candidate
+    return adjusted

@@ -28,6 +28,7 @@ from {{ cookiecutter.package }}.ml.paired import (
     Gates,
     PairedSums,
     Verdict,
+    holm,
     overall,
     paired_sums,
     sums_by_cluster,
@@ -55,9 +56,14 @@ class Comparison:
     def control(self) -> str:
         return self.overall.control
 
+    def worse_clusters(self) -> list[int]:
+        """The clusters whose verdict, adjusted for their number, is `worse`."""
+        return [cluster for cluster, v in self.clusters.items() if v.verdict == "worse"]
+
     def evidence(self) -> dict[str, Any]:
         return {
             **self.overall.evidence(),
+            "clusters_worse": self.worse_clusters(),
             "since": self.since.isoformat(timespec="seconds"),
             "until": self.until.isoformat(timespec="seconds"),
         }
@@ -124,7 +130,9 @@ def compare(
     rules = gates(ctx)
     return Comparison(
         overall=Verdict(candidate, control, overall(by_cluster), rules),
-        clusters={c: Verdict(candidate, control, s, rules) for c, s in sorted(by_cluster.items())},
+        clusters=holm(
+            {c: Verdict(candidate, control, s, rules) for c, s in sorted(by_cluster.items())}
+        ),
         since=since,
         until=until,
     )

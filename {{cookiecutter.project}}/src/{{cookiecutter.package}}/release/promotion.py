@@ -2,7 +2,8 @@
 
 A promotion moves a version one step along `release.promotion_steps` (shares of the user
 clusters) only when its paired verdict against the control passes the gates
-(`release.gates`: better or equivalent); `--force --reason` overrides, recorded as forced.
+(`release.gates`: better or equivalent overall, and no user cluster `worse` after Holm's
+adjustment); `--force --reason` overrides, recorded as forced.
 The guard gives the clusters of every version whose verdict is `worse` back to the
 control. Both write the comparison they decided on into the traffic record.
 """
@@ -55,6 +56,13 @@ def promote(ctx: ReleaseContext, version: str, force: bool = False, reason: str 
         raise ReleaseError(
             f"{version} is not promoted: {verdict.summary()}; the gates (release.gates) need "
             "better or equivalent (`--force --reason WHY` overrides)"
+        )
+    worse = comparison.worse_clusters()
+    if worse and not force:
+        raise ReleaseError(
+            f"{version} is not promoted: worse than {control} in user cluster(s) "
+            f"{format_clusters(worse)} (Holm-adjusted, {comparison.clusters[worse[0]].summary()})"
+            "; the gates refuse a version worse for some users (`--force --reason WHY` overrides)"
         )
     share = len(clusters) / n_clusters(ctx)
     why = f"promote {version} to {format_clusters(clusters)} ({share:.0%}): {verdict.verdict}"

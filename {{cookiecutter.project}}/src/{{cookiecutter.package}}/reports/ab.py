@@ -66,8 +66,9 @@ def heading(comparison: Comparison) -> str:
         f"{comparison.candidate} against control {comparison.control}: "
         f"{comparison.overall.verdict} (paired outcomes observed "
         f"{comparison.since:%Y-%m-%d %H:%M} .. {comparison.until:%Y-%m-%d %H:%M} UTC; "
-        f"difference = MAE {comparison.candidate} - MAE {comparison.control} in minutes, "
-        f"{rules.confidence:.0%} interval, margin {rules.margin_minutes} min)"
+        f"difference = MAE {comparison.candidate} - MAE {comparison.control} in minutes; "
+        f"interval: always-valid bounds, {rules.confidence:.0%} each at any look, clusters "
+        f"Holm-adjusted; margin {rules.margin_minutes} min)"
     )
 
 
