@@ -22,7 +22,7 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, Store
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
-from {{ cookiecutter.package }}.ml.paired import paired_sums
+from {{ cookiecutter.package }}.ml.paired import Verdict, holm, overall, paired_sums
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release import evidence
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -211,6 +211,14 @@ def test_ab_verdicts_run_as_one_query_in_bigquery(
     for cluster, verdict in comparison.clusters.items():
         for name, value in vars(local[cluster]).items():
             assert getattr(verdict.sums, name) == pytest.approx(value, rel=1e-9), name
+    # The same always-valid interval, overall and per cluster (Holm-adjusted), to 1e-9.
+    rules = evidence.gates(ctx)
+    pandas_overall = Verdict("1.1.0", "1.0.0", overall(local), rules)
+    assert comparison.overall.interval == pytest.approx(pandas_overall.interval, abs=1e-9)
+    pandas_clusters = holm({c: Verdict("1.1.0", "1.0.0", s, rules) for c, s in local.items()})
+    for cluster, verdict in comparison.clusters.items():
+        assert verdict.interval == pytest.approx(pandas_clusters[cluster].interval, abs=1e-9)
+        assert verdict.verdict == pandas_clusters[cluster].verdict
 
 
 def test_a_release_keeps_features_and_predictions_in_bigquery(

@@ -123,7 +123,7 @@ def test_the_uploaded_training_spec_runs_locally(
         batch = pd.read_parquet(artifact_root / ctx.names.predictions_key(run_id))
         # Scheduled runs draw a fresh batch (seed -1): a 50-trip batch misses one of the 8
         # clusters about 1% of the time, so nothing here depends on which clusters it drew.
-        assert len(batch) == arguments["n_trips"] == 50  # every trip, the rest in shadow
+        assert len(batch) == 50  # data.inference_batch_size: every trip, the rest in shadow
         assert (batch.served == batch.user_cluster.isin(clusters)).all()
     assert [r for r in kfp_api.state.requests if r[0] == "POST"] == posts
 
