@@ -7,6 +7,7 @@ Slow tier: the emulator takes seconds to start.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +18,14 @@ from conftest import SMALL
 
 from {{ cookiecutter.package }}.artifacts.bigquery import BigQueryFeatureStore, BigQueryPredictions
 from {{ cookiecutter.package }}.artifacts.bigquery_client import client
+from {{ cookiecutter.package }}.artifacts.bigquery_source import BigQuerySource
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.paired import Verdict, holm, overall, paired_sums
+from {{ cookiecutter.package }}.ml.users import user_cluster, user_cluster_sql
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release import evidence
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -260,3 +263,44 @@ def test_a_release_keeps_features_and_predictions_in_bigquery(
     ]
     assert row[-1] == f"bigquery://local.{dataset}.predictions[model_version={ctx.names.version}]"
     assert "synthetic generator n_trips=" in line  # what the features were built from
+
+
+def test_bigquery_puts_every_user_in_the_cluster_python_does(dataset: str) -> None:
+    """The same user ids, as INT64 and as STRING columns (names, UUIDs), through
+    `user_cluster_sql` in BigQuery and `user_cluster` in pandas: the same clusters. A table
+    of user ids only is read with the cluster computed in BigQuery."""
+    bq = client("local")
+    bq.create_dataset(dataset, exists_ok=True)
+    numbers = [0, 1, 7, 411, 65_537, -3, 2**40]
+    texts = [
+        "u411",
+        " u411 ",
+        "411",
+        "alice@example.com",
+        *(str(uuid.UUID(int=i)) for i in (1, 99)),
+    ]
+    for table, kind, ids in (("ints", "INT64", numbers), ("texts", "STRING", texts)):
+        bq.query(f"CREATE TABLE {dataset}.{table} (user_id {kind})").result()
+        values = ", ".join(f"({i!r})" for i in ids)
+        bq.query(f"INSERT INTO {dataset}.{table} VALUES {values}").result()
+        rows = bq.query(
+            f"SELECT user_id, {user_cluster_sql('user_id')} AS c FROM {dataset}.{table}"
+        ).result()
+        in_sql = {row["user_id"]: row["c"] for row in rows}
+        assert in_sql == {i: user_cluster(i) for i in ids}, table
+
+    trips = make_trips(60, 8).drop(columns=["user_cluster"])
+    trips["user_id"] = [f"rider-{i % 9}" for i in range(len(trips))]
+    types = {"O": "STRING", "f": "FLOAT64", "i": "INT64"}
+    columns = ", ".join(f"{c} {types[trips[c].dtype.kind]}" for c in trips.columns)
+    bq.query(f"CREATE TABLE {dataset}.trips ({columns})").result()
+    rows = ", ".join(
+        "(" + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in row) + ")"
+        for row in trips.itertuples(index=False)
+    )
+    bq.query(f"INSERT INTO {dataset}.trips VALUES {rows}").result()
+    source = BigQuerySource("local", table=f"local.{dataset}.trips")
+    read, lineage = source.read_trips(["trip_id", "user_cluster", "distance_km"])
+    assert "SHA256" in lineage["sql"] and "AS user_cluster" in lineage["sql"]
+    expected = dict(zip(trips["trip_id"], user_cluster(trips["user_id"]), strict=True))
+    assert dict(zip(read["trip_id"], read["user_cluster"], strict=True)) == expected

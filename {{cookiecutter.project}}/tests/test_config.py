@@ -66,6 +66,6 @@ def test_unknown_environment_is_refused() -> None:
 
 def test_traffic_counts_the_user_clusters_the_data_has() -> None:
     """The traffic assignment splits exactly the clusters users are hashed into."""
-    from {{ cookiecutter.package }}.ml.data import N_USER_CLUSTERS
+    from {{ cookiecutter.package }}.ml.users import N_USER_CLUSTERS
 
     assert load_config().traffic.n_user_clusters == N_USER_CLUSTERS

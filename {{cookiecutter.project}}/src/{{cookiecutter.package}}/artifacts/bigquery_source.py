@@ -67,7 +67,20 @@ class BigQuerySource:
     def _client(self) -> Any:
         return client(self.project, self.timeout_s)
 
-    def _sql(self, columns: list[str], snapshot: datetime) -> tuple[str, list[Any]]:
+    def _selected(self, columns: list[str], present: set[str]) -> str:
+        """The declared columns the table has (the schema names what is missing); a trip's
+        user cluster computed in BigQuery from its `user_id` when the table has no
+        `user_cluster` (the mapping of `ml.users`, the same as in Python)."""
+        from {{ cookiecutter.package }}.ml.users import user_cluster_sql
+
+        selected = [f"`{c}`" for c in columns if c in present]
+        if "user_cluster" in columns and "user_cluster" not in present and "user_id" in present:
+            selected.append(f"{user_cluster_sql('user_id')} AS user_cluster")
+        return ", ".join(selected) or "*"
+
+    def _sql(
+        self, columns: list[str], snapshot: datetime, present: set[str] | None = None
+    ) -> tuple[str, list[Any]]:
         from google.cloud import bigquery
 
         parameters: list[Any] = [bigquery.ScalarQueryParameter("snapshot", "TIMESTAMP", snapshot)]
@@ -76,7 +89,7 @@ class BigQuerySource:
         else:
             # The snapshot as a literal (a time this code formats, never user text): the
             # recorded SQL then reads the same rows again as it stands.
-            selected = ", ".join(f"`{c}`" for c in columns)
+            selected = self._selected(columns, set(columns) if present is None else present)
             at = snapshot.astimezone(UTC).isoformat()
             sql = f"SELECT {selected} FROM `{self.table}` FOR SYSTEM_TIME AS OF TIMESTAMP '{at}'"
         if self.window:
@@ -97,7 +110,8 @@ class BigQuerySource:
         with google_errors("read", self.table or "the query"):
             if snapshot is None:  # the server's clock: the newest state it can read
                 snapshot = next(iter(client.query("SELECT CURRENT_TIMESTAMP()").result()))[0]
-            sql, parameters = self._sql(columns, snapshot)
+            present = None if self.query else {f.name for f in client.get_table(self.table).schema}
+            sql, parameters = self._sql(columns, snapshot, present)
             job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=parameters))
             # Through Arrow, as the feature store reads (to_dataframe needs db-dtypes).
             result = job.result(timeout=self.timeout_s)

@@ -10,24 +10,11 @@ import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.package }}.ml import TARGET
+from {{ cookiecutter.package }}.ml.users import user_cluster
 
 N_AREAS = 8
-N_USER_CLUSTERS = 8
 # Minutes per km in each area cluster: the city centre (0) is slowest.
 AREA_PACE = np.array([3.2, 2.8, 2.4, 2.2, 2.0, 1.8, 1.7, 1.6])
-
-
-def user_cluster(user_id, n_clusters: int = N_USER_CLUSTERS):
-    """The user cluster of a user id (a number, or a numpy array of them): the one mapping
-    of users to the clusters that traffic assignments give to versions.
-
-    The data uses it, so batch predictions are split by it, and a product calling the router
-    (`POST /predict`, which needs each trip's `user_cluster`) computes it the same way. A
-    user stays in one cluster while `traffic.n_user_clusters` stays the same. With user
-    keys that are not numbers, hash them to a number first (e.g. the first 8 bytes of their
-    sha256).
-    """
-    return user_id % n_clusters
 
 
 def make_trips(n_trips: int, seed: int) -> pd.DataFrame:

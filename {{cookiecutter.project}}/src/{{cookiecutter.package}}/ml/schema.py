@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from {{ cookiecutter.package }}.errors import UserError, shown
 from {{ cookiecutter.package }}.ml import TARGET
-from {{ cookiecutter.package }}.ml.data import N_AREAS, N_USER_CLUSTERS, user_cluster
+from {{ cookiecutter.package }}.ml.data import N_AREAS
+from {{ cookiecutter.package }}.ml.users import N_USER_CLUSTERS, NO_CLUSTER, user_cluster
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,9 +117,9 @@ def shape(
     import pandera.pandas as pa
 
     frame = trips
-    if "user_cluster" not in frame and "user_id" in frame:
-        frame = frame.assign(user_cluster=user_cluster(frame["user_id"]))
     report = ShapeReport(rows_in=len(frame))
+    if "user_cluster" not in frame and "user_id" in frame:
+        frame = _with_user_clusters(frame, report)
     schema = trip_schema(labelled)
     while True:  # each failing pass drops at least one row, so this ends
         try:
@@ -148,6 +149,19 @@ def shape(
     if report.rows_in == 0 or share > max_invalid_share:
         raise DataError(_too_many(report, share, max_invalid_share, where))
     return frame.reset_index(drop=True), report
+
+
+def _with_user_clusters(frame: pd.DataFrame, report: ShapeReport) -> pd.DataFrame:
+    """Each trip's user cluster from its `user_id` (`ml.users`); a trip whose id is not an
+    id (empty, a fraction, missing) is an invalid row, counted and dropped."""
+    clusters = user_cluster(frame["user_id"])
+    unusable = clusters == NO_CLUSTER
+    if unusable.any():
+        label = "user_id: not an id (an integer or a string)"
+        report.invalid[label] = int(unusable.sum())
+        report.examples[label] = shown(frame["user_id"].to_numpy()[unusable][0], 40)
+        frame, clusters = frame[~unusable], clusters[~unusable]
+    return frame.assign(user_cluster=clusters)
 
 
 def _count(report: ShapeReport, rows: pd.DataFrame, ranges: dict[str, dict[str, str]]) -> None:
