@@ -86,6 +86,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/serving/forwarding.py",
     "src/taxi_eta/serving/limits.py",
     "src/taxi_eta/serving/router.py",
+    "src/taxi_eta/ml/users.py", "src/taxi_eta/artifacts/sample_data.py", "tests/test_users.py",
 }
 
 

@@ -427,6 +427,38 @@ def rollback(
 
 @task(
     help={
+        "out": "folder to write into (created; existing files are never overwritten)",
+        "rows": "training trips (default 2000)",
+        "format": "parquet (default) or csv",
+        "with_outcomes": "also trips to predict (batch) and their actual durations (outcomes)",
+    }
+)
+def sample_data(
+    c: Context,
+    out: str = "",
+    rows: str = "2000",
+    format_: str = "parquet",
+    with_outcomes: bool = False,
+) -> None:
+    """Write sample trips in the shape the data sources read, and print the schema."""
+    from pathlib import Path
+
+    from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
+    from {{ cookiecutter.package }}.ml.schema import schema_table
+
+    if not out:
+        raise Exit("error: name the folder to write into: --out DIR", code=1)
+    if not rows.isdigit():  # taken as text: invoke's own int() would end in a traceback
+        raise Exit(f"error: invalid --rows {rows!r}: use a whole number", code=1)
+    with _user_errors():
+        written = write_sample(Path(out), int(rows), format_, with_outcomes)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"\nwhat a trip holds (ml/schema.py):\n{schema_table()}")
+
+
+@task(
+    help={
         "override": "Hydra override or sweep, e.g. -o model.max_depth=4,8 (repeatable)",
         "multirun": "sweep over comma-separated override values (Hydra --multirun)",
     },

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import snapshot
+from conftest import inv_here, snapshot
 
 from {{ cookiecutter.package }}.artifacts.bigquery_source import BigQuerySource
 from {{ cookiecutter.package }}.artifacts.data_sources import (
@@ -27,11 +27,12 @@ from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.ml import TARGET
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
-from {{ cookiecutter.package }}.ml.schema import DataError
+from {{ cookiecutter.package }}.ml.schema import DataError, schema_table
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import check_features_source, report_dropped_rows
 from {{ cookiecutter.package }}.reports.versions import data_lineage
+from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
 RUSH = [7, 8, 9]
 
@@ -310,3 +311,42 @@ def test_a_bigquery_table_is_read_at_a_recorded_snapshot(bigquery_emulator: str,
     again, _ = source.read_trips(["trip_id", "distance_km"], snapshot=snapshot_at)
     assert len(again) == 100
     assert open_store(str(root)).exists("features/1.0.0/train.parquet")
+
+
+def test_sample_data_is_read_as_a_teams_export_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    """`inv sample-data` as a user runs it: trips every source reads and the schema takes
+    whole (string rider ids, extra columns), a batch whose outcomes join one to one."""
+    out = tmp_path / "exports"
+    code, said, _ = inv_here(
+        "sample-data", "--out", str(out), "--rows", "800", "--format", "csv", "--with-outcomes"
+    )
+    assert code == 0 and said.startswith(f"wrote {out / 'trips.csv'}\n")
+    assert schema_table() in said
+    root = tmp_path / "artifacts"
+    source = FileSource(str(root), str(out / "trips.csv"), batch_path=str(out / "batch.csv"),
+                        outcomes_path=str(out / "outcomes.csv"))  # fmt: skip
+    outcome = steps.ensure_features(names(root), 0, 0, RUSH, source=source)
+    assert outcome == "created: 800 rows, all valid"
+    batch = source.inference_batch(0, 0, ["trip_id", "user_id", "distance_km"])
+    outcomes = source.outcomes(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+    assert len(batch) == 200 and sorted(outcomes["trip_id"]) == sorted(batch["trip_id"])
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, error = inv_here("sample-data", "--out", str(out), "--format", "csv")
+    assert code == 1 and error.strip() == (
+        f"error: {out / 'trips.csv'} exists: sample data never overwrites a file"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    for bad, said in (
+        (["--format", "xlsx"], "unknown format 'xlsx'"),
+        (["--rows", "1e6"], "--rows"),
+    ):
+        code, _, error = inv_here("sample-data", "--out", str(tmp_path / "other"), *bad)
+        assert code == 1 and said in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "other").exists()
+
+
+def test_the_readmes_schema_table_is_the_declared_schema() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme.split("<!-- schema:start -->\n")[1].split("\n<!-- schema:end -->")[0]
+    assert table == schema_table()

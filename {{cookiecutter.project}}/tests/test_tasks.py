@@ -58,6 +58,7 @@ def test_the_documented_tasks_exist(listing: dict) -> None:
         "workers",
         "run-inference",
         "run-scheduled",
+        "sample-data",
         "traffic",
         "retire",
         "rollback",

@@ -63,6 +63,51 @@ def dropped_rows(invalid: dict[str, int]) -> str:
     return f"{total} row{'s' if total != 1 else ''} dropped ({reasons})"
 
 
+# What each column means, for people; its type and range come from `trip_schema` below.
+COLUMN_NOTES = {
+    "trip_id": "the trip's id, unique across all the rows read",
+    "user_id": "the rider: an integer or a string (a UUID as text); its user cluster is "
+    "computed from it (`ml/users.py`) when there is no `user_cluster`",
+    "user_cluster": "the rider's cluster, if the product computed it (then `user_id` is "
+    "not needed)",
+    "distance_km": "the planned route's length",
+    "pickup_hour": "the local hour of the pickup",
+    "weekday": "Monday is 0",
+    "area_cluster": "the pickup's area cluster (0 is the city centre)",
+    TARGET: "the trip's actual duration in minutes: training trips and outcomes only",
+}
+OPTIONAL_NOTE = "one of `user_id` and `user_cluster`"
+
+
+def schema_table(n_clusters: int = N_USER_CLUSTERS) -> str:
+    """The declared schema as the README's Markdown table: column, type, allowed values,
+    required, meaning. Generated, so the README cannot drift from the schema (a test holds
+    the two equal)."""
+    schema = trip_schema(labelled=True, n_clusters=n_clusters)
+    ranges = allowed_ranges(schema)
+    rows = ["| column | type | allowed | required | meaning |", "|---|---|---|---|---|"]
+    first, *rest = schema.columns
+    for name in [first, *OPTIONAL_COLUMNS, *rest]:
+        if name in schema.columns:
+            column = schema.columns[name]
+            dtype = str(column.dtype)
+            kind = (
+                "string" if dtype.startswith("str") else {"int64": "integer"}.get(dtype, "number")
+            )
+            allowed = "; ".join(ranges.get(name, {}).values()) or (
+                "unique" if column.unique else "any"
+            )
+        else:
+            kind, allowed = "integer or string", "not empty"
+        required = {
+            "user_cluster": OPTIONAL_NOTE,
+            "user_id": OPTIONAL_NOTE,
+            TARGET: "to train; in outcomes",
+        }.get(name, "yes")
+        rows.append(f"| `{name}` | {kind} | {allowed} | {required} | {COLUMN_NOTES[name]} |")
+    return "\n".join(rows)
+
+
 def trip_schema(labelled: bool, n_clusters: int = N_USER_CLUSTERS) -> pa.DataFrameSchema:
     """The declared schema of raw trips; `labelled`: with the target (training, outcomes)."""
     import pandera.pandas as pa
