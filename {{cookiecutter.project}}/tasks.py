@@ -188,6 +188,14 @@ def run_scheduled(
 
     if workflow not in ("training", "inference"):
         raise Exit(f"error: unknown workflow {workflow!r}: use training or inference", code=1)
+    released_settings = [o for o in override or [] if not o.lstrip("+~").startswith("env.")]
+    if released_settings:  # they would be ignored: the compiled workflows hold the config
+        raise Exit(
+            f"error: -o {released_settings[0]}: scheduled runs use the configuration each "
+            "version was released with (its compiled workflow); only env.* settings, which "
+            "say where the versions are, may be given here. Release a new version to change it",
+            code=1,
+        )
     with _release_context(env, override) as ctx:
         run(ctx, workflow)  # type: ignore[arg-type]
         if workflow == "inference":  # demote what the new outcomes show to be worse

@@ -126,6 +126,24 @@ def test_a_refusal_on_the_command_line_is_one_line_and_exit_code_1(tmp_path) -> 
 
 
 @pytest.mark.parametrize(
+    "override", ["data_source.batch_path=today/*.parquet", "+model.max_depth=4", "seed=3"]
+)
+def test_run_scheduled_refuses_settings_its_released_workflows_would_ignore(
+    override: str, tmp_path
+) -> None:
+    code, out, err = inv_here(
+        "run-scheduled", "-o", f"env.artifact_root={tmp_path}", "-o", override
+    )
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        f"error: -o {override}: scheduled runs use the configuration each version was "
+        "released with (its compiled workflow); only env.* settings, which say where the "
+        "versions are, may be given here. Release a new version to change it"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ("traffic", "--assign", "0.1.0=" + "9" * 10_000),
