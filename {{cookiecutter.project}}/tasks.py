@@ -474,6 +474,11 @@ def sample_data(
 )
 def train(c: Context, override: list[str] | None = None, multirun: bool = False) -> None:
     """Train an experiment with Hydra overrides; writes outputs/<version>/<time>/."""
+    from {{ cookiecutter.package }}.config import unknown_setting
+
+    hint = unknown_setting("local", override or [])  # before Hydra's own six-line error
+    if hint:
+        raise Exit(f"error: invalid configuration: {hint}", code=1)
     arguments = [*(override or []), *(["--multirun"] if multirun else [])]
     result = c.run(
         shlex.join([sys.executable, "-m", f"{PACKAGE}.train", *arguments]), pty=False, warn=True

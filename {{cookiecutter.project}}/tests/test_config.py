@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from {{ cookiecutter.package }}.artifacts.names import names_of_model
-from {{ cookiecutter.package }}.config import ConfigError, load_config
+from {{ cookiecutter.package }}.config import ConfigError, load_config, unknown_setting
 from {{ cookiecutter.package }}.serving.router import create_router
 from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT, read_version
 
@@ -43,6 +43,32 @@ def test_overrides_and_experiments_apply() -> None:
     assert cfg.model._target_.endswith("RandomForestRegressor")
     assert cfg.model.n_estimators == 200
     assert load_config("local", ["model.max_depth=3"]).model.max_depth == 3
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model.max_dept=4"], "model has no setting 'max_dept': did you mean model.max_depth?"),
+        (
+            ["model=ridge", "model.alpah=1"],
+            "model has no setting 'alpah': did you mean model.alpha?",
+        ),
+        (["data.n_trip=3"], "data has no setting 'n_trip': did you mean data.n_trips?"),
+        (["model=ridgee"], "no model named 'ridgee': did you mean model=ridge? (model: "),
+        (["no_such_key=1"], "the configuration has no setting 'no_such_key': it has "),
+    ],
+)
+def test_a_typo_in_an_override_is_answered_with_the_closest_name(
+    overrides: list[str], message: str
+) -> None:
+    """Hydra's own hint for `model.max_dept=4` is `+model.max_dept=4`, which adds the typo
+    and fails later, in the model."""
+    with pytest.raises(ConfigError) as caught:
+        load_config("local", overrides)
+    assert str(caught.value).startswith(f"invalid configuration: {message}")
+    assert "\n" not in str(caught.value)
+    assert unknown_setting("local", overrides) == str(caught.value).split(": ", 1)[1]
+    assert unknown_setting("local", ["model=ridge", "model.alpha=2", "+model.new=1"]) is None
 
 
 @pytest.mark.parametrize(

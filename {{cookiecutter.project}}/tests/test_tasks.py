@@ -125,6 +125,15 @@ def test_a_refusal_on_the_command_line_is_one_line_and_exit_code_1(tmp_path) -> 
     assert not any(tmp_path.iterdir())
 
 
+def test_a_typo_in_an_experiments_override_is_one_line_naming_the_setting() -> None:
+    code, out, err = inv_here("train", "-o", "model.max_dept=4")  # before Hydra starts
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        "error: invalid configuration: model has no setting 'max_dept': did you mean "
+        "model.max_depth? (+model.max_dept=... adds a new one)"
+    )
+
+
 @pytest.mark.parametrize(
     "override", ["data_source.batch_path=today/*.parquet", "+model.max_depth=4", "seed=3"]
 )

@@ -48,9 +48,56 @@ def load_config(env: str = "local", overrides: Sequence[str] = ()) -> DictConfig
         if dags and "://" not in dags and not Path(dags).is_absolute():
             cfg.env.airflow.dags_folder = str((PROJECT_ROOT / dags).resolve())
     except (HydraException, OmegaConfBaseException) as error:
+        hint = unknown_setting(env, overrides)
+        if hint:
+            raise ConfigError(f"invalid configuration: {hint}") from error
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ConfigError(f"invalid configuration {list(overrides)}: {first_line}") from error
     return cfg
+
+
+def unknown_setting(env: str, overrides: Sequence[str]) -> str | None:
+    """What is wrong with the first override that names a setting or a group option the
+    config does not have, with the closest names (`model.max_dept=4`: did you mean
+    `model.max_depth`?); None when every name exists. Hydra's own hint for a typo is to
+    add the key (`+model.max_dept=4`), which only fails later, in the model."""
+    from difflib import get_close_matches
+
+    choices: list[tuple[str, str, str]] = []  # (key, value, override): group options
+    settings: list[tuple[str, str, str]] = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or key.startswith(("+", "~", "hydra.")):
+            continue
+        (choices if (CONF_DIR / key).is_dir() else settings).append((key, value, override))
+    for group, option, _ in choices:
+        folder = CONF_DIR / group
+        if folder.is_dir() and not (folder / f"{option}.yaml").is_file():
+            options = sorted(path.stem for path in folder.glob("*.yaml"))
+            close = get_close_matches(option, options, n=1)
+            guess = f"did you mean {group}={close[0]}? " if close else ""
+            return f"no {group} named {option!r}: {guess}({group}: {', '.join(options)})"
+    if not settings:
+        return None
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR.resolve()), version_base="1.3"):
+            base = compose(config_name="config", overrides=[f"env={env}", *(c[2] for c in choices)])
+    except (HydraException, OmegaConfBaseException):
+        return None
+    for key, _, _ in settings:
+        parent_key, dot, leaf = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        if isinstance(parent, DictConfig) and leaf not in parent:
+            names = [str(name) for name in parent]
+            close = get_close_matches(leaf, names, n=1)
+            guess = (
+                f"did you mean {parent_key}{dot}{close[0]}?"
+                if close
+                else f"it has {', '.join(names)}"
+            )
+            where = parent_key or "the configuration"
+            return f"{where} has no setting {leaf!r}: {guess} (+{key}=... adds a new one)"
+    return None
 
 
 def to_plain(cfg: DictConfig) -> dict:
