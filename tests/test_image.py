@@ -127,3 +127,20 @@ def test_without_any_builder(project: Project, tmp_path: Path) -> None:
         "error: no image builder (docker, podman or buildah) available: dev needs the "
         "version's image; install one, or set IMAGE_BUILDER=none where images are built "
         "elsewhere")
+
+
+def test_a_failed_build_says_where_to_look_and_how_a_laptop_goes_on(project: Project,
+                                                                     tmp_path: Path) -> None:
+    """A real failed build: buildah, a base image that is nowhere (offline, as a laptop with
+    no base image at hand). The error names the builder's output and IMAGE_BUILDER=none."""
+    parts.need("buildah")
+    missing_base = "localhost:9/ml-template-no-such-base:1"  # nothing listens on port 9
+    failed = project.inv("build", "-o", f"env.base_image={missing_base}",
+                         "-o", "env.builder=buildah", env=parts.BUILDAH_ENV, check=False)
+    assert failed.returncode == 1
+    (line,) = failed.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: `buildah build -f ...` failed: ")
+    assert line.endswith("(the build's output above says why; where images cannot be built "
+                         "here, e.g. with no base image offline, IMAGE_BUILDER=none releases "
+                         "without one)")
+    assert project.run("git", "status", "--porcelain").stdout == ""

@@ -220,5 +220,19 @@ def build(ctx: ReleaseContext, dry_run: bool = False) -> str | None:
     for command in commands:
         print(f"$ {shlex.join(command)}")
         if not dry_run:
-            _run(command, quiet=False, check=True, cwd=str(ctx.project_root))
+            try:
+                _run(command, quiet=False, check=True, cwd=str(ctx.project_root))
+            except ReleaseError as error:
+                raise ReleaseError(f"{error} ({_remedy(ctx, command is commands[0])})") from None
     return names.image
+
+
+def _remedy(ctx: ReleaseContext, building: bool) -> str:
+    """What to do about a failed build or push: the builder's output above says why."""
+    what = "the build's" if building else "the push's"
+    if building and _may_skip(ctx):  # a laptop offline has no base image, often
+        return (
+            f"{what} output above says why; where images cannot be built here, e.g. with no "
+            "base image offline, IMAGE_BUILDER=none releases without one"
+        )
+    return f"{what} output above says why"
