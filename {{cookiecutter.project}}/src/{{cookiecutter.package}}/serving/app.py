@@ -30,7 +30,7 @@ from {{ cookiecutter.package }}.ml.flat_trees import fast_predictor
 from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.batching import MicroBatcher
 from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index
-from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, validation_errors
+from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, body_errors, harden
 from {{ cookiecutter.package }}.version import read_version
 
 
@@ -136,7 +136,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
         try:
             trips = PredictRequest.model_validate_json(body).trips
         except ValidationError as error:
-            return validation_errors([{**e, "loc": ["body", *e["loc"]]} for e in error.errors()])
+            return body_errors(error)
         features = feature_matrix(
             np.array([t.distance_km for t in trips]),
             np.array([t.pickup_hour for t in trips]),

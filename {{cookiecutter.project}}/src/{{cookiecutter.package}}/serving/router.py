@@ -43,7 +43,12 @@ from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clus
 from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
 from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index
 from {{ cookiecutter.package }}.serving.forwarding import Coalescer, Forwarder, Unavailable, Upstreams
-from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, harden, validation_errors
+from {{ cookiecutter.package }}.serving.limits import (
+    MAX_TRIPS,
+    body_errors,
+    harden,
+    validation_errors,
+)
 from {{ cookiecutter.package }}.serving.shadow import Shadow
 from {{ cookiecutter.package }}.version import PROJECT
 
@@ -205,7 +210,7 @@ def create_router(
         try:
             parsed = RoutedRequest.model_validate_json(body)
         except ValidationError as error:
-            return validation_errors(error.errors())
+            return body_errors(error)
         assignment = await cache.get()
         if assignment is None:
             raise HTTPException(503, "no traffic assignment yet: release a version first")
