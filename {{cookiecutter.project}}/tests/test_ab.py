@@ -239,12 +239,26 @@ def test_a_better_canary_is_promoted_step_by_step_with_its_evidence(
     canary, artifact_root: Path
 ) -> None:
     batch_run(canary, "better", 600, 10)
-    steps = []
-    for expected in ([4, 5, 6, 7], list(range(8))):
-        record = promotion.promote(canary, "0.2.0")
+    steps = [promotion.promote(canary, "0.2.0")]
+    # Progressive delivery: the next step waits for fresh evidence (release.gates
+    # .min_new_outcomes, 200), not the same 600 pairs read a minute later.
+    refused(
+        canary,
+        artifact_root,
+        "0.2.0 is not promoted: 0 new paired outcomes since its last step",
+        "0.2.0",
+    )
+    batch_run(canary, "better", 150, 20)
+    refused(canary, artifact_root, "150 new paired outcomes since its last step", "0.2.0")
+    batch_run(canary, "better", 100, 30)
+    canary.cfg.release.gates.min_hours_between_steps = 1  # and optionally a pause
+    refused(canary, artifact_root, "its last step was 0.0 h ago", "0.2.0")
+    canary.cfg.release.gates.min_hours_between_steps = 0
+    steps.append(promotion.promote(canary, "0.2.0"))
+    for record, expected in zip(steps, ([4, 5, 6, 7], list(range(8))), strict=True):
         assert record.clusters_of("0.2.0") == expected
         assert record.evidence["verdict"] == "better" and record.evidence["forced"] is False
-        steps.append(record)
+    assert [s.evidence["new_outcomes"] for s in steps] == [600, 250]
     assert [s.reason.split(":")[0] for s in steps] == [
         "promote 0.2.0 to 4-7 (50%)",
         "promote 0.2.0 to 0-7 (100%)",

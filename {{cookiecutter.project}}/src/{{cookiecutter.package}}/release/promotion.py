@@ -3,12 +3,17 @@
 A promotion moves a version one step along `release.promotion_steps` (shares of the user
 clusters) only when its paired verdict against the control passes the gates
 (`release.gates`: better or equivalent overall, and no user cluster `worse` after Holm's
-adjustment); `--force --reason` overrides, recorded as forced.
+adjustment), and from the second step on only on fresh evidence: at least
+`min_new_outcomes` paired outcomes (and `min_hours_between_steps`) since the last step, as
+progressive delivery waits between steps; `--force --reason` overrides, recorded as forced.
 The guard gives the clusters of every version whose verdict is `worse` back to the
 control. Both write the comparison they decided on into the traffic record.
 """
 
 from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
 
 from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import check_version
@@ -64,6 +69,7 @@ def promote(ctx: ReleaseContext, version: str, force: bool = False, reason: str 
             f"{format_clusters(worse)} (Holm-adjusted, {comparison.clusters[worse[0]].summary()})"
             "; the gates refuse a version worse for some users (`--force --reason WHY` overrides)"
         )
+    fresh = {} if force else fresh_evidence(ctx, version, verdict.n)
     share = len(clusters) / n_clusters(ctx)
     why = f"promote {version} to {format_clusters(clusters)} ({share:.0%}): {verdict.verdict}"
     if force:
@@ -71,8 +77,49 @@ def promote(ctx: ReleaseContext, version: str, force: bool = False, reason: str 
     elif reason:
         why += f" ({reason.strip()})"
     return change(
-        ctx, {version: clusters}, why, evidence={**comparison.evidence(), "forced": force}
+        ctx,
+        {version: clusters},
+        why,
+        evidence={**comparison.evidence(), **fresh, "forced": force},
     )
+
+
+def last_step(ctx: ReleaseContext, version: str) -> Assignment | None:
+    """The latest promotion of `version` that was decided on evidence (not forced)."""
+    for entry in reversed(traffic.history(ctx.store)):
+        evidence = entry.evidence or {}
+        if entry.reason.startswith(f"promote {version} ") and not evidence.get("forced"):
+            return entry
+    return None
+
+
+def fresh_evidence(ctx: ReleaseContext, version: str, n: int) -> dict[str, int]:
+    """Refuse a step taken on the evidence of the previous one: progressive delivery waits
+    for `release.gates.min_new_outcomes` paired outcomes (and `min_hours_between_steps`)
+    since `version`'s last step. Returns what the record keeps of it."""
+    gates = ctx.cfg.release.gates
+    needed = int(gates.get("min_new_outcomes", 0))
+    hours = float(gates.get("min_hours_between_steps", 0))
+    previous = last_step(ctx, version)
+    if previous is None:
+        return {"new_outcomes": n}
+    seen = int((previous.evidence or {}).get("n") or 0)
+    new = n - seen
+    if new < needed:
+        raise ReleaseError(
+            f"{version} is not promoted: {new} new paired outcomes since its last step "
+            f"({previous.created_at}, n={seen}); release.gates.min_new_outcomes needs "
+            f"{needed}, about {needed - new} more (`--force --reason WHY` overrides)"
+        )
+    stepped = datetime.fromisoformat(previous.created_at) if previous.created_at else None
+    waited = (datetime.now(UTC) - stepped).total_seconds() if stepped else math.inf
+    if waited < hours * 3600:
+        raise ReleaseError(
+            f"{version} is not promoted: its last step was {waited / 3600:.1f} h ago "
+            f"({previous.created_at}); release.gates.min_hours_between_steps is {hours:g} "
+            "(`--force --reason WHY` overrides)"
+        )
+    return {"new_outcomes": new}
 
 
 def guard(ctx: ReleaseContext) -> list[Assignment]:
