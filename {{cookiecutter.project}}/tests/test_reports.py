@@ -48,6 +48,26 @@ def test_metric_changes_are_signed_from_the_previous_version() -> None:
     assert with_change(1.612, 1.471) == "1.612 (+0.141)"
     assert with_change(0.95, 0.97) == "0.95 (-0.02)"
     assert with_change(None, 1.0) == "-"
+    # Versions evaluated on different test trips: a value, no change.
+    assert with_change(1.286, 1.47, same_test_set=False) == "1.286 (other test set)"
+
+
+def test_compare_shows_no_change_between_metrics_of_different_test_sets(
+    comparison: Comparison, capsys
+) -> None:
+    from dataclasses import replace
+
+    from {{ cookiecutter.package }}.reports.compare import show
+
+    old = replace(comparison.old, test_set="1200 trips of data aaa (split 0.3, seed 42)")
+    new = replace(comparison.new, test_set="800 trips of data bbb (split 0.2, seed 42)")
+    show(Comparison(old=old, new=new))
+    out = capsys.readouterr().out
+    metrics = out.split("configuration")[0]
+    assert "mae" in metrics and "-0.2" not in metrics  # 0.8 - 1.0, across test sets
+    assert "no change shown: 1.0.0 was evaluated on 1200 trips of data aaa" in out
+    show(comparison)  # the same test set: the change is shown
+    assert "-0.2" in capsys.readouterr().out.split("configuration")[0]
 
 
 def test_a_comparison_shows_config_changes_but_not_the_environment(

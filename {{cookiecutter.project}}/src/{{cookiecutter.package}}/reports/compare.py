@@ -20,6 +20,7 @@ import numpy as np
 from packaging.version import Version
 
 from {{ cookiecutter.package }}.artifacts import models
+from {{ cookiecutter.package }}.artifacts.tracking import scored_on
 from {{ cookiecutter.package }}.engines.workers import (
     capture_in_worker,
     hosts_a_worker,
@@ -46,6 +47,7 @@ class Scored:
     config: dict[str, str]
     actual: np.ndarray
     predicted: np.ndarray
+    test_set: str = ""  # what `metrics` were measured on (`tracking.scored_on`)
 
     @property
     def residuals(self) -> np.ndarray:
@@ -152,6 +154,7 @@ def score(ctx: ReleaseContext, version: str) -> Scored:
         config=flatten(metadata["config"]),
         actual=np.asarray(batch["actual"], dtype=float),
         predicted=np.asarray(batch["predicted"], dtype=float),
+        test_set=scored_on(metadata),
     )
 
 
@@ -183,6 +186,7 @@ def change(old: float | None, new: float | None) -> str:
 
 def show(comparison: Comparison) -> None:
     old, new = comparison.old, comparison.new
+    same = old.test_set == new.test_set
     tables.show(
         ("metric", old.version, new.version, "change"),
         [
@@ -190,12 +194,17 @@ def show(comparison: Comparison) -> None:
                 "metric": m,
                 old.version: f"{old.metrics[m]:.4g}" if m in old.metrics else "-",
                 new.version: f"{new.metrics[m]:.4g}" if m in new.metrics else "-",
-                "change": change(old.metrics.get(m), new.metrics.get(m)),
+                "change": change(old.metrics.get(m), new.metrics.get(m)) if same else "-",
             }
             for m in comparison.metric_names
         ],
         title=f"metrics (test split): {old.version} -> {new.version}",
     )
+    if not same:
+        print(
+            f"no change shown: {old.version} was evaluated on {old.test_set}, {new.version} on "
+            f"{new.test_set}; the fixed batch below compares both on the same trips"
+        )
     print()
     changes = comparison.config_changes
     if changes:

@@ -9,6 +9,7 @@ from {{ cookiecutter.package }}.artifacts.code import read_code, verify_code
 from {{ cookiecutter.package }}.artifacts.data_sources import describe
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
+from {{ cookiecutter.package }}.artifacts.tracking import scored_on
 from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
@@ -69,13 +70,26 @@ def released_state(ctx: ReleaseContext) -> str:
     return f"ALTERED ({', '.join(damaged)})" if damaged else "yes"
 
 
-def with_change(value: float | None, previous: float | None) -> str:
-    """`1.471` for the first version with the metric, `1.612 (+0.141)` after it."""
+OTHER_TEST_SET = "other test set"
+
+
+def with_change(value: float | None, previous: float | None, same_test_set: bool = True) -> str:
+    """`1.471` for the first version with the metric, `1.612 (+0.141)` after it; no change
+    between versions evaluated on different test trips (`1.286 (other test set)`): an
+    error measured on other trips says nothing about which model is better."""
     if value is None:
         return "-"
     if previous is None:
         return f"{value:.4g}"
+    if not same_test_set:
+        return f"{value:.4g} ({OTHER_TEST_SET})"
     return f"{value:.4g} ({value - previous:+.3g})"
+
+
+def test_set_of(ctx: ReleaseContext) -> str:
+    """What the version's metrics were measured on (`tracking.scored_on`)."""
+    metadata = _metadata(ctx)
+    return scored_on(metadata) if metadata else ""
 
 
 def row(ctx: ReleaseContext) -> dict[str, str]:
@@ -135,14 +149,16 @@ def rows(ctx: ReleaseContext) -> tuple[list[str], list[dict[str, str]]]:
     metrics = [metrics_of(c) for c in contexts]
     names = sorted({m for found in metrics for m in found}, key=lambda m: (m != MAIN_METRIC, m))
     result: list[dict[str, str]] = []
-    previous: dict[str, float] = {}
+    previous: dict[str, tuple[float, str]] = {}  # metric -> (value, test set)
     standing = traffic_standing(ctx)
     for version_ctx, found in zip(contexts, metrics, strict=True):
         line = row(version_ctx)
         line.update(standing.get(version_ctx.names.version, {"traffic": "-", "verdict": "-"}))
+        test_set = test_set_of(version_ctx)
         for metric in names:
-            line[metric] = with_change(found.get(metric), previous.get(metric))
-        previous.update(found)
+            value, scored = previous.get(metric, (None, test_set))
+            line[metric] = with_change(found.get(metric), value, scored == test_set)
+        previous.update({metric: (value, test_set) for metric, value in found.items()})
         result.append(line)
     return [*BEFORE_METRICS, *names, *AFTER_METRICS], result
 
