@@ -264,6 +264,10 @@ def test_workers_are_off_with_idle_zero(released, spec: str) -> None:
 def test_the_workers_task_lists_and_stops_them(released, spec: str) -> None:
     probe_run(released, spec, "0.1.0")
     (pid,) = alive().values()
+    time.sleep(1.2)
+    for _ in range(2):  # looking at a worker does not make it busy: its idle time goes on
+        (status,) = workers.workers()
+        assert status["idle_s"] >= 1.0, status
     listed = inv("workers")  # a new process: it finds the worker by its socket
     assert listed.returncode == 0 and f"pid {pid}  " in listed.stdout
     stopped = inv("workers", "--stop")

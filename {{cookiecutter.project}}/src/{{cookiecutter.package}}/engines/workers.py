@@ -164,7 +164,6 @@ def run_child(request, fds):
 
 def handle(conn):
     global last_active
-    last_active = time.monotonic()
     conn.settimeout(10)
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 22, 2)
@@ -188,6 +187,7 @@ def handle(conn):
         retire()  # the environment was rebuilt: a new worker must load it
         send(conn, {"stale": True})
     elif op == "run" and fds and not closing:
+        last_active = time.monotonic()  # a run, not a look at the status, keeps it warm
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
