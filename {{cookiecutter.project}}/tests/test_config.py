@@ -69,6 +69,12 @@ def test_a_typo_in_an_override_is_answered_with_the_closest_name(
     assert "\n" not in str(caught.value)
     assert unknown_setting("local", overrides) == str(caught.value).split(": ", 1)[1]
     assert unknown_setting("local", ["model=ridge", "model.alpha=2", "+model.new=1"]) is None
+    # --multirun sweeps name several options, or a sweep function
+    assert unknown_setting("local", ["model=ridge,random_forest", "model.alpha=1,2"]) is None
+    assert unknown_setting("local", ["model=glob(r*)"]) is None
+    assert unknown_setting("local", ["model=ridge, randm_forest"]).startswith(
+        "no model named 'randm_forest': did you mean model=random_forest?"
+    )
 
 
 @pytest.mark.parametrize(

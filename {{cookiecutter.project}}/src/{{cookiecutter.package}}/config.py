@@ -70,13 +70,16 @@ def unknown_setting(env: str, overrides: Sequence[str]) -> str | None:
         if not sep or key.startswith(("+", "~", "hydra.")):
             continue
         (choices if (CONF_DIR / key).is_dir() else settings).append((key, value, override))
-    for group, option, _ in choices:
+    for group, value, _ in choices:
+        if "(" in value:  # a sweep function (glob, choice, ...): Hydra expands it
+            continue
         folder = CONF_DIR / group
-        if folder.is_dir() and not (folder / f"{option}.yaml").is_file():
-            options = sorted(path.stem for path in folder.glob("*.yaml"))
-            close = get_close_matches(option, options, n=1)
-            guess = f"did you mean {group}={close[0]}? " if close else ""
-            return f"no {group} named {option!r}: {guess}({group}: {', '.join(options)})"
+        options = sorted(path.stem for path in folder.glob("*.yaml"))
+        for option in (part.strip() for part in value.split(",")):  # a --multirun list too
+            if option not in options:
+                close = get_close_matches(option, options, n=1)
+                guess = f"did you mean {group}={close[0]}? " if close else ""
+                return f"no {group} named {option!r}: {guess}({group}: {', '.join(options)})"
     if not settings:
         return None
     try:
