@@ -8,7 +8,7 @@ MAEs.
 
 **Always-valid bounds.** The guard and the promotion gate look again at every scheduled tick;
 a fixed-horizon interval (Student's t) read at every look is wrong far more often than its
-level says (`tests/test_ab.py` measures it). The bounds here are a *confidence sequence*: they
+level says (`tests/test_repeated_looks.py` measures it). The bounds here are a *confidence sequence*: they
 hold at every n at once, however often and whenever one looks. Each bound is the one-sided
 normal-mixture boundary of Robbins, as in Howard, Ramdas, McAuliffe and Sekhon (2021),
 "Time-uniform, nonparametric, nonasymptotic confidence sequences", Ann. Statist. 49(2), with
