@@ -12,13 +12,13 @@ its level says (`tests/test_repeated_looks.py` measures it). The bounds here are
 *confidence sequence*: they hold at every n at once, however often and whenever one looks.
 Each bound is the one-sided normal-mixture boundary of Robbins, as in Howard, Ramdas,
 McAuliffe and Sekhon (2021), "Time-uniform, nonparametric, nonasymptotic confidence
-sequences", Ann. Statist. 49(2), with the variance estimated from the data as in Waudby-
-Smith, Arbour, Sinha, Kennedy and Ramdas, "Time-uniform central limit theory and asymptotic
-confidence sequences" (Ann. Statist. 2024). Why this one: it needs only the counts and sums
-below (so BigQuery's one query still decides), it is the mSPRT that Optimizely's Stats
-Engine and Eppo use, and its one tuning constant (`release.gates.planned_outcomes`, where
-the bounds are tightest) moves width, never validity. Each bound is wrong with probability
-at most `1 - confidence`, at any look.
+sequences", Ann. Statist. 49(2), with the variance estimated from the data as in
+Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas, "Time-uniform central limit theory and
+asymptotic confidence sequences" (Ann. Statist. 2024). Why this one: it needs only the
+counts and sums below (so BigQuery's one query still decides), it is the mSPRT that
+Optimizely's Stats Engine and Eppo use, and its one tuning constant
+(`release.gates.planned_outcomes`, where the bounds are tightest) moves width, never
+validity. Each bound is wrong with probability at most `1 - confidence`, at any look.
 
 The verdict, with the gate's margin `m`, the smallest difference that matters:
 - `better`: the upper bound is below `-m`: better by more than the margin;
