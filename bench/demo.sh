@@ -19,4 +19,5 @@ IMAGE_BUILDER="${DEMO_BUILDER:-none}" .venv/bin/inv release
 .venv/bin/inv run-inference
 .venv/bin/inv versions
 .venv/bin/inv traffic
+.venv/bin/inv workers --stop   # the demo leaves nothing running (its workers would idle 5 min)
 echo "demo project: $scratch/taxi-eta"

@@ -76,7 +76,7 @@ def warm_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     before = os.environ.get("WARM_WORKERS_DIR")
     os.environ["WARM_WORKERS_DIR"] = str(folder)
     yield folder
-    for path in folder.glob("*.sock"):  # what `inv workers --stop` sends each of them
+    for path in folder.rglob("*.sock"):  # what `inv workers --stop --all` sends each of them
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as worker:
             try:
                 worker.settimeout(5)

@@ -581,11 +581,17 @@ def render_deployment(
         print(deployment.write(ctx.names, deploy / "base", out, router=router))
 
 
-@task(help={"stop": "end every worker (and any run in it)"})
-def workers(c: Context, stop: bool = False) -> None:
-    """List the warm workers of released versions (local runs fork from them); --stop ends them.
+@task(
+    help={
+        "stop": "end this checkout's workers (and any run in them)",
+        "all": "every checkout's workers of this project on this machine, not only this one's",
+    }
+)
+def workers(c: Context, stop: bool = False, all_: bool = False) -> None:
+    """List this checkout's warm workers of released versions (local runs fork from them).
 
-    A worker exits by itself after `env.worker_idle_seconds` without a run.
+    --stop ends them; --all acts on every checkout's of this project on the machine. A
+    worker exits by itself after `env.worker_idle_seconds` without a run.
     """
     import time
 
@@ -593,10 +599,10 @@ def workers(c: Context, stop: bool = False) -> None:
     from {{ cookiecutter.package }}.engines.workers import workers as alive
 
     if stop:
-        stopped = stop_workers()
+        stopped = stop_workers(everywhere=all_)
         print(f"stopped {len(stopped)} worker{'s' if len(stopped) != 1 else ''}")
         return
-    found = alive()
+    found = alive(everywhere=all_)
     if not found:
         print("no workers: the next local run of a released version starts one")
     for worker in found:

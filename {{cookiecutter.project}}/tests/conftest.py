@@ -143,7 +143,7 @@ def warm_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     before = os.environ.get(workers.DIR_VARIABLE)
     os.environ[workers.DIR_VARIABLE] = str(folder)
     yield folder
-    workers.stop_workers()
+    workers.stop_workers(everywhere=True)  # every checkout's, in this folder
     if before is None:
         del os.environ[workers.DIR_VARIABLE]
     else:

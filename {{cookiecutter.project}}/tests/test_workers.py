@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import git, make_git_repo
+from conftest import git, inv_here, make_git_repo
 from kfp import compiler, dsl
 from omegaconf import DictConfig
 from test_tasks import inv
@@ -106,13 +106,14 @@ def probe_run(
 
 
 def alive() -> dict[str, int]:
-    """The python of each live worker -> its pid."""
-    return {w["python"]: w["pid"] for w in workers.workers()}
+    """The python of each live worker the tests started (every checkout's: the scratch
+    repositories' Airflow task commands belong to those) -> its pid."""
+    return {w["python"]: w["pid"] for w in workers.workers(everywhere=True)}
 
 
 @pytest.fixture(autouse=True)
 def no_workers_between_tests() -> None:
-    workers.stop_workers()
+    workers.stop_workers(everywhere=True)  # the session's folder: only the tests' workers
 
 
 def test_each_task_is_a_fresh_fork_of_the_versions_worker(released, spec: str) -> None:
@@ -273,8 +274,28 @@ def test_the_workers_task_lists_and_stops_them(released, spec: str) -> None:
     stopped = inv("workers", "--stop")
     assert stopped.returncode == 0 and stopped.stdout == "stopped 1 worker\n"
     wait_until(lambda: not pid_alive(pid))
-    assert not list(workers.runtime_dir().glob("*.sock"))
+    assert not list(workers.runtime_dir().rglob("*.sock"))
     assert inv("workers").stdout.startswith("no workers")
+
+
+def test_each_checkout_lists_and_stops_its_own_workers(released, spec: str, monkeypatch) -> None:
+    """Two checkouts of one project on one machine (another clone, a CI job): `inv workers
+    --stop` in one leaves the other's workers, and their runs, alone; --all sees both."""
+    probe_run(released, spec, "0.1.0")
+    (ours,) = [w["pid"] for w in workers.workers()]
+    monkeypatch.setattr(workers, "checkout", lambda: Path("/elsewhere/another-clone"))
+    assert workers.workers() == [] and inv_here("workers")[1].startswith("no workers")
+    probe_run(released, spec, "0.1.0")  # the other checkout's own worker
+    (theirs,) = [w["pid"] for w in workers.workers()]
+    assert theirs != ours
+    assert inv_here("workers", "--stop")[1] == "stopped 1 worker\n"
+    wait_until(lambda: not pid_alive(theirs))
+    assert pid_alive(ours)
+    monkeypatch.undo()
+    assert [w["pid"] for w in workers.workers()] == [ours]
+    assert [w["pid"] for w in workers.workers(everywhere=True)] == [ours]
+    assert inv_here("workers", "--stop", "--all")[1] == "stopped 1 worker\n"
+    wait_until(lambda: not pid_alive(ours))
 
 
 def pid_alive(pid: int) -> bool:

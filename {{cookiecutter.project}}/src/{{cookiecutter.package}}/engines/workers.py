@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.version import PROJECT
+from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT, pyproject_path
 
 READY = "version-code.json"  # written last in a version's environment (engines.version_env)
 START_TIMEOUT_S = 180
@@ -247,16 +247,38 @@ if not closing:
 IDLE_VARIABLE = "WARM_WORKER_IDLE_SECONDS"
 DEFAULT_IDLE_S = 300.0
 # Where the workers' sockets, locks and logs are; the tests point it at their own folder.
-# Projects may share one: a socket's name is a hash of its environment's path.
+# Each checkout has a folder of its own in it, and a socket's name is a hash of its
+# environment's path.
 DIR_VARIABLE = "WARM_WORKERS_DIR"
 
 
-def runtime_dir() -> Path:
-    """A short path: a socket's is limited to about 100 characters."""
+def runtime_root() -> Path:
+    """The folder of every checkout's workers. A short path: a socket's is limited to
+    about 100 characters."""
     configured = os.environ.get(DIR_VARIABLE)
     if configured:
         return Path(configured)
     return Path(tempfile.gettempdir()) / f"{PROJECT}-workers-{os.getuid()}"
+
+
+def checkout() -> Path:
+    """The checkout this process belongs to: the project's root when it runs from one; in
+    a version's environment (an Airflow task's command), the checkout that built it
+    (`<checkout>/.version-envs/<version>`)."""
+    if pyproject_path() is not None:
+        return PROJECT_ROOT
+    return Path(sys.prefix).resolve().parent.parent
+
+
+def runtime_dir() -> Path:
+    """This checkout's workers: `inv workers` lists and stops these, not another clone's
+    or a CI job's of the same project on the same machine."""
+    return runtime_root() / hashlib.sha256(str(checkout()).encode()).hexdigest()[:12]
+
+
+def _sockets(everywhere: bool) -> list[Path]:
+    folder = runtime_root() if everywhere else runtime_dir()
+    return sorted(folder.rglob("*.sock")) if folder.is_dir() else []
 
 
 @dataclass(frozen=True)
@@ -497,10 +519,11 @@ def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
         connection.close()
 
 
-def workers() -> list[dict[str, Any]]:
-    """The workers alive on this machine for this project: pid, interpreter, runs, idle."""
+def workers(everywhere: bool = False) -> list[dict[str, Any]]:
+    """This checkout's live workers (`everywhere`: every checkout's of this project on the
+    machine): pid, interpreter, runs, idle."""
     found = []
-    for path in sorted(runtime_dir().glob("*.sock")) if runtime_dir().is_dir() else []:
+    for path in _sockets(everywhere):
         status = _ask(path, {"op": "status"})
         if status is None:
             path.unlink(missing_ok=True)  # a killed worker's socket
@@ -509,10 +532,11 @@ def workers() -> list[dict[str, Any]]:
     return found
 
 
-def stop_workers() -> list[int]:
-    """End every worker of this project (their runs too); the pids that were stopped."""
+def stop_workers(everywhere: bool = False) -> list[int]:
+    """End this checkout's workers (`everywhere`: every checkout's), their runs too; the
+    pids that were stopped."""
     stopped = []
-    for path in sorted(runtime_dir().glob("*.sock")) if runtime_dir().is_dir() else []:
+    for path in _sockets(everywhere):
         answer = _ask(path, {"op": "stop"})
         if answer is not None:
             stopped.append(int(answer["stopped"]))
