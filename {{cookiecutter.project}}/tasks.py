@@ -539,6 +539,12 @@ def serve_router(
         explicit = dict(spec.split("=", 1) for spec in upstream or [] if "=" in spec)
         if len(explicit) != len(upstream or []):
             raise Exit("error: write --upstream VERSION=URL", code=1)
+        if explicit or ctx.env == "local":  # servers named by hand: each live one needed
+            from {{ cookiecutter.package }}.artifacts import traffic
+
+            unserved = router.unserved_clusters(traffic.current(ctx.store), explicit)
+            if unserved:
+                raise Exit(f"error: {unserved}", code=1)
         app = router.create_router(
             ctx.names.artifact_root,
             router.upstreams(str(ctx.cfg.serving.upstream_url), explicit, ctx.names.artifact_root),

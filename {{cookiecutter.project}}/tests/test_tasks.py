@@ -125,6 +125,25 @@ def test_a_refusal_on_the_command_line_is_one_line_and_exit_code_1(tmp_path) -> 
     assert not any(tmp_path.iterdir())
 
 
+def test_the_router_refuses_to_start_without_a_server_for_a_live_cluster(tmp_path) -> None:
+    """The README's snippet once named a retired version's server: the router started, and
+    answered the live clusters' trips 503. It refuses at start, in one line."""
+    from {{ cookiecutter.package }}.artifacts import traffic
+    from {{ cookiecutter.package }}.artifacts.store import open_store
+
+    traffic.record(open_store(str(tmp_path)), {"1.0.0": range(4), "2.0.0": range(4, 8)}, 8,
+                   live=["1.0.0", "2.0.0"], reason="A/B")  # fmt: skip
+    code, out, err = inv_here(
+        "serve-router", "--upstream", "1.0.0=http://127.0.0.1:9", "--upstream",
+        "0.9.0=http://127.0.0.1:9", "-o", f"env.artifact_root={tmp_path}",
+    )  # fmt: skip
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        "error: version 2.0.0 serves user clusters 4-7 but no server is named for it: start "
+        "one (`inv serve --version 2.0.0`) and add --upstream 2.0.0=URL"
+    )
+
+
 def test_a_typo_in_an_experiments_override_is_one_line_naming_the_setting() -> None:
     code, out, err = inv_here("train", "-o", "model.max_dept=4")  # before Hydra starts
     assert code == 1 and out == ""

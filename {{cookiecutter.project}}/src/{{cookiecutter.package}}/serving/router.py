@@ -76,6 +76,21 @@ def upstreams(template: str, explicit: dict[str, str], artifact_root: str) -> Ca
     return resolve
 
 
+def unserved_clusters(assignment: Assignment | None, explicit: dict[str, str]) -> str | None:
+    """Where servers are named by hand (`--upstream`, as locally): one line naming a live
+    version that serves user clusters but has no server named, else None. Refused at start:
+    its trips would get 503s at request time."""
+    for version in sorted(assignment.clusters if assignment else {}):
+        clusters = assignment.clusters_of(version) if assignment else []
+        if clusters and version not in explicit:
+            return (
+                f"version {version} serves user clusters {format_clusters(clusters)} but no "
+                f"server is named for it: start one (`inv serve --version {version}`) and add "
+                f"--upstream {version}=URL"
+            )
+    return None
+
+
 class AssignmentCache:
     """The current assignment, read from the store at most every `refresh_s` seconds."""
 
