@@ -44,8 +44,12 @@ def predicted(trips: pd.DataFrame, kind: str, seed: int) -> pd.DataFrame:
     """Predictions of a version whose error is known (see the module's docstring)."""
     rng = np.random.default_rng(seed)
     actual = trips["eta_minutes"].to_numpy()
-    noise = {"control": NOISE, "equal": NOISE, "better": NOISE / 3, "worse": NOISE}[kind]
+    noise = {"control": NOISE, "equal": NOISE, "better": NOISE / 3, "worse": NOISE}.get(
+        kind, NOISE / 3
+    )
     eta = actual + rng.normal(0, noise, len(trips)) + (3.0 if kind == "worse" else 0.0)
+    if kind == "better but worse in cluster 2":  # what one user segment sees
+        eta = eta + np.where(trips["user_cluster"].to_numpy() == 2, 3.0, 0.0)
     return pd.DataFrame(
         {"trip_id": trips["trip_id"], "user_cluster": trips["user_cluster"], "eta_minutes": eta}
     )
@@ -266,6 +270,23 @@ def test_a_better_canary_is_promoted_step_by_step_with_its_evidence(
     refused(canary, artifact_root, "0.2.0 already serves every user cluster", "0.2.0")
     records = [json.loads(p.read_text()) for p in sorted((artifact_root / "traffic").iterdir())]
     assert [r["evidence"]["verdict"] for r in records if "evidence" in r] == ["better", "better"]
+
+
+def test_a_version_better_overall_but_worse_for_one_cluster_is_not_promoted(
+    canary, artifact_root: Path
+) -> None:
+    """The overall verdict is primary, but the gate also refuses a version that is worse
+    for some users: cluster 2, after Holm's adjustment for the eight clusters."""
+    batch_run(canary, "better but worse in cluster 2", 2000, 10)
+    (comparison,) = evidence.compare_live(canary)
+    assert comparison.overall.verdict == "better"
+    assert comparison.worse_clusters() == [2]
+    assert {c: v.verdict for c, v in comparison.clusters.items() if c != 2} == {
+        c: "better" for c in (0, 1, 3, 4, 5, 6, 7)
+    }
+    message = refused(canary, artifact_root, "0.2.0 is not promoted: worse than 0.1.0 in user "
+                      "cluster(s) 2 (Holm-adjusted, 0.2.0 vs 0.1.0: n=", "0.2.0")  # fmt: skip
+    assert message.endswith("(`--force --reason WHY` overrides)")
 
 
 def test_too_few_outcomes_refuse_promotion_saying_how_many_more(
