@@ -16,7 +16,6 @@ in its UI too. Cloud teams point MLFLOW_TRACKING_URI at their shared server inst
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +26,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from {{ cookiecutter.package }}.artifacts.store import remove_dead_partials
+from {{ cookiecutter.package }}.artifacts.store import build_folder
 from {{ cookiecutter.package }}.engines.version_env import find_uv
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
@@ -68,42 +67,31 @@ def pinned(requirements: str, name: str) -> str:
 
 
 def server_environment(project_root: Path = PROJECT_ROOT) -> Path:
-    """The environment holding the locked server (built on first use): its folder.
-
-    Built in a hidden `.partial` folder renamed into place when complete, as the versions'
-    environments are: a killed install never leaves something that passes for one, and two
-    processes that install at once keep one.
-    """
+    """The environment holding the locked server (built on first use): its folder. Built
+    whole or not at all (`store.build_folder`), as the versions' environments are."""
     requirements = locked_requirements(project_root)
-    final = project_root / ENV_DIR
-    ready = final / LOCKED
-    if ready.is_file() and ready.read_text() == requirements:
-        return final
-    packages = sum(1 for line in requirements.splitlines() if "==" in line)
-    print(
-        f"installing MLflow's tracking server into {ENV_DIR}/ (once, about 600 MB): "
-        f"{pinned(requirements, 'mlflow')} and {packages - 1} more packages, the `{GROUP}` "
-        "group exactly as uv.lock pins it",
-        flush=True,
-    )
-    remove_dead_partials(project_root)
-    partial = project_root / f".{ENV_DIR.lstrip('.')}.{os.getpid()}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    uv = find_uv()
-    _install(uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(partial))
-    listed = partial / "requirements.txt"
-    listed.write_text(requirements)
-    python = str(partial / "bin" / "python")
-    _install(uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes", str(listed))
-    (partial / LOCKED).write_text(requirements)
-    if final.exists():  # an older lock's server, or another process won: keep one
-        if (final / LOCKED).is_file() and (final / LOCKED).read_text() == requirements:
-            shutil.rmtree(partial)
-            return final
-        shutil.rmtree(final)
-    os.rename(partial, final)
-    print(f"installed: {disk_usage(final) / 1e6:.0f} MB in {ENV_DIR}/", flush=True)
-    return final
+
+    def complete(folder: Path) -> bool:
+        return (folder / LOCKED).is_file() and (folder / LOCKED).read_text() == requirements
+
+    def build(partial: Path) -> None:
+        packages = sum(1 for line in requirements.splitlines() if "==" in line)
+        print(
+            f"installing MLflow's tracking server into {ENV_DIR}/ (once, about 600 MB): "
+            f"{pinned(requirements, 'mlflow')} and {packages - 1} more packages, the "
+            f"`{GROUP}` group exactly as uv.lock pins it",
+            flush=True,
+        )
+        uv = find_uv()
+        _install(uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(partial))
+        listed = partial / "requirements.txt"
+        listed.write_text(requirements)
+        python = str(partial / "bin" / "python")
+        _install(uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes", str(listed))
+        (partial / LOCKED).write_text(requirements)
+        print(f"installed: {disk_usage(partial) / 1e6:.0f} MB in {ENV_DIR}/", flush=True)
+
+    return build_folder(project_root / ENV_DIR, build, complete)
 
 
 def disk_usage(folder: Path) -> int:

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,6 +80,33 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def build_folder(
+    final: Path, build: Callable[[Path], None], complete: Callable[[Path], bool]
+) -> Path:
+    """A folder (an environment) built whole or not at all: `build` fills a hidden
+    `.NAME.PID.partial` beside `final`, which is renamed into place when it returns, so a
+    killed build never leaves something that passes for one. What dead builds left is
+    removed first; when another process completed the folder meanwhile, its folder stays."""
+    if complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(final.parent)
+    partial = final.parent / f".{final.name.lstrip('.')}.{os.getpid()}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        build(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if final.exists():  # a dead build's leftovers, an older build, or another process won
+        if complete(final):
+            shutil.rmtree(partial)
+            return final
+        shutil.rmtree(final)
+    os.rename(partial, final)
+    return final
 
 
 def remove_dead_partials(folder: Path) -> None:

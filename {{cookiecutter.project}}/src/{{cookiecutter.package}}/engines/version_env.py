@@ -16,7 +16,6 @@ Which interpreter runs a version:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code, read_code_files
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
-from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, remove_dead_partials
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, build_folder
 from {{ cookiecutter.package }}.errors import ReleaseError
 
 READY = "version-code.json"  # written last inside an environment: it is complete
@@ -76,20 +75,13 @@ class VersionEnvironments:
         final = self.path(names, record)
         if (final / READY).is_file():
             return final
-        self.root.mkdir(parents=True, exist_ok=True)
-        remove_dead_partials(self.root)  # what killed builds left
-        partial = self.root / f".{final.name}.{os.getpid()}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        print(f"building the environment of {names.version} ({record.wheel_filename})")
-        self._build(partial, record)
-        (partial / READY).write_text(json.dumps(asdict(record), indent=2))
-        if final.exists():  # a dead build's leftovers, or another process won: keep one
-            if (final / READY).is_file():
-                shutil.rmtree(partial)
-                return final
-            shutil.rmtree(final)
-        os.rename(partial, final)
-        return final
+
+        def build(partial: Path) -> None:
+            print(f"building the environment of {names.version} ({record.wheel_filename})")
+            self._build(partial, record)
+            (partial / READY).write_text(json.dumps(asdict(record), indent=2))
+
+        return build_folder(final, build, lambda folder: (folder / READY).is_file())
 
     def _build(self, target: Path, record: CodeRecord) -> None:
         wheel, requirements = read_code_files(self.store, record)
