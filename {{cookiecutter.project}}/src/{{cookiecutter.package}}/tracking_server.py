@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from {{ cookiecutter.package }}.artifacts.store import build_folder
-from {{ cookiecutter.package }}.engines.version_env import find_uv
+from {{ cookiecutter.package }}.engines.version_env import find_uv, run_uv
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
@@ -47,15 +47,12 @@ class Server:
 def locked_requirements(project_root: Path = PROJECT_ROOT) -> str:
     """The server's group exactly as `uv.lock` pins it (versions and hashes): `uv export
     --frozen` reads the lock and resolves nothing."""
-    result = subprocess.run(
-        [find_uv(), "export", "--frozen", "--only-group", GROUP, "--no-emit-project",
-         "--no-header", "--quiet"],
-        cwd=project_root, capture_output=True, text=True,
+    return run_uv(
+        f"cannot read the `{GROUP}` group from uv.lock",
+        find_uv(), "export", "--frozen", "--only-group", GROUP, "--no-emit-project",
+        "--no-header", "--quiet",
+        cwd=project_root,
     )  # fmt: skip
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        raise UserError(f"cannot read the `{GROUP}` group from uv.lock: {detail}")
-    return result.stdout
 
 
 def pinned(requirements: str, name: str) -> str:
@@ -82,12 +79,14 @@ def server_environment(project_root: Path = PROJECT_ROOT) -> Path:
             f"`{GROUP}` group exactly as uv.lock pins it",
             flush=True,
         )
-        uv = find_uv()
-        _install(uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(partial))
+        uv, failure = find_uv(), f"cannot install the `{GROUP}` group into {ENV_DIR}/"
+        run_uv(failure, uv, "venv", "--quiet", "--relocatable", "--python", sys.executable,
+               str(partial))  # fmt: skip
         listed = partial / "requirements.txt"
         listed.write_text(requirements)
         python = str(partial / "bin" / "python")
-        _install(uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes", str(listed))
+        run_uv(failure, uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes",
+               str(listed))  # fmt: skip
         (partial / LOCKED).write_text(requirements)
         print(f"installed: {disk_usage(partial) / 1e6:.0f} MB in {ENV_DIR}/", flush=True)
 
@@ -96,13 +95,6 @@ def server_environment(project_root: Path = PROJECT_ROOT) -> Path:
 
 def disk_usage(folder: Path) -> int:
     return sum(path.lstat().st_size for path in folder.rglob("*") if not path.is_symlink())
-
-
-def _install(*command: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-        raise UserError(f"cannot install the `{GROUP}` group into {ENV_DIR}/: {detail}")
 
 
 def start(home: Path, port: int, host: str = "127.0.0.1") -> Server:

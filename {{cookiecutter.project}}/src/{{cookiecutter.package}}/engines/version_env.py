@@ -42,6 +42,16 @@ def find_uv() -> str:
     return found
 
 
+def run_uv(failure: str, *command: str, cwd: Path | None = None) -> str:
+    """Run a uv command: its standard output; ReleaseError `failure: <uv's last error
+    line>` when it fails."""
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        raise ReleaseError(f"{failure}: {detail}")
+    return result.stdout
+
+
 class VersionEnvironments:
     def __init__(self, store: ArtifactStore, root: Path, checkout_version: str) -> None:
         self.store = store
@@ -87,8 +97,8 @@ class VersionEnvironments:
         wheel, requirements = read_code_files(self.store, record)
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
         python = sys.executable if record.python == here else record.python
-        uv = find_uv()
-        self._uv(record, uv, "venv", "--quiet", "--relocatable", "--python", python, str(target))
+        uv, failure = find_uv(), f"cannot build the environment of {record.version}"
+        run_uv(failure, uv, "venv", "--quiet", "--relocatable", "--python", python, str(target))
         # The wheel and lock stay inside the environment: what it was built from, on disk.
         dist = target / "dist"
         dist.mkdir()
@@ -96,24 +106,8 @@ class VersionEnvironments:
         whl.write_bytes(wheel)
         lock.write_bytes(requirements)
         target_python = str(target / "bin" / "python")
-        self._uv(
-            record, uv, "pip", "install", "--quiet", "--python", target_python, "-r", str(lock)
-        )
-        self._uv(
-            record,
-            uv,
-            "pip",
-            "install",
-            "--quiet",
-            "--python",
-            target_python,
-            "--no-deps",
+        run_uv(failure, uv, "pip", "install", "--quiet", "--python", target_python, "-r", str(lock))
+        run_uv(
+            failure, uv, "pip", "install", "--quiet", "--python", target_python, "--no-deps",
             str(whl),
-        )
-
-    @staticmethod
-    def _uv(record: CodeRecord, *command: str) -> None:
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
-            raise ReleaseError(f"cannot build the environment of {record.version}: {detail}")
+        )  # fmt: skip

@@ -372,10 +372,10 @@ def holm(clusters: dict[int, Verdict]) -> dict[int, Verdict]:
     always-valid p-values of their `better`/`worse` claims, at the gates' error.
 
     Sorted by p-value, the j-th claim (from 0) is kept while p <= error / (k - j), with k
-    the number of clusters; the first that fails stops it. A kept claim's verdict is
-    computed at its Holm level (so its bounds exclude the margin); every other cluster's at
-    the Bonferroni level error / k. Each claim's p-value covers the one direction its
-    estimate points to, at half the level (the direction is chosen from the data).
+    the number of clusters, and halved: each claim's p-value covers the one direction its
+    estimate points to, chosen from the data. The first that fails stops it. A kept claim's
+    verdict is computed at its Holm level (so its bounds exclude the margin); every other
+    cluster's at the Bonferroni level, error / (2k).
     """
     if not clusters:
         return {}

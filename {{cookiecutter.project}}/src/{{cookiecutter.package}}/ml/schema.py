@@ -166,6 +166,7 @@ def shape(
     if "user_cluster" not in frame and "user_id" in frame:
         frame = _with_user_clusters(frame, report)
     schema = trip_schema(labelled)
+    ranges = allowed_ranges(schema)  # how a failed range check is named
     while True:  # each failing pass drops at least one row, so this ends
         try:
             frame = schema.validate(frame, lazy=True)
@@ -185,7 +186,7 @@ def shape(
                     f"column {shown(str(first['column']))} of {where}: "
                     f"{_reason(str(first['check']))}"
                 ) from None
-            _count(report, rows, allowed_ranges(schema))
+            _count(report, rows, ranges)
             # A value that cannot be coerced hides its row's range checks: the next pass
             # sees the rest.
             frame = frame.drop(index=rows["index"].unique())
