@@ -19,6 +19,10 @@ OVERRIDE_HELP = {
     "override": "Hydra override, e.g. -o model.max_depth=6 (repeatable)",
     "env": "environment: local (default), dev, prod or airflow",
 }
+INTERVAL_HELP = {
+    "start": "the run's data interval starts here (ISO date or time; default: see the task)",
+    "end": "and ends here, excluded (default: now)",
+}
 PACKAGE = "{{ cookiecutter.package }}"
 
 
@@ -159,6 +163,7 @@ def check_bump(c: Context) -> None:
         **OVERRIDE_HELP,
         "version": "version to run (default: this checkout's)",
         "run_id": "name of the predictions file (default: time-based)",
+        **INTERVAL_HELP,
     },
     iterable=["override"],
 )
@@ -168,21 +173,32 @@ def run_inference(
     override: list[str] | None = None,
     version: str | None = None,
     run_id: str = "",
+    start: str = "",
+    end: str = "",
 ) -> None:
-    """Run a released version's batch-inference pipeline once."""
+    """Run a released version's batch-inference pipeline once, on the trips of an interval."""
     from {{ cookiecutter.package }}.release.workflows import run_inference as run
 
     with _release_context(env, override, version) as ctx:
-        run(ctx, run_id)
+        run(ctx, run_id, start, end)
 
 
-@task(help={**OVERRIDE_HELP, "workflow": "training or inference (default)"}, iterable=["override"])
+@task(
+    help={**OVERRIDE_HELP, "workflow": "training or inference (default)", **INTERVAL_HELP},
+    iterable=["override"],
+)
 def run_scheduled(
-    c: Context, workflow: str = "inference", env: str = "local", override: list[str] | None = None
+    c: Context,
+    workflow: str = "inference",
+    env: str = "local",
+    override: list[str] | None = None,
+    start: str = "",
+    end: str = "",
 ) -> None:
     """Fire every enabled local schedule once, each version with its own code (cron it).
 
-    After an inference tick, the guard demotes any version that is worse than the control.
+    An inference tick predicts the trips since the last tick (or of --start/--end). After
+    it, the guard demotes any version that is worse than the control.
     """
     from {{ cookiecutter.package }}.release.workflows import run_scheduled as run
 
@@ -192,12 +208,13 @@ def run_scheduled(
     if released_settings:  # they would be ignored: the compiled workflows hold the config
         raise Exit(
             f"error: -o {released_settings[0]}: scheduled runs use the configuration each "
-            "version was released with (its compiled workflow); only env.* settings, which "
-            "say where the versions are, may be given here. Release a new version to change it",
+            "version was released with (its compiled workflow); what a run may be given is "
+            "its interval (--start/--end) and env.* settings, which say where the versions "
+            "are. Release a new version to change it",
             code=1,
         )
     with _release_context(env, override) as ctx:
-        run(ctx, workflow)  # type: ignore[arg-type]
+        run(ctx, workflow, start, end)  # type: ignore[arg-type]
         if workflow == "inference":  # demote what the new outcomes show to be worse
             from {{ cookiecutter.package }}.release.promotion import guard
 
@@ -438,7 +455,8 @@ def rollback(
         "out": "folder to write into (created; existing files are never overwritten)",
         "rows": "training trips (default 2000)",
         "format": "parquet (default) or csv",
-        "with_outcomes": "also trips to predict (batch) and their actual durations (outcomes)",
+        "with_outcomes": "also a week of daily partitions of trips to predict (batch/dt=.../) "
+        "and of their actual durations (outcomes/dt=.../)",
     }
 )
 def sample_data(
@@ -460,8 +478,14 @@ def sample_data(
         raise Exit(f"error: invalid --rows {rows!r}: use a whole number", code=1)
     with _user_errors():
         written = write_sample(Path(out), int(rows), format_, with_outcomes)
+    partitions: dict[Path, list[str]] = {}
     for path in written:
-        print(f"wrote {path}")
+        if path.parent == Path(out):
+            print(f"wrote {path}")
+        else:  # batch/dt=.../trips.parquet: one line per partitioned folder
+            partitions.setdefault(path.parent.parent, []).append(path.parent.name)
+    for folder, days in partitions.items():
+        print(f"wrote {folder}/: {len(days)} daily partitions, {days[0]} to {days[-1]}")
     print(f"\nwhat a trip holds (ml/schema.py):\n{schema_table()}")
 
 

@@ -21,6 +21,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
 )
 from {{ cookiecutter.package }}.artifacts.feature_store import ParquetFeatureStore
 from {{ cookiecutter.package }}.artifacts.files_source import FileSource
+from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -241,8 +242,11 @@ def test_outcomes_of_a_synthetic_batch_join_every_predicted_trip_once(tmp_path: 
     batch = tmp_path / "batch.parquet"
     source = SyntheticSource(str(root), 400, 1)
     since = datetime.now(UTC) - timedelta(seconds=1)
-    steps.make_batch_features(version, 300, 77, RUSH, str(batch), source)
-    written = steps.predict_batch(version, str(batch), "run-1")
+    record = tmp_path / "batch.json"
+    steps.make_batch_features(
+        version, 300, 77, RUSH, str(batch), str(record), Interval.resolve(), source
+    )
+    written = steps.predict_batch(version, str(batch), str(record), "run-1")
     predicted = pd.read_parquet(written)
     outcomes = read_outcomes(source, since, datetime.now(UTC) + timedelta(seconds=1))
     joined = predicted.merge(outcomes, on="trip_id", how="left", validate="one_to_one")
@@ -323,20 +327,25 @@ def test_sample_data_is_read_as_a_teams_export_and_refuses_to_overwrite(tmp_path
     assert code == 0 and said.startswith(f"wrote {out / 'trips.csv'}\n")
     assert schema_table() in said
     root = tmp_path / "artifacts"
-    source = FileSource(str(root), str(out / "trips.csv"), batch_path=str(out / "batch.csv"),
-                        outcomes_path=str(out / "outcomes.csv"))  # fmt: skip
+    assert said.count("daily partitions, dt=") == 2  # batch/ and outcomes/, a line each
+    source = FileSource(str(root), str(out / "trips.csv"),
+                        batch_path=str(out / "batch/*/*.csv"),
+                        outcomes_path=str(out / "outcomes/*/*.csv"))  # fmt: skip
     outcome = steps.ensure_features(names(root), 0, 0, RUSH, source=source)
     assert outcome == "created: 800 rows, all valid"
-    batch = source.inference_batch(0, 0, ["trip_id", "user_id", "distance_km"])
+    batch, read = source.inference_batch(
+        0, 0, ["trip_id", "user_id", "distance_km"], Interval.resolve()
+    )
     outcomes = source.outcomes(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
-    assert len(batch) == 200 and sorted(outcomes["trip_id"]) == sorted(batch["trip_id"])
+    assert len(batch) == 700 and sorted(outcomes["trip_id"]) == sorted(batch["trip_id"])
+    assert len(read["files"]) == 7  # the week's daily partitions
 
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = snapshot(out)
     code, _, error = inv_here("sample-data", "--out", str(out), "--format", "csv")
     assert code == 1 and error.strip() == (
         f"error: {out / 'trips.csv'} exists: sample data never overwrites a file"
     )
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert snapshot(out) == before
     for bad, said in (
         (["--format", "xlsx"], "unknown format 'xlsx'"),
         (["--rows", "1e6"], "--rows"),

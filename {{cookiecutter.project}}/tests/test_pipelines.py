@@ -10,6 +10,7 @@ import yaml
 from conftest import snapshot
 
 from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -148,7 +149,13 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     third = pd.read_parquet(artifact_root / ctx.names.predictions_key("batch-3"))
     assert not third.served.any() and len(third) == len(predictions)
     features = tmp_path / "batch.parquet"
-    assert steps.make_batch_features(ctx.names, 50, 1, [7], str(features), shadow=False) == 0
+    record, interval = str(tmp_path / "batch.json"), Interval.resolve()
+    assert (
+        steps.make_batch_features(
+            ctx.names, 50, 1, [7], str(features), record, interval, shadow=False
+        )
+        == 0
+    )
     traffic.record(
         ctx.store,
         {cfg.version: [5], other: [0, 1, 2, 3, 4, 6, 7]},
@@ -156,7 +163,7 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
         live=[cfg.version, other],
         reason="back",
     )
-    steps.make_batch_features(ctx.names, 50, 1, [7], str(features), shadow=False)
+    steps.make_batch_features(ctx.names, 50, 1, [7], str(features), record, interval, shadow=False)
     assert set(pd.read_parquet(features).user_cluster) == {5}
     schedules = ctx.engine.schedules(ctx.names)
     assert [(s.name, s.enabled) for s in schedules] == [

@@ -165,8 +165,9 @@ def test_run_scheduled_refuses_settings_its_released_workflows_would_ignore(
     assert code == 1 and out == ""
     assert err.strip() == (
         f"error: -o {override}: scheduled runs use the configuration each version was "
-        "released with (its compiled workflow); only env.* settings, which say where the "
-        "versions are, may be given here. Release a new version to change it"
+        "released with (its compiled workflow); what a run may be given is its interval "
+        "(--start/--end) and env.* settings, which say where the versions are. Release a new "
+        "version to change it"
     )
     assert not any(tmp_path.iterdir())
 

@@ -14,6 +14,8 @@ class ReleaseError(UserError, RuntimeError):
 
 
 SHOWN_CHARS = 60
+# A path or a path template in an error names the very file or partition: whole up to this.
+PATH_CHARS = 240
 
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:

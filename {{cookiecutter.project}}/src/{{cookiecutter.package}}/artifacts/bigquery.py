@@ -226,11 +226,18 @@ class BigQueryPredictions:
         return [str(r) for r in found["run_id"]]
 
     def paired_sums(
-        self, control: str, candidate: str, outcomes_table: str, since: datetime, until: datetime
+        self,
+        control: str,
+        candidate: str,
+        outcomes_table: str,
+        since: datetime,
+        until: datetime,
+        observed_since: datetime | None = None,
     ) -> pd.DataFrame:
         """Per user cluster, the sums of the paired comparison (`ml.paired.PairedSums`) of
-        two versions' latest predictions of each trip with its latest outcome in
-        [since, until): the join and the aggregation in one query, no rows pulled."""
+        two versions' latest predictions of each trip (runs since `since`) with its latest
+        outcome observed in [observed_since or since, until): the join and the aggregation
+        in one query, no rows pulled."""
         table = f"`{self.data.table_id(self.table)}`"
         errors = "ABS(error_candidate) - ABS(error_control)"
         return self.data.query(
@@ -264,7 +271,7 @@ class BigQueryPredictions:
             """,
             control=control,
             candidate=candidate,
-            since=since,
+            since=min(observed_since or since, since),
             until=until,
             predicted_since=since - OUTCOME_LAG,
         )

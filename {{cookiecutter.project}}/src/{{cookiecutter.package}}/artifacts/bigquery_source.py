@@ -12,6 +12,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     frame_sha256,
     when,
 )
+from {{ cookiecutter.package }}.artifacts.intervals import Interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,8 +26,13 @@ class BigQuerySource:
     same rows can be read again within BigQuery's time-travel window (7 days by default). A
     query is run as written, with the query parameters `@snapshot`, `@start` and `@end`:
     pinning its tables to the snapshot is the query's own business. Outcomes come from
-    `outcomes_table` (trip_id, eta_minutes, observed_at), inference batches from
-    `batch_table`.
+    `outcomes_table` (trip_id, eta_minutes, observed_at).
+
+    An inference run predicts the trips of its data interval: `batch_query` runs with
+    `@start` and `@end` as parameters, or `batch_table` is read with `batch_column` (a
+    `TIMESTAMP`) in [@start, @end); a table without `batch_column` is read whole each run.
+    The run records the SQL and the interval. An interval with no rows is an empty period
+    (nothing predicted), or an error with `require_batch`.
 
     Google's errors (a missing table, a bad query, no credentials) are one line, as the
     feature store's are (`bigquery.google_errors`).
@@ -44,13 +50,20 @@ class BigQuerySource:
         window: dict | None = None,
         batch_table: str | None = None,
         outcomes_table: str | None = None,
+        batch_query: str | None = None,
+        batch_column: str | None = None,
+        require_batch: bool = False,
         timeout_s: float = 60,
     ) -> None:
         if bool(table) == bool(query):
             raise DataSourceError("data_source: set either table or query")
+        if batch_table and batch_query:
+            raise DataSourceError("data_source: set either batch_table or batch_query, not both")
         self.project, self.table, self.query = project, table, query
         self.window = dict(window) if window and window.get("column") else None
         self.batch_table, self.outcomes_table = batch_table, outcomes_table
+        self.batch_query, self.batch_column = batch_query, batch_column or None
+        self.require_batch = bool(require_batch)
         self.timeout_s = timeout_s
 
     def check(self) -> None:
@@ -134,11 +147,36 @@ class BigQuerySource:
             rows = self._client().query(sql, job_config=config).result(timeout=self.timeout_s)
             return pd.DataFrame([dict(row.items()) for row in rows])
 
-    def inference_batch(self, n_trips: int, seed: int, columns: list[str]) -> pd.DataFrame:
-        if not self.batch_table:
-            raise DataSourceError("data_source.batch_table is not set: name the trips to predict")
-        selected = ", ".join(f"`{c}`" for c in columns)
-        return self._rows(f"SELECT {selected} FROM `{self.batch_table}`", [])
+    def inference_batch(
+        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        import pandas as pd
+        from google.cloud import bigquery
+
+        parameters = [
+            bigquery.ScalarQueryParameter("start", "TIMESTAMP", interval.start),
+            bigquery.ScalarQueryParameter("end", "TIMESTAMP", interval.end),
+        ]
+        if self.batch_query:
+            sql = f"SELECT * FROM ({self.batch_query})"
+        elif self.batch_table:
+            sql = f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM `{self.batch_table}`"
+            if self.batch_column:
+                sql += f" WHERE `{self.batch_column}` >= @start AND `{self.batch_column}` < @end"
+        else:
+            raise DataSourceError(
+                "data_source.batch_table (or batch_query) is not set: name the trips to predict"
+            )
+        trips = self._rows(sql, parameters)
+        if trips.empty:
+            if self.require_batch:
+                raise DataSourceError(
+                    f"the batch query found no trips in {interval} (data_source.require_batch "
+                    "is set)"
+                )
+            trips = pd.DataFrame(columns=columns)
+        read = {"source": "bigquery", "location": self.batch_table or "batch_query"}
+        return trips, {**read, "sql": sql, **interval.to_json(), "rows": len(trips)}
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         from google.cloud import bigquery

@@ -23,6 +23,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import (
     OUTCOMES_COLUMNS,
     lineage_key,
@@ -60,8 +61,12 @@ class DataSource(Protocol):
         lineage: the identity plus what was read (files and hashes, snapshot, rows)."""
         ...
 
-    def inference_batch(self, n_trips: int, seed: int, columns: list[str]) -> pd.DataFrame:
-        """The trips one batch-inference run predicts."""
+    def inference_batch(
+        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        """The trips one batch-inference run predicts, those of its data interval, and what
+        was read (files and hashes, or the query): an empty frame when the interval has no
+        trips, an error when it must (`require_batch`)."""
         ...
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
@@ -123,13 +128,20 @@ class SyntheticSource:
         trips = make_trips(self.n_trips, self.seed)
         return trips, {**self.identity(), "rows": len(trips), "content_sha256": frame_sha256(trips)}
 
-    def inference_batch(self, n_trips: int, seed: int, columns: list[str]) -> pd.DataFrame:
+    def inference_batch(
+        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The batch with its true durations: they travel with it, unseen by the model
         (it reads only the feature columns), and become outcomes once it is predicted
-        (`record_outcomes`)."""
+        (`record_outcomes`). Generated trips have no time: every interval has a batch."""
         from {{ cookiecutter.package }}.ml.data import make_trips
 
-        return make_trips(n_trips, seed)
+        trips = make_trips(n_trips, seed)
+        return trips, {
+            "source": "synthetic",
+            "location": f"generator seed={seed}",
+            "rows": len(trips),
+        }
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         import pandas as pd

@@ -16,9 +16,10 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     in_window,
     when,
 )
+from {{ cookiecutter.package }}.artifacts.intervals import Interval, check_template, render
 from {{ cookiecutter.package }}.artifacts.names import OUTCOMES_COLUMNS
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError, open_store
-from {{ cookiecutter.package }}.errors import shown
+from {{ cookiecutter.package }}.errors import PATH_CHARS, shown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,9 +28,16 @@ if TYPE_CHECKING:
 class FileSource:
     """Parquet or CSV files: a path or a glob, local or `gs://bucket/...`.
 
-    `path`: the training trips; `batch_path`: the trips each inference run predicts;
-    `outcomes_path`: actual durations (trip_id, eta_minutes, observed_at). `window`
-    (`{column, start, end}`) keeps the training rows whose `column` falls in [start, end).
+    `path`: the training trips; `outcomes_path`: actual durations (trip_id, eta_minutes,
+    observed_at). `window` (`{column, start, end}`) keeps the training rows whose `column`
+    falls in [start, end).
+
+    `batch_path`: the trips each inference run predicts, usually a template on the run's
+    data interval (`exports/trips/dt={start:%Y-%m-%d}/*.parquet`, see
+    `artifacts.intervals`); `batch_column` keeps only the batch rows whose time falls in
+    the interval. No file for an interval is an empty period (nothing predicted), or an
+    error with `require_batch`.
+
     Parquet is read column by column (only the declared ones); CSV as a stream of the
     declared columns. Every file read is recorded with its sha256.
     """
@@ -41,12 +49,15 @@ class FileSource:
         batch_path: str | None = None,
         outcomes_path: str | None = None,
         window: dict | None = None,
+        batch_column: str | None = None,
+        require_batch: bool = False,
         timeout_s: float = 60,
     ) -> None:
         if not path:
             raise DataSourceError("data_source.path is empty: set it to your trips' files")
         self.path, self.batch_path, self.outcomes_path = path, batch_path, outcomes_path
         self.window = dict(window) if window and window.get("column") else None
+        self.batch_column, self.require_batch = batch_column or None, bool(require_batch)
         self.timeout_s = timeout_s
 
     def check(self) -> None:
@@ -56,6 +67,8 @@ class FileSource:
             raise DataSourceError(f"cannot list {shown(self.path)}: {error}") from None
         if not found:
             raise DataSourceError(f"no trips file matches data_source.path {shown(self.path)}")
+        if self.batch_path:
+            check_template(self.batch_path, "data_source.batch_path")
 
     def identity(self) -> dict[str, Any]:
         return {"source": "files", "location": self.path, "window": self.window}
@@ -83,11 +96,11 @@ class FileSource:
         return io.BytesIO(store.read(key))
 
     def _read(
-        self, pattern: str, columns: list[str], what: str
+        self, pattern: str, columns: list[str], what: str, uris: list[str] | None = None
     ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
         import pandas as pd
 
-        uris = self._files(pattern)
+        uris = self._files(pattern) if uris is None else uris
         if not uris:
             raise DataSourceError(f"no {what} file matches {shown(pattern)}")
         frames, read = [], []
@@ -113,12 +126,37 @@ class FileSource:
         lineage = {**self.identity(), "files": files, "rows": len(trips), "content_sha256": content}
         return trips.reset_index(drop=True), lineage
 
-    def inference_batch(self, n_trips: int, seed: int, columns: list[str]) -> pd.DataFrame:
+    def inference_batch(
+        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+        import pandas as pd
+
         if not self.batch_path:
             raise DataSourceError(
-                "data_source.batch_path is not set: name the files of the trips to predict"
+                "data_source.batch_path is not set: name the files of the trips to predict, "
+                "e.g. exports/trips/dt={start:%Y-%m-%d}/*.parquet (README: Use your own data)"
             )
-        return self._read(self.batch_path, columns, "batch")[0]
+        pattern = render(self.batch_path, interval, "data_source.batch_path")
+        read = {"source": "files", "location": pattern}
+        uris = self._files(pattern)
+        if not uris:
+            if self.require_batch:
+                raise DataSourceError(
+                    f"no batch file matches {shown(pattern, PATH_CHARS)} for {interval} "
+                    "(data_source.require_batch is set)"
+                )
+            return pd.DataFrame(columns=columns), {**read, "files": [], "rows": 0}
+        wanted = [*columns, *([self.batch_column] if self.batch_column else [])]
+        trips, files = self._read(pattern, wanted, "batch", uris)
+        if self.batch_column:
+            if self.batch_column not in trips:
+                raise DataSourceError(
+                    f"data_source.batch_column {shown(self.batch_column)} is missing from {pattern}"
+                )
+            trips = trips[interval.contains(trips[self.batch_column])].drop(
+                columns=[self.batch_column]
+            )
+        return trips.reset_index(drop=True), {**read, "files": files, "rows": len(trips)}
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         if not self.outcomes_path:

@@ -235,6 +235,17 @@ def predictions_key(version: str, run_id: str) -> str:
     return f"{predictions_prefix(version)}{check_run_id(run_id)}.parquet"
 
 
+def runs_prefix(version: str) -> str:
+    return f"runs/{check_version(version)}/"
+
+
+def run_record_key(version: str, run_id: str) -> str:
+    """What one batch-inference run read and wrote: its interval, the files (sha256) or the
+    query it read, its rows (`artifacts.prediction_runs`); in the artifact store, whichever
+    sink holds the predictions."""
+    return f"{runs_prefix(version)}{check_run_id(run_id)}.json"
+
+
 def version_suffix(version: str) -> str:
     """`1.2.0` -> `v1_2_0`: a version in an identifier (BigQuery table, Airflow DAG id)."""
     return "v" + re.sub(r"[^A-Za-z0-9]", "_", check_version(version))

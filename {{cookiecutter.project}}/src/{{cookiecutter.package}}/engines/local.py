@@ -108,10 +108,21 @@ handler.run_local_subprocess = fork_task
 """
 
 
+# kfp's dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER, built so that no template engine
+# renders it (this module must not import kfp: see RUNNER).
+SCHEDULE_TIME_PLACEHOLDER = "{" + "{$.pipeline_job_schedule_time_utc}" + "}"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '([\w-]+)'")
 _FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit)): (.+)$")
+
+
+def without_schedule_time(spec: str) -> str:
+    """`spec` with kfp's schedule time placeholder as an empty value: kfp's local runner
+    (2.17) reads every `$.` placeholder of a task's inputs as an artifact reference and
+    fails on this one. A local run has no schedule time: its interval is given, or the
+    clock's (`artifacts.intervals`)."""
+    return spec.replace(SCHEDULE_TIME_PLACEHOLDER, "")
 
 
 def _stamp() -> str:
@@ -218,7 +229,7 @@ class LocalEngine:
         failed = f"{pipeline} {names.version} failed"
         with tempfile.TemporaryDirectory() as scratch:
             spec_path, result_path = Path(scratch) / f"{workflow}.yaml", Path(scratch) / "result"
-            spec_path.write_text(spec)
+            spec_path.write_text(without_schedule_time(spec))
             command = [
                 python,
                 "-c",

@@ -26,16 +26,22 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.pipelines.step_table import (
     PARAMETERS,
     RETURNED,
+    RUNTIME,
     Step,
     check_workflow,
     find_step,
     pipeline_parameters,
 )
 
+# What kfp fills in for each of the step table's RUNTIME values: a recurring run's
+# scheduled time (kfp's local runner leaves it as written; the step then uses the clock).
+RUNTIME_VALUES = {"schedule_time": dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER}
+
 
 def component_source(step: Step) -> str:
     """The component function of `step`: its parameters, inputs and outputs, typed for kfp."""
     arguments = [f"{name}: {PARAMETERS[name].__name__}" for name in ("release", *step.parameters)]
+    arguments += [f"{name}: {RUNTIME[name].__name__}" for name in step.runtime]
     for argument, source in step.inputs.items():
         producer, _, output = source.partition(".")
         if output:
@@ -78,6 +84,7 @@ def pipeline_of(workflow: Workflow, names: ReleaseNames, image: str) -> Any:
         previous: Step | None = None
         for step in table:
             arguments = {name: given[name] for name in ("release", *step.parameters)}
+            arguments.update({name: RUNTIME_VALUES[name] for name in step.runtime})
             for argument, source in step.inputs.items():
                 producer, _, output = source.partition(".")
                 arguments[argument] = tasks[producer].outputs[output or RETURNED]

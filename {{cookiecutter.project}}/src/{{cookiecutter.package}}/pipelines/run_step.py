@@ -5,9 +5,10 @@
 The tasks and their steps are the step table's (`pipelines.step_table`): a task runs its
 steps in order, passing artifacts between them as files. The parameters arrive as
 base64-encoded JSON in STEP_ARGUMENTS (no quoting through a shell or a template engine can
-alter them); RUN_ID names an inference run. The result is the last line printed, which
-Airflow keeps as the task's XCom (and, in a pod started by KubernetesPodOperator,
-/airflow/xcom/return.json). A known failure is one `error:` line and exit code 1.
+alter them); RUN_ID names an inference run, START and END its data interval. The result is
+the last line printed, which Airflow keeps as the task's XCom (and, in a pod started by
+KubernetesPodOperator, /airflow/xcom/return.json). A known failure is one `error:` line and
+exit code 1.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ def decode(text: str) -> dict[str, Any]:
     return dict(json.loads(base64.b64decode(text)))
 
 
-def run(task: str, arguments: dict[str, Any], run_id: str = "") -> str:
-    result = run_task(task, {**arguments, "run_id": run_id})
-    return str(result) if result != "" else "no user clusters"
+def run(
+    task: str, arguments: dict[str, Any], run_id: str = "", start: str = "", end: str = ""
+) -> str:
+    """Run `task`; a run id and a data interval given at run time (a manual run's conf,
+    the DAG run's data interval) take the place of the compiled defaults."""
+    interval = {name: value for name, value in (("start", start), ("end", end)) if value}
+    return str(run_task(task, {**arguments, "run_id": run_id, **interval}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: run_step " + "|".join(task_names()), file=sys.stderr)
         return 2
     try:
-        result = run(args[0], decode(os.environ["STEP_ARGUMENTS"]), os.environ.get("RUN_ID", ""))
+        result = run(
+            args[0],
+            decode(os.environ["STEP_ARGUMENTS"]),
+            os.environ.get("RUN_ID", ""),
+            os.environ.get("START", ""),
+            os.environ.get("END", ""),
+        )
     except (UserError, ValueError, KeyError) as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

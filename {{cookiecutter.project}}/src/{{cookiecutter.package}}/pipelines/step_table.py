@@ -42,7 +42,16 @@ PARAMETERS: dict[str, type] = {
     "config": str,
     "storage": str,  # steps.storage(): feature store, predictions, data source, shaping
     "run_id": str,
+    # An inference run's data interval (`artifacts.intervals`): given, or the schedule's
+    # period up to the schedule time, or up to now.
+    "start": str,
+    "end": str,
+    "period_seconds": int,
 }
+# Values the engine fills in at run time, not pipeline parameters: kfp binds them to its
+# placeholders (`kfp_pipelines.RUNTIME_VALUES`); a command task reads them from its
+# parameters when they are there, else gets "".
+RUNTIME: dict[str, type] = {"schedule_time": str}
 ARTIFACT_TYPES = ("Dataset", "Model", "Metrics")
 RETURNED = "Output"  # kfp's name for a step's return value
 
@@ -93,12 +102,14 @@ class Step:
     `inputs` maps an argument to an earlier step's output (`"train_model.model"`) or its
     returned value (`"train_model"`); `outputs` maps each artifact it writes to its kfp type.
     `task` is the command (Airflow task) it runs in; consecutive steps may share one.
+    `runtime` names values of RUNTIME it reads.
     """
 
     name: str
     call: Callable[[StepRun], Any]
     parameters: tuple[str, ...]
     task: str
+    runtime: tuple[str, ...] = ()
     returns: type = str
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -160,12 +171,25 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
                 run["seed"],
                 run["rush_hours"],
                 run.path("features"),
+                run.path("batch"),
+                steps.batch_interval(
+                    run["start"], run["end"], run["schedule_time"], run["period_seconds"]
+                ),
                 run.data_source,
                 run.invalid_share,
                 steps.shadow_of(run.storage),
             ),
-            parameters=("n_trips", "seed", "rush_hours", "storage"),
-            outputs={"features": "Dataset"},
+            parameters=(
+                "n_trips",
+                "seed",
+                "rush_hours",
+                "storage",
+                "start",
+                "end",
+                "period_seconds",
+            ),
+            runtime=("schedule_time",),
+            outputs={"features": "Dataset", "batch": "Dataset"},
             returns=int,
             task="predict",
         ),
@@ -174,11 +198,15 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
             lambda run: steps.predict_batch(
                 run.names,
                 run.path("features"),
+                run.path("batch"),
                 run["run_id"],
                 steps.predictions_of(run.names, run.storage),
             ),
             parameters=("run_id", "storage"),
-            inputs={"features": "make_batch_features.features"},
+            inputs={
+                "features": "make_batch_features.features",
+                "batch": "make_batch_features.batch",
+            },
             task="predict",
         ),
     ),
@@ -201,6 +229,7 @@ def check_workflow(workflow: Workflow) -> tuple[Step, ...]:
     for step in WORKFLOW_STEPS[workflow]:
         unknown = [p for p in step.parameters if p not in PARAMETERS]
         unknown += [k for k in step.outputs.values() if k not in ARTIFACT_TYPES]
+        unknown += [r for r in step.runtime if r not in RUNTIME]
         if unknown:
             raise ValueError(f"step {step.name}: unknown {', '.join(unknown)}")
         for source in step.inputs.values():
@@ -240,7 +269,7 @@ def run_component(name: str, arguments: dict[str, Any]) -> Any:
     """Run one step inside a kfp component: `arguments` are the component's own (parameters,
     kfp artifacts, earlier steps' returned values); Metrics outputs get the returned dict."""
     step = find_step(name)
-    parameters = {p: arguments[p] for p in ("release", *step.parameters)}
+    parameters = {p: arguments[p] for p in ("release", *step.parameters, *step.runtime)}
     paths = {a: arguments[a].path for a in [*step.outputs, *_artifact_inputs(step)]}
     values = {a: arguments[a] for a in step.inputs if a not in paths}
     result = step.call(StepRun(parameters, paths, values))
@@ -270,6 +299,7 @@ def run_task(task: str, parameters: dict[str, Any]) -> Any:
                 paths[argument] = str(Path(scratch) / f"{producer}.{output}")
             values = {a: returned[s] for a, s in step.inputs.items() if "." not in s}
             wanted = {p: parameters[p] for p in ("release", *step.parameters) if p in parameters}
+            wanted.update({r: parameters.get(r, "") for r in step.runtime})
             result = returned[step.name] = step.call(StepRun(wanted, paths, values))
     return result
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from {{ cookiecutter.package }}.artifacts import models, traffic
+from {{ cookiecutter.package }}.artifacts import models, prediction_runs, traffic
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     DataSource,
     describe,
@@ -29,6 +29,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     write_lineage,
 )
 from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore, open_feature_store
+from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, new_run_id
 from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
@@ -196,19 +197,29 @@ def publish_model(
     return str(committed["model"])
 
 
+def batch_interval(start: str, end: str, schedule_time: str, period_seconds: int) -> Interval:
+    """The run's data interval (`artifacts.intervals`): [start, end) when given (Airflow's
+    data interval, `--start/--end`), else the schedule's period up to the schedule time
+    (a Kubeflow recurring run), else up to now."""
+    return Interval.resolve(start, end, schedule_time, period_seconds)
+
+
 def make_batch_features(
     names: ReleaseNames,
     n_trips: int,
     seed: int,
     rush_hours: list[int],
     features_path: str,
+    batch_path: str,
+    interval: Interval,
     source: DataSource | None = None,
     invalid_share: float = DEFAULT_MAX_INVALID_SHARE,
     shadow: bool = True,
 ) -> int:
-    """Features of one inference batch, each trip marked `served` when its user cluster is
-    served by this version in the traffic assignment read as the run starts (every cluster
-    while the environment has no assignment yet).
+    """Features of the trips of one inference run's interval, each trip marked `served`
+    when its user cluster is served by this version in the traffic assignment read as the
+    run starts (every cluster while the environment has no assignment yet). What was read
+    (the interval, files or query, rows) goes to `batch_path` for the run's record.
 
     With `shadow` the version predicts the trips of the other clusters too (`served`
     false): every live version predicts the same trips, so their errors can be compared trip
@@ -223,9 +234,16 @@ def make_batch_features(
     if seed < 0:
         seed = uuid.uuid4().int % 2**31
     source = source or data_source_of(names, None, n_trips, seed)
-    trips = source.inference_batch(n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS])
+    trips, read = source.inference_batch(
+        n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS], interval
+    )
+    record: dict[str, Any] = {"interval": interval.to_json(), "read": read}
+    if trips.empty:  # an empty period: nothing to shape, nothing to predict
+        Path(batch_path).write_text(json.dumps(record, default=str))
+        trips.to_parquet(features_path, index=False)
+        return 0
     # A batch that carries its truth (the synthetic one) keeps it to the end of the run.
-    trips, _ = shaped_trips(trips, TARGET in trips, invalid_share, "the inference batch")
+    trips, report = shaped_trips(trips, TARGET in trips, invalid_share, "the inference batch")
     served = (
         trips["user_cluster"].isin(clusters) if clusters is not None else trips["user_cluster"] >= 0
     )
@@ -234,26 +252,54 @@ def make_batch_features(
     features = build_features(trips, [int(h) for h in rush_hours])
     features[SERVED] = served.to_numpy(dtype=bool)
     features.to_parquet(features_path, index=False)
+    record.update(rows_valid=report.rows_out, rows_invalid=report.invalid, served_clusters=clusters)
+    Path(batch_path).write_text(json.dumps(record, default=str))
     return len(features)
 
 
 def predict_batch(
-    names: ReleaseNames, features_path: str, run_id: str, predictions: PredictionSink | None = None
+    names: ReleaseNames,
+    features_path: str,
+    batch_path: str,
+    run_id: str,
+    predictions: PredictionSink | None = None,
 ) -> str:
     """Predict with the version's released model; the run's rows, served and shadow, go to
-    the predictions sink (by default predictions/{version}/{run_id}.parquet in the store)."""
+    the predictions sink (by default predictions/{version}/{run_id}.parquet in the store),
+    then its record (`artifacts.prediction_runs`). Returns where they went, or why nothing
+    was predicted (a line ending in `prediction_runs.NOTHING_PREDICTED`)."""
     import pandas as pd
 
     from {{ cookiecutter.package }}.ml.predict import predict
 
+    record = json.loads(Path(batch_path).read_text())
+    interval = Interval.from_json(record["interval"])
+    if not record["read"].get("rows"):
+        return f"no trips in {interval}: {prediction_runs.NOTHING_PREDICTED}"
     features = pd.read_parquet(features_path)
     if features.empty:
-        return ""  # the version serves no user clusters now: nothing to predict
+        if record.get("rows_valid"):
+            return (
+                f"{names.version} serves no user clusters now: {prediction_runs.NOTHING_PREDICTED}"
+            )
+        return f"no valid trips in {interval}: {prediction_runs.NOTHING_PREDICTED}"
     model = load_model(names)
     sink = predictions or predictions_of(names)
+    run_id = run_id or new_run_id()
     frame = predict(model, features, names.version)
     frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
-    written = sink.write(names.version, run_id or new_run_id(), frame)
+    written = sink.write(names.version, run_id, frame)
     if TARGET in features:  # the synthetic batch's truth: its outcomes, from now on
         record_outcomes(names.artifact_root, features[["trip_id", TARGET]])
+    prediction_runs.write(
+        open_store(names.artifact_root),
+        names.version,
+        run_id,
+        {
+            **record,
+            "predicted": len(frame),
+            "served": int(frame[SERVED].sum()),
+            "predictions": written,
+        },
+    )
     return written

@@ -19,7 +19,7 @@ from typing import Any
 
 from packaging.version import Version
 
-from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts import prediction_runs, traffic
 from {{ cookiecutter.package }}.artifacts.data_sources import read_outcomes, when
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment
@@ -99,11 +99,16 @@ def _sums(
     ctx: ReleaseContext, control: str, candidate: str, since: datetime, until: datetime
 ) -> dict[int, PairedSums]:
     sink, source = ctx.predictions, ctx.data_source
+    # The trips of runs made since `since` are observed from their intervals' start on: a
+    # backfill of last month's partitions pairs with last month's outcomes.
+    observed_since = prediction_runs.earliest_start(ctx.store, [control, candidate], since)
     in_one_query = getattr(sink, "paired_sums", None)
     outcomes_table = getattr(source, "outcomes_table", None)
     if in_one_query is not None and outcomes_table:
-        return sums_by_cluster(in_one_query(control, candidate, outcomes_table, since, until))
-    outcomes = read_outcomes(source, since, until)
+        return sums_by_cluster(
+            in_one_query(control, candidate, outcomes_table, since, until, observed_since)
+        )
+    outcomes = read_outcomes(source, observed_since, until)
     if outcomes.empty:
         return {}
     return paired_sums(
@@ -120,8 +125,8 @@ def compare(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Comparison:
-    """`candidate` against `control` on outcomes observed in [since, until): by default
-    since the candidate was released, until now."""
+    """`candidate` against `control` on the trips both predicted in runs made since `since`
+    (by default the candidate's release) whose outcomes were observed by `until` (now)."""
     if candidate == control:
         raise ReleaseError(f"{candidate} cannot be compared with itself: choose another control")
     since = since or went_live(ctx, candidate)

@@ -35,6 +35,17 @@ WARM_RUN_MODULE = "{{ cookiecutter.package }}.engines.workers"
 OPERATORS = ("bash", "kubernetes")
 # Jinja of Airflow's templates, built here so that no template engine renders it early.
 _RUN_ID_TEMPLATE = "{" + "{ dag_run.conf.get('run_id', '') if dag_run.conf else '' }" + "}"
+# An inference run's data interval: a manual run's conf (`inv run-inference --start/--end`),
+# else the DAG run's data interval (none for a manual run without one: the step then takes
+# the schedule's period up to now).
+_INTERVAL_TEMPLATES = {
+    bound.upper(): "{"
+    + "{ "
+    + f"(dag_run.conf.get('{bound}') if dag_run.conf else '') or data_interval_{bound} or ''"
+    + " }"
+    + "}"
+    for bound in ("start", "end")
+}
 
 
 def task_id(task: str) -> str:
@@ -131,7 +142,10 @@ class DagWriter:
         return [f"PYTHON = {python!r}"]
 
     def _task(self, names: ReleaseNames, workflow: Workflow, task_id: str, step: str) -> list[str]:
-        env = "dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID=" + repr(_RUN_ID_TEMPLATE) + ")"
+        interval = "".join(
+            f", {name}={template!r}" for name, template in _INTERVAL_TEMPLATES.items()
+        )
+        env = f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval})"
         if self.operator == "kubernetes":
             pod = f"{names.airflow_dag_id(workflow)}-{task_id}".replace("_", "-").lower()
             return [

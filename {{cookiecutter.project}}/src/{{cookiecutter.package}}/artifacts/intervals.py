@@ -1,0 +1,134 @@
+"""A batch-inference run's data interval: the trips it predicts are those of [start, end).
+
+Every inference run has one, whoever starts it:
+
+- Airflow: the DAG run's data interval (`data_interval_start`, `data_interval_end`);
+- Kubeflow Pipelines (and Vertex AI): a recurring run's schedule time is the end, and the
+  schedule's period before it the start (kfp's `PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER`);
+- locally: `inv run-scheduled` predicts the period since the last run, `--start/--end`
+  name one; `inv run-inference` the schedule's period up to now unless told.
+
+The data source turns it into what to read: a path template (`batch_path:
+exports/dt={start:%Y-%m-%d}/*.parquet`), a filter on a time column, or BigQuery's `@start`
+and `@end` query parameters.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from {{ cookiecutter.package }}.errors import PATH_CHARS, UserError, shown
+
+# What a template may name: `{start:%Y-%m-%d}`, `{end:%H}`, `{start}`.
+FIELDS = ("start", "end")
+# kfp's local runner leaves a placeholder it cannot resolve as written.
+_PLACEHOLDER = re.compile(r"^\{\{.*\}\}$")
+
+
+class IntervalError(UserError, ValueError):
+    """An interval or a path template that cannot be used."""
+
+
+def moment(text: str, what: str = "time") -> datetime:
+    """An ISO date or time (a date is its midnight; a time without a zone is UTC)."""
+    try:
+        found = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise IntervalError(
+            f"invalid {what} {shown(text)}: use an ISO date or time, e.g. 2026-12-04 or "
+            "2026-12-04T06:00"
+        ) from None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+def _given(text: Any) -> bool:
+    """Whether a runtime value names a time: not empty, not `None` (Airflow renders a
+    manual run's missing interval so), not a placeholder the runner left unresolved."""
+    value = str(text or "").strip()
+    return bool(value) and value != "None" and not _PLACEHOLDER.match(value)
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start >= self.end:
+            raise IntervalError(f"the interval {self} is empty: its start must be before its end")
+
+    def __str__(self) -> str:
+        return f"[{_iso(self.start)}, {_iso(self.end)})"
+
+    def to_json(self) -> dict[str, str]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Interval:
+        return cls(moment(data["start"]), moment(data["end"]))
+
+    @classmethod
+    def resolve(
+        cls,
+        start: str = "",
+        end: str = "",
+        schedule_time: str = "",
+        period_seconds: int = 0,
+        now: datetime | None = None,
+    ) -> Interval:
+        """A run's interval from what it was given: `end` (else the schedule time, else now),
+        and `start` (else one period before the end)."""
+        period = timedelta(seconds=int(period_seconds) or 86_400)
+        if _given(end):
+            stop = moment(end, "end")
+        elif _given(schedule_time):
+            stop = moment(schedule_time, "schedule time")
+        else:
+            stop = now or datetime.now(UTC)
+        begin = moment(start, "start") if _given(start) else stop - period
+        return cls(begin, stop)
+
+    def contains(self, stamps: Any) -> Any:
+        """Which of `stamps` (a pandas Series of times) fall in the interval."""
+        import pandas as pd
+
+        stamps = pd.to_datetime(stamps, utc=True)
+        return (stamps >= pd.Timestamp(self.start)) & (stamps < pd.Timestamp(self.end))
+
+
+def _iso(value: datetime) -> str:
+    text = value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return text.removesuffix("T00:00:00Z") if text.endswith("T00:00:00Z") else text
+
+
+def check_template(template: str, what: str) -> None:
+    """Refuse a path template naming anything but `start` and `end` (with a strftime format)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise IntervalError(
+            f"{what} {shown(template, PATH_CHARS)} is not a valid template: {error}"
+        ) from None
+    for _, field, _, _ in parsed:
+        if field is not None and field not in FIELDS:
+            raise IntervalError(
+                f"{what} {shown(template, PATH_CHARS)} names {'{' + field + '}'}: a template "
+                "may name only {start} and {end}, e.g. dt={start:%Y-%m-%d}"
+            )
+
+
+def render(template: str, interval: Interval | None, what: str) -> str:
+    """`template` with the interval's start and end in it (`{start:%Y-%m-%d}`); a path
+    without fields is itself. A template without an interval is refused."""
+    check_template(template, what)
+    if not any(field for _, field, _, _ in string.Formatter().parse(template)):
+        return template
+    if interval is None:
+        raise IntervalError(
+            f"{what} {shown(template, PATH_CHARS)} is a template: the run has no interval"
+        )
+    return template.format(start=interval.start, end=interval.end)

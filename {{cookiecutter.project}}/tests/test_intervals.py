@@ -1,0 +1,220 @@
+"""A batch-inference run's data interval (`artifacts.intervals`): each run predicts the trips
+of its own period, records what it read beside its predictions, and an empty period is one
+line. Daily partitions are written by `inv sample-data`, as a team's export lands them."""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import SHA, composed, release_context, release_model, snapshot
+
+from {{ cookiecutter.package }}.artifacts import prediction_runs
+from {{ cookiecutter.package }}.artifacts.data_sources import DataSourceError, read_outcomes
+from {{ cookiecutter.package }}.artifacts.files_source import FileSource
+from {{ cookiecutter.package }}.artifacts.intervals import Interval, IntervalError, moment, render
+from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
+from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.release.workflows import (
+    compile_spec,
+    deploy_workflows,
+    run_scheduled,
+    train_adhoc,
+)
+
+RUSH = [7, 8, 9]
+RIDGE = {"_target_": "sklearn.linear_model.Ridge"}
+TEMPLATE = "batch/dt={start:%Y-%m-%d}/*.parquet"
+# kfp's schedule time placeholder, as its local runner leaves it (built in two halves: this
+# file is a cookiecutter template too).
+UNRESOLVED = "{" + "{$.pipeline_job_schedule_time_utc}" + "}"
+
+
+def exports(tmp_path: Path) -> tuple[Path, list[str]]:
+    """`inv sample-data --with-outcomes` output and its partitions' days, in order."""
+    out = tmp_path / "exports"
+    write_sample(out, 800, "parquet", with_outcomes=True)
+    days = sorted(p.name.removeprefix("dt=") for p in (out / "batch").iterdir())
+    return out, days
+
+
+def day(text: str) -> Interval:
+    return Interval(moment(text), moment(text) + timedelta(days=1))
+
+
+def files_source(root: Path, out: Path, **settings) -> FileSource:
+    return FileSource(
+        str(root),
+        str(out / "trips.parquet"),
+        batch_path=str(out / TEMPLATE),
+        outcomes_path=str(out / "outcomes/*/*.parquet"),
+        **settings,
+    )
+
+
+def predict(names, source, interval: Interval, run_id: str, tmp_path: Path) -> str:
+    """One inference run through the workflow's two steps, as a pipeline runs them."""
+    features, batch = tmp_path / f"{run_id}.parquet", tmp_path / f"{run_id}.json"
+    steps.make_batch_features(names, 0, -1, RUSH, str(features), str(batch), interval, source)
+    return steps.predict_batch(names, str(features), str(batch), run_id)
+
+
+def test_an_interval_is_what_the_run_was_given_else_the_schedules_period() -> None:
+    now = datetime(2026, 12, 5, 6, 30, tzinfo=UTC)
+    given = Interval.resolve("2026-12-04", "2026-12-05T00:00:00+00:00", UNRESOLVED, 600, now)
+    assert given == day("2026-12-04") and str(given) == "[2026-12-04, 2026-12-05)"
+    # A Kubeflow recurring run: the period before its schedule time.
+    scheduled = Interval.resolve("", "", "2026-12-05T06:00:00Z", 3600, now)
+    assert scheduled == Interval(now - timedelta(minutes=90), now - timedelta(minutes=30))
+    # kfp's local runner leaves the placeholder, Airflow renders a missing interval "None":
+    # the clock's period.
+    for nothing in (UNRESOLVED, "None", ""):
+        assert Interval.resolve("", "", nothing, 600, now) == Interval(
+            now - timedelta(minutes=10), now
+        )
+    with pytest.raises(IntervalError, match=r"^the interval \[2026-12-05, 2026-12-04\) is empty"):
+        Interval.resolve("2026-12-05", "2026-12-04")
+    with pytest.raises(IntervalError, match="invalid start 'yesterday': use an ISO date"):
+        Interval.resolve("yesterday", "2026-12-04")
+    assert render("t/dt={start:%Y-%m-%d}/h={end:%H}", given, "path") == "t/dt=2026-12-04/h=00"
+    assert render("t/fixed.parquet", None, "path") == "t/fixed.parquet"
+    with pytest.raises(IntervalError, match=r"names \{day\}: a template may name only"):
+        render("t/{day}.parquet", given, "data_source.batch_path")
+
+
+def test_each_run_predicts_its_own_partition_and_records_what_it_read(tmp_path: Path) -> None:
+    out, days = exports(tmp_path)
+    assert len(days) == 7
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", RIDGE, tmp_path)
+    source = files_source(root, out)
+    predicted_ids: list[str] = []
+    for n, text in enumerate(days[:3]):
+        interval = day(text)
+        written = predict(names, source, interval, f"run-{n}", tmp_path)
+        predicted = pd.read_parquet(written)
+        partition = out / f"batch/dt={text}/trips.parquet"
+        assert sorted(predicted.trip_id) == sorted(pd.read_parquet(partition).trip_id)
+        record = prediction_runs.read(open_store(str(root)), "1.0.0")[n]
+        assert record["run_id"] == f"run-{n}"
+        assert record["interval"] == interval.to_json() and record["predictions"] == written
+        assert record["read"]["files"] == [
+            {
+                "path": str(partition),
+                "sha256": hashlib.sha256(partition.read_bytes()).hexdigest(),
+                "rows": len(predicted),
+            }
+        ]
+        assert record["predicted"] == len(predicted) == record["rows_valid"]
+        # The outcomes of the interval's trips, read from its start on, join one to one.
+        outcomes = read_outcomes(source, interval.start, interval.end + timedelta(days=1))
+        joined = predicted.merge(outcomes, on="trip_id", validate="one_to_one")
+        assert len(joined) == len(predicted)
+        predicted_ids += list(predicted.trip_id)
+    assert len(predicted_ids) == len(set(predicted_ids))  # no trip in two runs
+
+
+def test_an_empty_period_predicts_nothing_and_a_required_batch_is_refused(
+    tmp_path: Path,
+) -> None:
+    out, days = exports(tmp_path)
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", RIDGE, tmp_path)
+    before = snapshot(root)
+    said = predict(names, files_source(root, out), day("2001-01-01"), "run-empty", tmp_path)
+    assert said == "no trips in [2001-01-01, 2001-01-02): nothing predicted"
+    assert snapshot(root) == before
+    required = files_source(root, out, require_batch=True)
+    with pytest.raises(DataSourceError) as refused:
+        predict(names, required, day("2001-01-01"), "run-required", tmp_path)
+    assert str(refused.value) == (
+        f"no batch file matches '{out}/batch/dt=2001-01-01/*.parquet' for "
+        "[2001-01-01, 2001-01-02) (data_source.require_batch is set)"
+    )
+    assert snapshot(root) == before
+    # A partition that is there is predicted by the same source.
+    assert predict(names, required, day(days[0]), "run-0", tmp_path).endswith("run-0.parquet")
+
+
+def test_a_time_column_keeps_the_intervals_rows_of_files_holding_many_days(
+    tmp_path: Path,
+) -> None:
+    out, days = exports(tmp_path)
+    week = pd.concat(pd.read_parquet(p) for p in sorted((out / "batch").glob("*/*.parquet")))
+    week.to_parquet(out / "week.parquet", index=False)
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", RIDGE, tmp_path)
+    source = FileSource(
+        str(root), str(out / "trips.parquet"), str(out / "week.parquet"), None, None,
+        batch_column="picked_up_at",
+    )  # fmt: skip
+    interval = Interval(moment(days[2]) + timedelta(hours=6), moment(days[3]))
+    predicted = pd.read_parquet(predict(names, source, interval, "run-1", tmp_path))
+    picked_up = week.set_index("trip_id").loc[predicted.trip_id, "picked_up_at"]
+    assert interval.contains(picked_up).all()
+    assert len(predicted) == interval.contains(week.picked_up_at).sum() > 0
+
+
+def test_a_batch_path_naming_anything_but_start_and_end_is_refused_before_any_run(
+    tmp_path: Path,
+) -> None:
+    out, _ = exports(tmp_path)
+    source = FileSource(str(tmp_path), str(out / "trips.parquet"), str(out / "{day}.parquet"))
+    with pytest.raises(IntervalError, match=r"batch_path '.*' names \{day\}: a template may"):
+        source.check()
+
+
+def test_the_compiled_inference_workflow_takes_an_interval_and_the_schedule_time(
+    cfg, tmp_path: Path
+) -> None:
+    spec = yaml.safe_load(compile_spec(release_context(cfg, tmp_path), "inference", SHA))
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["start"]["defaultValue"] == parameters["end"]["defaultValue"] == ""
+    assert parameters["period_seconds"]["defaultValue"] == 600  # schedules.inference
+    task = spec["root"]["dag"]["tasks"]["make-batch-features"]["inputs"]["parameters"]
+    assert task["schedule_time"] == {"runtimeValue": {"constant": UNRESOLVED}}
+    assert task["start"] == {"componentInputParameter": "start"}
+
+
+@pytest.mark.slow
+def test_scheduled_ticks_predict_the_period_since_the_last_one(tmp_path: Path, capsys) -> None:
+    """Through the local engine (kfp's local runner, the version's own environment): a tick
+    given --start/--end, then one that starts where it ended; a period without trips is
+    one line, and nothing is written."""
+    out, days = exports(tmp_path)
+    root = tmp_path / "artifacts"
+    cfg = composed(
+        "local",
+        ["model=ridge", "data_source=files"],
+        {
+            "env.artifact_root": str(root),
+            "data_source.path": str(out / "trips.parquet"),
+            "data_source.batch_path": str(out / TEMPLATE),
+            "data_source.outcomes_path": str(out / "outcomes/*/*.parquet"),
+        },
+    )
+    ctx = release_context(cfg, tmp_path)
+    train_adhoc(ctx, SHA)
+    deploy_workflows(ctx, SHA)
+    (written,) = run_scheduled(ctx, "inference", days[0], days[1])
+    partition = pd.read_parquet(out / f"batch/dt={days[0]}/trips.parquet")
+    assert sorted(pd.read_parquet(written).trip_id) == sorted(partition.trip_id)
+    (second,) = run_scheduled(ctx, "inference")  # from days[1] on: that day's partition
+    (first_run, second_run) = prediction_runs.read(ctx.store, cfg.version)
+    assert (
+        second_run["interval"]["start"]
+        == first_run["interval"]["end"]
+        == (moment(days[1]).isoformat())
+    )
+    assert Path(second_run["read"]["files"][0]["path"]).parent.name == f"dt={days[1]}"
+
+    before = snapshot(root)
+    capsys.readouterr()
+    assert run_scheduled(ctx, "inference", "2001-01-01", "2001-01-02") == [
+        "no trips in [2001-01-01, 2001-01-02): nothing predicted"
+    ]
+    assert "nothing predicted" in capsys.readouterr().out
+    assert snapshot(root) == before
