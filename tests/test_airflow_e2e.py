@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -140,6 +141,18 @@ def predictions_since(project: Project, version: str, since: float) -> list[Path
     return sorted(p for p in folder.glob("*.parquet") if p.stat().st_mtime > since)
 
 
+def moment(text: str) -> datetime:
+    found = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+def run_intervals(project: Project, version: str) -> set[tuple[datetime, datetime]]:
+    """The data intervals of `version`'s recorded inference runs."""
+    folder = project.path / "artifacts-airflow" / "runs" / version
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    return {(moment(r["interval"]["start"]), moment(r["interval"]["end"])) for r in records}
+
+
 def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Path) -> None:
     project = Project.create(tmp_path / "out")
     env = airflow.project_env()
@@ -200,6 +213,16 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
         frame = pd.read_parquet(predictions_since(project, version, since)[-1])
         assert set(frame[frame["served"]]["user_cluster"]) <= clusters  # the rest in shadow
         assert set(frame["model_version"]) == {version}
+    # Each scheduled run predicted the trips of its DAG run's data interval: Airflow's
+    # interval reached the task, and the run recorded it beside its predictions.
+    dag_runs = airflow.call("GET", "/api/v2/dags/taxi_eta_inference__v0_3_0/dagRuns?limit=100")
+    intervals = {(moment(r["data_interval_start"]), moment(r["data_interval_end"]))
+                 for r in dag_runs["dag_runs"] if r["run_type"] == "scheduled"}
+    recorded = run_intervals(project, "0.3.0")
+    assert recorded and recorded <= intervals, (recorded, intervals)
+    # A manual run's interval (`--start/--end`) travels in the run's conf.
+    inv("run-inference", "--version", "0.1.0", "--start", "2026-11-02", "--end", "2026-11-03")
+    assert (moment("2026-11-02"), moment("2026-11-03")) in run_intervals(project, "0.1.0")
     # Their tasks ran as forks of each version's warm worker on this machine (the DAGs' bash
     # command), one worker per version's environment.
     listed = project.inv("workers").stdout

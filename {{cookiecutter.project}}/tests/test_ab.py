@@ -10,10 +10,11 @@ equal one has the same noise drawn anew.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,10 @@ import pytest
 from conftest import make_live, snapshot
 from conftest import release_context as context
 
-from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts import prediction_runs, traffic
 from {{ cookiecutter.package }}.artifacts.data_sources import record_outcomes
+from {{ cookiecutter.package }}.artifacts.intervals import Interval
+from {{ cookiecutter.package }}.artifacts.names import new_run_id, synthetic_outcomes_key
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.ml.data import make_trips
@@ -328,6 +331,31 @@ def test_runs_made_a_day_before_the_window_are_not_read(canary, artifact_root: P
     kept = {trip.split("/")[0] for trip in sink.read("0.1.0", since=since).trip_id}
     assert kept == {"online-20261127T120000-bbbbbb", "by-hand"}
     assert len(sink.read("0.1.0")) == 30
+
+
+def test_a_backfill_pairs_with_the_outcomes_observed_in_its_interval(canary) -> None:
+    """Runs made now over a past interval (last month's partitions) pair with the outcomes
+    observed then, before the candidate went live: the outcomes of a run's trips are read
+    from the start of its recorded interval, not from the candidate's release."""
+    store = canary.store
+    went_live = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()  # `inv ab --since`
+    past = Interval(datetime(2026, 11, 2, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC))
+    trips = truth(300, 10)
+    observed = trips[["trip_id", "eta_minutes"]].assign(observed_at=past.start + timedelta(hours=2))
+    buffer = io.BytesIO()
+    observed.to_parquet(buffer, index=False)
+    store.write(synthetic_outcomes_key("backfill"), buffer.getvalue())
+    run_id = new_run_id()
+    sink = ParquetPredictions(canary.names.artifact_root)
+    for version, kind in (("0.1.0", "control"), ("0.2.0", "better")):
+        frame = predicted(trips, kind, 11).assign(model_version=version, served=True)
+        sink.write(version, run_id, frame)
+    # Without the runs' records, the outcomes are older than the candidate: none pair.
+    assert evidence.compare_live(canary, since=went_live)[0].overall.n == 0
+    for version in ("0.1.0", "0.2.0"):
+        prediction_runs.write(store, version, run_id, {"interval": past.to_json()})
+    (comparison,) = evidence.compare_live(canary, since=went_live)
+    assert comparison.overall.n == 300 and comparison.overall.verdict == "better"
 
 
 def test_inv_ab_refusals(canary) -> None:

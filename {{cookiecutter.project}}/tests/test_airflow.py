@@ -83,6 +83,11 @@ def test_a_versions_dag_file_is_valid_deterministic_and_runs_its_own_code(
     )
     assert ReleaseNames.from_json(decode(encoded)["release"]) == ctx.names
     assert "dag_run.conf.get('run_id'" in source  # Airflow renders it per run, not us
+    # The inference task gets the run's data interval (the e2e test runs it in Airflow);
+    # the training tasks, which read none, get nothing of it.
+    assert "START=" in source and "data_interval_end if data_interval_end is defined" in source
+    training = compile_spec(ctx, "training", "abc123")
+    assert "START=" not in engine.render(ctx.names, "training", parameters_of(training))
 
 
 def test_step_arguments_survive_any_quoting() -> None:

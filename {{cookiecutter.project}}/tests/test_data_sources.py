@@ -310,6 +310,27 @@ def test_a_bigquery_table_is_read_at_a_recorded_snapshot(bigquery_emulator: str,
     snapshot_at = datetime.fromisoformat(lineage["snapshot"])
     assert abs((datetime.now(UTC) - snapshot_at).total_seconds()) < 120
 
+    # An inference run reads the trips of its interval: by the batch table's time column,
+    # or by a query given @start and @end. An interval without trips is an empty batch,
+    # or an error when a batch is required.
+    first_day = Interval(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    table = "local.raw_trips.trips"
+    by_column = BigQuerySource("local", table=table, batch_table=table, batch_column="picked_up_at")
+    batch, read = by_column.inference_batch(0, 0, ["trip_id", "distance_km"], first_day)
+    assert len(batch) == read["rows"] == 100 and read["start"] == "2026-01-01T00:00:00+00:00"
+    assert set(batch.trip_id) == set(trips.trip_id[::2])  # the rows of 2026-01-01
+    by_query = BigQuerySource(
+        "local", table=table, batch_query="SELECT trip_id, distance_km FROM raw_trips.trips "
+        "WHERE picked_up_at >= @start AND picked_up_at < @end",
+    )  # fmt: skip
+    queried, _ = by_query.inference_batch(0, 0, ["trip_id", "distance_km"], first_day)
+    assert sorted(queried.trip_id) == sorted(batch.trip_id)
+    before = Interval(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
+    assert by_column.inference_batch(0, 0, ["trip_id"], before)[0].empty
+    by_column.require_batch = True
+    with pytest.raises(DataSourceError, match=r"found no trips in \[2025-01-01, 2025-01-02\)"):
+        by_column.inference_batch(0, 0, ["trip_id"], before)
+
     # Rows added later are not in a read at the recorded snapshot: the same rows again.
     bq.query("DELETE FROM raw_trips.trips WHERE TRUE").result()
     again, _ = source.read_trips(["trip_id", "distance_km"], snapshot=snapshot_at)

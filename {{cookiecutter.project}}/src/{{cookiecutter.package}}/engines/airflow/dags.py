@@ -36,12 +36,14 @@ OPERATORS = ("bash", "kubernetes")
 # Jinja of Airflow's templates, built here so that no template engine renders it early.
 _RUN_ID_TEMPLATE = "{" + "{ dag_run.conf.get('run_id', '') if dag_run.conf else '' }" + "}"
 # An inference run's data interval: a manual run's conf (`inv run-inference --start/--end`),
-# else the DAG run's data interval (none for a manual run without one: the step then takes
-# the schedule's period up to now).
+# else the DAG run's data interval (Airflow 3 defines none for a manual run without a
+# logical date: the step then takes the schedule's period up to now). Only for the tasks
+# whose steps read it.
 _INTERVAL_TEMPLATES = {
     bound.upper(): "{"
     + "{ "
-    + f"(dag_run.conf.get('{bound}') if dag_run.conf else '') or data_interval_{bound} or ''"
+    + f"(dag_run.conf.get('{bound}') if dag_run.conf else '') or "
+    + f"(data_interval_{bound} if data_interval_{bound} is defined else '') or ''"
     + " }"
     + "}"
     for bound in ("start", "end")
@@ -121,8 +123,9 @@ class DagWriter:
             "):",
         ]
         previous = ""
-        for task in tasks(workflow):  # the step table's command tasks, in order
-            lines += self._task(names, workflow, task_id(task), task)
+        for task, steps in tasks(workflow).items():  # the step table's tasks, in order
+            interval = any("start" in step.parameters for step in steps)
+            lines += self._task(names, workflow, task_id(task), task, interval)
             if previous:
                 lines.append(f"    {previous} >> {task_id(task)}")
             previous = task_id(task)
@@ -141,11 +144,12 @@ class DagWriter:
             return [f"IMAGE = {names.image!r}"]
         return [f"PYTHON = {python!r}"]
 
-    def _task(self, names: ReleaseNames, workflow: Workflow, task_id: str, step: str) -> list[str]:
-        interval = "".join(
-            f", {name}={template!r}" for name, template in _INTERVAL_TEMPLATES.items()
-        )
-        env = f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval})"
+    def _task(
+        self, names: ReleaseNames, workflow: Workflow, task_id: str, step: str, interval: bool
+    ) -> list[str]:
+        templates = _INTERVAL_TEMPLATES.items() if interval else ()
+        interval_env = "".join(f", {name}={template!r}" for name, template in templates)
+        env = f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval_env})"
         if self.operator == "kubernetes":
             pod = f"{names.airflow_dag_id(workflow)}-{task_id}".replace("_", "-").lower()
             return [
