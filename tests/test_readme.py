@@ -19,6 +19,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -131,7 +132,7 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     project.run(python, "-c", write_trips, str(exports / "trips-1.parquet"), "3000", "7")
     project.run(python, "-c", write_trips, str(exports / "trips-2.parquet"), "1000", "8")
     trips = str(exports / "trips-*.parquet")
-    (block,) = shell_blocks(readme, "Use your own data")
+    block, walk = shell_blocks(readme, "Use your own data")
     result = project.run("bash", "-c", "set -euo pipefail\n" + block,
                          env={**env, "TRIPS": trips}, timeout=1800)
     assert "released 1.7.0 to local" in result.stdout
@@ -161,6 +162,29 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     project.inv("release", *only_first, env=env)
     lineage = json.loads((project.artifacts / "lineage/1.7.1.json").read_text())
     assert lineage["location"] == str(first_file) and lineage["rows"] == 3000
+
+    # "Each run predicts its own period": a week of daily partitions, a control (1.8.0) and
+    # a canary (1.9.0) released on them, three daily ticks, the verdict, a promotion.
+    result = project.run("bash", "-c", "set -euo pipefail\n" + walk, env=env, timeout=1800)
+    batch = project.path / "data/exports/batch"
+    days = sorted(p.name for p in batch.iterdir())
+    for version in ("1.8.0", "1.9.0"):
+        records = sorted((project.artifacts / "runs" / version).glob("*.json"))
+        assert len(records) == 3, version
+        for record, day, next_day in zip(records, days, days[1:], strict=False):
+            run = json.loads(record.read_text())
+            assert run["interval"]["start"].startswith(day.removeprefix("dt="))
+            assert run["interval"]["end"].startswith(next_day.removeprefix("dt="))
+            (read,) = run["read"]["files"]
+            partition = batch / day / "trips.parquet"
+            assert read == {"path": str(partition), "rows": run["predicted"],
+                            "sha256": hashlib.sha256(partition.read_bytes()).hexdigest()}
+            predicted = pd.read_parquet(run["predictions"])
+            assert sorted(predicted.trip_id) == sorted(pd.read_parquet(partition).trip_id)
+    # Ridge against gradient boosting on the same trips: the canary is better, and promoted.
+    assert re.search(r"^all +\d{3} .* better$", result.stdout, flags=re.M), result.stdout
+    assert "promote 1.9.0 to 4-7 (50%): better" in result.stdout
+    assert project.git("status", "--porcelain") == ""  # data/ is ignored
 
 
 def chromium_flags(tmp_path: Path) -> tuple[str, list[str]]:

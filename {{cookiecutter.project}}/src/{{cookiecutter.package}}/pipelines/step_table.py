@@ -250,6 +250,21 @@ def pipeline_parameters(workflow: Workflow) -> list[str]:
     return found
 
 
+def parameters_of(spec: str) -> dict[str, Any]:
+    """The parameter defaults compiled into a version's pipeline spec: the same values the
+    kfp engines run with."""
+    import yaml
+
+    inputs = yaml.safe_load(spec)["root"]["inputDefinitions"]["parameters"]
+    # Defaults travel through protobuf Struct, where every number is a float.
+    return {
+        name: int(entry["defaultValue"])
+        if entry.get("parameterType") == "NUMBER_INTEGER"
+        else entry.get("defaultValue")
+        for name, entry in inputs.items()
+    }
+
+
 def tasks(workflow: Workflow) -> dict[str, list[Step]]:
     """The workflow's command tasks in order, each with its steps."""
     grouped: dict[str, list[Step]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from functools import cached_property
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from {{ cookiecutter.package }}.config import to_plain
 from {{ cookiecutter.package }}.engines import Engine, create_engine
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.pipelines.step_table import parameters_of
 from {{ cookiecutter.package }}.release.git import Git
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
@@ -77,6 +79,21 @@ class EnvironmentServices:
             return open_feature_store(self.storage["feature_store"], self.artifact_root)
         except StoreError as error:
             raise ReleaseError(str(error)) from error
+
+    def released_data_source(self, version: str) -> DataSource:
+        """The data source `version` was released with (its compiled inference workflow's):
+        where the outcomes of the trips it predicted are, whatever this checkout's config
+        says. This config's source for a version without a workflow here."""
+        key = release_names(self.cfg, version).workflow_key("inference")
+        if not self.store.exists(key):
+            return self.data_source
+        storage = json.loads(parameters_of(self.store.read_text(key)).get("storage") or "{}")
+        if not storage.get("data_source"):
+            return self.data_source
+        try:
+            return open_data_source(storage["data_source"], self.artifact_root)
+        except (StoreError, ValueError) as error:
+            raise ReleaseError(f"the data source of {version}: {error}") from error
 
     @cached_property
     def predictions(self) -> PredictionSink:

@@ -98,7 +98,8 @@ def went_live(ctx: ReleaseContext, version: str) -> datetime:
 def _sums(
     ctx: ReleaseContext, control: str, candidate: str, since: datetime, until: datetime
 ) -> dict[int, PairedSums]:
-    sink, source = ctx.predictions, ctx.data_source
+    # The outcomes of the trips both predicted: from the source they read them from.
+    sink, source = ctx.predictions, ctx.released_data_source(control)
     # The trips of runs made since `since` are observed from their intervals' start on: a
     # backfill of last month's partitions pairs with last month's outcomes.
     observed_since = prediction_runs.earliest_start(ctx.store, [control, candidate], since)

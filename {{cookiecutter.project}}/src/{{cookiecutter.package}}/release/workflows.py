@@ -24,6 +24,7 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, Store
 from {{ cookiecutter.package }}.artifacts.tracking import Tracker
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.pipelines.step_table import parameters_of
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 
 RUN_TIMEOUT_S = 3 * 60 * 60
@@ -203,8 +204,6 @@ def is_enabled(ctx: ReleaseContext, version: str) -> bool:
 def interval_arguments(spec: str, interval: Interval | None) -> dict[str, str]:
     """The interval as arguments of a compiled inference workflow; none for a version
     released before workflows took one (it predicts its batch as it always did)."""
-    from {{ cookiecutter.package }}.engines.airflow.dags import parameters_of
-
     if interval is None or "start" not in parameters_of(spec):
         return {}
     return {"start": interval.start.isoformat(), "end": interval.end.isoformat()}

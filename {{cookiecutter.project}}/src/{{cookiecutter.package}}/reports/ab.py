@@ -64,8 +64,9 @@ def heading(comparison: Comparison) -> str:
     rules = comparison.overall.gates
     return (
         f"{comparison.candidate} against control {comparison.control}: "
-        f"{comparison.overall.verdict} (paired outcomes observed "
-        f"{comparison.since:%Y-%m-%d %H:%M} .. {comparison.until:%Y-%m-%d %H:%M} UTC; "
+        f"{comparison.overall.verdict} (the trips both predicted since "
+        f"{comparison.since:%Y-%m-%d %H:%M} UTC, with outcomes observed by "
+        f"{comparison.until:%Y-%m-%d %H:%M}; "
         f"difference = MAE {comparison.candidate} - MAE {comparison.control} in minutes; "
         f"interval: always-valid bounds, {rules.confidence:.0%} each at any look, clusters "
         f"Holm-adjusted; margin {rules.margin_minutes} min)"

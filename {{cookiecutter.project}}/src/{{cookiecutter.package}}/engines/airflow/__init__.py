@@ -24,8 +24,9 @@ Everything goes through Airflow's stable REST API (v2): `AIRFLOW_HOST`, and a to
 """
 
 from {{ cookiecutter.package }}.engines.airflow.client import AirflowClient, google_access_token
-from {{ cookiecutter.package }}.engines.airflow.dags import DagWriter, airflow_cron, parameters_of
+from {{ cookiecutter.package }}.engines.airflow.dags import DagWriter, airflow_cron
 from {{ cookiecutter.package }}.engines.airflow.engine import AirflowEngine
+from {{ cookiecutter.package }}.pipelines.step_table import parameters_of
 
 __all__ = [
     "AirflowClient",

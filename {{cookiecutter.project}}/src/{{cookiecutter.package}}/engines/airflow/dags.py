@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.pipelines.run_step import encode
 from {{ cookiecutter.package }}.pipelines.step_table import tasks
@@ -59,19 +57,6 @@ def airflow_cron(kfp_cron: str) -> str:
     """KFP's cron has a seconds field first; Airflow's has five fields."""
     fields = kfp_cron.split()
     return " ".join(fields[1:] if len(fields) == 6 else fields)
-
-
-def parameters_of(spec: str) -> dict[str, Any]:
-    """The parameter defaults compiled into a version's pipeline spec: the same values the
-    kfp engines run with."""
-    inputs = yaml.safe_load(spec)["root"]["inputDefinitions"]["parameters"]
-    # Defaults travel through protobuf Struct, where every number is a float.
-    return {
-        name: int(entry["defaultValue"])
-        if entry.get("parameterType") == "NUMBER_INTEGER"
-        else entry.get("defaultValue")
-        for name, entry in inputs.items()
-    }
 
 
 @dataclass(frozen=True)

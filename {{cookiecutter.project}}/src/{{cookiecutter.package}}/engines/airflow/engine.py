@@ -20,12 +20,11 @@ from {{ cookiecutter.package }}.engines.airflow.client import AirflowClient
 from {{ cookiecutter.package }}.engines.airflow.dags import (
     OPERATORS,
     DagWriter,
-    parameters_of,
     task_id,
 )
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.pipelines.step_table import tasks
+from {{ cookiecutter.package }}.pipelines.step_table import parameters_of, tasks
 
 _EXCEPTION = re.compile(r"error: (\w+): (.+)$|^(\w*(?:Error|Exception)): (.+)$")
 
