@@ -87,6 +87,8 @@ EXPECTED_FILES = {
     "src/taxi_eta/serving/limits.py",
     "src/taxi_eta/serving/router.py",
     "src/taxi_eta/ml/users.py", "src/taxi_eta/artifacts/sample_data.py", "tests/test_users.py",
+    "src/taxi_eta/artifacts/intervals.py", "src/taxi_eta/artifacts/prediction_runs.py",
+    "tests/test_intervals.py",
 }
 
 

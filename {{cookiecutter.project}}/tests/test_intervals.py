@@ -75,6 +75,9 @@ def test_an_interval_is_what_the_run_was_given_else_the_schedules_period() -> No
         assert Interval.resolve("", "", nothing, 600, now) == Interval(
             now - timedelta(minutes=10), now
         )
+    # Airflow 3's trigger timetables give a run a point in time: the period before it.
+    point = "2026-12-05T06:00:00+00:00"
+    assert Interval.resolve(point, point, "", 3600) == scheduled
     with pytest.raises(IntervalError, match=r"^the interval \[2026-12-05, 2026-12-04\) is empty"):
         Interval.resolve("2026-12-05", "2026-12-04")
     with pytest.raises(IntervalError, match="invalid start 'yesterday': use an ISO date"):

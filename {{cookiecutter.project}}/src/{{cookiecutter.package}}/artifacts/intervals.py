@@ -81,7 +81,9 @@ class Interval:
         now: datetime | None = None,
     ) -> Interval:
         """A run's interval from what it was given: `end` (else the schedule time, else now),
-        and `start` (else one period before the end)."""
+        and `start` (else one period before the end). A start equal to the end is a point
+        in time, not an interval: Airflow 3's trigger timetables (its default for cron and
+        timedelta schedules) give each run one; the period before it is the run's."""
         period = timedelta(seconds=int(period_seconds) or 86_400)
         if _given(end):
             stop = moment(end, "end")
@@ -90,7 +92,7 @@ class Interval:
         else:
             stop = now or datetime.now(UTC)
         begin = moment(start, "start") if _given(start) else stop - period
-        return cls(begin, stop)
+        return cls(stop - period if begin == stop else begin, stop)
 
     def contains(self, stamps: Any) -> Any:
         """Which of `stamps` (a pandas Series of times) fall in the interval."""
