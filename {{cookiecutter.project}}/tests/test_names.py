@@ -22,7 +22,7 @@ def names() -> ReleaseNames:
 def test_every_versioned_name_follows_the_contract(names: ReleaseNames) -> None:
     assert names.git_tag == "v1.2.0"
     assert names.image == "eu-docker.pkg.dev/p/r/taxi:1.2.0"
-    assert names.features_key() == "features/1.1.0/train.parquet"
+    assert names.features_key() == "features/1.1.0/train/manifest.json"
     assert names.model_key("0123456789abcdef" * 4) == "models/1.2.0/model-0123456789abcdef.pkl"
     assert names.model_metadata_key == "models/1.2.0/metadata.json"
     assert names.workflow_key("training") == "workflows/1.2.0/training.yaml"

@@ -57,7 +57,7 @@ def test_training_creates_features_model_and_metadata(
     assert metadata["config"]["model"]["_target_"] == "sklearn.linear_model.Ridge"
     model = pickle.loads((artifact_root / metadata["model_key"]).read_bytes())
     assert hasattr(model, "predict")
-    assert pd.read_parquet(artifact_root / names.features_key()).shape[0] == 600
+    assert ctx.feature_store.read(names.feature_version).shape[0] == 600
 
     # A second training of the same version changes nothing and says so.
     before = snapshot(artifact_root)
@@ -185,4 +185,7 @@ def test_training_against_a_gcs_emulator(cfg, tmp_path: Path, gcs_root: str) -> 
     metadata = json.loads(ctx.store.read_text(ctx.names.model_metadata_key))
     assert metadata["model"] == f"{gcs_root}/{metadata['model_key']}"
     assert metadata["model_key"].startswith(f"models/{cfg.version}/model-")
-    assert ctx.store.list("features/") == [ctx.names.features_key()]
+    (manifest,) = [k for k in ctx.store.list("features/") if k.endswith("manifest.json")]
+    assert manifest == ctx.names.features_key()
+    parts = json.loads(ctx.store.read_text(manifest))["parts"]
+    assert sorted(ctx.store.list("features/")) == sorted([manifest, *(p["key"] for p in parts)])

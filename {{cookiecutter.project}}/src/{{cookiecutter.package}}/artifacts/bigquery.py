@@ -24,12 +24,14 @@ anonymous credentials; the tests use one.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.artifacts.bigquery_client import Dataset, google_errors
 from {{ cookiecutter.package }}.artifacts.data_sources import OBSERVED_AT
+from {{ cookiecutter.package }}.artifacts.feature_store import concatenated
 from {{ cookiecutter.package }}.artifacts.names import bigquery_features_table, check_run_id
 from {{ cookiecutter.package }}.artifacts.predictions import (
     OUTCOME_LAG,
@@ -89,68 +91,21 @@ class BigQueryFeatureStore:
         )
         return int(found["n"].iloc[0]) > 0
 
-    def write(self, feature_version: str, frame: pd.DataFrame, split: str = "train") -> None:
+    def writer(self, feature_version: str, split: str = "train") -> BigQueryFeatureWriter:
         if self.exists(feature_version, split):
             raise AlreadyExistsError(
                 f"features {feature_version} already exist at "
                 f"{self.location(feature_version, split)}; feature versions are immutable"
             )
         self.data.ensure_dataset()
-        rows = frame.reset_index(drop=True)
-        rows[ROW_NUMBER] = range(len(rows))
-        if self.layout == "per_version":
-            self._write_table(feature_version, rows, split)
-        else:
-            self._append_rows(feature_version, rows, split)
+        return BigQueryFeatureWriter(self, feature_version, split)
 
-    def _write_table(self, feature_version: str, rows: pd.DataFrame, split: str) -> None:
-        table = self._table(feature_version, split)
-        if self.data.get_table(table) is not None:
-            # Not complete (checked above): what a run killed half way left. Its inputs are
-            # this run's inputs, so its rows go and are written again.
-            with google_errors("delete", self.data.table_id(table)):
-                self.data.bq.delete_table(self.data.table_id(table), not_found_ok=True)
-        try:
-            created = self.data.create_table(table, rows)
-        except AlreadyExistsError:
-            self._wait_for_other_writer(feature_version, split)
-            raise AlreadyExistsError(
-                f"features {feature_version} were written by another run"
-            ) from None
-        self.data.load(table, rows, "WRITE_EMPTY")
-        created.labels = COMPLETE  # the commit point
-        with google_errors("commit", self.data.table_id(table)):
-            self.data.bq.update_table(created, ["labels"], timeout=self.data.timeout_s)
+    def write(self, feature_version: str, frame: pd.DataFrame, split: str = "train") -> None:
+        writer = self.writer(feature_version, split)
+        writer.write(frame)
+        writer.commit()
 
-    def _append_rows(self, feature_version: str, rows: pd.DataFrame, split: str) -> None:
-        import pandas as pd
-
-        table = self._table(feature_version, split)
-        rows.insert(0, "feature_version", feature_version)
-        if self.data.get_table(table) is None:
-            # Another version's first write may create it first: one table for all.
-            with suppress(AlreadyExistsError):
-                self.data.create_table(table, rows, cluster_by="feature_version")
-        commits = f"{table}__commits"
-        commit = pd.DataFrame(
-            {
-                "feature_version": [feature_version],
-                "n_rows": [len(rows)],
-                "committed_at": [datetime.now(UTC).isoformat(timespec="seconds")],
-            }
-        )
-        if self.data.get_table(commits) is None:
-            with suppress(AlreadyExistsError):
-                self.data.create_table(commits, commit)
-        # Rows of this version without a commit are a dead run's: remove them first.
-        self.data.query(
-            f"DELETE FROM `{self.data.table_id(table)}` WHERE feature_version = @feature_version",
-            feature_version=feature_version,
-        )
-        self.data.load(table, rows, "WRITE_APPEND")
-        self.data.load(commits, commit, "WRITE_APPEND")  # the commit point
-
-    def _wait_for_other_writer(self, feature_version: str, split: str) -> None:
+    def wait_for_other_writer(self, feature_version: str, split: str) -> None:
         deadline = time.monotonic() + WAIT_FOR_OTHER_WRITER_S
         while not self.exists(feature_version, split):
             if time.monotonic() > deadline:
@@ -160,19 +115,98 @@ class BigQueryFeatureStore:
                 )
             time.sleep(2)
 
-    def read(self, feature_version: str, split: str = "train") -> pd.DataFrame:
+    def read_batches(self, feature_version: str, split: str = "train") -> Iterator[pd.DataFrame]:
         if not self.exists(feature_version, split):
             raise StoreError(f"no features {feature_version} at {self.location(feature_version)}")
         table = self.data.table_id(self._table(feature_version, split))
         if self.layout == "per_version":
-            frame = self.data.query(f"SELECT * FROM `{table}` ORDER BY {ROW_NUMBER}")
+            sql = f"SELECT * FROM `{table}` ORDER BY {ROW_NUMBER}"
         else:
-            frame = self.data.query(
-                f"SELECT * FROM `{table}` WHERE feature_version = @feature_version "
-                f"ORDER BY {ROW_NUMBER}",
-                feature_version=feature_version,
-            ).drop(columns=["feature_version"])
-        return frame.drop(columns=[ROW_NUMBER]).reset_index(drop=True)
+            sql = (
+                f"SELECT * EXCEPT (feature_version) FROM `{table}` "
+                f"WHERE feature_version = @feature_version ORDER BY {ROW_NUMBER}"
+            )
+        parameters = {"feature_version": feature_version} if "@" in sql else {}
+        for frame in self.data.query_batches(sql, **parameters):
+            yield frame.drop(columns=[ROW_NUMBER]).reset_index(drop=True)
+
+    def read(self, feature_version: str, split: str = "train") -> pd.DataFrame:
+        return concatenated(self.read_batches(feature_version, split))
+
+
+class BigQueryFeatureWriter:
+    """One write of a feature version, a load job per part. The first part makes the table
+    (per_version; a killed run's incomplete table goes first) or removes a killed run's
+    uncommitted rows (version_column); `commit` is the layout's commit point."""
+
+    def __init__(self, owner: BigQueryFeatureStore, feature_version: str, split: str) -> None:
+        self.owner, self.feature_version, self.split = owner, feature_version, split
+        self.table = owner._table(feature_version, split)
+        self.rows = 0
+        self.created: Any = None
+
+    @property
+    def data(self) -> Dataset:
+        return self.owner.data
+
+    def write(self, frame: pd.DataFrame) -> None:
+        rows = frame.reset_index(drop=True)
+        rows[ROW_NUMBER] = range(self.rows, self.rows + len(rows))
+        if self.owner.layout == "version_column":
+            rows.insert(0, "feature_version", self.feature_version)
+        if not self.rows and self.created is None:
+            self._begin(rows)
+        self.data.load(self.table, rows, "WRITE_APPEND")
+        self.rows += len(rows)
+
+    def _begin(self, rows: pd.DataFrame) -> None:
+        if self.owner.layout == "per_version":
+            if self.data.get_table(self.table) is not None:
+                # Not complete (the writer checked): what a run killed half way left. Its
+                # inputs are this run's inputs, so its rows go and are written again.
+                with google_errors("delete", self.data.table_id(self.table)):
+                    self.data.bq.delete_table(self.data.table_id(self.table), not_found_ok=True)
+            try:
+                self.created = self.data.create_table(self.table, rows)
+            except AlreadyExistsError:
+                self.owner.wait_for_other_writer(self.feature_version, self.split)
+                raise AlreadyExistsError(
+                    f"features {self.feature_version} were written by another run"
+                ) from None
+            return
+        if self.data.get_table(self.table) is None:
+            # Another version's first write may create it first: one table for all.
+            with suppress(AlreadyExistsError):
+                self.data.create_table(self.table, rows, cluster_by="feature_version")
+        self.created = True
+        # Rows of this version without a commit are a dead run's: remove them first.
+        self.data.query(
+            f"DELETE FROM `{self.data.table_id(self.table)}` "
+            "WHERE feature_version = @feature_version",
+            feature_version=self.feature_version,
+        )
+
+    def commit(self) -> int:
+        import pandas as pd
+
+        if self.owner.layout == "per_version":
+            self.created.labels = COMPLETE  # the commit point
+            with google_errors("commit", self.data.table_id(self.table)):
+                self.data.bq.update_table(self.created, ["labels"], timeout=self.data.timeout_s)
+            return self.rows
+        commits = f"{self.table}__commits"
+        commit = pd.DataFrame(
+            {
+                "feature_version": [self.feature_version],
+                "n_rows": [self.rows],
+                "committed_at": [datetime.now(UTC).isoformat(timespec="seconds")],
+            }
+        )
+        if self.data.get_table(commits) is None:
+            with suppress(AlreadyExistsError):
+                self.data.create_table(commits, commit)
+        self.data.load(commits, commit, "WRITE_APPEND")  # the commit point
+        return self.rows
 
 
 class BigQueryPredictions:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterator
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -72,6 +74,36 @@ class DataSource(Protocol):
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         """Actual durations observed in [since, until): trip_id, eta_minutes, observed_at."""
         ...
+
+
+@dataclass
+class TripScan:
+    """A source's training trips as a stream of batches: `batches()` reads them (again, on
+    each call), `ids()` only their `trip_id`s; `lineage` is complete once `batches()` has
+    been read to its end."""
+
+    batches: Callable[[], Iterator[pd.DataFrame]]
+    ids: Callable[[], Iterator[pd.Series]]
+    lineage: dict[str, Any]
+
+
+def scan_trips(source: DataSource, columns: list[str], batch_rows: int) -> TripScan:
+    """The source's own stream (`scan_trips` of files), or its one frame cut in batches."""
+    scan = getattr(source, "scan_trips", None)
+    if scan is not None:
+        found: TripScan = scan(columns, batch_rows)
+        return found
+    frame, lineage = source.read_trips(columns)
+
+    def batches() -> Iterator[pd.DataFrame]:
+        for start in range(0, len(frame), batch_rows):
+            yield frame.iloc[start : start + batch_rows]
+
+    def ids() -> Iterator[pd.Series]:
+        if "trip_id" in frame:
+            yield frame["trip_id"]
+
+    return TripScan(batches, ids, lineage)
 
 
 def frame_sha256(frame: pd.DataFrame) -> str:

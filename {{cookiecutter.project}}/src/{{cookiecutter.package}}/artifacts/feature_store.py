@@ -4,29 +4,51 @@ Every reader and writer of features (the pipeline steps, the release plan, `inv 
 goes through `open_feature_store(cfg.feature_store, artifact_root)`. Which store is
 configuration (`conf/feature_store/*.yaml`, a Hydra `_target_`):
 
-- `ParquetFeatureStore` (the default, offline): `features/{feature_version}/{split}.parquet`
-  in the artifact store, written create-only like every released artifact;
+- `ParquetFeatureStore` (the default, offline): the parts of a feature version as Parquet
+  objects in the artifact store, `features/{feature_version}/{split}/`, and its manifest;
 - `artifacts.bigquery.BigQueryFeatureStore`: a table per feature version, or one table with a
   `feature_version` column.
 
-A feature version, once complete, is never rewritten: `write` raises AlreadyExistsError, and
-a release whose features exist reuses them.
+A feature version is written in parts, a batch of rows each, so that no step holds all of
+them at once (`writer`), and read back part by part (`read_batches`). Once complete it is
+never rewritten: its commit point comes after its last part (the manifest, create-only),
+`writer` raises AlreadyExistsError for a complete version, and a release whose features
+exist reuses them. A write killed before its commit point leaves parts that nothing reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-from collections.abc import Mapping
+import json
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from {{ cookiecutter.package }}.artifacts.names import features_key
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, open_store
+from {{ cookiecutter.package }}.artifacts.names import (
+    features_key,
+    features_part_key,
+    single_features_key,
+)
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.targets import instantiate
 
 if TYPE_CHECKING:
     import pandas as pd
 
 PARQUET = "{{ cookiecutter.package }}.artifacts.feature_store.ParquetFeatureStore"
+
+
+class FeatureWriter(Protocol):
+    def write(self, frame: pd.DataFrame) -> None:
+        """Add the next part (rows in order)."""
+        ...
+
+    def commit(self) -> int:
+        """Make the parts the complete feature version (its commit point); returns its
+        rows. AlreadyExistsError when another writer committed it first."""
+        ...
 
 
 class FeatureStore(Protocol):
@@ -38,36 +60,118 @@ class FeatureStore(Protocol):
         """True only for complete features: a write killed half way is not there."""
         ...
 
+    def writer(self, feature_version: str, split: str = "train") -> FeatureWriter:
+        """A new write of the version; AlreadyExistsError when it is complete already."""
+        ...
+
+    def read_batches(self, feature_version: str, split: str = "train") -> Iterator[pd.DataFrame]:
+        """The rows as written, in order, a part at a time."""
+        ...
+
     def write(self, feature_version: str, frame: pd.DataFrame, split: str = "train") -> None:
-        """Create-only: AlreadyExistsError when the feature version is complete already."""
+        """Write a whole frame as the feature version (one part): `writer`, then commit."""
         ...
 
     def read(self, feature_version: str, split: str = "train") -> pd.DataFrame:
-        """The frame as written, rows in the order written."""
+        """The whole feature version as one frame (for data that fits one)."""
         ...
 
 
+def concatenated(parts: Iterator[pd.DataFrame]) -> pd.DataFrame:
+    """The parts of a feature version as one frame (for data that fits one)."""
+    import pandas as pd
+
+    frames = list(parts)
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 class ParquetFeatureStore:
-    """Features as Parquet objects in the artifact store (local folder or gs://)."""
+    """Features as Parquet objects in the artifact store (local folder or gs://): the parts
+    of each write attempt, and the manifest (parts, rows, sha256) that commits one."""
 
     def __init__(self, artifact_root: str) -> None:
         self.store = open_store(artifact_root)
 
     def location(self, feature_version: str, split: str = "train") -> str:
-        return f"{self.store.root.rstrip('/')}/{features_key(feature_version, split)}"
+        return self.store.uri(features_key(feature_version, split))
 
     def exists(self, feature_version: str, split: str = "train") -> bool:
-        return self.store.exists(features_key(feature_version, split))
+        return self.store.exists(features_key(feature_version, split)) or self.store.exists(
+            single_features_key(feature_version, split)
+        )
+
+    def writer(self, feature_version: str, split: str = "train") -> ParquetFeatureWriter:
+        if self.exists(feature_version, split):
+            raise AlreadyExistsError(
+                f"features {feature_version} already exist at "
+                f"{self.location(feature_version, split)}; feature versions are immutable"
+            )
+        return ParquetFeatureWriter(self.store, feature_version, split)
 
     def write(self, feature_version: str, frame: pd.DataFrame, split: str = "train") -> None:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        self.store.write(features_key(feature_version, split), buffer.getvalue())
+        writer = self.writer(feature_version, split)
+        writer.write(frame)
+        writer.commit()
 
     def read(self, feature_version: str, split: str = "train") -> pd.DataFrame:
+        return concatenated(self.read_batches(feature_version, split))
+
+    def manifest(self, feature_version: str, split: str = "train") -> dict[str, Any]:
+        key = features_key(feature_version, split)
+        try:
+            return dict(json.loads(self.store.read_text(key)))
+        except ValueError as error:
+            raise StoreError(f"{self.store.uri(key)} is not a features manifest: {error}") from None
+
+    def read_batches(self, feature_version: str, split: str = "train") -> Iterator[pd.DataFrame]:
         import pandas as pd
 
-        return pd.read_parquet(io.BytesIO(self.store.read(features_key(feature_version, split))))
+        single = single_features_key(feature_version, split)
+        manifest = features_key(feature_version, split)
+        if not self.store.exists(manifest) and self.store.exists(single):
+            yield pd.read_parquet(io.BytesIO(self.store.read(single)))
+            return
+        for part in self.manifest(feature_version, split)["parts"]:
+            data = self.store.read(part["key"])
+            if hashlib.sha256(data).hexdigest() != part["sha256"]:
+                raise StoreError(
+                    f"{self.store.uri(part['key'])} does not match its sha256 in the manifest "
+                    f"of features {feature_version}: it was changed after it was written"
+                )
+            yield pd.read_parquet(io.BytesIO(data))
+
+
+class ParquetFeatureWriter:
+    def __init__(self, store: Any, feature_version: str, split: str) -> None:
+        self.store, self.feature_version, self.split = store, feature_version, split
+        self.attempt = uuid.uuid4().hex[:12]
+        self.parts: list[dict[str, Any]] = []
+
+    def write(self, frame: pd.DataFrame) -> None:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+        key = features_part_key(self.feature_version, self.split, self.attempt, len(self.parts))
+        self.store.write(key, data)
+        self.parts.append(
+            {"key": key, "rows": len(frame), "sha256": hashlib.sha256(data).hexdigest()}
+        )
+
+    def commit(self) -> int:
+        rows = sum(part["rows"] for part in self.parts)
+        manifest = {
+            "feature_version": self.feature_version,
+            "split": self.split,
+            "rows": rows,
+            "parts": self.parts,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.store.write_text(
+            features_key(self.feature_version, self.split), json.dumps(manifest, indent=1)
+        )
+        return rows
 
 
 def open_feature_store(spec: Mapping[str, Any] | None, artifact_root: str) -> FeatureStore:
@@ -75,4 +179,11 @@ def open_feature_store(spec: Mapping[str, Any] | None, artifact_root: str) -> Fe
     return store
 
 
-__all__ = ["AlreadyExistsError", "FeatureStore", "ParquetFeatureStore", "open_feature_store"]
+__all__ = [
+    "AlreadyExistsError",
+    "FeatureStore",
+    "FeatureWriter",
+    "ParquetFeatureStore",
+    "concatenated",
+    "open_feature_store",
+]

@@ -6,6 +6,7 @@ import fnmatch
 import glob
 import hashlib
 import io
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     OBSERVED_AT,
     DataSourceError,
+    TripScan,
     in_window,
     when,
 )
@@ -23,6 +25,10 @@ from {{ cookiecutter.package }}.errors import PATH_CHARS, shown
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+# Rows a batch holds when a caller does not say (`data.batch_rows` in the pipelines).
+BATCH_ROWS = 500_000
 
 
 class FileSource:
@@ -111,20 +117,58 @@ class FileSource:
             read.append({"path": uri, "sha256": digest, "rows": len(frames[-1])})
         return pd.concat(frames, ignore_index=True), read
 
+    def scan_trips(self, columns: list[str], batch_rows: int) -> TripScan:
+        """The training trips a batch of `batch_rows` at a time, file after file (Parquet
+        by row groups through pyarrow, CSV in chunks through pandas): each file's sha256 and
+        rows go to the lineage as it is read, the window applies to each batch."""
+        window = str(self.window["column"]) if self.window else None
+        uris = self._files(self.path)
+        if not uris:
+            raise DataSourceError(f"no trips file matches {shown(self.path)}")
+        lineage: dict[str, Any] = {**self.identity(), "files": [], "rows": 0}
+
+        def windowed(batch: pd.DataFrame) -> pd.DataFrame:
+            if window is None:
+                return batch
+            if window not in batch:
+                raise DataSourceError(f"window column {shown(window)} is missing from the trips")
+            start, end = self.window.get("start"), self.window.get("end")  # type: ignore[union-attr]
+            bounds = (when(start) if start else None, when(end) if end else None)
+            return in_window(batch, window, *bounds).drop(columns=[window])
+
+        def batches(wanted: list[str], record: bool) -> Iterator[pd.DataFrame]:
+            if record:
+                lineage.update(files=[], rows=0)
+            for uri in uris:
+                readable = self._open(uri)
+                digest = _sha256(readable) if record else ""
+                rows = 0
+                for batch in _read_batches(uri, readable, wanted, batch_rows):
+                    rows += len(batch)
+                    kept = windowed(batch)
+                    if record:
+                        lineage["rows"] += len(kept)
+                    yield kept
+                if record:
+                    lineage["files"].append({"path": uri, "sha256": digest, "rows": rows})
+            if record:
+                lineage["content_sha256"] = hashlib.sha256(
+                    "".join(f["sha256"] for f in lineage["files"]).encode()
+                ).hexdigest()
+
+        extra = [window] if window else []
+        return TripScan(
+            lambda: batches([*columns, *extra], record=True),
+            lambda: (b["trip_id"] for b in batches(["trip_id", *extra], False) if "trip_id" in b),
+            lineage,
+        )
+
     def read_trips(self, columns: list[str]) -> tuple[pd.DataFrame, dict[str, Any]]:
-        wanted = [*columns, *([self.window["column"]] if self.window else [])]
-        trips, files = self._read(self.path, wanted, "trips")
-        if self.window:
-            column = str(self.window["column"])
-            if column not in trips:
-                raise DataSourceError(f"window column {shown(column)} is missing from the trips")
-            start, end = self.window.get("start"), self.window.get("end")
-            trips = in_window(
-                trips, column, when(start) if start else None, when(end) if end else None
-            ).drop(columns=[column])
-        content = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()
-        lineage = {**self.identity(), "files": files, "rows": len(trips), "content_sha256": content}
-        return trips.reset_index(drop=True), lineage
+        import pandas as pd
+
+        scan = self.scan_trips(columns, BATCH_ROWS)
+        trips = pd.concat(list(scan.batches()), ignore_index=True)
+        return trips, scan.lineage
 
     def inference_batch(
         self, n_trips: int, seed: int, columns: list[str], interval: Interval
@@ -174,6 +218,33 @@ def _sha256(readable: Any) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _read_batches(
+    uri: str, readable: Any, columns: list[str], batch_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The declared columns a file has (the schema names what is missing), `batch_rows` at
+    a time: Parquet through pyarrow's batches, CSV through pandas' chunks (each chunk's
+    types are inferred from its own rows; the schema coerces them to the declared ones)."""
+    import pandas as pd
+
+    if isinstance(readable, io.BytesIO):
+        readable.seek(0)
+    try:
+        if uri.lower().endswith((".csv", ".csv.gz")):
+            with pd.read_csv(
+                readable, usecols=lambda column: column in columns, chunksize=batch_rows
+            ) as chunks:
+                yield from chunks
+            return
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(readable)
+        present = [c for c in columns if c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
+            yield batch.to_pandas()
+    except (OSError, ValueError) as error:
+        raise DataSourceError(f"cannot read {uri}: {shown(str(error), 120)}") from None
 
 
 def _read_columns(uri: str, readable: Any, columns: list[str]) -> pd.DataFrame:

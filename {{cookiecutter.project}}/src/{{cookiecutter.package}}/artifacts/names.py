@@ -204,6 +204,18 @@ class ReleaseNames:
 
 
 def features_key(feature_version: str, split: str = "train") -> str:
+    """A feature version's manifest: its parts, rows and sha256, and its commit point."""
+    return f"features/{check_version(feature_version)}/{split}/manifest.json"
+
+
+def features_part_key(feature_version: str, split: str, attempt: str, part: int) -> str:
+    """One part of a feature version, named by the write attempt that made it: a killed
+    attempt's parts are never a later attempt's."""
+    return f"features/{check_version(feature_version)}/{split}/{attempt}-part-{part:05d}.parquet"
+
+
+def single_features_key(feature_version: str, split: str = "train") -> str:
+    """Where feature versions written before parts existed keep their one object."""
     return f"features/{check_version(feature_version)}/{split}.parquet"
 
 

@@ -11,7 +11,7 @@ too, naming the column. Nothing is written before shaping succeeds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.errors import UserError, shown
 from {{ cookiecutter.package }}.ml import TARGET
@@ -43,6 +43,14 @@ class ShapeReport:
     @property
     def rows_invalid(self) -> int:
         return self.rows_in - self.rows_out
+
+    def add(self, other: ShapeReport) -> None:
+        """Count `other` (another batch of the same data) in this report."""
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        for label, count in other.invalid.items():
+            self.invalid[label] = self.invalid.get(label, 0) + count
+            self.examples.setdefault(label, other.examples[label])
 
     def summary(self) -> str:
         if not self.invalid:
@@ -108,12 +116,16 @@ def schema_table(n_clusters: int = N_USER_CLUSTERS) -> str:
     return "\n".join(rows)
 
 
-def trip_schema(labelled: bool, n_clusters: int = N_USER_CLUSTERS) -> pa.DataFrameSchema:
-    """The declared schema of raw trips; `labelled`: with the target (training, outcomes)."""
+def trip_schema(
+    labelled: bool, n_clusters: int = N_USER_CLUSTERS, unique_ids: bool = True
+) -> pa.DataFrameSchema:
+    """The declared schema of raw trips; `labelled`: with the target (training, outcomes).
+    `unique_ids=False` leaves `trip_id`'s uniqueness to the caller: a frame that is one
+    batch of many cannot see the others' ids (`ml.uniqueness`)."""
     import pandera.pandas as pa
 
     columns = {
-        "trip_id": pa.Column(str, nullable=False, unique=True, coerce=True),
+        "trip_id": pa.Column(str, nullable=False, unique=unique_ids, coerce=True),
         "user_cluster": pa.Column(int, pa.Check.in_range(0, n_clusters - 1), coerce=True),
         "distance_km": pa.Column(float, pa.Check.in_range(0, 1000, include_min=False), coerce=True),
         "pickup_hour": pa.Column(int, pa.Check.in_range(0, 23), coerce=True),
@@ -155,17 +167,41 @@ def allowed_ranges(schema: pa.DataFrameSchema) -> dict[str, dict[str, str]]:
     return ranges
 
 
+DUPLICATE = "trip_id: duplicate"
+
+
 def shape(
     trips: pd.DataFrame, labelled: bool, max_invalid_share: float, where: str = "the data"
 ) -> tuple[pd.DataFrame, ShapeReport]:
     """Validate raw trips against the schema; returns the valid rows (typed) and a report."""
+    frame, report = shape_rows(trips, labelled, where)
+    check_share(report, max_invalid_share, where)
+    return frame, report
+
+
+def shape_rows(
+    trips: pd.DataFrame, labelled: bool, where: str = "the data", duplicates: Any = None
+) -> tuple[pd.DataFrame, ShapeReport]:
+    """`shape` without the share check: the valid rows and the report of one frame.
+
+    With `duplicates` (the ids found more than once in the whole dataset, `ml.uniqueness`)
+    the frame is one batch of many: its rows with those ids are counted and dropped as
+    one frame would count and drop them (every row of a duplicated id), and the schema
+    does not check uniqueness itself.
+    """
     import pandera.pandas as pa
 
     frame = trips
     report = ShapeReport(rows_in=len(frame))
     if "user_cluster" not in frame and "user_id" in frame:
         frame = _with_user_clusters(frame, report)
-    schema = trip_schema(labelled)
+    schema = trip_schema(labelled, unique_ids=duplicates is None)
+    repeated = None
+    if duplicates is not None and len(duplicates) and "trip_id" in frame:
+        repeated = frame["trip_id"].astype(str).isin(duplicates)
+        if repeated.any():  # counted now, as the first pass of a whole frame counts them
+            report.invalid[DUPLICATE] = int(repeated.sum())
+            report.examples[DUPLICATE] = shown(frame["trip_id"][repeated].iloc[0], 40)
     ranges = allowed_ranges(schema)  # how a failed range check is named
     while True:  # each failing pass drops at least one row, so this ends
         try:
@@ -190,11 +226,17 @@ def shape(
             # A value that cannot be coerced hides its row's range checks: the next pass
             # sees the rest.
             frame = frame.drop(index=rows["index"].unique())
+    if repeated is not None:
+        frame = frame[~repeated.reindex(frame.index, fill_value=False)]
     report.rows_out = len(frame)
+    return frame.reset_index(drop=True), report
+
+
+def check_share(report: ShapeReport, max_invalid_share: float, where: str) -> None:
+    """Refuse (DataError) data with no trips, or with more invalid rows than allowed."""
     share = report.rows_invalid / max(report.rows_in, 1)
     if report.rows_in == 0 or share > max_invalid_share:
         raise DataError(_too_many(report, share, max_invalid_share, where))
-    return frame.reset_index(drop=True), report
 
 
 def _with_user_clusters(frame: pd.DataFrame, report: ShapeReport) -> pd.DataFrame:

@@ -127,6 +127,7 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
                 run.feature_store,
                 run.data_source,
                 run.invalid_share,
+                steps.batch_rows(run.storage),
             ),
             parameters=("n_trips", "seed", "rush_hours", "storage"),
             task="build-features",

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from {{ cookiecutter.package }}.ml.schema import ShapeReport
 
 DEFAULT_MAX_INVALID_SHARE = 0.01
+DEFAULT_BATCH_ROWS = 500_000
 
 
 def storage(spec: str | dict | None) -> dict:
@@ -66,6 +67,11 @@ def data_source_of(
     return open_data_source(
         storage(spec).get("data_source"), names.artifact_root, n_trips=n_trips, seed=seed
     )
+
+
+def batch_rows(spec: str | dict | None = None) -> int:
+    """How many trips a step holds at a time (`data.batch_rows`)."""
+    return int(storage(spec).get("batch_rows", DEFAULT_BATCH_ROWS))
 
 
 def max_invalid_share(spec: str | dict | None = None) -> float:
@@ -117,9 +123,11 @@ def ensure_features(
     features: FeatureStore | None = None,
     source: DataSource | None = None,
     invalid_share: float = DEFAULT_MAX_INVALID_SHARE,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> str:
-    """Create the training features of the feature version from the data source (shaped by
-    the declared schema, lineage recorded), or reuse them when they exist."""
+    """Create the training features of the feature version from the data source, a batch
+    of `batch_rows` trips at a time (`pipelines.feature_build`: shaped by the declared
+    schema, lineage recorded), or reuse them when they exist."""
     features = features or feature_store_of(names)
     if features.exists(names.feature_version):
         return "reused"
@@ -130,13 +138,18 @@ def ensure_features(
             f"pinned feature version {names.feature_version} does not exist at "
             f"{features.location(names.feature_version)}"
         )
-    from {{ cookiecutter.package }}.ml.features import build_features
+    from {{ cookiecutter.package }}.pipelines.feature_build import build_feature_version
 
     source = source or data_source_of(names, None, n_trips, seed)
-    shaped, lineage, report = training_trips(source, invalid_share)
-    frame = build_features(shaped, [int(h) for h in rush_hours])
     try:
-        features.write(names.feature_version, frame)
+        report, lineage = build_feature_version(
+            names.feature_version,
+            source,
+            features,
+            [int(h) for h in rush_hours],
+            invalid_share,
+            batch_rows,
+        )
     except AlreadyExistsError:
         return "reused"  # another run created them first: same inputs, same features
     write_lineage(names.artifact_root, names.feature_version, lineage)

@@ -63,6 +63,7 @@ class EnvironmentServices:
             "predictions": plain.get("predictions"),
             "data_source": source or None,
             "max_invalid_share": float(plain["data"].get("max_invalid_share", 0.01)),
+            "batch_rows": int(plain["data"].get("batch_rows", 500_000)),
             "shadow": bool(plain["traffic"].get("shadow", True)),
         }
 
