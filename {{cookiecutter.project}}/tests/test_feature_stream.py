@@ -21,6 +21,7 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.ml import uniqueness
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
+from {{ cookiecutter.package }}.ml.sampling import bottom_k
 from {{ cookiecutter.package }}.ml.schema import DataError, shape
 from {{ cookiecutter.package }}.pipelines import steps
 
@@ -154,3 +155,38 @@ def test_a_feature_write_killed_between_parts_is_not_read_and_the_rerun_complete
     listed = json.loads((root / "features/1.0.0/train/manifest.json").read_text())["parts"]
     on_disk = list(root.glob("features/1.0.0/train/*-part-*.parquet"))
     assert len(on_disk) > len(listed) and all(p["key"].endswith(".parquet") for p in listed)
+
+
+def test_training_uses_a_fixed_sample_of_train_rows_read_part_by_part(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    names = ReleaseNames("taxi", "1.0.0", "1.0.0", str(root))
+    source = FileSource(str(root), str(tmp_path / "exports/*.parquet"))
+    exported(tmp_path / "exports", "parquet")
+    steps.ensure_features(names, 0, 0, RUSH, source=source, batch_rows=100)
+    ridge = {"_target_": "sklearn.linear_model.Ridge"}
+    used = []
+    for run in range(2):  # a rerun trains on the same trips
+        sample = tmp_path / f"sample-{run}.json"
+        metrics = steps.train_and_evaluate(
+            names, ridge, 0.2, 1, str(tmp_path / "model.pkl"), None, 250, str(sample)
+        )
+        assert metrics["n_test"] == 50  # 20% of the 250 sampled trips
+        used.append(json.loads(sample.read_text()))
+    assert (
+        used[0]
+        == used[1]
+        == {
+            "rows_seen": 894,
+            "rows_used": 250,
+            "sample": "the 250 trips with the smallest 64-bit hash of trip_id (pandas' hash, "
+            "fixed key)",
+        }
+    )
+    # The sample does not depend on how the rows are cut into parts, nor on their order.
+    features = ParquetFeatureStore(str(root)).read("1.0.0")
+    one, _ = bottom_k([features], 250)
+    shuffled = features.sample(frac=1, random_state=3)
+    parts, _ = bottom_k((shuffled.iloc[i : i + 97] for i in range(0, 894, 97)), 250)
+    assert set(one.trip_id) == set(parts.trip_id) and len(one) == 250
+    everything, described = bottom_k((features.iloc[i : i + 300] for i in (0, 300, 600)), None)
+    assert len(everything) == 894 and described["sample"] == "all"

@@ -55,6 +55,7 @@ def test_training_creates_features_model_and_metadata(
     assert metadata["git_sha"] == SHA
     assert metadata["metrics"]["mae"] > 0
     assert metadata["config"]["model"]["_target_"] == "sklearn.linear_model.Ridge"
+    assert metadata["training_rows"] == {"rows_seen": 600, "rows_used": 600, "sample": "all"}
     model = pickle.loads((artifact_root / metadata["model_key"]).read_bytes())
     assert hasattr(model, "predict")
     assert ctx.feature_store.read(names.feature_version).shape[0] == 600

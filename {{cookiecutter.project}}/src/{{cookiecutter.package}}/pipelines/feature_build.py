@@ -56,7 +56,7 @@ def build_feature_version(
     report = ShapeReport(rows_in=0)
     progress = Throughput(f"features {feature_version}")
     with tempfile.TemporaryDirectory(prefix="feature-parts-") as spool:
-        parts = []
+        parts: list[Path] = []
         for batch in scan.batches():
             shaped, counted = shape_rows(batch, True, where, duplicates)
             report.add(counted)

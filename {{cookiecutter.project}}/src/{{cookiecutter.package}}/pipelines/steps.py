@@ -74,6 +74,12 @@ def batch_rows(spec: str | dict | None = None) -> int:
     return int(storage(spec).get("batch_rows", DEFAULT_BATCH_ROWS))
 
 
+def train_rows(spec: str | dict | None = None) -> int | None:
+    """The most trips training uses (`data.train_rows`); None: all of them."""
+    found = storage(spec).get("train_rows")
+    return int(found) if found else None
+
+
 def max_invalid_share(spec: str | dict | None = None) -> float:
     return float(storage(spec).get("max_invalid_share", DEFAULT_MAX_INVALID_SHARE))
 
@@ -163,16 +169,27 @@ def train_and_evaluate(
     seed: int,
     model_path: str,
     features: FeatureStore | None = None,
+    train_rows: int | None = None,
+    sample_path: str = "",
 ) -> dict[str, float]:
     """Fit on the train split of the version's features, pickle the model to `model_path`,
-    return its metrics on the test split."""
+    return its metrics on the test split. With `train_rows`, on a deterministic sample of
+    that many trips, read part by part (`ml.sampling`); what was used goes to
+    `sample_path`, for the model's metadata."""
     from {{ cookiecutter.package }}.ml.evaluate import evaluate
     from {{ cookiecutter.package }}.ml.fitting import fit, split
+    from {{ cookiecutter.package }}.ml.sampling import bottom_k
 
-    frame = (features or feature_store_of(names)).read(names.feature_version)
+    store = features or feature_store_of(names)
+    frame, sample = bottom_k(store.read_batches(names.feature_version), train_rows)
+    if sample["sample"] != "all":
+        used, seen = sample["rows_used"], sample["rows_seen"]
+        print(f"training on {used:,} of {seen:,} trips: {sample['sample']}")
     train_split, test_split = split(frame, test_fraction, seed)
     model = fit(train_split, model_config)
     Path(model_path).write_bytes(pickle.dumps(model))
+    if sample_path:
+        Path(sample_path).write_text(json.dumps(sample))
     return evaluate(model, test_split)
 
 
@@ -183,6 +200,7 @@ def publish_model(
     git_sha: str,
     config: dict,
     features: FeatureStore | None = None,
+    sample_path: str = "",
 ) -> str:
     """Release the trained model (see `artifacts.models`: one create-only commit point)."""
     store = open_store(names.artifact_root)
@@ -200,6 +218,8 @@ def publish_model(
             "features": (features or feature_store_of(names)).location(names.feature_version),
             # What the features were read from (data source, files or snapshot, rows, hash).
             "data": read_lineage(names.artifact_root, names.feature_version),
+            # Which of the features' rows training used (`data.train_rows`).
+            "training_rows": json.loads(Path(sample_path).read_text()) if sample_path else None,
             "main_metric": MAIN_METRIC,
             "metrics": metrics,
             "git_sha": git_sha,

@@ -64,6 +64,7 @@ class EnvironmentServices:
             "data_source": source or None,
             "max_invalid_share": float(plain["data"].get("max_invalid_share", 0.01)),
             "batch_rows": int(plain["data"].get("batch_rows", 500_000)),
+            "train_rows": plain["data"].get("train_rows"),
             "shadow": bool(plain["traffic"].get("shadow", True)),
         }
 
