@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.artifacts.bigquery_client import Dataset, google_errors
@@ -158,6 +159,11 @@ class BigQueryFeatureWriter:
             self._begin(rows)
         self.data.load(self.table, rows, "WRITE_APPEND")
         self.rows += len(rows)
+
+    def write_file(self, path: Path) -> None:
+        import pandas as pd
+
+        self.write(pd.read_parquet(path))
 
     def _begin(self, rows: pd.DataFrame) -> None:
         if self.owner.layout == "per_version":

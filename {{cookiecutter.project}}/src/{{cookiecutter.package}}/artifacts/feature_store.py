@@ -24,6 +24,7 @@ import json
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from {{ cookiecutter.package }}.artifacts.names import (
@@ -43,6 +44,11 @@ PARQUET = "{{ cookiecutter.package }}.artifacts.feature_store.ParquetFeatureStor
 class FeatureWriter(Protocol):
     def write(self, frame: pd.DataFrame) -> None:
         """Add the next part (rows in order)."""
+        ...
+
+    def write_file(self, path: Path) -> None:
+        """Add the next part from a Parquet file of it (written once, never decoded again
+        where the store keeps Parquet)."""
         ...
 
     def commit(self) -> int:
@@ -152,12 +158,17 @@ class ParquetFeatureWriter:
     def write(self, frame: pd.DataFrame) -> None:
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)
-        data = buffer.getvalue()
+        self._store(buffer.getvalue(), len(frame))
+
+    def write_file(self, path: Path) -> None:
+        import pyarrow.parquet as pq
+
+        self._store(path.read_bytes(), pq.read_metadata(path).num_rows)
+
+    def _store(self, data: bytes, rows: int) -> None:
         key = features_part_key(self.feature_version, self.split, self.attempt, len(self.parts))
         self.store.write(key, data)
-        self.parts.append(
-            {"key": key, "rows": len(frame), "sha256": hashlib.sha256(data).hexdigest()}
-        )
+        self.parts.append({"key": key, "rows": rows, "sha256": hashlib.sha256(data).hexdigest()})
 
     def commit(self) -> int:
         rows = sum(part["rows"] for part in self.parts)

@@ -35,41 +35,66 @@ def id_hashes(ids: pd.Series) -> np.ndarray:
     """A 64-bit hash of each id, as text (an integer id and its text are one id)."""
     import pandas as pd
 
-    return pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy(dtype=np.uint64)
+    # categorize=False: hash each value as it is; the default first factorizes the values,
+    # a hash table of every id, to hash the distinct ones (ids are nearly all distinct).
+    hashed = pd.util.hash_pandas_object(ids.astype(str), index=False, categorize=False)
+    return hashed.to_numpy(dtype=np.uint64)
 
 
-def duplicate_ids(scan: Callable[[], Iterable[pd.Series]]) -> set[str]:
-    """The ids that `scan()` (batches of ids; called once, or twice when a hash repeats)
-    yields more than once, as text. Empty ids are left to the schema."""
-    candidates = _repeated_hashes(scan())
+class IdSpill:
+    """Ids' hashes spilled to bucket files as batches go by (`add`); `repeated()` then gives
+    the hashes seen more than once. Use as a context manager: the files go at its end."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="trip-ids-")
+        self._paths = [Path(self._folder.name) / f"{b:02d}.u64" for b in range(BUCKETS)]
+        self._files = [path.open("ab") for path in self._paths]
+
+    def __enter__(self) -> IdSpill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+        self._folder.cleanup()
+
+    def _close(self) -> None:
+        for handle in self._files:
+            handle.close()
+
+    def add(self, ids: pd.Series) -> None:
+        hashes = id_hashes(ids.dropna())
+        bucket = (hashes >> np.uint64(64 - BUCKET_BITS)).astype(np.intp)
+        order = np.argsort(bucket, kind="stable")
+        ends = np.cumsum(np.bincount(bucket, minlength=BUCKETS))
+        for index, chunk in enumerate(np.split(hashes[order], ends[:-1])):
+            if chunk.size:
+                chunk.tofile(self._files[index])
+
+    def repeated(self) -> np.ndarray:
+        self._close()
+        found = []
+        for path in self._paths:
+            values, counts = np.unique(np.fromfile(path, dtype=np.uint64), return_counts=True)
+            found.append(values[counts > 1])
+        return np.concatenate(found)
+
+
+def confirmed(candidates: np.ndarray, batches: Iterable[pd.Series]) -> set[str]:
+    """Of the ids whose hash is a candidate, those that really occur more than once."""
     if not candidates.size:
         return set()
     counts: Counter[str] = Counter()
-    for ids in scan():
+    for ids in batches:
         ids = ids.dropna()
         counts.update(ids[np.isin(id_hashes(ids), candidates)].astype(str))
     return {trip_id for trip_id, n in counts.items() if n > 1}
 
 
-def _repeated_hashes(batches: Iterable[pd.Series]) -> np.ndarray:
-    shift = np.uint64(64 - BUCKET_BITS)
-    with tempfile.TemporaryDirectory(prefix="trip-ids-") as spill:
-        paths = [Path(spill) / f"{bucket:02d}.u64" for bucket in range(BUCKETS)]
-        files = [path.open("ab") for path in paths]
-        try:
-            for ids in batches:
-                hashes = id_hashes(ids.dropna())
-                bucket = (hashes >> shift).astype(np.intp)
-                order = np.argsort(bucket, kind="stable")
-                ends = np.cumsum(np.bincount(bucket, minlength=BUCKETS))
-                for index, chunk in enumerate(np.split(hashes[order], ends[:-1])):
-                    if chunk.size:
-                        chunk.tofile(files[index])
-        finally:
-            for handle in files:
-                handle.close()
-        repeated = []
-        for path in paths:
-            values, counts = np.unique(np.fromfile(path, dtype=np.uint64), return_counts=True)
-            repeated.append(values[counts > 1])
-    return np.concatenate(repeated)
+def duplicate_ids(scan: Callable[[], Iterable[pd.Series]]) -> set[str]:
+    """The ids that `scan()` (batches of ids; called once, or twice when a hash repeats)
+    yields more than once, as text. Empty ids are left to the schema."""
+    with IdSpill() as spill:
+        for ids in scan():
+            spill.add(ids)
+        candidates = spill.repeated()
+    return confirmed(candidates, scan()) if candidates.size else set()

@@ -3,10 +3,11 @@
 A feature version is built from a stream of the source's trips (`scan_trips`: files by row
 group or chunk, other sources' one frame cut in batches), `data.batch_rows` at a time:
 
-1. `trip_id`s first, out of core (`ml.uniqueness`): a trip id found twice anywhere, in two
-   files or two batches, is a duplicate as it would be in one frame;
-2. then each batch is shaped by the declared schema (its invalid rows counted by column and
-   reason) and turned into features, spooled to a local temporary folder as a part;
+1. each batch is shaped by the declared schema (its invalid rows counted by column and
+   reason) and turned into features, spooled to a local temporary folder as a part, and
+   its `trip_id`s' hashes are spilled to disk (`ml.uniqueness`);
+2. a trip id found twice anywhere, in two files or two batches, is a duplicate as it would
+   be in one frame: when one is found (rarely), the batches are shaped again knowing it;
 3. `data.max_invalid_share` applies to the sum of the batches' counts: refused, the store is
    untouched; accepted, the parts go to the feature store one by one, then its commit point.
 
@@ -21,7 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from {{ cookiecutter.package }}.artifacts.data_sources import DataSource, describe, scan_trips
+from {{ cookiecutter.package }}.artifacts.data_sources import (
+    DataSource,
+    TripScan,
+    describe,
+    scan_trips,
+)
 from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore
 from {{ cookiecutter.package }}.ml import TARGET
 from {{ cookiecutter.package }}.ml.schema import (
@@ -31,7 +37,7 @@ from {{ cookiecutter.package }}.ml.schema import (
     check_share,
     shape_rows,
 )
-from {{ cookiecutter.package }}.ml.uniqueness import duplicate_ids
+from {{ cookiecutter.package }}.ml.uniqueness import IdSpill, confirmed
 from {{ cookiecutter.package }}.progress import Throughput
 
 
@@ -46,31 +52,51 @@ def build_feature_version(
     """Write `feature_version` from the source's trips; returns the shaping's report and
     the lineage (what was read, with the counts). AlreadyExistsError when another run
     completed the version first."""
-    import pandas as pd
-
-    from {{ cookiecutter.package }}.ml.features import build_features
-
     where = describe(source.identity())
     scan = scan_trips(source, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET], batch_rows)
-    duplicates = duplicate_ids(scan.ids)
-    report = ShapeReport(rows_in=0)
-    progress = Throughput(f"features {feature_version}")
-    with tempfile.TemporaryDirectory(prefix="feature-parts-") as spool:
-        parts: list[Path] = []
-        for batch in scan.batches():
-            shaped, counted = shape_rows(batch, True, where, duplicates)
-            report.add(counted)
-            if len(shaped):
-                parts.append(Path(spool) / f"{len(parts):05d}.parquet")
-                build_features(shaped, rush_hours).to_parquet(parts[-1], index=False)
-            progress.count(len(batch), parts=1 if len(shaped) else 0)
-        progress.done()
+    label = f"features {feature_version}"
+    with tempfile.TemporaryDirectory(prefix="feature-parts-") as scratch:
+        spool = Path(scratch)
+        with IdSpill() as spill:
+            report, parts = _spool(scan, where, rush_hours, spool, set(), spill, label)
+            candidates = spill.repeated()
+        duplicates = confirmed(candidates, scan.ids())
+        if duplicates:  # shaped again, now knowing them: every row of each is dropped
+            report, parts = _spool(scan, where, rush_hours, spool, duplicates, None, label)
         if report.invalid:
             print(f"shaping {where}: {report.summary()}")
         check_share(report, invalid_share, where)  # refused: the store is untouched
         writer = features.writer(feature_version)
         for part in parts:
-            writer.write(pd.read_parquet(part))
+            writer.write_file(part)
         writer.commit()
     lineage = {**scan.lineage, "rows_valid": report.rows_out, "rows_invalid": report.invalid}
     return report, lineage
+
+
+def _spool(
+    scan: TripScan,
+    where: str,
+    rush_hours: Sequence[int],
+    spool: Path,
+    duplicates: set[str],
+    spill: IdSpill | None,
+    label: str,
+) -> tuple[ShapeReport, list[Path]]:
+    """Shape each batch and spool its features as Parquet (the bytes the Parquet feature
+    store keeps: encoded once); with `spill`, spill its ids' hashes too."""
+    from {{ cookiecutter.package }}.ml.features import build_features
+
+    report, parts = ShapeReport(rows_in=0), list[Path]()
+    progress = Throughput(label)
+    for batch in scan.batches():
+        if spill is not None and "trip_id" in batch:
+            spill.add(batch["trip_id"])
+        shaped, counted = shape_rows(batch, True, where, duplicates)
+        report.add(counted)
+        if len(shaped):
+            parts.append(spool / f"{len(parts):05d}.parquet")
+            build_features(shaped, rush_hours).to_parquet(parts[-1], index=False)
+        progress.count(len(batch), parts=1 if len(shaped) else 0)
+    progress.done()
+    return report, parts

@@ -1,0 +1,160 @@
+"""The data path at scale: the feature step and training in bounded memory.
+
+1. The feature step (`steps.ensure_features`) on Parquet files of 1 M trips each, at 1 M,
+   10 M and 50 M trips, streamed (`data.batch_rows` 500 000: the project's path) against the
+   one-frame path it replaced, run in this same script (the source's frame, shaped whole,
+   features whole, written as one part). 50 M trips in one frame would need about 21 GB, so
+   the baseline stops at 10 M.
+2. The steps of a release whose source holds 6 M trips with `data.train_rows=1000000`, and
+   10 M with 2 000 000: the feature step, then training (scikit-learn's default gradient
+   boosting of the project) on the sample.
+
+Each step runs in a fresh process; its wall time and its peak RSS (the kernel's max RSS of
+that process, VmHWM) are measured. Prints and saves bench/results/scale.json with the
+machine's core count.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import generated_project, save  # noqa: E402
+
+FILE_ROWS = 1_000_000
+SIZES = (1_000_000, 10_000_000, 50_000_000)
+BASELINE_UP_TO = 10_000_000
+RELEASES = ((6_000_000, 1_000_000), (10_000_000, 2_000_000))
+
+WRITE = """
+import sys
+from pathlib import Path
+from taxi_eta.ml.data import make_trips
+folder, first, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+for n in range(first, first + count):
+    trips = make_trips(FILE_ROWS, 1000 + n).drop(columns=["user_cluster"])
+    trips["trip_id"] = f"{n:03d}-" + trips["trip_id"].astype(str)  # unique across files
+    trips.to_parquet(folder / f"trips-{n:03d}.parquet", index=False)
+""".replace("FILE_ROWS", str(FILE_ROWS))
+
+STREAMED = """
+import sys
+from taxi_eta.artifacts.files_source import FileSource
+from taxi_eta.artifacts.names import ReleaseNames
+from taxi_eta.pipelines import steps
+pattern, root = sys.argv[1], sys.argv[2]
+names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
+print(steps.ensure_features(names, 0, 0, [7, 8, 9, 16, 17, 18],
+                            source=FileSource(root, pattern), batch_rows=500_000))
+"""
+
+# The one-frame path this step had before it streamed: every row in one frame at each stage.
+ONE_FRAME = """
+import sys
+from taxi_eta.artifacts.feature_store import ParquetFeatureStore
+from taxi_eta.artifacts.files_source import FileSource
+from taxi_eta.ml import TARGET
+from taxi_eta.ml.features import build_features
+from taxi_eta.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS, shape
+pattern, root = sys.argv[1], sys.argv[2]
+trips, _ = FileSource(root, pattern).read_trips([*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET])
+shaped, report = shape(trips, True, 0.01, "bench")
+ParquetFeatureStore(root).write("1.0.0", build_features(shaped, [7, 8, 9, 16, 17, 18]))
+print(report.summary())
+"""
+
+TRAIN = """
+import sys
+from taxi_eta.artifacts.names import ReleaseNames
+from taxi_eta.config import load_config
+from taxi_eta.pipelines import steps
+from omegaconf import OmegaConf
+root, train_rows, model_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
+model = OmegaConf.to_container(load_config("local", []).model, resolve=True)
+print(steps.train_and_evaluate(names, model, 0.2, 42, model_path, None, train_rows,
+                               model_path + ".sample.json"))
+"""
+
+
+def measured(project: Path, script: str, *args: str) -> dict[str, float]:
+    """Run `script` in a fresh interpreter of the project: wall time and its peak RSS."""
+    python = str(project / ".venv/bin/python")
+    started = time.perf_counter()
+    process = subprocess.Popen([python, "-c", script, *args], cwd=project,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    out, err = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{script.splitlines()[1]} failed:\n{out}\n{err}")
+    print(out.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 1), "peak_mb": round(usage.ru_maxrss / 1024)}
+
+
+def trips_folder(project: Path, data: Path, size: int) -> str:
+    """A glob of `size` trips: the first size/FILE_ROWS files of one shared set, made once
+    and linked into a folder of their own."""
+    made = data / "all"
+    made.mkdir(exist_ok=True)
+    have, need = len(list(made.glob("trips-*.parquet"))), size // FILE_ROWS
+    if need > have:
+        subprocess.run([str(project / ".venv/bin/python"), "-c", WRITE, str(made), str(have),
+                        str(need - have)], check=True, cwd=project)
+    folder = data / f"size-{size}"
+    folder.mkdir(exist_ok=True)
+    for n in range(need):
+        link = folder / f"trips-{n:03d}.parquet"
+        if not link.exists():
+            link.symlink_to(made / link.name)
+    return str(folder / "*.parquet")
+
+
+def main() -> None:
+    figures: dict[str, object] = {"cores": os.cpu_count(), "file_rows": FILE_ROWS,
+                                  "batch_rows": 500_000, "feature_step": {}, "release": {}}
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        project = generated_project(work / "project")
+        data = work / "data"
+        data.mkdir()
+        for size in SIZES:
+            pattern = trips_folder(project, data, size)
+            case: dict[str, object] = {}
+            for kind, script in (("streamed", STREAMED), ("one_frame", ONE_FRAME)):
+                if kind == "one_frame" and size > BASELINE_UP_TO:
+                    continue
+                root = work / f"store-{kind}-{size}"
+                result = measured(project, script, pattern, str(root))
+                result["trips_per_s"] = round(size / result["wall_s"])
+                case[kind] = result
+                shutil.rmtree(root)
+                print(f"{size:,} trips, {kind}: {result}")
+            if "one_frame" in case:
+                streamed, whole = case["streamed"], case["one_frame"]
+                case["throughput_streamed_over_one_frame"] = round(
+                    streamed["trips_per_s"] / whole["trips_per_s"], 2)  # type: ignore[index]
+                case["peak_streamed_over_one_frame"] = round(
+                    streamed["peak_mb"] / whole["peak_mb"], 2)  # type: ignore[index]
+            figures["feature_step"][str(size)] = case  # type: ignore[index]
+        for size, train_rows in RELEASES:
+            pattern = trips_folder(project, data, size)
+            root = work / f"release-{size}"
+            features = measured(project, STREAMED, pattern, str(root))
+            training = measured(project, TRAIN, str(root), str(train_rows), str(work / "m.pkl"))
+            figures["release"][f"{size} trips, train_rows {train_rows}"] = {  # type: ignore[index]
+                "feature_step": features, "training": training,
+                "peak_mb_every_process": max(features["peak_mb"], training["peak_mb"])}
+            shutil.rmtree(root)
+            print(f"release of {size:,} trips: {features}, {training}")
+    save("scale", figures)
+
+
+if __name__ == "__main__":
+    main()
