@@ -66,7 +66,7 @@ def test_two_versions_side_by_side(project: Project) -> None:
         metadata = json.loads((project.artifacts / f"models/{version}/metadata.json").read_text())
         assert metadata["version"] == version
         assert re.fullmatch(rf"models/{version}/model-[0-9a-f]{{16}}\.pkl", metadata["model_key"])
-        expected = {f"features/{version}/train.parquet", metadata["model_key"],
+        expected = {f"features/{version}/train/manifest.json", metadata["model_key"],
                     f"models/{version}/metadata.json", f"workflows/{version}/training.yaml",
                     f"workflows/{version}/inference.yaml", f"schedules/{version}.json",
                     f"releases/{version}.json", f"code/{version}/code.json"}
@@ -342,10 +342,13 @@ def test_a_killed_release_finishes_when_run_again(project: Project) -> None:
     files = sorted(p.name for p in (project.artifacts / f"models/{current}").iterdir())
     metadata = json.loads((project.artifacts / f"models/{current}/metadata.json").read_text())
     assert files == ["metadata.json", metadata["model_key"].rsplit("/", 1)[1]]
-    assert sorted(p.name for p in (project.artifacts / f"features/{current}").iterdir()) == [
-        "train.parquet"]
+    features = project.artifacts / f"features/{current}/train"
+    manifest = json.loads((features / "manifest.json").read_text())
+    assert sorted(p.name for p in features.iterdir()) == sorted(
+        ["manifest.json", *(part["key"].rsplit("/", 1)[1] for part in manifest["parts"])])
     assert list(project.artifacts.rglob("*.partial")) == []
-    pd.read_parquet(project.artifacts / f"features/{current}/train.parquet")
+    parts = [pd.read_parquet(project.artifacts / part["key"]) for part in manifest["parts"]]
+    assert sum(map(len, parts)) == manifest["rows"] > 0
 
 
 def test_release_against_a_gcs_emulator(project: Project) -> None:

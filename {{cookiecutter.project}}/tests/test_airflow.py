@@ -140,6 +140,12 @@ def test_on_a_cluster_each_task_is_a_pod_of_the_versions_image(tmp_path: Path) -
     ast.parse(source)
     assert f"IMAGE = {ctx.names.image!r}" in source
     assert source.count("KubernetesPodOperator(") == 2  # build_features, train
+    # Each pod is sized by pipelines.resources, its task's request and limit alike.
+    train_pod = source.split("train = KubernetesPodOperator(")[1]
+    assert (
+        "container_resources=k8s.V1ResourceRequirements(\n"
+        "            requests={'cpu': '2', 'memory': '4Gi'}, limits={'cpu': '2', 'memory': '4Gi'}"
+    ) in train_pod
     assert "PYTHON" not in source and "do_xcom_push=True" in source
 
 

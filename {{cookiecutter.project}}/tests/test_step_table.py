@@ -10,14 +10,23 @@ import yaml
 from conftest import composed
 from omegaconf import DictConfig
 
-from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
+from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, names_for
 from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, parameters_of
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.pipelines import run_step, step_table
 from {{ cookiecutter.package }}.pipelines.kfp_pipelines import component_source
-from {{ cookiecutter.package }}.pipelines.step_table import WORKFLOW_STEPS, Step, pipeline_parameters
+from {{ cookiecutter.package }}.pipelines.step_table import (
+    WORKFLOW_STEPS,
+    Step,
+    describe_resources,
+    pipeline_parameters,
+)
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.workflows import compile_spec, workflow_parameters
+from {{ cookiecutter.package }}.release.workflows import (
+    compile_spec,
+    resources_of,
+    workflow_parameters,
+)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -95,3 +104,26 @@ def test_a_table_passing_a_value_between_command_tasks_is_refused(
     monkeypatch.setitem(WORKFLOW_STEPS, "inference", (*WORKFLOW_STEPS["inference"], across))
     with pytest.raises(ValueError, match="announce reads make_batch_features of another task"):
         step_table.check_workflow("inference")
+
+
+def test_each_task_gets_its_cpu_and_memory_and_a_typo_is_refused(cfg, tmp_path: Path) -> None:
+    ctx = ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=tmp_path)
+    spec = yaml.safe_load(compile_spec(ctx, "training", SHA))
+    executors = spec["deploymentSpec"]["executors"]
+    sized = {
+        name: executors[name]["container"]["resources"]
+        for name in ("exec-build-features", "exec-train-model", "exec-publish-model")
+    }
+    # conf/config.yaml: build-features 1 CPU and 2Gi, train (fit and publish) 2 CPU and 4Gi.
+    assert sized["exec-build-features"]["resourceCpuLimit"] == "1"
+    assert sized["exec-build-features"]["resourceMemoryRequest"] == "2Gi"
+    for step in ("exec-train-model", "exec-publish-model"):
+        assert sized[step]["resourceCpuRequest"] == sized[step]["resourceCpuLimit"] == "2"
+        assert sized[step]["resourceMemoryLimit"] == "4Gi"
+    assert describe_resources(resources_of(ctx), "training") == (
+        "build-features: cpu 1, memory 2Gi; train: cpu 2, memory 4Gi"
+    )
+    with pytest.raises(UserError, match=r"^pipelines.resources.trian: no such task; use "):
+        step_table.task_resources({"trian": {"cpu": 2}})
+    with pytest.raises(UserError, match=r"^pipelines.resources.train.gpu: use cpu and memory$"):
+        step_table.task_resources({"train": {"gpu": 1}})

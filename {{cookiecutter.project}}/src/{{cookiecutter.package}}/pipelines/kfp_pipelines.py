@@ -67,8 +67,16 @@ def component_function(step: Step) -> Callable[..., Any]:
     return namespace[step.name]  # type: ignore[no-any-return]
 
 
-def pipeline_of(workflow: Workflow, names: ReleaseNames, image: str) -> Any:
-    """The kfp pipeline of `workflow`: its steps in table order, every step in `image`."""
+def pipeline_of(
+    workflow: Workflow,
+    names: ReleaseNames,
+    image: str,
+    resources: dict[str, dict[str, str]] | None = None,
+) -> Any:
+    """The kfp pipeline of `workflow`: its steps in table order, every step in `image`,
+    each with its task's CPU and memory (`pipelines.resources`: request and limit alike, so
+    a task gets what it was sized for and no more)."""
+    resources = resources or {}
     table = check_workflow(workflow)
     components = {
         step.name: dsl.component(
@@ -89,6 +97,11 @@ def pipeline_of(workflow: Workflow, names: ReleaseNames, image: str) -> Any:
                 producer, _, output = source.partition(".")
                 arguments[argument] = tasks[producer].outputs[output or RETURNED]
             task = components[step.name](**arguments)
+            sized = resources.get(step.task, {})
+            if "cpu" in sized:
+                task.set_cpu_request(sized["cpu"]).set_cpu_limit(sized["cpu"])
+            if "memory" in sized:
+                task.set_memory_request(sized["memory"]).set_memory_limit(sized["memory"])
             consumed = {source.partition(".")[0] for source in step.inputs.values()}
             if previous is not None and previous.name not in consumed:
                 task.after(tasks[previous.name])  # steps run in table order
@@ -114,10 +127,14 @@ def pipeline_of(workflow: Workflow, names: ReleaseNames, image: str) -> Any:
 
 
 def compile_workflow(
-    workflow: Workflow, names: ReleaseNames, image: str, parameters: dict[str, Any]
+    workflow: Workflow,
+    names: ReleaseNames,
+    image: str,
+    parameters: dict[str, Any],
+    resources: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """The pipeline spec YAML of `workflow` for this version, parameters as defaults."""
-    pipeline = pipeline_of(workflow, names, image)
+    pipeline = pipeline_of(workflow, names, image, resources)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / f"{workflow}.yaml"
         compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=parameters)

@@ -273,6 +273,35 @@ def parameters_of(spec: str) -> dict[str, Any]:
     }
 
 
+RESOURCE_KEYS = ("cpu", "memory")
+
+
+def task_resources(spec: Any) -> dict[str, dict[str, str]]:
+    """`pipelines.resources` of the config, checked: per command task of the step table,
+    its `cpu` and `memory` as Kubernetes quantities (`"2"`, `"8Gi"`). A task or a key that
+    does not exist is refused in one line (a typo would silently give no limit)."""
+    found: dict[str, dict[str, str]] = {}
+    for task, wanted in dict(spec or {}).items():
+        if task not in task_names():
+            raise UserError(
+                f"pipelines.resources.{task}: no such task; use {', '.join(task_names())}"
+            )
+        unknown = [key for key in dict(wanted or {}) if key not in RESOURCE_KEYS]
+        if unknown:
+            raise UserError(f"pipelines.resources.{task}.{unknown[0]}: use cpu and memory")
+        found[task] = {k: str(v) for k, v in dict(wanted or {}).items() if v is not None}
+    return found
+
+
+def describe_resources(resources: dict[str, dict[str, str]], workflow: Workflow) -> str:
+    """`build-features: cpu 2, memory 4Gi; train: cpu 4, memory 8Gi`, for a plan."""
+    return "; ".join(
+        f"{task}: " + ", ".join(f"{key} {value}" for key, value in resources[task].items())
+        for task in tasks(workflow)
+        if resources.get(task)
+    )
+
+
 def tasks(workflow: Workflow) -> dict[str, list[Step]]:
     """The workflow's command tasks in order, each with its steps."""
     grouped: dict[str, list[Step]] = {}

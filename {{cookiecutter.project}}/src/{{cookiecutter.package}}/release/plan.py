@@ -22,12 +22,18 @@ from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.pipelines.step_table import describe_resources
 from {{ cookiecutter.package }}.release import image, traffic_moves
 from {{ cookiecutter.package }}.release.code_publishing import publish_code
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.lifecycle import keep_newest_live
 from {{ cookiecutter.package }}.release.preflight import is_released, preflight, refusals
-from {{ cookiecutter.package }}.release.workflows import deploy_workflows, model_released, train_adhoc
+from {{ cookiecutter.package }}.release.workflows import (
+    deploy_workflows,
+    model_released,
+    resources_of,
+    train_adhoc,
+)
 
 
 @dataclass(frozen=True)
@@ -95,10 +101,15 @@ def _training_resources(ctx: ReleaseContext) -> list[Resource]:
 
 def _workflow_resources(ctx: ReleaseContext) -> list[Resource]:
     # Asked of the engine, as `inv versions` does: on dev/prod, KFP's pipeline versions.
-    names = ctx.names
+    names, resources = ctx.names, resources_of(ctx)
     return [
         *[
-            Resource("workflow", names.uri(names.workflow_key(w)), ctx.engine.registered(names, w))
+            Resource(
+                "workflow",
+                names.uri(names.workflow_key(w)),
+                ctx.engine.registered(names, w),
+                describe_resources(resources, w),
+            )
             for w in WORKFLOWS
         ],
         Resource(

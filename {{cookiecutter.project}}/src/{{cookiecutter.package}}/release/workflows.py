@@ -24,7 +24,7 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, Store
 from {{ cookiecutter.package }}.artifacts.tracking import Tracker
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.pipelines.step_table import parameters_of
+from {{ cookiecutter.package }}.pipelines.step_table import parameters_of, task_resources
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 
 RUN_TIMEOUT_S = 3 * 60 * 60
@@ -67,8 +67,17 @@ def compile_spec(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> str:
     from {{ cookiecutter.package }}.pipelines.kfp_pipelines import compile_workflow
 
     return compile_workflow(
-        workflow, ctx.names, ctx.names.image, workflow_parameters(ctx, workflow, git_sha)
+        workflow,
+        ctx.names,
+        ctx.names.image,
+        workflow_parameters(ctx, workflow, git_sha),
+        resources_of(ctx),
     )
+
+
+def resources_of(ctx: ReleaseContext) -> dict[str, dict[str, str]]:
+    """The CPU and memory of each workflow task (`pipelines.resources`), checked."""
+    return task_resources(ctx.cfg.get("pipelines", {}).get("resources"))
 
 
 def model_released(ctx: ReleaseContext) -> bool:

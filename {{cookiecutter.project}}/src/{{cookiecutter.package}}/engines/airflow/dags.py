@@ -18,7 +18,7 @@ parameters give the same bytes, and a rerun finds its own file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
@@ -65,6 +65,8 @@ class DagWriter:
     interpreter of its environment for `bash`; unused for `kubernetes`, which runs its image)."""
 
     operator: str
+    # Per command task, its `cpu` and `memory` (`pipelines.resources`): a pod's resources.
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def render(
         self,
@@ -119,9 +121,22 @@ class DagWriter:
     def _imports(self) -> list[str]:
         if self.operator == "kubernetes":
             return [
-                "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator"
+                "from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator",
+                "from kubernetes.client import models as k8s",
             ]
         return ["from airflow.providers.standard.operators.bash import BashOperator"]
+
+    def _pod_resources(self, task: str) -> list[str]:
+        """The pod's requests and limits, alike (as kfp's tasks get them)."""
+        sized = self.resources.get(task)
+        if not sized:
+            return []
+        quantities = {k: sized[k] for k in ("cpu", "memory") if k in sized}
+        return [
+            "        container_resources=k8s.V1ResourceRequirements(",
+            f"            requests={quantities!r}, limits={quantities!r}",
+            "        ),",
+        ]
 
     def _runner(self, names: ReleaseNames, python: str) -> list[str]:
         """What runs the version's code: its environment's interpreter, or its image."""
@@ -144,6 +159,7 @@ class DagWriter:
                 "        image=IMAGE,",
                 f"        cmds=['python3', '-m', {STEP_MODULE!r}, {step!r}],",
                 f"        env_vars={env},",
+                *self._pod_resources(step),
                 "        do_xcom_push=True,  # run_step writes /airflow/xcom/return.json",
                 "    )",
             ]

@@ -24,7 +24,7 @@ from {{ cookiecutter.package }}.engines.airflow.dags import (
 )
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.pipelines.step_table import parameters_of, tasks
+from {{ cookiecutter.package }}.pipelines.step_table import parameters_of, task_resources, tasks
 
 _EXCEPTION = re.compile(r"error: (\w+): (.+)$|^(\w*(?:Error|Exception)): (.+)$")
 
@@ -70,7 +70,7 @@ class AirflowEngine:
         return cls(
             client,
             open_store(str(settings.dags_folder)),
-            DagWriter(operator),
+            DagWriter(operator, task_resources(cfg.get("pipelines", {}).get("resources"))),
             cfg.schedules,
             store,
             environments,
