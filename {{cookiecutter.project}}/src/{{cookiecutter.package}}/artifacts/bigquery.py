@@ -106,6 +106,98 @@ class BigQueryFeatureStore:
         writer.write(frame)
         writer.commit()
 
+    def create_from_query(
+        self, feature_version: str, select: str, parameters: list[Any], split: str = "train"
+    ) -> int:
+        """Write the feature version as the result of `select` (its columns: the features'
+        and `row_number`), in BigQuery: no row leaves it. The layout's commit point comes
+        last, as for `writer`; returns the rows written."""
+        from google.cloud import bigquery
+
+        if self.exists(feature_version, split):
+            raise AlreadyExistsError(
+                f"features {feature_version} already exist at "
+                f"{self.location(feature_version, split)}; feature versions are immutable"
+            )
+        self.data.ensure_dataset()
+        table = self._table(feature_version, split)
+        table_id = self.data.table_id(table)
+        config = bigquery.QueryJobConfig(query_parameters=parameters)
+        if self.layout == "per_version":
+            with google_errors("delete", table_id):  # a killed run's incomplete table
+                self.data.bq.delete_table(table_id, not_found_ok=True)
+            sql = f"CREATE TABLE `{table_id}` AS {select}"
+        else:
+            if self.data.get_table(table) is None:
+                empty = f"SELECT @feature_version AS feature_version, * FROM ({select}) WHERE FALSE"
+                sql = (
+                    f"CREATE TABLE IF NOT EXISTS `{table_id}` CLUSTER BY feature_version AS {empty}"
+                )
+                self._run(sql, config, feature_version)
+            self._run(
+                f"DELETE FROM `{table_id}` WHERE feature_version = @feature_version",
+                config,
+                feature_version,
+            )
+            sql = (
+                f"INSERT INTO `{table_id}` "
+                f"SELECT @feature_version AS feature_version, * FROM ({select})"
+            )
+        self._run(sql, config, feature_version)
+        rows = int(
+            self.data.query(
+                f"SELECT COUNT(*) AS n FROM `{table_id}`"
+                + (
+                    " WHERE feature_version = @feature_version"
+                    if self.layout != "per_version"
+                    else ""
+                ),
+                **({"feature_version": feature_version} if self.layout != "per_version" else {}),
+            )["n"].iloc[0]
+        )
+        self._commit(feature_version, split, rows)
+        return rows
+
+    def _run(self, sql: str, config: Any, feature_version: str) -> None:
+        from google.cloud import bigquery
+
+        parameters = [*config.query_parameters]
+        if "@feature_version" in sql:
+            parameters.append(
+                bigquery.ScalarQueryParameter("feature_version", "STRING", feature_version)
+            )
+        job_config = bigquery.QueryJobConfig(query_parameters=parameters)
+        with google_errors("write", f"features {feature_version}"):
+            self.data.bq.query(sql, job_config=job_config, timeout=self.data.timeout_s).result(
+                timeout=self.data.timeout_s
+            )
+
+    def _commit(self, feature_version: str, split: str, rows: int) -> None:
+        """The layout's commit point: the table's label, or the version's commit row."""
+        import pandas as pd
+
+        table = self._table(feature_version, split)
+        if self.layout == "per_version":
+            created = self.data.get_table(table)
+            if created is None:
+                raise StoreError(f"{self.data.table_id(table)} is gone before its commit")
+            created.labels = COMPLETE
+            with google_errors("commit", self.data.table_id(table)):
+                self.data.bq.update_table(created, ["labels"], timeout=self.data.timeout_s)
+            return
+        commits = f"{table}__commits"
+        commit = pd.DataFrame(
+            {
+                "feature_version": [feature_version],
+                "n_rows": [rows],
+                "committed_at": [datetime.now(UTC).isoformat(timespec="seconds")],
+            }
+        )
+        if self.data.get_table(commits) is None:
+            with suppress(AlreadyExistsError):
+                self.data.create_table(commits, commit)
+        self.data.load(commits, commit, "WRITE_APPEND")
+
     def wait_for_other_writer(self, feature_version: str, split: str) -> None:
         deadline = time.monotonic() + WAIT_FOR_OTHER_WRITER_S
         while not self.exists(feature_version, split):
@@ -193,25 +285,7 @@ class BigQueryFeatureWriter:
         )
 
     def commit(self) -> int:
-        import pandas as pd
-
-        if self.owner.layout == "per_version":
-            self.created.labels = COMPLETE  # the commit point
-            with google_errors("commit", self.data.table_id(self.table)):
-                self.data.bq.update_table(self.created, ["labels"], timeout=self.data.timeout_s)
-            return self.rows
-        commits = f"{self.table}__commits"
-        commit = pd.DataFrame(
-            {
-                "feature_version": [self.feature_version],
-                "n_rows": [self.rows],
-                "committed_at": [datetime.now(UTC).isoformat(timespec="seconds")],
-            }
-        )
-        if self.data.get_table(commits) is None:
-            with suppress(AlreadyExistsError):
-                self.data.create_table(commits, commit)
-        self.data.load(commits, commit, "WRITE_APPEND")  # the commit point
+        self.owner._commit(self.feature_version, self.split, self.rows)
         return self.rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,20 @@ from {{ cookiecutter.package }}.artifacts.intervals import Interval
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+@dataclass(frozen=True)
+class Relation:
+    """Trips as a BigQuery relation: the SQL, its parameters, the columns it has, and the
+    snapshot it is pinned to."""
+
+    sql: str
+    parameters: list[Any]
+    present: set[str]
+    snapshot: datetime
+
+    def lineage(self, identity: dict[str, Any]) -> dict[str, Any]:
+        return {**identity, "snapshot": self.snapshot.isoformat(), "sql": self.sql}
 
 
 class BigQuerySource:
@@ -114,29 +129,53 @@ class BigQuerySource:
                 parameters.append(bigquery.ScalarQueryParameter(name, "TIMESTAMP", bound))
         return sql, parameters
 
+    def relation(self, columns: list[str], snapshot: datetime | None = None) -> Relation:
+        """The SQL that reads the trips (pinned to a snapshot, the window applied), with its
+        parameters and the columns it has: what `read_trips` runs, and what features built
+        in BigQuery select from. Asks the server for its time and the table's schema (or
+        the query's, with no row), never for trips."""
+        client = self._client()
+        with google_errors("read", self.table or "the query"):
+            if snapshot is None:  # the server's clock: the newest state it can read
+                snapshot = next(iter(client.query("SELECT CURRENT_TIMESTAMP()").result()))[0]
+            if self.query:
+                probe = client.query(f"SELECT * FROM ({self.query}) LIMIT 0").result()
+                present = {field.name for field in probe.schema}
+            else:
+                present = {f.name for f in client.get_table(self.table).schema}
+        sql, parameters = self._sql(columns, snapshot, None if self.query else present)
+        return Relation(sql, parameters, present, snapshot)
+
     def read_trips(
         self, columns: list[str], snapshot: datetime | None = None
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         from google.cloud import bigquery
 
-        client = self._client()
+        relation = self.relation(columns, snapshot)
         with google_errors("read", self.table or "the query"):
-            if snapshot is None:  # the server's clock: the newest state it can read
-                snapshot = next(iter(client.query("SELECT CURRENT_TIMESTAMP()").result()))[0]
-            present = None if self.query else {f.name for f in client.get_table(self.table).schema}
-            sql, parameters = self._sql(columns, snapshot, present)
-            job = client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=parameters))
+            job = self._client().query(
+                relation.sql,
+                job_config=bigquery.QueryJobConfig(query_parameters=relation.parameters),
+            )
             # Through Arrow, as the feature store reads (to_dataframe needs db-dtypes).
             result = job.result(timeout=self.timeout_s)
             trips = result.to_arrow(create_bqstorage_client=False).to_pandas()
-        lineage = {
-            **self.identity(),
-            "snapshot": snapshot.isoformat(),
-            "sql": sql,
+        return trips, {
+            **relation.lineage(self.identity()),
             "rows": len(trips),
             "content_sha256": frame_sha256(trips),
         }
-        return trips, lineage
+
+    def count(self, sql: str, parameters: list[Any]) -> dict[str, Any]:
+        """The one row of an aggregate query over the trips (counts, never trips)."""
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(query_parameters=parameters)
+        with google_errors("read", self.table or "the query"):
+            (row,) = list(
+                self._client().query(sql, job_config=config).result(timeout=self.timeout_s)
+            )
+            return dict(row.items())
 
     def _rows(self, sql: str, parameters: list[Any]) -> pd.DataFrame:
         import pandas as pd

@@ -22,6 +22,29 @@ FEATURE_COLUMNS = [
 ]
 
 
+# The features as BigQuery SQL, one expression per FEATURE_COLUMNS entry over the typed trip
+# columns: what `feature_matrix` computes, for features built where the trips are. A test
+# holds the two equal on the same trips (tests/test_bigquery.py).
+FEATURE_SQL = {
+    "distance_km": "distance_km",
+    "log_distance": "LN(1 + distance_km)",
+    "hour_sin": "SIN(2 * ACOS(-1) * pickup_hour / 24)",
+    "hour_cos": "COS(2 * ACOS(-1) * pickup_hour / 24)",
+    "is_rush_hour": "IF(pickup_hour IN ({rush_hours}) AND weekday < 5, 1.0, 0.0)",
+    "is_weekend": "IF(weekday >= 5, 1.0, 0.0)",
+    **{f"area_{i}": f"IF(area_cluster = {i}, 1.0, 0.0)" for i in range(N_AREAS)},
+}
+
+
+def feature_sql(rush_hours: Sequence[int]) -> list[str]:
+    """The SELECT list of a features table: key columns, FEATURE_COLUMNS, the target."""
+    hours = ", ".join(str(int(h)) for h in rush_hours) or "NULL"
+    features = [
+        f"{FEATURE_SQL[name].format(rush_hours=hours)} AS {name}" for name in FEATURE_COLUMNS
+    ]
+    return [*KEY_COLUMNS, *features, TARGET]
+
+
 def feature_matrix(
     distance_km: np.ndarray,
     pickup_hour: np.ndarray,

@@ -239,6 +239,75 @@ def check_share(report: ShapeReport, max_invalid_share: float, where: str) -> No
         raise DataError(_too_many(report, share, max_invalid_share, where))
 
 
+# The declared dtypes as BigQuery types, for shaping in SQL.
+SQL_TYPES = {"int64": "INT64", "float64": "FLOAT64", "str": "STRING"}
+NOT_AN_ID = "user_id: not an id (an integer or a string)"
+
+
+@dataclass(frozen=True)
+class SqlShaping:
+    """The declared schema as BigQuery SQL over a table's columns (`shaping_sql`):
+    `typed` the SQL of each declared column in its declared type, `failures` the condition
+    of each reason a row can fail for, labelled as `shape` labels them, with the column
+    whose value a failed row is shown by."""
+
+    typed: dict[str, str]
+    failures: dict[str, tuple[str, str]]
+
+    def valid(self) -> str:
+        """True for a row that fails nothing."""
+        failed = " OR ".join(f"IFNULL({c}, FALSE)" for c, _ in self.failures.values())
+        return f"NOT ({failed})" if failed else "TRUE"
+
+
+def shaping_sql(
+    present: set[str], labelled: bool, where: str, n_clusters: int = N_USER_CLUSTERS
+) -> SqlShaping:
+    """The checks of `shape` for a BigQuery table whose columns are `present`: the same
+    reasons, row by row (a value that cannot be cast fails its type, not its range; an
+    empty one fails `empty` only; every row of a repeated `trip_id` is a duplicate). The
+    rows are expected in a relation with a `_copies` column: how many rows share the id."""
+    from {{ cookiecutter.package }}.ml.users import user_cluster_sql
+
+    schema = trip_schema(labelled, n_clusters)
+    ranges = allowed_ranges(schema)
+    typed: dict[str, str] = {}
+    failures: dict[str, tuple[str, str]] = {}
+    computed = "user_cluster" not in present and "user_id" in present
+    if computed:
+        key = "TRIM(CAST(`user_id` AS STRING))"
+        unusable = f"(`user_id` IS NULL OR {key} = '')"
+        failures[NOT_AN_ID] = (unusable, "user_id")
+        typed["user_cluster"] = f"IF({unusable}, NULL, {user_cluster_sql('user_id', n_clusters)})"
+    for name, column in schema.columns.items():
+        if name not in present and not (name == "user_cluster" and computed):
+            raise DataError(
+                f"column {shown(name)} is missing from {where}: a trip needs "
+                f"{', '.join(schema.columns)}"
+            )
+        dtype = str(column.dtype)
+        cast = typed.setdefault(name, f"SAFE_CAST(`{name}` AS {SQL_TYPES[dtype]})")
+        if not (name == "user_cluster" and computed):
+            failures[f"{name}: empty"] = (f"`{name}` IS NULL", name)
+            if dtype != "str":
+                failures[f"{name}: not {dtype}"] = (
+                    f"`{name}` IS NOT NULL AND {cast} IS NULL",
+                    name,
+                )
+        for check in column.checks:
+            bounds = check.statistics or {}
+            if check.name != "in_range":
+                continue
+            low = ">=" if bounds.get("include_min", True) else ">"
+            high = "<=" if bounds.get("include_max", True) else "<"
+            inside = f"{cast} {low} {bounds['min_value']} AND {cast} {high} {bounds['max_value']}"
+            label = f"{name}: outside {ranges[name][str(check.error)]}"
+            failures[label] = (f"NOT ({inside})", name)
+        if column.unique:
+            failures[DUPLICATE] = (f"`{name}` IS NOT NULL AND _copies > 1", name)
+    return SqlShaping(typed, failures)
+
+
 def _with_user_clusters(frame: pd.DataFrame, report: ShapeReport) -> pd.DataFrame:
     """Each trip's user cluster from its `user_id` (`ml.users`); a trip whose id is not an
     id (empty, a fraction, missing) is an invalid row, counted and dropped."""

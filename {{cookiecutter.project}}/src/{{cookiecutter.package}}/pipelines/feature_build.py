@@ -100,3 +100,70 @@ def _spool(
         progress.count(len(batch), parts=1 if len(shaped) else 0)
     progress.done()
     return report, parts
+
+
+def builds_in_bigquery(source: DataSource, features: FeatureStore) -> bool:
+    """Whether both ends are BigQuery: the features are then built there, in SQL."""
+    return hasattr(source, "relation") and hasattr(features, "create_from_query")
+
+
+def build_in_bigquery(
+    feature_version: str,
+    source: Any,
+    features: Any,
+    rush_hours: Sequence[int],
+    invalid_share: float,
+) -> tuple[ShapeReport, dict[str, Any]]:
+    """Shape the source's trips and build their features in BigQuery: two queries, one
+    counting each reason a row fails the declared schema (`ml.schema.shaping_sql`), one
+    writing the feature version from the valid rows (`ml.features.feature_sql`). No trip
+    row comes back; refused data (`data.max_invalid_share`) writes nothing."""
+    from {{ cookiecutter.package }}.ml.features import feature_sql
+    from {{ cookiecutter.package }}.ml.schema import shaping_sql
+
+    where = describe(source.identity())
+    read = [c for c in (*TRIP_COLUMNS, *OPTIONAL_COLUMNS, TARGET) if c != "user_cluster"]
+    relation = source.relation([*read, "user_cluster"])
+    shaping = shaping_sql(relation.present, True, where)
+    labels = list(shaping.failures)
+    flags = ", ".join(f"({cond}) AS _f{n}" for n, (cond, _) in enumerate(shaping.failures.values()))
+    checked = (
+        f"WITH raw AS ({relation.sql}), "
+        "flagged AS (SELECT *, COUNT(*) OVER (PARTITION BY trip_id) AS _copies FROM raw), "
+        f"checked AS (SELECT *, {flags} FROM flagged)"
+    )
+    valid = " AND ".join(f"NOT IFNULL(_f{n}, FALSE)" for n in range(len(labels))) or "TRUE"
+    counted = ", ".join(
+        f"COUNTIF(IFNULL(_f{n}, FALSE)) AS n{n}, "
+        f"MIN(IF(IFNULL(_f{n}, FALSE), CAST(`{column}` AS STRING), NULL)) AS e{n}"
+        for n, (_, column) in enumerate(shaping.failures.values())
+    )
+    counts = source.count(
+        f"{checked} SELECT COUNT(*) AS rows_in, COUNTIF({valid}) AS rows_out, {counted} "
+        "FROM checked",
+        relation.parameters,
+    )
+    report = ShapeReport(rows_in=int(counts["rows_in"]), rows_out=int(counts["rows_out"]))
+    for n, label in enumerate(labels):
+        if counts[f"n{n}"]:
+            report.invalid[label] = int(counts[f"n{n}"])
+            report.examples[label] = repr(counts[f"e{n}"])
+    if report.invalid:
+        print(f"shaping {where}: {report.summary()}")
+    check_share(report, invalid_share, where)  # refused: nothing written
+    typed = ", ".join(f"{expr} AS `{name}`" for name, expr in shaping.typed.items())
+    select = (
+        f"{checked}, valid AS (SELECT {typed} FROM checked WHERE {valid}) "
+        f"SELECT {', '.join(feature_sql(rush_hours))}, "
+        "ROW_NUMBER() OVER (ORDER BY trip_id) - 1 AS row_number FROM valid"
+    )
+    rows = features.create_from_query(feature_version, select, relation.parameters)
+    print(f"features {feature_version}: {rows:,} rows built in BigQuery")
+    lineage = {
+        **relation.lineage(source.identity()),
+        "rows": report.rows_in,
+        "rows_valid": report.rows_out,
+        "rows_invalid": report.invalid,
+        "built": "in BigQuery",
+    }
+    return report, lineage

@@ -144,18 +144,19 @@ def ensure_features(
             f"pinned feature version {names.feature_version} does not exist at "
             f"{features.location(names.feature_version)}"
         )
-    from {{ cookiecutter.package }}.pipelines.feature_build import build_feature_version
+    from {{ cookiecutter.package }}.pipelines import feature_build
 
     source = source or data_source_of(names, None, n_trips, seed)
+    hours = [int(h) for h in rush_hours]
     try:
-        report, lineage = build_feature_version(
-            names.feature_version,
-            source,
-            features,
-            [int(h) for h in rush_hours],
-            invalid_share,
-            batch_rows,
-        )
+        if feature_build.builds_in_bigquery(source, features):
+            report, lineage = feature_build.build_in_bigquery(
+                names.feature_version, source, features, hours, invalid_share
+            )
+        else:
+            report, lineage = feature_build.build_feature_version(
+                names.feature_version, source, features, hours, invalid_share, batch_rows
+            )
     except AlreadyExistsError:
         return "reused"  # another run created them first: same inputs, same features
     write_lineage(names.artifact_root, names.feature_version, lineage)
