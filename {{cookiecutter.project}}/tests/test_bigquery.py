@@ -17,14 +17,16 @@ import pytest
 from conftest import SMALL
 
 from {{ cookiecutter.package }}.artifacts.bigquery import BigQueryFeatureStore, BigQueryPredictions
-from {{ cookiecutter.package }}.artifacts.bigquery_client import client
+from {{ cookiecutter.package }}.artifacts.bigquery_client import Dataset, client
 from {{ cookiecutter.package }}.artifacts.bigquery_source import BigQuerySource
+from {{ cookiecutter.package }}.artifacts.data_sources import read_lineage
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.paired import Verdict, holm, overall, paired_sums
+from {{ cookiecutter.package }}.ml.schema import DataError, shape
 from {{ cookiecutter.package }}.ml.users import user_cluster, user_cluster_sql
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release import evidence
@@ -304,3 +306,52 @@ def test_bigquery_puts_every_user_in_the_cluster_python_does(dataset: str) -> No
     assert "SHA256" in lineage["sql"] and "AS user_cluster" in lineage["sql"]
     expected = dict(zip(trips["trip_id"], user_cluster(trips["user_id"]), strict=True))
     assert dict(zip(read["trip_id"], read["user_cluster"], strict=True)) == expected
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_features_of_bigquery_trips_are_built_in_bigquery(
+    dataset: str, layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the BigQuery source and the BigQuery feature store, shaping and features are
+    SQL run by BigQuery: no trip row comes back (reading any fails the test), the counts are
+    `shape`'s and the features `feature_matrix`'s, on the same trips."""
+    trips = make_trips(400, 4).drop(columns=["user_cluster"])
+    trips["user_id"] = "rider-" + trips["user_id"].astype(str)
+    trips.loc[3, "distance_km"] = -2.0
+    trips.loc[50, "pickup_hour"] = 31
+    trips.loc[90, "user_id"] = ""
+    trips.loc[120, "eta_minutes"] = np.nan
+    trips.loc[200, "trip_id"] = trips.loc[7, "trip_id"]
+    trips = trips.astype({"trip_id": object, "user_id": object})  # STRING columns
+    raw = Dataset("local", dataset, "", 60)
+    raw.ensure_dataset()
+    raw.create_table("trips", trips)
+    raw.load("trips", trips, "WRITE_APPEND")
+    shaped, report = shape(trips, True, 0.05)
+    expected = build_features(shaped, [7, 8, 9]).sort_values("trip_id", ignore_index=True)
+
+    def pulled(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trip rows were pulled out of BigQuery")
+
+    monkeypatch.setattr(BigQuerySource, "read_trips", pulled)
+    monkeypatch.setattr(BigQuerySource, "_rows", pulled)
+    monkeypatch.setattr(Dataset, "query_batches", pulled)
+    names = ReleaseNames("taxi", "1.0.0", "1.0.0", str(tmp_path / "artifacts"))
+    source = BigQuerySource("local", table=f"local.{dataset}.trips")
+    store = BigQueryFeatureStore("local", dataset, layout)
+    created = steps.ensure_features(names, 0, 0, [7, 8, 9], store, source, 0.05)
+    assert created == f"created: {report.summary()}"  # 394 of 400 rows kept, 6 dropped
+    lineage = read_lineage(names.artifact_root, "1.0.0")
+    assert lineage["built"] == "in BigQuery" and lineage["rows_invalid"] == report.invalid
+    monkeypatch.undo()
+
+    built = store.read("1.0.0").sort_values("trip_id", ignore_index=True)
+    assert list(built.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(built, expected, check_dtype=False, rtol=1e-12)
+    # Refused data writes nothing: the same trips, no invalid row allowed.
+    with pytest.raises(DataError, match=r"^6 of 400 rows of bigquery .* are invalid"):
+        steps.ensure_features(
+            ReleaseNames("taxi", "2.0.0", "2.0.0", names.artifact_root), 0, 0, [7, 8, 9],
+            store, source, 0.0,
+        )  # fmt: skip
+    assert not store.exists("2.0.0")

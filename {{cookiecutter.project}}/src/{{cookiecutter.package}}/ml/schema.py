@@ -240,7 +240,7 @@ def check_share(report: ShapeReport, max_invalid_share: float, where: str) -> No
 
 
 # The declared dtypes as BigQuery types, for shaping in SQL.
-SQL_TYPES = {"int64": "INT64", "float64": "FLOAT64", "str": "STRING"}
+SQL_TYPES = {"int64": "INT64", "float64": "FLOAT64"}
 NOT_AN_ID = "user_id: not an id (an integer or a string)"
 
 
@@ -286,10 +286,12 @@ def shaping_sql(
                 f"{', '.join(schema.columns)}"
             )
         dtype = str(column.dtype)
-        cast = typed.setdefault(name, f"SAFE_CAST(`{name}` AS {SQL_TYPES[dtype]})")
+        text = dtype.startswith("str")  # `str`, or pandas' `string[pyarrow]`
+        sql_type = "STRING" if text else SQL_TYPES[dtype]
+        cast = typed.setdefault(name, f"SAFE_CAST(`{name}` AS {sql_type})")
         if not (name == "user_cluster" and computed):
             failures[f"{name}: empty"] = (f"`{name}` IS NULL", name)
-            if dtype != "str":
+            if not text:
                 failures[f"{name}: not {dtype}"] = (
                     f"`{name}` IS NOT NULL AND {cast} IS NULL",
                     name,
