@@ -28,8 +28,8 @@ from {{ cookiecutter.package }}.release.workflows import (
 RUSH = [7, 8, 9]
 RIDGE = {"_target_": "sklearn.linear_model.Ridge"}
 TEMPLATE = "batch/dt={start:%Y-%m-%d}/*.parquet"
-# kfp's schedule time placeholder, as its local runner leaves it (built in two halves: this
-# file is a cookiecutter template too).
+# kfp's schedule time placeholder, as its local runner leaves it (built in two halves, so
+# that no template engine renders it).
 UNRESOLVED = "{" + "{$.pipeline_job_schedule_time_utc}" + "}"
 
 

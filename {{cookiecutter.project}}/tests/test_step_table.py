@@ -47,7 +47,8 @@ def _announce(run: step_table.StepRun) -> str:
     return f"{run.names.version} ran with seed {run['seed']}"
 
 
-ADDED = Step("announce", _announce, parameters=("seed",), task="announce")
+# After the fan-out steps of inference: a fan-out step too (one task per shard).
+ADDED = Step("announce", _announce, parameters=("seed",), task="announce", fan_out=True)
 
 
 def test_a_step_added_to_the_table_is_in_kfp_airflow_and_run_step(

@@ -10,6 +10,7 @@ from {{ cookiecutter.package }}.artifacts.bigquery_client import client, google_
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     OBSERVED_AT,
     DataSourceError,
+    Keep,
     frame_sha256,
     when,
 )
@@ -187,7 +188,12 @@ class BigQuerySource:
             return pd.DataFrame([dict(row.items()) for row in rows])
 
     def inference_batch(
-        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+        self,
+        n_trips: int,
+        seed: int,
+        columns: list[str],
+        interval: Interval,
+        keep: Keep | None = None,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         import pandas as pd
         from google.cloud import bigquery
@@ -207,6 +213,7 @@ class BigQuerySource:
                 "data_source.batch_table (or batch_query) is not set: name the trips to predict"
             )
         trips = self._rows(sql, parameters)
+        in_interval = len(trips)
         if trips.empty:
             if self.require_batch:
                 raise DataSourceError(
@@ -214,8 +221,16 @@ class BigQuerySource:
                     "is set)"
                 )
             trips = pd.DataFrame(columns=columns)
+        elif keep is not None:
+            trips = trips[keep(trips)].reset_index(drop=True)
         read = {"source": "bigquery", "location": self.batch_table or "batch_query"}
-        return trips, {**read, "sql": sql, **interval.to_json(), "rows": len(trips)}
+        return trips, {
+            **read,
+            "sql": sql,
+            **interval.to_json(),
+            "rows": in_interval,
+            "kept": len(trips),
+        }
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         from google.cloud import bigquery

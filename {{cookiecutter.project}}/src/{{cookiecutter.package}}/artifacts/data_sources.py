@@ -64,9 +64,15 @@ class DataSource(Protocol):
         ...
 
     def inference_batch(
-        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+        self,
+        n_trips: int,
+        seed: int,
+        columns: list[str],
+        interval: Interval,
+        keep: Keep | None = None,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """The trips one batch-inference run predicts, those of its data interval, and what
+        """The trips one batch-inference run predicts, those of its data interval (and, with
+        `keep`, only the rows it keeps: a shard's, applied as the rows are read), and what
         was read (files and hashes, or the query): an empty frame when the interval has no
         trips, an error when it must (`require_batch`)."""
         ...
@@ -74,6 +80,10 @@ class DataSource(Protocol):
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         """Actual durations observed in [since, until): trip_id, eta_minutes, observed_at."""
         ...
+
+
+# Which rows of a batch a run keeps (a shard's: `pipelines.steps.shard_keep`).
+Keep = Callable[["pd.DataFrame"], Any]
 
 
 @dataclass
@@ -161,7 +171,12 @@ class SyntheticSource:
         return trips, {**self.identity(), "rows": len(trips), "content_sha256": frame_sha256(trips)}
 
     def inference_batch(
-        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+        self,
+        n_trips: int,
+        seed: int,
+        columns: list[str],
+        interval: Interval,
+        keep: Keep | None = None,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The batch with its true durations: they travel with it, unseen by the model
         (it reads only the feature columns), and become outcomes once it is predicted
@@ -169,11 +184,9 @@ class SyntheticSource:
         from {{ cookiecutter.package }}.ml.data import make_trips
 
         trips = make_trips(n_trips, seed)
-        return trips, {
-            "source": "synthetic",
-            "location": f"generator seed={seed}",
-            "rows": len(trips),
-        }
+        read = {"source": "synthetic", "location": f"generator seed={seed}", "rows": len(trips)}
+        trips = trips[keep(trips)].reset_index(drop=True) if keep is not None else trips
+        return trips, {**read, "kept": len(trips)}
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         import pandas as pd

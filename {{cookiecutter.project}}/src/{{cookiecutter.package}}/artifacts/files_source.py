@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     OBSERVED_AT,
     DataSourceError,
+    Keep,
     TripScan,
     in_window,
     when,
@@ -171,7 +172,12 @@ class FileSource:
         return trips, scan.lineage
 
     def inference_batch(
-        self, n_trips: int, seed: int, columns: list[str], interval: Interval
+        self,
+        n_trips: int,
+        seed: int,
+        columns: list[str],
+        interval: Interval,
+        keep: Keep | None = None,
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         import pandas as pd
 
@@ -191,16 +197,26 @@ class FileSource:
                 )
             return pd.DataFrame(columns=columns), {**read, "files": [], "rows": 0}
         wanted = [*columns, *([self.batch_column] if self.batch_column else [])]
-        trips, files = self._read(pattern, wanted, "batch", uris)
-        if self.batch_column:
-            if self.batch_column not in trips:
-                raise DataSourceError(
-                    f"data_source.batch_column {shown(self.batch_column)} is missing from {pattern}"
-                )
-            trips = trips[interval.contains(trips[self.batch_column])].drop(
-                columns=[self.batch_column]
-            )
-        return trips.reset_index(drop=True), {**read, "files": files, "rows": len(trips)}
+        kept, files, in_interval = [], [], 0
+        for uri in uris:  # a batch of rows at a time: a shard holds only its own rows
+            readable = self._open(uri)
+            digest, rows = _sha256(readable), 0
+            for batch in _read_batches(uri, readable, wanted, BATCH_ROWS):
+                rows += len(batch)
+                if self.batch_column:
+                    if self.batch_column not in batch:
+                        raise DataSourceError(
+                            f"data_source.batch_column {shown(self.batch_column)} is missing "
+                            f"from {uri}"
+                        )
+                    batch = batch[interval.contains(batch[self.batch_column])].drop(
+                        columns=[self.batch_column]
+                    )
+                in_interval += len(batch)
+                kept.append(batch[keep(batch)] if keep is not None and len(batch) else batch)
+            files.append({"path": uri, "sha256": digest, "rows": rows})
+        trips = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
+        return trips, {**read, "files": files, "rows": in_interval, "kept": len(trips)}
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         if not self.outcomes_path:

@@ -5,6 +5,7 @@ Store keys are relative to the environment's artifact root; `uri()` makes them a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -62,6 +63,28 @@ def check_run_id(run_id: str) -> str:
             "starting with a letter or digit"
         )
     return run_id
+
+
+SHARD_SUFFIX = re.compile(r"\.shard-(\d+)-of-(\d+)$")
+
+
+def shard_run_id(run_id: str, shard: int, shards: int) -> str:
+    """The name of one shard's predictions of a run: the run id itself when the run has
+    one shard, else `{run_id}.shard-{i}-of-{n}` (what `run_of` takes back to the run)."""
+    return run_id if shards <= 1 else f"{run_id}.shard-{shard}-of-{shards}"
+
+
+def run_of(name: str) -> str:
+    """The run a predictions file or record belongs to, its shard's suffix taken off."""
+    return SHARD_SUFFIX.sub("", name)
+
+
+def scheduled_run_id(end: datetime, interval: str) -> str:
+    """The id of a run started without one (a recurring run of Kubeflow or Airflow): its
+    interval's end, which is its schedule time, and a hash of the interval, so that every
+    shard of the run, each its own task, names the same run."""
+    digest = hashlib.sha256(interval.encode()).hexdigest()[:6]
+    return f"{end.astimezone(UTC):%Y%m%dT%H%M%S}-{digest}"
 
 
 def new_run_id() -> str:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from {{ cookiecutter.package }}.artifacts.names import predictions_key, predictions_prefix
+from {{ cookiecutter.package }}.artifacts.names import predictions_key, predictions_prefix, run_of
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.targets import instantiate
 
@@ -48,7 +48,8 @@ class PredictionSink(Protocol):
         ...
 
     def runs(self, version: str) -> list[str]:
-        """The run ids with predictions of `version`, oldest first."""
+        """The run ids with predictions of `version`, oldest first (a run's shards are one
+        run)."""
         ...
 
     def read(
@@ -93,10 +94,11 @@ class ParquetPredictions:
         return f"{self.store.root.rstrip('/')}/{key}"
 
     def runs(self, version: str) -> list[str]:
-        return [
+        names = [
             key.rsplit("/", 1)[-1].removesuffix(".parquet")
             for key in self.store.list(predictions_prefix(version))
         ]
+        return list(dict.fromkeys(run_of(name) for name in names))  # a run's shards: one
 
     def read(
         self, version: str, shadow: bool = False, since: datetime | None = None

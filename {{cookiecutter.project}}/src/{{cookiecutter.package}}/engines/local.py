@@ -56,6 +56,8 @@ try:
 except RuntimeError as error:
     open(result, "w").write(json.dumps({"error": str(error)}))
     sys.exit(1)
+if isinstance(output, list):  # a fanned-out run: each shard's result, a line each
+    output = "\\n".join(map(str, output))
 open(result, "w").write(json.dumps({"output": str(output)}))
 """
 

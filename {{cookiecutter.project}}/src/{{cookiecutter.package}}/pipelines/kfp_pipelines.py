@@ -13,6 +13,7 @@ imports this package and calls `step_table.run_component`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import linecache
 import tempfile
@@ -35,7 +36,9 @@ from {{ cookiecutter.package }}.pipelines.step_table import (
 
 # What kfp fills in for each of the step table's RUNTIME values: a recurring run's
 # scheduled time (kfp's local runner leaves it as written; the step then uses the clock).
-RUNTIME_VALUES = {"schedule_time": dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER}
+RUNTIME_VALUES: dict[str, Any] = {"schedule_time": dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER}
+# How often a failed shard's task is tried again, alone (the other shards keep their result).
+SHARD_RETRIES = 2
 
 
 def component_source(step: Step) -> str:
@@ -72,10 +75,13 @@ def pipeline_of(
     names: ReleaseNames,
     image: str,
     resources: dict[str, dict[str, str]] | None = None,
+    shards: int = 1,
 ) -> Any:
     """The kfp pipeline of `workflow`: its steps in table order, every step in `image`,
     each with its task's CPU and memory (`pipelines.resources`: request and limit alike, so
-    a task gets what it was sized for and no more)."""
+    a task gets what it was sized for and no more). With `shards`, the fan-out steps run
+    once per shard in a `dsl.ParallelFor`, each retried alone when it fails, and the
+    pipeline's result is every shard's."""
     resources = resources or {}
     table = check_workflow(workflow)
     components = {
@@ -85,29 +91,37 @@ def pipeline_of(
         for step in table
     }
     parameters = pipeline_parameters(workflow)
+    fans_out = shards > 1 and any(step.fan_out for step in table)
 
     def body(*values: Any) -> Any:
         given = dict(zip(parameters, values, strict=True))
         tasks: dict[str, Any] = {}
         previous: Step | None = None
-        for step in table:
-            arguments = {name: given[name] for name in ("release", *step.parameters)}
-            arguments.update({name: RUNTIME_VALUES[name] for name in step.runtime})
-            for argument, source in step.inputs.items():
-                producer, _, output = source.partition(".")
-                arguments[argument] = tasks[producer].outputs[output or RETURNED]
-            task = components[step.name](**arguments)
-            sized = resources.get(step.task, {})
-            if "cpu" in sized:
-                task.set_cpu_request(sized["cpu"]).set_cpu_limit(sized["cpu"])
-            if "memory" in sized:
-                task.set_memory_request(sized["memory"]).set_memory_limit(sized["memory"])
-            consumed = {source.partition(".")[0] for source in step.inputs.values()}
-            if previous is not None and previous.name not in consumed:
-                task.after(tasks[previous.name])  # steps run in table order
-            tasks[step.name] = task
-            previous = step
-        return tasks[table[-1].name].outputs[RETURNED]
+        runtime: dict[str, Any] = {**RUNTIME_VALUES, "shard": 0}
+        with contextlib.ExitStack() as fan_out:
+            for step in table:
+                if step.fan_out and fans_out and previous is not None and not previous.fan_out:
+                    runtime["shard"] = fan_out.enter_context(dsl.ParallelFor(list(range(shards))))
+                arguments = {name: given[name] for name in ("release", *step.parameters)}
+                arguments.update({name: runtime[name] for name in step.runtime})
+                for argument, source in step.inputs.items():
+                    producer, _, output = source.partition(".")
+                    arguments[argument] = tasks[producer].outputs[output or RETURNED]
+                task = components[step.name](**arguments)
+                sized = resources.get(step.task, {})
+                if "cpu" in sized:
+                    task.set_cpu_request(sized["cpu"]).set_cpu_limit(sized["cpu"])
+                if "memory" in sized:
+                    task.set_memory_request(sized["memory"]).set_memory_limit(sized["memory"])
+                if step.fan_out and fans_out:
+                    task.set_retry(num_retries=SHARD_RETRIES, backoff_duration="30s")
+                consumed = {source.partition(".")[0] for source in step.inputs.values()}
+                if previous is not None and previous.name not in consumed:
+                    task.after(tasks[previous.name])  # steps run in table order
+                tasks[step.name] = task
+                previous = step
+        last = tasks[table[-1].name].outputs[RETURNED]
+        return dsl.Collected(last) if fans_out else last
 
     body.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
@@ -116,7 +130,7 @@ def pipeline_of(
             )
             for name in parameters
         ],
-        return_annotation=str,
+        return_annotation=list if fans_out else str,
     )
     body.__name__ = workflow
     return dsl.pipeline(
@@ -134,7 +148,8 @@ def compile_workflow(
     resources: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """The pipeline spec YAML of `workflow` for this version, parameters as defaults."""
-    pipeline = pipeline_of(workflow, names, image, resources)
+    shards = int(parameters.get("shards", 1))
+    pipeline = pipeline_of(workflow, names, image, resources, shards)
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / f"{workflow}.yaml"
         compiler.Compiler().compile(pipeline, str(path), pipeline_parameters=parameters)

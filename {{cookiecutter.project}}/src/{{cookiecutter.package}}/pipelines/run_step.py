@@ -35,12 +35,18 @@ def decode(text: str) -> dict[str, Any]:
 
 
 def run(
-    task: str, arguments: dict[str, Any], run_id: str = "", start: str = "", end: str = ""
+    task: str,
+    arguments: dict[str, Any],
+    run_id: str = "",
+    start: str = "",
+    end: str = "",
+    shard: int = 0,
 ) -> str:
     """Run `task`; a run id and a data interval given at run time (a manual run's conf,
-    the DAG run's data interval) take the place of the compiled defaults."""
+    the DAG run's data interval) take the place of the compiled defaults; `shard` is the
+    mapped task's (SHARD)."""
     interval = {name: value for name, value in (("start", start), ("end", end)) if value}
-    return str(run_task(task, {**arguments, "run_id": run_id, **interval}))
+    return str(run_task(task, {**arguments, "run_id": run_id, **interval, "shard": shard}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.get("RUN_ID", ""),
             os.environ.get("START", ""),
             os.environ.get("END", ""),
+            int(os.environ.get("SHARD", "0")),
         )
     except (UserError, ValueError, KeyError) as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)

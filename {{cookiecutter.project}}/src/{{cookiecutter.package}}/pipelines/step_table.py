@@ -47,11 +47,12 @@ PARAMETERS: dict[str, type] = {
     "start": str,
     "end": str,
     "period_seconds": int,
+    "shards": int,  # an inference run's shards (`inference.shards`), each its own task
 }
 # Values the engine fills in at run time, not pipeline parameters: kfp binds them to its
 # placeholders (`kfp_pipelines.RUNTIME_VALUES`); a command task reads them from its
 # parameters when they are there, else gets "".
-RUNTIME: dict[str, type] = {"schedule_time": str}
+RUNTIME: dict[str, type] = {"schedule_time": str, "shard": int}
 ARTIFACT_TYPES = ("Dataset", "Model", "Metrics")
 RETURNED = "Output"  # kfp's name for a step's return value
 
@@ -102,7 +103,8 @@ class Step:
     `inputs` maps an argument to an earlier step's output (`"train_model.model"`) or its
     returned value (`"train_model"`); `outputs` maps each artifact it writes to its kfp type.
     `task` is the command (Airflow task) it runs in; consecutive steps may share one.
-    `runtime` names values of RUNTIME it reads.
+    `runtime` names values of RUNTIME it reads. A `fan_out` step runs once per shard of
+    the run (`shards`), each its own task, in parallel; fan-out steps come last.
     """
 
     name: str
@@ -110,6 +112,7 @@ class Step:
     parameters: tuple[str, ...]
     task: str
     runtime: tuple[str, ...] = ()
+    fan_out: bool = False
     returns: type = str
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -186,6 +189,8 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
                 run.data_source,
                 run.invalid_share,
                 steps.shadow_of(run.storage),
+                run["shard"],
+                run["shards"],
             ),
             parameters=(
                 "n_trips",
@@ -195,11 +200,13 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
                 "start",
                 "end",
                 "period_seconds",
+                "shards",
             ),
-            runtime=("schedule_time",),
+            runtime=("schedule_time", "shard"),
             outputs={"features": "Dataset", "batch": "Dataset"},
             returns=int,
             task="predict",
+            fan_out=True,
         ),
         Step(
             "predict_batch",
@@ -209,13 +216,17 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
                 run.path("batch"),
                 run["run_id"],
                 steps.predictions_of(run.names, run.storage),
+                run["shard"],
+                run["shards"],
             ),
-            parameters=("run_id", "storage"),
+            parameters=("run_id", "storage", "shards"),
+            runtime=("shard",),
             inputs={
                 "features": "make_batch_features.features",
                 "batch": "make_batch_features.batch",
             },
             task="predict",
+            fan_out=True,
         ),
     ),
 }
@@ -246,6 +257,8 @@ def check_workflow(workflow: Workflow) -> tuple[Step, ...]:
                 raise ValueError(f"step {step.name} reads {source}, no earlier step's output")
             if seen[producer].task != step.task:
                 raise ValueError(f"step {step.name} reads {producer} of another task")
+        if seen and list(seen.values())[-1].fan_out and not step.fan_out:
+            raise ValueError(f"step {step.name} follows a fan-out step: fan-out steps come last")
         seen[step.name] = step
     return WORKFLOW_STEPS[workflow]
 
@@ -351,7 +364,7 @@ def run_task(task: str, parameters: dict[str, Any]) -> Any:
                 paths[argument] = str(Path(scratch) / f"{producer}.{output}")
             values = {a: returned[s] for a, s in step.inputs.items() if "." not in s}
             wanted = {p: parameters[p] for p in ("release", *step.parameters) if p in parameters}
-            wanted.update({r: parameters.get(r, "") for r in step.runtime})
+            wanted.update({r: parameters.get(r, RUNTIME[r]()) for r in step.runtime})
             result = returned[step.name] = step.call(StepRun(wanted, paths, values))
     return result
 

@@ -12,9 +12,9 @@ scikit-learn cost seconds to import, and only the steps that need them pay for t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from {{ cookiecutter.package }}.artifacts import models, prediction_runs, traffic
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     DataSource,
+    Keep,
     describe,
     open_data_source,
     read_lineage,
@@ -30,9 +31,14 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
 )
 from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore, open_feature_store
 from {{ cookiecutter.package }}.artifacts.intervals import Interval
-from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, new_run_id
+from {{ cookiecutter.package }}.artifacts.names import (
+    ReleaseNames,
+    scheduled_run_id,
+    shard_run_id,
+)
 from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
 
 if TYPE_CHECKING:
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_INVALID_SHARE = 0.01
 DEFAULT_BATCH_ROWS = 500_000
+NOTHING = prediction_runs.NOTHING_PREDICTED
 
 
 def storage(spec: str | dict | None) -> dict:
@@ -238,6 +245,22 @@ def batch_interval(start: str, end: str, schedule_time: str, period_seconds: int
     return Interval.resolve(start, end, schedule_time, period_seconds)
 
 
+def shard_keep(shard: int, shards: int) -> Keep:
+    """Which rows of a batch are shard `shard` of `shards`: a stable hash of `trip_id` (the
+    one of `ml.uniqueness`), so each trip is in exactly one shard, whichever the run."""
+    if not 0 <= shard < shards:
+        raise UserError(f"shard {shard} does not exist: a run has shards 0 to {shards - 1}")
+
+    def keep(batch: pd.DataFrame) -> Any:
+        import numpy as np
+
+        from {{ cookiecutter.package }}.ml.uniqueness import id_hashes
+
+        return (id_hashes(batch["trip_id"]) % np.uint64(shards)) == shard
+
+    return keep
+
+
 def make_batch_features(
     names: ReleaseNames,
     n_trips: int,
@@ -249,8 +272,11 @@ def make_batch_features(
     source: DataSource | None = None,
     invalid_share: float = DEFAULT_MAX_INVALID_SHARE,
     shadow: bool = True,
+    shard: int = 0,
+    shards: int = 1,
 ) -> int:
-    """Features of the trips of one inference run's interval, each trip marked `served`
+    """Features of the trips of one inference run's interval (of its shard's trips, with
+    `shards`: `shard_keep`), each trip marked `served`
     when its user cluster is served by this version in the traffic assignment read as the
     run starts (every cluster while the environment has no assignment yet). What was read
     (the interval, files or query, rows) goes to `batch_path` for the run's record.
@@ -258,20 +284,23 @@ def make_batch_features(
     With `shadow` the version predicts the trips of the other clusters too (`served`
     false): every live version predicts the same trips, so their errors can be compared trip
     by trip (`inv ab`). Without it, only the served trips are kept (none when the version
-    serves no cluster). A negative seed (the default of scheduled runs) draws a fresh
-    synthetic batch each run.
+    serves no cluster). A negative seed (the default of scheduled runs) draws the synthetic
+    batch of the interval: a fresh one each period, the same one for every shard of a run.
     """
     from {{ cookiecutter.package }}.ml.features import build_features
     from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS
 
     clusters = traffic.clusters_for(open_store(names.artifact_root), names.version)
     if seed < 0:
-        seed = uuid.uuid4().int % 2**31
+        seed = int(hashlib.sha256(str(interval).encode()).hexdigest()[:8], 16) % 2**31
     source = source or data_source_of(names, None, n_trips, seed)
+    keep = shard_keep(shard, shards) if shards > 1 else None
     trips, read = source.inference_batch(
-        n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS], interval
+        n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS], interval, keep
     )
     record: dict[str, Any] = {"interval": interval.to_json(), "read": read}
+    if shards > 1:
+        record["shard"] = {"index": shard, "of": shards}
     if trips.empty:  # an empty period: nothing to shape, nothing to predict
         Path(batch_path).write_text(json.dumps(record, default=str))
         trips.to_parquet(features_path, index=False)
@@ -297,6 +326,8 @@ def predict_batch(
     batch_path: str,
     run_id: str,
     predictions: PredictionSink | None = None,
+    shard: int = 0,
+    shards: int = 1,
 ) -> str:
     """Predict with the version's released model; the run's rows, served and shadow, go to
     the predictions sink (by default predictions/{version}/{run_id}.parquet in the store),
@@ -309,17 +340,19 @@ def predict_batch(
     record = json.loads(Path(batch_path).read_text())
     interval = Interval.from_json(record["interval"])
     if not record["read"].get("rows"):
-        return f"no trips in {interval}: {prediction_runs.NOTHING_PREDICTED}"
+        return f"no trips in {interval}: {NOTHING}"
     features = pd.read_parquet(features_path)
     if features.empty:
+        if "shard" in record and not record["read"].get("kept"):
+            return f"shard {shard} of {shards} holds no trips of {interval}: {NOTHING}"
         if record.get("rows_valid"):
-            return (
-                f"{names.version} serves no user clusters now: {prediction_runs.NOTHING_PREDICTED}"
-            )
-        return f"no valid trips in {interval}: {prediction_runs.NOTHING_PREDICTED}"
+            return f"{names.version} serves no user clusters now: {NOTHING}"
+        return f"no valid trips in {interval}: {NOTHING}"
     model = load_model(names)
     sink = predictions or predictions_of(names)
-    run_id = run_id or new_run_id()
+    # Every shard of a run writes under the run's id (`names.shard_run_id`); a shard of a
+    # run started without one (a recurring run) names it by its interval's end.
+    run_id = shard_run_id(run_id or scheduled_run_id(interval.end, str(interval)), shard, shards)
     frame = predict(model, features, names.version)
     frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
     written = sink.write(names.version, run_id, frame)

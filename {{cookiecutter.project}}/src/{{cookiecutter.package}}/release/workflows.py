@@ -60,6 +60,8 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
         "start": "",
         "end": "",
         "period_seconds": int(cfg.schedules.inference.interval_seconds),
+        # Each run's trips split by a stable hash of trip_id, a task per shard, in parallel.
+        "shards": int(cfg.get("inference", {}).get("shards", 1)),
     }
 
 
@@ -281,7 +283,8 @@ def run_inference(ctx: ReleaseContext, run_id: str = "", start: str = "", end: s
             f"({names.uri(key)}); run `inv deploy-workflow` first"
         )
     spec = ctx.store.read_text(key)
-    arguments = {**({"run_id": run_id} if run_id else {}), **interval_arguments(spec, interval)}
+    # Named here, not by the run's tasks: every shard of the run writes under this id.
+    arguments = {"run_id": run_id or new_run_id(), **interval_arguments(spec, interval)}
     output = ctx.engine.run(names, "inference", spec, arguments, 3600)
     if output.endswith(prediction_runs.NOTHING_PREDICTED):
         print(f"{names.version}: {output}")

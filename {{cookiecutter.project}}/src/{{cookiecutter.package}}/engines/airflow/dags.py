@@ -31,6 +31,8 @@ WARM_RUN_MODULE = "{{ cookiecutter.package }}.engines.workers"
 # bash: the version's environment on the Airflow workers' machine (local, tests);
 # kubernetes: a pod of the version's image (Cloud Composer, any cluster).
 OPERATORS = ("bash", "kubernetes")
+# How often a failed shard's task instance is tried again, alone (as kfp's SHARD_RETRIES).
+SHARD_RETRIES = 2
 # Jinja of Airflow's templates, built here so that no template engine renders it early.
 _RUN_ID_TEMPLATE = "{" + "{ dag_run.conf.get('run_id', '') if dag_run.conf else '' }" + "}"
 # An inference run's data interval: a manual run's conf (`inv run-inference --start/--end`),
@@ -112,7 +114,8 @@ class DagWriter:
         previous = ""
         for task, steps in tasks(workflow).items():  # the step table's tasks, in order
             interval = any("start" in step.parameters for step in steps)
-            lines += self._task(names, workflow, task_id(task), task, interval)
+            shards = int(parameters.get("shards", 1)) if steps[0].fan_out else 1
+            lines += self._task(names, workflow, task_id(task), task, interval, shards)
             if previous:
                 lines.append(f"    {previous} >> {task_id(task)}")
             previous = task_id(task)
@@ -145,30 +148,46 @@ class DagWriter:
         return [f"PYTHON = {python!r}"]
 
     def _task(
-        self, names: ReleaseNames, workflow: Workflow, task_id: str, step: str, interval: bool
+        self,
+        names: ReleaseNames,
+        workflow: Workflow,
+        task_id: str,
+        step: str,
+        interval: bool,
+        shards: int,
     ) -> list[str]:
+        """One command task; with `shards`, a mapped task (`.partial(...).expand(...)`): an
+        instance per shard, SHARD in its environment, each retried alone."""
         templates = _INTERVAL_TEMPLATES.items() if interval else ()
         interval_env = "".join(f", {name}={template!r}" for name, template in templates)
-        env = f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval_env})"
+        env = f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval_env}"
         if self.operator == "kubernetes":
             pod = f"{names.airflow_dag_id(workflow)}-{task_id}".replace("_", "-").lower()
-            return [
-                f"    {task_id} = KubernetesPodOperator(",
-                f"        task_id={task_id!r},",
+            operator, env_name = "KubernetesPodOperator", "env_vars"
+            settings = [
                 f"        name={pod[:63]!r},",
                 "        image=IMAGE,",
                 f"        cmds=['python3', '-m', {STEP_MODULE!r}, {step!r}],",
-                f"        env_vars={env},",
                 *self._pod_resources(step),
                 "        do_xcom_push=True,  # run_step writes /airflow/xcom/return.json",
+            ]
+        else:
+            command = f" -m {WARM_RUN_MODULE} {STEP_MODULE} {step}"
+            operator, env_name = "BashOperator", "env"
+            settings = [f"        bash_command=PYTHON + {command!r},", "        append_env=True,"]
+        if shards <= 1:
+            return [
+                f"    {task_id} = {operator}(",
+                f"        task_id={task_id!r},",
+                *settings,
+                f"        {env_name}={env}),",
                 "    )",
             ]
-        command = f" -m {WARM_RUN_MODULE} {STEP_MODULE} {step}"
+        mapped = ", ".join(f"{env}, SHARD={str(shard)!r})" for shard in range(shards))
         return [
-            f"    {task_id} = BashOperator(",
+            f"    {task_id} = {operator}.partial(",
             f"        task_id={task_id!r},",
-            f"        bash_command=PYTHON + {command!r},",
-            f"        env={env},",
-            "        append_env=True,",
-            "    )",
+            *settings,
+            f"        retries={SHARD_RETRIES},  # a failed shard is tried again, alone",
+            f"    ).expand({env_name}=[{mapped}])",
         ]

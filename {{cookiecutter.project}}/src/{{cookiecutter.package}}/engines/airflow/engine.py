@@ -182,11 +182,16 @@ class AirflowEngine:
             raise ReleaseError(
                 f"{workflow} of {names.version} failed{self._failure(dag_id, run_id)}"
             )
-        entry = self.client.get(
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/"
-            f"{last_task}/xcomEntries/return_value"
+        xcom = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{last_task}/xcomEntries"
+        last_steps = list(tasks(workflow).values())[-1]
+        shards = int(parameters_of(spec).get("shards", 1)) if last_steps[0].fan_out else 1
+        if shards <= 1:
+            return str(self.client.get(f"{xcom}/return_value")["value"])
+        # A mapped task: each shard's result, a line each (as the local engine gives them).
+        return "\n".join(
+            str(self.client.get(f"{xcom}/return_value?map_index={shard}")["value"])
+            for shard in range(shards)
         )
-        return str(entry["value"])
 
     def render(self, names: ReleaseNames, workflow: Workflow, parameters: dict[str, Any]) -> str:
         """The DAG file of one version's workflow (`DagWriter.render`), started at the time
