@@ -100,7 +100,7 @@ def pipeline_of(
         runtime: dict[str, Any] = {**RUNTIME_VALUES, "shard": 0}
         with contextlib.ExitStack() as fan_out:
             for step in table:
-                if step.fan_out and fans_out and previous is not None and not previous.fan_out:
+                if step.fan_out and fans_out and not (previous and previous.fan_out):
                     runtime["shard"] = fan_out.enter_context(dsl.ParallelFor(list(range(shards))))
                 arguments = {name: given[name] for name in ("release", *step.parameters)}
                 arguments.update({name: runtime[name] for name in step.runtime})
