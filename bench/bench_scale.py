@@ -8,6 +8,8 @@
 2. The steps of a release whose source holds 6 M trips with `data.train_rows=1000000`, and
    10 M with 2 000 000: the feature step, then training (scikit-learn's default gradient
    boosting of the project) on the sample.
+3. Batch inference of 10 M trips (`inference.shards`): one shard's process, then two shard
+   processes started together, as the engines' parallel tasks run them.
 
 Each step runs in a fresh process; its wall time and its peak RSS (the kernel's max RSS of
 that process, VmHWM) are measured. Prints and saves bench/results/scale.json with the
@@ -31,6 +33,7 @@ FILE_ROWS = 1_000_000
 SIZES = (1_000_000, 10_000_000, 50_000_000)
 BASELINE_UP_TO = 10_000_000
 RELEASES = ((6_000_000, 1_000_000), (10_000_000, 2_000_000))
+INFERENCE_TRIPS = 10_000_000
 
 WRITE = """
 import sys
@@ -106,6 +109,57 @@ def measured(project: Path, script: str, *args: str) -> dict[str, float]:
     return {"wall_s": round(wall, 1), "peak_mb": round(usage.ru_maxrss / 1024)}
 
 
+RELEASE_MODEL = """
+import sys
+from taxi_eta.artifacts.data_sources import SyntheticSource
+from taxi_eta.artifacts.names import ReleaseNames
+from taxi_eta.pipelines import steps
+root, model_path = sys.argv[1], sys.argv[2]
+names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
+source = SyntheticSource(root, 20000, 1)
+steps.ensure_features(names, 20000, 1, [7, 8, 9, 16, 17, 18], source=source)
+metrics = steps.train_and_evaluate(names, {"_target_": "sklearn.linear_model.Ridge"}, 0.2, 1,
+                                   model_path)
+print(steps.publish_model(names, model_path, metrics, "bench", {}))
+"""
+
+# One shard of a batch-inference run: its two steps, as its pipeline task runs them.
+INFER_SHARD = """
+import sys
+from taxi_eta.artifacts.files_source import FileSource
+from taxi_eta.artifacts.intervals import Interval
+from taxi_eta.artifacts.names import ReleaseNames
+from taxi_eta.pipelines import steps
+root, pattern, scratch, shard, shards = sys.argv[1:4] + [int(a) for a in sys.argv[4:6]]
+names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
+source = FileSource(root, pattern, batch_path=pattern)
+features, batch = f"{scratch}/features-{shard}.parquet", f"{scratch}/batch-{shard}.json"
+steps.make_batch_features(names, 0, 0, [7, 8, 9, 16, 17, 18], features, batch,
+                          Interval.resolve(), source, 0.01, True, shard, shards)
+print(steps.predict_batch(names, features, batch, f"bench-{shards}", None, shard, shards))
+"""
+
+
+def shards_in_parallel(project: Path, args: list[str], shards: int) -> dict[str, object]:
+    """Every shard's process started at once, as the engines' parallel tasks run: the wall
+    time until the last ends, and each one's peak RSS."""
+    python = str(project / ".venv/bin/python")
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen([python, "-c", INFER_SHARD, *args, str(shard), str(shards)],
+                         cwd=project, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for shard in range(shards)
+    ]
+    peaks = []
+    for process in processes:
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"shard failed: {process.stderr.read()}")  # type: ignore[union-attr]
+        peaks.append(round(usage.ru_maxrss / 1024))
+    return {"wall_s": round(time.perf_counter() - started, 1), "peak_mb_per_shard": peaks}
+
+
 def trips_folder(project: Path, data: Path, size: int) -> str:
     """A glob of `size` trips: the first size/FILE_ROWS files of one shared set, made once
     and linked into a folder of their own."""
@@ -163,6 +217,24 @@ def main() -> None:
                 "peak_mb_every_process": max(features["peak_mb"], training["peak_mb"])}
             shutil.rmtree(root)
             print(f"release of {size:,} trips: {features}, {training}")
+        # 3. Batch inference of 10 M trips: one shard, then two in parallel.
+        pattern = trips_folder(project, data, INFERENCE_TRIPS)
+        root = work / "inference"
+        subprocess.run([str(project / ".venv/bin/python"), "-c", RELEASE_MODEL, str(root),
+                        str(work / "ridge.pkl")], cwd=project, env=ENV, check=True,
+                       capture_output=True)
+        inference: dict[str, object] = {"trips": INFERENCE_TRIPS}
+        for shards in (1, 2):
+            scratch = work / f"inference-{shards}"
+            scratch.mkdir()
+            inference[f"{shards} shard(s)"] = shards_in_parallel(
+                project, [str(root), pattern, str(scratch)], shards)
+            print(f"inference of {INFERENCE_TRIPS:,} trips, {shards} shard(s): "
+                  f"{inference[f'{shards} shard(s)']}")
+        one, two = inference["1 shard(s)"], inference["2 shard(s)"]
+        inference["wall_2_shards_over_1"] = round(
+            two["wall_s"] / one["wall_s"], 2)  # type: ignore[index]
+        figures["inference"] = inference
     save("scale", figures)
 
 

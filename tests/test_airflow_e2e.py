@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 AIRFLOW = "apache-airflow==3.3.2"
 VENV = TEMPLATE / ".airflow-venv"
 FAST = ["-o", "schedules.inference.interval_seconds=30"]  # scheduled runs within the test
+SHARDED = ["-o", "inference.shards=2"]  # 0.3.0's inference: a mapped task per shard
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +180,8 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
 
     # The next version's release killed between its DAG upload and its schedule...
     project.run(str(project.path / ".venv/bin/inv"), "bump", "--to", "0.3.0")
-    command = [str(project.path / ".venv/bin/inv"), "release", "--env", "airflow", *FAST]
+    command = [str(project.path / ".venv/bin/inv"), "release", "--env", "airflow", *FAST,
+               *SHARDED]
     release = subprocess.Popen(command, cwd=project.path, env={**project.env, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -192,7 +194,7 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
     assert dag_file.exists(), "the release ended before it uploaded its inference DAG"
     assert not (project.path / "artifacts-airflow/schedules/0.3.0.json").exists()
     # ... finishes when it is run again.
-    inv("release")
+    inv("release", *SHARDED)
     for workflow in ("training", "inference"):
         assert not airflow.paused(f"taxi_eta_{workflow}__v0_3_0")
     dags = {d["dag_id"] for d in airflow.call("GET", "/api/v2/dags?limit=100")["dags"]}
@@ -220,13 +222,21 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
     intervals = set()
     for dag_run in dag_runs["dag_runs"]:
         if dag_run["run_type"] == "scheduled":
-            start, end = moment(dag_run["data_interval_start"]), moment(dag_run["data_interval_end"])
+            start = moment(dag_run["data_interval_start"])
+            end = moment(dag_run["data_interval_end"])
             intervals.add((end - timedelta(seconds=30) if start == end else start, end))
     recorded = run_intervals(project, "0.3.0")
     assert recorded and recorded <= intervals, (recorded, intervals)
     # A manual run's interval (`--start/--end`) travels in the run's conf.
     inv("run-inference", "--version", "0.1.0", "--start", "2026-11-02", "--end", "2026-11-03")
     assert (moment("2026-11-02"), moment("2026-11-03")) in run_intervals(project, "0.1.0")
+    # 0.3.0 runs two shards, a mapped task instance each: their results, every trip once.
+    sharded = inv("run-inference", "--version", "0.3.0", "--run-id", "by-hand").stdout
+    written = re.findall(r"\S+by-hand\.shard-\d-of-2\.parquet", sharded)
+    assert sorted(Path(p).name for p in written) == [
+        "by-hand.shard-0-of-2.parquet", "by-hand.shard-1-of-2.parquet"], sharded
+    ids = pd.concat(pd.read_parquet(p) for p in written)["trip_id"]
+    assert len(ids) == ids.nunique() > 0
     # Their tasks ran as forks of each version's warm worker on this machine (the DAGs' bash
     # command), one worker per version's environment.
     listed = project.inv("workers").stdout
@@ -243,7 +253,7 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
     # The DAG file itself is checked too: one that is not what the version renders (edited
     # in the bucket by hand, say) is refused, and left for a person to look at.
     dag_file.write_bytes(before + b"# edited by hand\n")
-    tampered = inv("deploy-workflow", check=False)
+    tampered = inv("deploy-workflow", *SHARDED, check=False)
     assert tampered.returncode == 1
     assert "exists with another DAG for version 0.3.0" in tampered.stderr
     dag_file.write_bytes(before)

@@ -88,8 +88,9 @@ EXPECTED_FILES = {
     "src/taxi_eta/serving/router.py",
     "src/taxi_eta/ml/users.py", "src/taxi_eta/artifacts/sample_data.py", "tests/test_users.py",
     "src/taxi_eta/artifacts/intervals.py", "src/taxi_eta/artifacts/prediction_runs.py",
-    "tests/test_intervals.py", "tests/test_feature_stream.py", "tests/test_shards.py", "src/taxi_eta/ml/uniqueness.py",
-    "src/taxi_eta/pipelines/feature_build.py", "src/taxi_eta/ml/sampling.py",
+    "tests/test_intervals.py", "tests/test_feature_stream.py", "tests/test_shards.py",
+    "src/taxi_eta/ml/uniqueness.py", "src/taxi_eta/pipelines/feature_build.py",
+    "src/taxi_eta/ml/sampling.py",
 }
 
 
