@@ -6,11 +6,15 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
-from conftest import SHA, composed, release_context
+from conftest import SHA, composed, release_context, release_model
 
 from {{ cookiecutter.package }}.artifacts import prediction_runs
+from {{ cookiecutter.package }}.artifacts.data_sources import SyntheticSource
+from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, open_store
 from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, parameters_of
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.pipelines import steps
@@ -77,3 +81,46 @@ def test_every_trip_is_predicted_once_by_the_shards_of_a_run(tmp_path: Path) -> 
     records = prediction_runs.read(ctx.store, cfg.version)
     assert [r["shard"] for r in records] == [{"index": 0, "of": 2}, {"index": 1, "of": 2}]
     assert sum(r["predicted"] for r in records) == 300
+
+
+def test_a_shard_tried_again_after_failing_half_way_completes_alone(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """What an engine's retry of one shard's task does (Kubeflow's retry policy, Airflow's
+    retries of one map index): shard 1 dies after writing its predictions, before its
+    record; tried again, it completes; shard 0 is not run again; every trip once."""
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, tmp_path)
+    source = SyntheticSource(str(root), 0, 0)
+    interval = Interval.resolve("2026-12-01", "2026-12-02")
+
+    def shard(index: int) -> str:
+        features, batch = tmp_path / f"f{index}.parquet", tmp_path / f"b{index}.json"
+        steps.make_batch_features(
+            names, 400, 9, [7], str(features), str(batch), interval, source, 0.01, True, index, 2
+        )
+        return steps.predict_batch(names, str(features), str(batch), "run-1", None, index, 2)
+
+    first = Path(shard(0))
+    kept = first.stat().st_mtime_ns
+    real = prediction_runs.write
+
+    def dies(*args, **kwargs):
+        raise OSError("the task's pod was evicted")
+
+    monkeypatch.setattr(prediction_runs, "write", dies)
+    with pytest.raises(OSError, match="evicted"):
+        shard(1)
+    monkeypatch.setattr(prediction_runs, "write", real)
+    assert "earlier attempt" in shard(1)  # the retry keeps what the first attempt wrote
+    assert first.stat().st_mtime_ns == kept
+    predicted = ParquetPredictions(str(root)).read("1.0.0", shadow=True)
+    assert sorted(predicted.trip_id) == sorted(make_trips(400, 9).trip_id)
+    assert len(prediction_runs.read(open_store(str(root)), "1.0.0")) == 2
+    # The same run id for another interval is another run: refused.
+    other = Interval.resolve("2026-12-02", "2026-12-03")
+    features, batch = tmp_path / "f.parquet", tmp_path / "b.json"
+    steps.make_batch_features(names, 400, 9, [7], str(features), str(batch), other, source,
+                              0.01, True, 0, 2)  # fmt: skip
+    with pytest.raises(AlreadyExistsError, match="run run-1.shard-0-of-2 of 1.0.0 exists"):
+        steps.predict_batch(names, str(features), str(batch), "run-1", None, 0, 2)

@@ -51,6 +51,17 @@ def read(store: ArtifactStore, version: str) -> list[dict[str, Any]]:
     return records
 
 
+def find(store: ArtifactStore, version: str, run_id: str) -> dict[str, Any] | None:
+    """The record of one run (or shard) of `version`; None when it has none."""
+    key = run_record_key(version, run_id)
+    if not store.exists(key):
+        return None
+    try:
+        return dict(json.loads(store.read_text(key)))
+    except ValueError as error:
+        raise StoreError(f"{store.uri(key)} is not a run record: {error}") from None
+
+
 def interval_of(record: dict[str, Any]) -> Interval | None:
     found = record.get("interval")
     return Interval.from_json(found) if found else None

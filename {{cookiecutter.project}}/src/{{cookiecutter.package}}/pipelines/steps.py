@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -355,18 +356,31 @@ def predict_batch(
     run_id = shard_run_id(run_id or scheduled_run_id(interval.end, str(interval)), shard, shards)
     frame = predict(model, features, names.version)
     frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
-    written = sink.write(names.version, run_id, frame)
+    # A task tried again (a shard retried alone after it failed half way) finds what its
+    # earlier attempt wrote: the same run id, the same trips, so it is kept, not rewritten.
+    # The same run id for another interval is another run: refused.
+    earlier = prediction_runs.find(open_store(names.artifact_root), names.version, run_id)
+    if earlier is not None and earlier.get("interval") != record["interval"]:
+        raise AlreadyExistsError(
+            f"run {run_id} of {names.version} exists already, for "
+            f"{prediction_runs.interval_of(earlier)}: give this run another id"
+        )
+    try:
+        written = sink.write(names.version, run_id, frame)
+    except AlreadyExistsError:
+        written = f"{sink.location(names.version)} (run {run_id}, written by an earlier attempt)"
     if TARGET in features:  # the synthetic batch's truth: its outcomes, from now on
         record_outcomes(names.artifact_root, features[["trip_id", TARGET]])
-    prediction_runs.write(
-        open_store(names.artifact_root),
-        names.version,
-        run_id,
-        {
-            **record,
-            "predicted": len(frame),
-            "served": int(frame[SERVED].sum()),
-            "predictions": written,
-        },
-    )
+    with suppress(AlreadyExistsError):
+        prediction_runs.write(
+            open_store(names.artifact_root),
+            names.version,
+            run_id,
+            {
+                **record,
+                "predicted": len(frame),
+                "served": int(frame[SERVED].sum()),
+                "predictions": written,
+            },
+        )
     return written
