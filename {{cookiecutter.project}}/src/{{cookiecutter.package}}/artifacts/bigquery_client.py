@@ -121,22 +121,19 @@ class Dataset:
             job.result(timeout=self.timeout_s)
 
     def query(self, sql: str, **parameters: Any) -> pd.DataFrame:
-        from google.cloud import bigquery
-
-        config = bigquery.QueryJobConfig(
-            query_parameters=[
-                bigquery.ScalarQueryParameter(name, _type_of(value), value)
-                for name, value in parameters.items()
-            ]
-        )
         with google_errors("query", f"{self.project}.{self.dataset}"):
-            job = self.bq.query(sql, job_config=config, timeout=self.timeout_s)
-            rows = job.result(timeout=self.timeout_s)
+            rows = self._job(sql, parameters).result(timeout=self.timeout_s)
             # Through Arrow: int64 stays int64 (to_dataframe gives nullable Int64).
             return rows.to_arrow(create_bqstorage_client=False).to_pandas()
 
     def query_batches(self, sql: str, **parameters: Any) -> Iterator[pd.DataFrame]:
         """The result of `sql` a page at a time (REST pages of PAGE_ROWS), never whole."""
+        with google_errors("query", f"{self.project}.{self.dataset}"):
+            rows = self._job(sql, parameters).result(page_size=PAGE_ROWS, timeout=self.timeout_s)
+            for batch in rows.to_arrow_iterable():
+                yield batch.to_pandas()
+
+    def _job(self, sql: str, parameters: dict[str, Any]) -> Any:
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(
@@ -145,11 +142,7 @@ class Dataset:
                 for name, value in parameters.items()
             ]
         )
-        with google_errors("query", f"{self.project}.{self.dataset}"):
-            job = self.bq.query(sql, job_config=config, timeout=self.timeout_s)
-            rows = job.result(page_size=PAGE_ROWS, timeout=self.timeout_s)
-            for batch in rows.to_arrow_iterable():
-                yield batch.to_pandas()
+        return self.bq.query(sql, job_config=config, timeout=self.timeout_s)
 
 
 PAGE_ROWS = 200_000  # rows of one page of a streamed query result

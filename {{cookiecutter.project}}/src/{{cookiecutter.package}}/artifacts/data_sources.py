@@ -32,7 +32,11 @@ from {{ cookiecutter.package }}.artifacts.names import (
     synthetic_outcomes_key,
     synthetic_outcomes_prefix,
 )
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
+from {{ cookiecutter.package }}.artifacts.store import (
+    AlreadyExistsError,
+    open_store,
+    read_record,
+)
 from {{ cookiecutter.package }}.errors import UserError, shown
 from {{ cookiecutter.package }}.targets import instantiate
 
@@ -240,14 +244,7 @@ def write_lineage(artifact_root: str, feature_version: str, lineage: dict[str, A
 
 def read_lineage(artifact_root: str, feature_version: str) -> dict[str, Any] | None:
     """What a feature version was built from; None when it records nothing (older)."""
-    store = open_store(artifact_root)
-    key = lineage_key(feature_version)
-    if not store.exists(key):
-        return None
-    try:
-        return dict(json.loads(store.read_text(key)))
-    except ValueError as error:
-        raise StoreError(f"{store.uri(key)} is not a lineage record: {error}") from None
+    return read_record(open_store(artifact_root), lineage_key(feature_version), "a lineage record")
 
 
 def describe(identity: dict[str, Any] | None) -> str:

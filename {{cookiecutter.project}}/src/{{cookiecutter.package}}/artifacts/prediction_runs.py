@@ -20,7 +20,7 @@ from typing import Any
 from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import run_record_key, runs_prefix
 from {{ cookiecutter.package }}.artifacts.predictions import made_before
-from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, read_record
 
 # How an inference run that wrote nothing ends its one line (an empty period, a version
 # that serves no cluster without shadow predictions).
@@ -42,24 +42,15 @@ def write(store: ArtifactStore, version: str, run_id: str, record: dict[str, Any
 
 def read(store: ArtifactStore, version: str) -> list[dict[str, Any]]:
     """`version`'s run records, oldest first; an unreadable one is named in the error."""
-    records = []
-    for key in sorted(store.list(runs_prefix(version))):
-        try:
-            records.append(dict(json.loads(store.read_text(key))))
-        except ValueError as error:
-            raise StoreError(f"{store.uri(key)} is not a run record: {error}") from None
-    return records
+    found = (
+        read_record(store, key, "a run record") for key in sorted(store.list(runs_prefix(version)))
+    )
+    return [record for record in found if record is not None]
 
 
 def find(store: ArtifactStore, version: str, run_id: str) -> dict[str, Any] | None:
     """The record of one run (or shard) of `version`; None when it has none."""
-    key = run_record_key(version, run_id)
-    if not store.exists(key):
-        return None
-    try:
-        return dict(json.loads(store.read_text(key)))
-    except ValueError as error:
-        raise StoreError(f"{store.uri(key)} is not a run record: {error}") from None
+    return read_record(store, run_record_key(version, run_id), "a run record")
 
 
 def interval_of(record: dict[str, Any]) -> Interval | None:

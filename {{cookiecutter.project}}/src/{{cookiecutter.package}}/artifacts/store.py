@@ -8,6 +8,7 @@ refuses to replace an existing object. Only mutable records (schedule states) us
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from {{ cookiecutter.package }}.errors import UserError
 
@@ -285,6 +287,17 @@ class GCSStore(ArtifactStore):
             exists = self.bucket.exists(**self.calls)
         if not exists:
             raise StoreError(f"bucket {self.bucket.name} does not exist")
+
+
+def read_record(store: ArtifactStore, key: str, what: str) -> dict[str, Any] | None:
+    """The JSON record at `key` (a lineage, a run's record); None when there is none, and
+    one line naming the file when it is not `what` it should be."""
+    if not store.exists(key):
+        return None
+    try:
+        return dict(json.loads(store.read_text(key)))
+    except ValueError as error:
+        raise StoreError(f"{store.uri(key)} is not {what}: {error}") from None
 
 
 def open_store(root: str, timeout_s: float | None = None) -> ArtifactStore:
