@@ -179,7 +179,8 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
             partition = batch / day / "trips.parquet"
             assert read == {"path": str(partition), "rows": run["predicted"],
                             "sha256": hashlib.sha256(partition.read_bytes()).hexdigest()}
-            predicted = pd.read_parquet(run["predictions"])
+            (location,) = run["predictions"]
+            predicted = pd.read_parquet(location)
             assert sorted(predicted.trip_id) == sorted(pd.read_parquet(partition).trip_id)
     # Ridge against gradient boosting on the same trips: the canary is better, and promoted.
     assert re.search(r"^all +\d{3} .* better$", result.stdout, flags=re.M), result.stdout

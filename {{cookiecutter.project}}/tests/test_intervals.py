@@ -15,6 +15,7 @@ from {{ cookiecutter.package }}.artifacts import prediction_runs
 from {{ cookiecutter.package }}.artifacts.data_sources import DataSourceError, read_outcomes
 from {{ cookiecutter.package }}.artifacts.files_source import FileSource
 from {{ cookiecutter.package }}.artifacts.intervals import Interval, IntervalError, moment, render
+from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.pipelines import steps
@@ -103,7 +104,7 @@ def test_each_run_predicts_its_own_partition_and_records_what_it_read(tmp_path: 
         assert sorted(predicted.trip_id) == sorted(pd.read_parquet(partition).trip_id)
         record = prediction_runs.read(open_store(str(root)), "1.0.0")[n]
         assert record["run_id"] == f"run-{n}"
-        assert record["interval"] == interval.to_json() and record["predictions"] == written
+        assert record["interval"] == interval.to_json() and record["predictions"] == [written]
         assert record["read"]["files"] == [
             {
                 "path": str(partition),
@@ -221,3 +222,25 @@ def test_scheduled_ticks_predict_the_period_since_the_last_one(tmp_path: Path, c
     ]
     assert "nothing predicted" in capsys.readouterr().out
     assert snapshot(root) == before
+
+
+def test_a_batch_larger_than_batch_rows_is_predicted_a_part_at_a_time(tmp_path: Path) -> None:
+    out, days = exports(tmp_path)
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", RIDGE, tmp_path)
+    features, batch = tmp_path / "features", tmp_path / "batch.json"
+    source = files_source(root, out)
+    interval = day(days[0])
+    rows = steps.make_batch_features(
+        names, 0, -1, RUSH, str(features), str(batch), interval, source, batch_rows=30
+    )
+    partition = pd.read_parquet(out / f"batch/dt={days[0]}/trips.parquet")
+    assert rows == len(partition) and len(list(features.glob("part-*"))) == -(-rows // 30)
+    said = steps.predict_batch(names, str(features), str(batch), "run-1")
+    assert said.startswith(f"{-(-rows // 30)} parts: ")
+    predicted = ParquetPredictions(str(root))
+    assert predicted.runs("1.0.0") == ["run-1"]  # its parts are one run
+    read = predicted.read("1.0.0", shadow=True)
+    assert sorted(read.trip_id) == sorted(partition.trip_id)
+    (record,) = prediction_runs.read(open_store(str(root)), "1.0.0")
+    assert record["predicted"] == rows and len(record["predictions"]) == -(-rows // 30)

@@ -120,6 +120,27 @@ def scan_trips(source: DataSource, columns: list[str], batch_rows: int) -> TripS
     return TripScan(batches, ids, lineage)
 
 
+def inference_batches(
+    source: DataSource,
+    n_trips: int,
+    seed: int,
+    columns: list[str],
+    interval: Interval,
+    keep: Keep | None,
+    batch_rows: int,
+) -> tuple[Iterator[pd.DataFrame], dict[str, Any]]:
+    """The run's trips a batch at a time: the source's own stream (files), or its one frame.
+    What was read is complete once the batches have been read."""
+    stream = getattr(source, "inference_batches", None)
+    if stream is not None:
+        found: tuple[Iterator[pd.DataFrame], dict[str, Any]] = stream(
+            n_trips, seed, columns, interval, keep, batch_rows
+        )
+        return found
+    frame, read = source.inference_batch(n_trips, seed, columns, interval, keep)
+    return iter([frame] if len(frame) else []), read
+
+
 def frame_sha256(frame: pd.DataFrame) -> str:
     """A content hash of a frame's values (row order included)."""
     import pandas as pd

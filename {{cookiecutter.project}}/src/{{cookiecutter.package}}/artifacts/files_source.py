@@ -181,42 +181,61 @@ class FileSource:
     ) -> tuple[pd.DataFrame, dict[str, Any]]:
         import pandas as pd
 
+        batches, read = self.inference_batches(n_trips, seed, columns, interval, keep)
+        kept = list(batches)
+        trips = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
+        return trips, read
+
+    def inference_batches(
+        self,
+        n_trips: int,
+        seed: int,
+        columns: list[str],
+        interval: Interval,
+        keep: Keep | None = None,
+        batch_rows: int = BATCH_ROWS,
+    ) -> tuple[Iterator[pd.DataFrame], dict[str, Any]]:
+        """The trips of the interval `batch_rows` at a time, each batch only the rows `keep`
+        keeps (a shard's); what was read fills the returned dict as the batches go by."""
         if not self.batch_path:
             raise DataSourceError(
                 "data_source.batch_path is not set: name the files of the trips to predict, "
                 "e.g. exports/trips/dt={start:%Y-%m-%d}/*.parquet (README: Use your own data)"
             )
         pattern = render(self.batch_path, interval, "data_source.batch_path")
-        read = {"source": "files", "location": pattern}
+        read: dict[str, Any] = {"source": "files", "location": pattern, "files": [], "rows": 0}
+        read["kept"] = 0
         uris = self._files(pattern)
-        if not uris:
-            if self.require_batch:
-                raise DataSourceError(
-                    f"no batch file matches {shown(pattern, PATH_CHARS)} for {interval} "
-                    "(data_source.require_batch is set)"
-                )
-            return pd.DataFrame(columns=columns), {**read, "files": [], "rows": 0}
+        if not uris and self.require_batch:
+            raise DataSourceError(
+                f"no batch file matches {shown(pattern, PATH_CHARS)} for {interval} "
+                "(data_source.require_batch is set)"
+            )
         wanted = [*columns, *([self.batch_column] if self.batch_column else [])]
-        kept, files, in_interval = [], [], 0
-        for uri in uris:  # a batch of rows at a time: a shard holds only its own rows
-            readable = self._open(uri)
-            digest, rows = _sha256(readable), 0
-            for batch in _read_batches(uri, readable, wanted, BATCH_ROWS):
-                rows += len(batch)
-                if self.batch_column:
-                    if self.batch_column not in batch:
-                        raise DataSourceError(
-                            f"data_source.batch_column {shown(self.batch_column)} is missing "
-                            f"from {uri}"
+
+        def batches() -> Iterator[pd.DataFrame]:
+            for uri in uris:
+                readable = self._open(uri)
+                digest, rows = _sha256(readable), 0
+                for batch in _read_batches(uri, readable, wanted, batch_rows):
+                    rows += len(batch)
+                    if self.batch_column:
+                        if self.batch_column not in batch:
+                            raise DataSourceError(
+                                f"data_source.batch_column {shown(self.batch_column)} is "
+                                f"missing from {uri}"
+                            )
+                        batch = batch[interval.contains(batch[self.batch_column])].drop(
+                            columns=[self.batch_column]
                         )
-                    batch = batch[interval.contains(batch[self.batch_column])].drop(
-                        columns=[self.batch_column]
-                    )
-                in_interval += len(batch)
-                kept.append(batch[keep(batch)] if keep is not None and len(batch) else batch)
-            files.append({"path": uri, "sha256": digest, "rows": rows})
-        trips = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
-        return trips, {**read, "files": files, "rows": in_interval, "kept": len(trips)}
+                    read["rows"] += len(batch)
+                    if keep is not None and len(batch):
+                        batch = batch[keep(batch)]
+                    read["kept"] += len(batch)
+                    yield batch.reset_index(drop=True)
+                read["files"].append({"path": uri, "sha256": digest, "rows": rows})
+
+        return batches(), read
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
         if not self.outcomes_path:

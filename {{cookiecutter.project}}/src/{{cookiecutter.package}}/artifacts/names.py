@@ -65,7 +65,7 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-SHARD_SUFFIX = re.compile(r"\.shard-(\d+)-of-(\d+)$")
+SHARD_SUFFIX = re.compile(r"(\.shard-\d+-of-\d+)?(\.part-\d+)?$")
 
 
 def shard_run_id(run_id: str, shard: int, shards: int) -> str:
@@ -74,8 +74,15 @@ def shard_run_id(run_id: str, shard: int, shards: int) -> str:
     return run_id if shards <= 1 else f"{run_id}.shard-{shard}-of-{shards}"
 
 
+def part_run_id(run_id: str, part: int, parts: int) -> str:
+    """The name of one part of a run's (or shard's) predictions: the id itself when it has
+    one part, else `{run_id}.part-{n:05d}`."""
+    return run_id if parts <= 1 else f"{run_id}.part-{part:05d}"
+
+
 def run_of(name: str) -> str:
-    """The run a predictions file or record belongs to, its shard's suffix taken off."""
+    """The run a predictions file or record belongs to, its shard's and part's suffixes
+    taken off."""
     return SHARD_SUFFIX.sub("", name)
 
 

@@ -191,6 +191,7 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
                 steps.shadow_of(run.storage),
                 run["shard"],
                 run["shards"],
+                steps.batch_rows(run.storage),
             ),
             parameters=(
                 "n_trips",

@@ -25,6 +25,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     DataSource,
     Keep,
     describe,
+    inference_batches,
     open_data_source,
     read_lineage,
     record_outcomes,
@@ -34,6 +35,7 @@ from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore, ope
 from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import (
     ReleaseNames,
+    part_run_id,
     scheduled_run_id,
     shard_run_id,
 )
@@ -275,12 +277,15 @@ def make_batch_features(
     shadow: bool = True,
     shard: int = 0,
     shards: int = 1,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
 ) -> int:
     """Features of the trips of one inference run's interval (of its shard's trips, with
     `shards`: `shard_keep`), each trip marked `served`
     when its user cluster is served by this version in the traffic assignment read as the
-    run starts (every cluster while the environment has no assignment yet). What was read
-    (the interval, files or query, rows) goes to `batch_path` for the run's record.
+    run starts (every cluster while the environment has no assignment yet), written to the
+    `features_path` folder a part per batch of `batch_rows` trips (a file source reads them
+    a batch at a time). What was read (the interval, files or query, rows) goes to
+    `batch_path` for the run's record.
 
     With `shadow` the version predicts the trips of the other clusters too (`served`
     false): every live version predicts the same trips, so their errors can be compared trip
@@ -289,36 +294,56 @@ def make_batch_features(
     batch of the interval: a fresh one each period, the same one for every shard of a run.
     """
     from {{ cookiecutter.package }}.ml.features import build_features
-    from {{ cookiecutter.package }}.ml.schema import OPTIONAL_COLUMNS, TRIP_COLUMNS
+    from {{ cookiecutter.package }}.ml.schema import (
+        OPTIONAL_COLUMNS,
+        TRIP_COLUMNS,
+        ShapeReport,
+        check_share,
+        shape_rows,
+    )
 
     clusters = traffic.clusters_for(open_store(names.artifact_root), names.version)
     if seed < 0:
         seed = int(hashlib.sha256(str(interval).encode()).hexdigest()[:8], 16) % 2**31
     source = source or data_source_of(names, None, n_trips, seed)
     keep = shard_keep(shard, shards) if shards > 1 else None
-    trips, read = source.inference_batch(
-        n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS], interval, keep
+    batches, read = inference_batches(
+        source, n_trips, seed, [*TRIP_COLUMNS, *OPTIONAL_COLUMNS], interval, keep, batch_rows
     )
+    parts = Path(features_path)
+    parts.mkdir(parents=True, exist_ok=True)
+    report, written, rows = ShapeReport(rows_in=0), 0, 0
+    for batch in batches:  # a part of features per batch: memory is one batch
+        if batch.empty:
+            continue
+        # A batch that carries its truth (the synthetic one) keeps it to the end of the run.
+        trips, counted = shape_rows(batch, TARGET in batch, "the inference batch")
+        report.add(counted)
+        served = (
+            trips["user_cluster"].isin(clusters)
+            if clusters is not None
+            else trips["user_cluster"] >= 0
+        )
+        if not shadow:
+            trips, served = trips[served], served[served]
+        if trips.empty:  # none of this batch's trips is this version's to predict
+            continue
+        features = build_features(trips, [int(h) for h in rush_hours])
+        features[SERVED] = served.to_numpy(dtype=bool)
+        features.to_parquet(parts / f"part-{written:05d}.parquet", index=False)
+        written, rows = written + 1, rows + len(features)
     record: dict[str, Any] = {"interval": interval.to_json(), "read": read}
     if shards > 1:
         record["shard"] = {"index": shard, "of": shards}
-    if trips.empty:  # an empty period: nothing to shape, nothing to predict
-        Path(batch_path).write_text(json.dumps(record, default=str))
-        trips.to_parquet(features_path, index=False)
-        return 0
-    # A batch that carries its truth (the synthetic one) keeps it to the end of the run.
-    trips, report = shaped_trips(trips, TARGET in trips, invalid_share, "the inference batch")
-    served = (
-        trips["user_cluster"].isin(clusters) if clusters is not None else trips["user_cluster"] >= 0
-    )
-    if not shadow:
-        trips, served = trips[served], served[served]
-    features = build_features(trips, [int(h) for h in rush_hours])
-    features[SERVED] = served.to_numpy(dtype=bool)
-    features.to_parquet(features_path, index=False)
-    record.update(rows_valid=report.rows_out, rows_invalid=report.invalid, served_clusters=clusters)
+    if report.rows_in:  # else an empty period: nothing shaped, nothing to predict
+        if report.invalid:
+            print(f"shaping the inference batch: {report.summary()}")
+        check_share(report, invalid_share, "the inference batch")
+        record.update(
+            rows_valid=report.rows_out, rows_invalid=report.invalid, served_clusters=clusters
+        )
     Path(batch_path).write_text(json.dumps(record, default=str))
-    return len(features)
+    return rows
 
 
 def predict_batch(
@@ -342,8 +367,8 @@ def predict_batch(
     interval = Interval.from_json(record["interval"])
     if not record["read"].get("rows"):
         return f"no trips in {interval}: {NOTHING}"
-    features = pd.read_parquet(features_path)
-    if features.empty:
+    parts = sorted(Path(features_path).glob("part-*.parquet"))
+    if not parts:
         if "shard" in record and not record["read"].get("kept"):
             return f"shard {shard} of {shards} holds no trips of {interval}: {NOTHING}"
         if record.get("rows_valid"):
@@ -351,36 +376,39 @@ def predict_batch(
         return f"no valid trips in {interval}: {NOTHING}"
     model = load_model(names)
     sink = predictions or predictions_of(names)
+    store = open_store(names.artifact_root)
     # Every shard of a run writes under the run's id (`names.shard_run_id`); a shard of a
     # run started without one (a recurring run) names it by its interval's end.
     run_id = shard_run_id(run_id or scheduled_run_id(interval.end, str(interval)), shard, shards)
-    frame = predict(model, features, names.version)
-    frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
     # A task tried again (a shard retried alone after it failed half way) finds what its
     # earlier attempt wrote: the same run id, the same trips, so it is kept, not rewritten.
     # The same run id for another interval is another run: refused.
-    earlier = prediction_runs.find(open_store(names.artifact_root), names.version, run_id)
+    earlier = prediction_runs.find(store, names.version, run_id)
     if earlier is not None and earlier.get("interval") != record["interval"]:
         raise AlreadyExistsError(
             f"run {run_id} of {names.version} exists already, for "
             f"{prediction_runs.interval_of(earlier)}: give this run another id"
         )
-    try:
-        written = sink.write(names.version, run_id, frame)
-    except AlreadyExistsError:
-        written = f"{sink.location(names.version)} (run {run_id}, written by an earlier attempt)"
-    if TARGET in features:  # the synthetic batch's truth: its outcomes, from now on
-        record_outcomes(names.artifact_root, features[["trip_id", TARGET]])
+    predicted = served = 0
+    locations = []
+    for number, part in enumerate(parts):  # a part at a time: memory is one part
+        features = pd.read_parquet(part)
+        frame = predict(model, features, names.version)
+        frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
+        name = part_run_id(run_id, number, len(parts))
+        try:
+            locations.append(sink.write(names.version, name, frame))
+        except AlreadyExistsError:
+            locations.append(f"{sink.location(names.version)} ({name}: an earlier attempt's)")
+        if TARGET in features:  # the synthetic batch's truth: its outcomes, from now on
+            record_outcomes(names.artifact_root, features[["trip_id", TARGET]])
+        predicted, served = predicted + len(frame), served + int(frame[SERVED].sum())
+    written = locations[0] if len(locations) == 1 else f"{len(locations)} parts: {locations[0]} …"
     with suppress(AlreadyExistsError):
         prediction_runs.write(
-            open_store(names.artifact_root),
+            store,
             names.version,
             run_id,
-            {
-                **record,
-                "predicted": len(frame),
-                "served": int(frame[SERVED].sum()),
-                "predictions": written,
-            },
+            {**record, "predicted": predicted, "served": served, "predictions": locations},
         )
     return written
