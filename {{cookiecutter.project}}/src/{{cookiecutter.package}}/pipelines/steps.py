@@ -43,6 +43,7 @@ from {{ cookiecutter.package }}.artifacts.predictions import SERVED, PredictionS
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC, TARGET
+from {{ cookiecutter.package }}.progress import Throughput
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -313,7 +314,9 @@ def make_batch_features(
     parts = Path(features_path)
     parts.mkdir(parents=True, exist_ok=True)
     report, written, rows = ShapeReport(rows_in=0), 0, 0
+    progress = Throughput(f"inference {names.version}" + (f" shard {shard}" if shards > 1 else ""))
     for batch in batches:  # a part of features per batch: memory is one batch
+        progress.count(len(batch))
         if batch.empty:
             continue
         # A batch that carries its truth (the synthetic one) keeps it to the end of the run.
@@ -332,6 +335,8 @@ def make_batch_features(
         features[SERVED] = served.to_numpy(dtype=bool)
         features.to_parquet(parts / f"part-{written:05d}.parquet", index=False)
         written, rows = written + 1, rows + len(features)
+        progress.count(0, parts=1)
+    progress.done()
     record: dict[str, Any] = {"interval": interval.to_json(), "read": read}
     if shards > 1:
         record["shard"] = {"index": shard, "of": shards}
