@@ -46,6 +46,7 @@ def test_the_compiled_workflows_fan_out_a_task_per_shard(tmp_path: Path) -> None
     engine = AirflowEngine.from_config(cfg, ctx.store, ctx.project_root, ctx.environments)
     dag = engine.render(ctx.names, "inference", parameters_of(text))
     assert "predict = BashOperator.partial(" in dag and "retries=2," in dag
+    assert "retry_delay=timedelta(seconds=30)," in dag
     assert dag.count("SHARD=") == 3 and "SHARD='2')])" in dag
     # One shard (the default): no loop, no mapping, as before.
     single = composed("airflow", SMALL, {"env.artifact_root": str(tmp_path / "b"),

@@ -189,5 +189,6 @@ class DagWriter:
             f"        task_id={task_id!r},",
             *settings,
             f"        retries={SHARD_RETRIES},  # a failed shard is tried again, alone",
+            "        retry_delay=timedelta(seconds=30),",
             f"    ).expand({env_name}=[{mapped}])",
         ]
