@@ -18,6 +18,7 @@ machine's core count.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import generated_project, save  # noqa: E402
+from common import RESULTS, generated_project, save  # noqa: E402
 
 FILE_ROWS = 1_000_000
 SIZES = (1_000_000, 10_000_000, 50_000_000)
@@ -178,9 +179,13 @@ def trips_folder(project: Path, data: Path, size: int) -> str:
     return str(folder / "*.parquet")
 
 
-def main() -> None:
+def main(only_inference: bool = False) -> None:
+    """Every part; with `only_inference` (`bench_scale.py inference`), part 3 alone, its
+    figures replacing those of the last full run's results."""
     figures: dict[str, object] = {"cores": os.cpu_count(), "file_rows": FILE_ROWS,
                                   "batch_rows": 500_000, "feature_step": {}, "release": {}}
+    if only_inference:
+        figures = json.loads((RESULTS / "scale.json").read_text())
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         project = generated_project(work / "project")
@@ -188,7 +193,7 @@ def main() -> None:
                        check=True)  # bytecode of every library the steps import
         data = work / "data"
         data.mkdir()
-        for size in SIZES:
+        for size in () if only_inference else SIZES:
             pattern = trips_folder(project, data, size)
             case: dict[str, object] = {}
             for kind, script in (("streamed", STREAMED), ("one_frame", ONE_FRAME)):
@@ -207,7 +212,7 @@ def main() -> None:
                 case["peak_streamed_over_one_frame"] = round(
                     streamed["peak_mb"] / whole["peak_mb"], 2)  # type: ignore[index]
             figures["feature_step"][str(size)] = case  # type: ignore[index]
-        for size, train_rows in RELEASES:
+        for size, train_rows in () if only_inference else RELEASES:
             pattern = trips_folder(project, data, size)
             root = work / f"release-{size}"
             features = measured(project, STREAMED, pattern, str(root))
@@ -239,4 +244,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(only_inference=sys.argv[1:] == ["inference"])

@@ -12,8 +12,10 @@ from conftest import SHA, composed, release_context, release_model
 
 from {{ cookiecutter.package }}.artifacts import prediction_runs
 from {{ cookiecutter.package }}.artifacts.data_sources import SyntheticSource
+from {{ cookiecutter.package }}.artifacts.files_source import FileSource
 from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
+from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, open_store
 from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, parameters_of
 from {{ cookiecutter.package }}.ml.data import make_trips
@@ -125,3 +127,26 @@ def test_a_shard_tried_again_after_failing_half_way_completes_alone(
                               0.01, True, 0, 2)  # fmt: skip
     with pytest.raises(AlreadyExistsError, match="run run-1.shard-0-of-2 of 1.0.0 exists"):
         steps.predict_batch(names, str(features), str(batch), "run-1", None, 0, 2)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_file_sources_shards_split_its_trips_as_they_are_read(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / "exports"
+    write_sample(out, 800, fmt, with_outcomes=True)
+    day = sorted((out / "batch").iterdir())[0]
+    batch_file = next(day.iterdir())
+    partition = pd.read_csv(batch_file) if fmt == "csv" else pd.read_parquet(batch_file)
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", {"_target_": "sklearn.linear_model.Ridge"}, tmp_path)
+    source = FileSource(str(root), str(out / "trips.csv"), str(day / f"*.{fmt}"))
+    seen: list[str] = []
+    for shard in (0, 1):
+        features, batch = tmp_path / f"f{shard}", tmp_path / f"b{shard}.json"
+        rows = steps.make_batch_features(
+            names, 0, 0, [7], str(features), str(batch), Interval.resolve(), source,
+            0.01, True, shard, 2, batch_rows=20,
+        )  # fmt: skip
+        read = json.loads(batch.read_text())["read"]
+        assert read["rows"] == len(partition) and read["kept"] == rows > 0
+        seen += list(pd.read_parquet(features).trip_id)
+    assert sorted(seen) == sorted(partition.trip_id)  # each trip in exactly one shard

@@ -144,8 +144,8 @@ class FileSource:
                 readable = self._open(uri)
                 digest = _sha256(readable) if record else ""
                 rows = 0
-                for batch in _read_batches(uri, readable, wanted, batch_rows):
-                    rows += len(batch)
+                for held, batch in _read_batches(uri, readable, wanted, batch_rows):
+                    rows += held
                     kept = windowed(batch)
                     if record:
                         lineage["rows"] += len(kept)
@@ -214,11 +214,19 @@ class FileSource:
         wanted = [*columns, *([self.batch_column] if self.batch_column else [])]
 
         def batches() -> Iterator[pd.DataFrame]:
+            # Without a time column every row is the interval's: a shard's rows are kept as
+            # the file is read. With one, the interval comes first, then the shard.
+            early = keep if not self.batch_column else None
             for uri in uris:
                 readable = self._open(uri)
                 digest, rows = _sha256(readable), 0
-                for batch in _read_batches(uri, readable, wanted, batch_rows):
-                    rows += len(batch)
+                for held, batch in _read_batches(uri, readable, wanted, batch_rows, early):
+                    rows += held
+                    if early is not None:
+                        read["rows"] += held
+                        read["kept"] += len(batch)
+                        yield batch
+                        continue
                     if self.batch_column:
                         if self.batch_column not in batch:
                             raise DataSourceError(
@@ -256,11 +264,13 @@ def _sha256(readable: Any) -> str:
 
 
 def _read_batches(
-    uri: str, readable: Any, columns: list[str], batch_rows: int
-) -> Iterator[pd.DataFrame]:
+    uri: str, readable: Any, columns: list[str], batch_rows: int, keep: Keep | None = None
+) -> Iterator[tuple[int, pd.DataFrame]]:
     """The declared columns a file has (the schema names what is missing), `batch_rows` at
-    a time: Parquet through pyarrow's batches, CSV through pandas' chunks (each chunk's
-    types are inferred from its own rows; the schema coerces them to the declared ones)."""
+    a time, with the rows each batch held: Parquet through pyarrow's batches, CSV through
+    pandas' chunks (each chunk's types are inferred from its own rows; the schema coerces
+    them to the declared ones). With `keep`, a Parquet batch is filtered before it becomes a
+    frame (a shard converts only its own rows)."""
     import pandas as pd
 
     if isinstance(readable, io.BytesIO):
@@ -270,14 +280,23 @@ def _read_batches(
             with pd.read_csv(
                 readable, usecols=lambda column: column in columns, chunksize=batch_rows
             ) as chunks:
-                yield from chunks
+                for chunk in chunks:
+                    if keep is not None and "trip_id" in chunk:
+                        yield len(chunk), chunk[keep(chunk)].reset_index(drop=True)
+                    else:
+                        yield len(chunk), chunk
             return
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(readable)
         present = [c for c in columns if c in parquet.schema_arrow.names]
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
-            yield batch.to_pandas()
+            rows = batch.num_rows
+            if keep is not None and "trip_id" in batch.schema.names:
+                ids = pd.DataFrame({"trip_id": batch.column("trip_id").to_pandas()})
+                batch = batch.filter(pa.array(keep(ids), type=pa.bool_()))
+            yield rows, batch.to_pandas()
     except (OSError, ValueError) as error:
         raise DataSourceError(f"cannot read {uri}: {shown(str(error), 120)}") from None
 
