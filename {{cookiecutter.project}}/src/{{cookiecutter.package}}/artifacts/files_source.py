@@ -102,22 +102,6 @@ class FileSource:
         store, key = self._bucket(uri)
         return io.BytesIO(store.read(key))
 
-    def _read(
-        self, pattern: str, columns: list[str], what: str, uris: list[str] | None = None
-    ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        import pandas as pd
-
-        uris = self._files(pattern) if uris is None else uris
-        if not uris:
-            raise DataSourceError(f"no {what} file matches {shown(pattern)}")
-        frames, read = [], []
-        for uri in uris:
-            readable = self._open(uri)
-            digest = _sha256(readable)
-            frames.append(_read_columns(uri, readable, columns))
-            read.append({"path": uri, "sha256": digest, "rows": len(frames[-1])})
-        return pd.concat(frames, ignore_index=True), read
-
     def scan_trips(self, columns: list[str], batch_rows: int) -> TripScan:
         """The training trips a batch of `batch_rows` at a time, file after file (Parquet
         by row groups through pyarrow, CSV in chunks through pandas): each file's sha256 and
@@ -246,9 +230,20 @@ class FileSource:
         return batches(), read
 
     def outcomes(self, since: datetime, until: datetime) -> pd.DataFrame:
+        import pandas as pd
+
         if not self.outcomes_path:
             raise DataSourceError("data_source.outcomes_path is not set: name the outcomes' files")
-        frame = self._read(self.outcomes_path, list(OUTCOMES_COLUMNS), "outcomes")[0]
+        uris = self._files(self.outcomes_path)
+        if not uris:
+            raise DataSourceError(f"no outcomes file matches {shown(self.outcomes_path)}")
+        columns = list(OUTCOMES_COLUMNS)
+        frames = [
+            batch
+            for uri in uris
+            for _, batch in _read_batches(uri, self._open(uri), columns, BATCH_ROWS)
+        ]
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
         return in_window(frame, OBSERVED_AT, since, until)
 
 
@@ -297,25 +292,5 @@ def _read_batches(
                 ids = pd.DataFrame({"trip_id": batch.column("trip_id").to_pandas()})
                 batch = batch.filter(pa.array(keep(ids), type=pa.bool_()))
             yield rows, batch.to_pandas()
-    except (OSError, ValueError) as error:
-        raise DataSourceError(f"cannot read {uri}: {shown(str(error), 120)}") from None
-
-
-def _read_columns(uri: str, readable: Any, columns: list[str]) -> pd.DataFrame:
-    """The declared columns a file has (the schema names what is missing)."""
-    import pandas as pd
-
-    if isinstance(readable, io.BytesIO):
-        readable.seek(0)
-    name = uri.lower()
-    try:
-        if name.endswith((".csv", ".csv.gz")):
-            return pd.read_csv(readable, usecols=lambda column: column in columns)
-        import pyarrow.parquet as pq
-
-        present = [c for c in columns if c in pq.read_schema(readable).names]
-        if isinstance(readable, io.BytesIO):
-            readable.seek(0)
-        return pq.read_table(readable, columns=present).to_pandas()
     except (OSError, ValueError) as error:
         raise DataSourceError(f"cannot read {uri}: {shown(str(error), 120)}") from None
