@@ -9,7 +9,9 @@
    10 M with 2 000 000: the feature step, then training (scikit-learn's default gradient
    boosting of the project) on the sample.
 3. Batch inference of 10 M trips (`inference.shards`): one shard's process, then two shard
-   processes started together, as the engines' parallel tasks run them.
+   processes started together, as the engines' parallel tasks run them in pods; ROUNDS
+   times each, alternated, and the medians compared. Then the same as the local engine runs
+   them: forks of a warm worker that has the steps' libraries imported.
 
 Each step runs in a fresh process; its wall time and its peak RSS (the kernel's max RSS of
 that process, VmHWM) are measured. Prints and saves bench/results/scale.json with the
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, generated_project, save  # noqa: E402
@@ -35,6 +38,7 @@ SIZES = (1_000_000, 10_000_000, 50_000_000)
 BASELINE_UP_TO = 10_000_000
 RELEASES = ((6_000_000, 1_000_000), (10_000_000, 2_000_000))
 INFERENCE_TRIPS = 10_000_000
+ROUNDS = 5  # inference's wall time varies by a third from run to run here: medians
 
 WRITE = """
 import sys
@@ -131,13 +135,59 @@ from taxi_eta.artifacts.files_source import FileSource
 from taxi_eta.artifacts.intervals import Interval
 from taxi_eta.artifacts.names import ReleaseNames
 from taxi_eta.pipelines import steps
-root, pattern, scratch, shard, shards = sys.argv[1:4] + [int(a) for a in sys.argv[4:6]]
+root, pattern, scratch, run = sys.argv[1:5]
+shard, shards = int(sys.argv[5]), int(sys.argv[6])
 names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
 source = FileSource(root, pattern, batch_path=pattern)
 features, batch = f"{scratch}/features-{shard}.parquet", f"{scratch}/batch-{shard}.json"
 steps.make_batch_features(names, 0, 0, [7, 8, 9, 16, 17, 18], features, batch,
                           Interval.resolve(), source, 0.01, True, shard, shards)
-print(steps.predict_batch(names, features, batch, f"bench-{shards}", None, shard, shards))
+print(steps.predict_batch(names, features, batch, f"{run}-{shards}", None, shard, shards))
+"""
+
+
+# The same shards as the local engine runs them: forks of a warm worker, which holds the
+# libraries the steps import (`engines.workers.PRELOAD`), so no shard pays for its imports.
+FORKED_SHARDS = """
+import importlib, json, os, sys, time
+from taxi_eta.engines.workers import PACKAGE_MODULES, PRELOAD
+for name in (*PRELOAD, *(f"taxi_eta.{module}" for module in PACKAGE_MODULES)):
+    importlib.import_module(name)
+from taxi_eta.artifacts.files_source import FileSource
+from taxi_eta.artifacts.intervals import Interval
+from taxi_eta.artifacts.names import ReleaseNames
+from taxi_eta.pipelines import steps
+root, pattern, scratch, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
+
+
+def shard_task(run, shard, shards):
+    source = FileSource(root, pattern, batch_path=pattern)
+    features, batch = f"{scratch}/{run}-features-{shard}", f"{scratch}/{run}-batch-{shard}.json"
+    steps.make_batch_features(names, 0, 0, [7, 8, 9, 16, 17, 18], features, batch,
+                              Interval.resolve(), source, 0.01, True, shard, shards)
+    steps.predict_batch(names, features, batch, run, None, shard, shards)
+
+
+results = {1: [], 2: []}
+for round_ in range(rounds):
+    for shards in (1, 2):
+        started, children = time.perf_counter(), []
+        for shard in range(shards):
+            child = os.fork()
+            if child == 0:
+                sys.stdout = open(os.devnull, "w")
+                shard_task(f"forked-{round_}-{shards}", shard, shards)
+                os._exit(0)
+            children.append(child)
+        peaks = []
+        for child in children:
+            _, status, usage = os.wait4(child, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, f"a forked shard failed: {status}"
+            peaks.append(round(usage.ru_maxrss / 1024))
+        results[shards].append({"wall_s": round(time.perf_counter() - started, 1),
+                                "peak_mb_per_shard": peaks})
+print(json.dumps(results))
 """
 
 
@@ -228,17 +278,41 @@ def main(only_inference: bool = False) -> None:
         subprocess.run([str(project / ".venv/bin/python"), "-c", RELEASE_MODEL, str(root),
                         str(work / "ridge.pkl")], cwd=project, env=ENV, check=True,
                        capture_output=True)
-        inference: dict[str, object] = {"trips": INFERENCE_TRIPS}
-        for shards in (1, 2):
-            scratch = work / f"inference-{shards}"
-            scratch.mkdir()
-            inference[f"{shards} shard(s)"] = shards_in_parallel(
-                project, [str(root), pattern, str(scratch)], shards)
-            print(f"inference of {INFERENCE_TRIPS:,} trips, {shards} shard(s): "
-                  f"{inference[f'{shards} shard(s)']}")
+        inference: dict[str, object] = {"trips": INFERENCE_TRIPS, "rounds": ROUNDS}
+        runs: dict[int, list[dict[str, object]]] = {1: [], 2: []}
+        for round_ in range(ROUNDS):  # alternated, so a slow spell of the machine hits both
+            for shards in (1, 2):
+                scratch = work / f"inference-{shards}-{round_}"
+                scratch.mkdir()
+                runs[shards].append(shards_in_parallel(
+                    project, [str(root), pattern, str(scratch), f"bench-{round_}"], shards))
+                print(f"inference of {INFERENCE_TRIPS:,} trips, {shards} shard(s): "
+                      f"{runs[shards][-1]}")
+        for shards, measured_runs in runs.items():
+            inference[f"{shards} shard(s)"] = {
+                "wall_s_median": median(r["wall_s"] for r in measured_runs),  # type: ignore[misc]
+                "wall_s": [r["wall_s"] for r in measured_runs],
+                "peak_mb_per_shard_max": max(
+                    max(r["peak_mb_per_shard"]) for r in measured_runs),  # type: ignore[call-overload]
+            }
         one, two = inference["1 shard(s)"], inference["2 shard(s)"]
         inference["wall_2_shards_over_1"] = round(
-            two["wall_s"] / one["wall_s"], 2)  # type: ignore[index]
+            two["wall_s_median"] / one["wall_s_median"], 2)  # type: ignore[index]
+        scratch = work / "inference-forked"
+        scratch.mkdir()
+        forked = json.loads(subprocess.run(
+            [str(project / ".venv/bin/python"), "-c", FORKED_SHARDS, str(root), pattern,
+             str(scratch), str(ROUNDS)], cwd=project, env=ENV, check=True, capture_output=True,
+            text=True).stdout.splitlines()[-1])
+        for shards, measured_runs in forked.items():
+            inference[f"{shards} shard(s), forked from a warm worker"] = {
+                "wall_s_median": median(r["wall_s"] for r in measured_runs),
+                "wall_s": [r["wall_s"] for r in measured_runs],
+                "peak_mb_per_shard_max": max(max(r["peak_mb_per_shard"]) for r in measured_runs),
+            }
+            print(f"inference, {shards} shard(s) forked: {measured_runs}")
+        inference["forked_wall_2_shards_over_1"] = round(
+            median(r["wall_s"] for r in forked["2"]) / median(r["wall_s"] for r in forked["1"]), 2)
         figures["inference"] = inference
     save("scale", figures)
 

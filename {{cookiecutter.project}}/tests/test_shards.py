@@ -3,6 +3,10 @@
 as one run."""
 
 import json
+import re
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -84,6 +88,48 @@ def test_every_trip_is_predicted_once_by_the_shards_of_a_run(tmp_path: Path) -> 
     records = prediction_runs.read(ctx.store, cfg.version)
     assert [r["shard"] for r in records] == [{"index": 0, "of": 2}, {"index": 1, "of": 2}]
     assert sum(r["predicted"] for r in records) == 300
+
+
+def test_the_engine_tries_a_failed_shard_again_alone(tmp_path: Path) -> None:
+    """Through the local engine: kfp's local runner honours the compiled retry policy.
+    Shard 1's record cannot be written on its first attempt (a folder stands where the file
+    goes: a store error, after its predictions); the folder is removed while kfp waits its
+    30 s backoff; the second attempt completes. Shard 0 ran once; every trip once."""
+    root = tmp_path / "artifacts"
+    cfg = composed("local", [*SMALL, "inference.shards=2"], {"env.artifact_root": str(root)})
+    ctx = release_context(cfg, tmp_path)
+    train_adhoc(ctx, SHA)
+    deploy_workflows(ctx, SHA)
+    blocker = root / f"runs/{cfg.version}/batch-2.shard-1-of-2.json"
+    blocker.mkdir(parents=True)
+    logs = tmp_path / ".kfp-local/logs"
+    before = set(logs.glob("*.log"))
+
+    def clear_once_failed() -> None:  # as an operator (or a flaky disk) would, meanwhile
+        while not any("FAILURE" in p.read_text() for p in set(logs.glob("*")) - before):
+            time.sleep(0.2)
+        blocker.rmdir()
+
+    clearing = threading.Thread(target=clear_once_failed, daemon=True)
+    clearing.start()
+    output = run_inference(ctx, "batch-2", "2026-12-01", "2026-12-02")
+    clearing.join(timeout=5)
+    assert blocker.is_file()  # the record the second attempt wrote
+    (log,) = set(logs.glob("*.log")) - before
+    text = log.read_text()
+    # Each attempt of a task logs its executor input, which names its loop iteration.
+    attempts = Counter(re.findall(r"(iteration-\d/[\w-]+)/executor_output.json\"", text))
+    assert attempts == {
+        "iteration-0/make-batch-features": 1,
+        "iteration-1/make-batch-features": 1,
+        "iteration-0/predict-batch": 1,
+        "iteration-1/predict-batch": 2,  # shard 1 alone, tried again
+    }
+    written = sorted(output.splitlines())
+    assert len(written) == 2 and sum("earlier attempt" in line for line in written) == 1
+    predicted = ParquetPredictions(str(root)).read(cfg.version, shadow=True)
+    assert predicted.trip_id.is_unique and len(predicted) == 300
+    assert len(prediction_runs.read(ctx.store, cfg.version)) == 2
 
 
 def test_a_shard_tried_again_after_failing_half_way_completes_alone(

@@ -163,6 +163,8 @@ class LocalStore(ArtifactStore):
                 try:
                     os.link(temp, path)
                 except FileExistsError:
+                    if path.is_dir():  # not an artifact: a write that cannot be done
+                        raise StoreError(f"{self.uri(key)} is a folder, not a file") from None
                     raise AlreadyExistsError(
                         f"{self.uri(key)} already exists; released artifacts are immutable"
                     ) from None

