@@ -34,6 +34,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def in_use(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+@contextmanager
+def listening(port: int) -> Iterator[None]:
+    """Something listening on 127.0.0.1:`port` meanwhile (a port another program holds)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield
+
+
 @contextmanager
 def registry(workdir: Path) -> Iterator[str]:
     """A plain-HTTP registry on 127.0.0.1; yields its host:port."""

@@ -51,7 +51,7 @@ def test_inv_list_shows_the_release_tasks(project: Project) -> None:
     listed = project.inv("--list").stdout.split()
     for name in ("build", "train-adhoc", "deploy-workflow", "release", "versions", "retire",
                  "rollback", "run-inference", "run-scheduled", "traffic", "bump", "train",
-                 "serve", "serve-router", "render-deployment", "test", "lint"):
+                 "serve", "serve-router", "up", "down", "render-deployment", "test", "lint"):
         assert name in listed
 
 
@@ -64,6 +64,33 @@ def test_train_with_override_records_version_and_override(project: Project) -> N
     assert metadata["overrides"] == ["model.max_depth=3", "data.n_trips=500"]
     assert metadata["config"]["model"]["max_depth"] == 3
     assert (metadata_files[0].parent / "model.pkl").stat().st_size > 0
+
+
+def test_adopting_a_run_writes_its_settings_into_conf(project: Project) -> None:
+    """`inv experiments --adopt RUN`: what the run changed goes into the conf/ files that
+    declare it, shown as a diff; a plain `inv train` then composes what the run trained."""
+    project.inv("train", "-o", "model.learning_rate=0.05", "-o", "data.n_trips=600")
+    newest = max((project.path / "outputs/0.1.0").glob("*/metadata.json"),
+                 key=lambda p: p.stat().st_mtime)  # fmt: skip
+    run = newest.parent.relative_to(project.path).as_posix()
+    try:
+        refused = project.inv("experiments", "--adopt", "outputs/nope", check=False)
+        assert refused.returncode == 1 and refused.stderr.strip() == (
+            "error: no experiment 'outputs/nope': `inv experiments` lists them (the run column)")
+        adopted = project.inv("experiments", "--adopt", run).stdout
+        assert "conf/model/gradient_boosting.yaml: learning_rate: 0.1 -> 0.05" in adopted
+        assert "conf/config.yaml: data.n_trips: 4000 -> 600" in adopted
+        assert "+learning_rate: 0.05" in adopted  # the diff, for review
+        again = project.inv("experiments", "--adopt", run, check=False)
+        assert again.returncode == 1 and "conf/ has changes not committed" in again.stderr
+        project.inv("train")
+        plain = max((project.path / "outputs/0.1.0").glob("*/metadata.json"),
+                    key=lambda p: p.stat().st_mtime)  # fmt: skip
+        trained, now = (json.loads(p.read_text())["config"] for p in (newest, plain))
+        assert json.loads(plain.read_text())["overrides"] == []
+        assert now["model"] == trained["model"] and now["data"] == trained["data"]
+    finally:
+        project.git("checkout", "--", "conf")
 
 
 def test_a_bad_model_parameter_is_one_line_before_any_data(project: Project) -> None:

@@ -1,7 +1,7 @@
 """Slow tier: the generated README's commands, run as written in a fresh project.
 
 The fenced shell blocks of "Set up", "Train", "Experiments", "Release" and "Traffic" run in
-order, as one
+order (then "Online inference", "Rehearse git-flow locally" and "Use your own data"), as one
 newcomer would type them (the environment activated as Set up says, and IMAGE_BUILDER=none
 as it says for a machine with no registry at hand). Nothing but those blocks touches the
 project, which is generated with a first version other than the default: the examples must
@@ -85,6 +85,14 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     # Every metric, with its change from the previous version on the second row.
     assert versions[0].split()[4:9] == ["mae", "bias", "n_test", "r2", "rmse"]
     assert re.search(r"\(\+0\)", versions[2]) and versions[2].count("(+") == 5
+
+    # "Online inference": `inv up` serves the live version (1.4.2; 1.5.0 was retired by the
+    # rollback) and the router, the request goes through, `inv down` leaves nothing running.
+    (block,) = shell_blocks(readme, "Online inference")
+    served = project.run("bash", "-c", "set -euo pipefail\n" + block, env=env, timeout=600)
+    assert '"version":"1.4.2"' in served.stdout.replace(" ", ""), served.stdout
+    assert served.stdout.count(" answers") == 2 and "1.5.0" not in served.stdout
+    assert "stopped router" in served.stdout and not (project.path / ".serving/up.json").exists()
 
     # `inv experiments`: the runs of Train and Experiments, in two rankings: the run on
     # 20000 trips was scored on another test set than the others.

@@ -212,6 +212,61 @@ def test_the_router_answers_each_cluster_from_its_version(project: Project) -> N
     project.inv("traffic", "--assign", "0.1.0=0-3")  # back to the A/B split
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (a version's server each, from it)."""
+    for first in range(20000, 30000, 97):
+        if not any(parts.in_use(first + i) for i in range(count)):
+            return first
+    raise AssertionError("no free ports")
+
+
+def test_inv_up_serves_every_live_version_and_inv_down_stops_them(project: Project) -> None:
+    first, router = free_ports(2), parts.free_port()
+    ports = ["-o", f"serving.local.first_port={first}", "-o", f"serving.local.router_port={router}"]
+    with parts.listening(router):  # the router's port taken: refused, nothing started
+        result = project.inv("up", *ports, check=False)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"error: port {router} (for router) is taken: stop what listens there, or set "
+        "serving.local.router_port (-o serving.local.router_port=...)"]
+    assert not (project.path / ".serving/up.json").exists()
+
+    printed = project.inv("up", *ports).stdout
+    started = json.loads((project.path / ".serving/up.json").read_text())["started"]
+    try:
+        assert [p["name"] for p in started] == ["0.1.0", "0.2.0", "router"]
+        assert f"http://127.0.0.1:{router}/predict" in printed
+        for process in started[:2]:  # each version's server: its own environment's interpreter
+            argv = Path(f"/proc/{process['pid']}/cmdline").read_bytes().split(b"\0")
+            envs = project.path / ".version-envs"
+            assert argv[0].decode().startswith(f"{envs}/{process['name']}-")
+        trips = [{"trip_id": f"t{c}", "distance_km": 4.2, "pickup_hour": 8, "weekday": 1,
+                  "area_cluster": 0, "user_cluster": c} for c in range(8)]
+        answer = post(f"http://127.0.0.1:{router}/predict", trips)["predictions"]
+        assert [p["version"] for p in answer] == ["0.1.0"] * 4 + ["0.2.0"] * 4
+        own = post(f"http://127.0.0.1:{first + 1}/v0.2.0/predict", trips[:1])["predictions"]
+        assert own[0]["eta_minutes"] > 1000  # 0.2.0's own code (x1000)
+        assert project.inv("up", "--status").stdout.count(" answers") == 3
+        again = project.inv("up", *ports, check=False)
+        assert again.returncode == 1 and "error: already up: 0.1.0 (pid" in again.stderr
+    finally:
+        stopped = project.inv("down").stdout
+    assert stopped.splitlines()[0].startswith("stopped router (pid")
+    assert not any(Path(f"/proc/{p['pid']}").exists() for p in started)  # nothing left
+    assert project.inv("down").stdout.startswith("nothing is up")
+
+    # A retired version is not started.
+    project.inv("traffic", "--all", "0.2.0")
+    project.inv("retire", "--version", "0.1.0")
+    try:
+        project.inv("up", *ports)
+        started = json.loads((project.path / ".serving/up.json").read_text())["started"]
+        assert [p["name"] for p in started] == ["0.2.0", "router"]
+    finally:
+        project.inv("down")
+        project.inv("revive", "--version", "0.1.0")
+        project.inv("traffic", "--assign", "0.1.0=0-3")  # back to the A/B split
+
+
 def refuse(project: Project, *args: str, message: str) -> None:
     before = snapshot(project.artifacts)
     tags = project.git("tag", "--list")

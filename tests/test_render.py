@@ -46,6 +46,8 @@ EXPECTED_FILES = {
     "conf/predictions/parquet.yaml", "deploy/base/deployment.yaml", "deploy/base/ingress.yaml",
     "deploy/base/kustomization.yaml", "deploy/base/service.yaml", "src/taxi_eta/__init__.py",
     "src/taxi_eta/config.py", "src/taxi_eta/errors.py", "src/taxi_eta/progress.py",
+    "src/taxi_eta/background.py", "src/taxi_eta/release/local_servers.py",
+    "src/taxi_eta/config_writer.py",
     "src/taxi_eta/targets.py",
     "src/taxi_eta/train.py", "src/taxi_eta/version.py", "src/taxi_eta/artifacts/__init__.py",
     "src/taxi_eta/artifacts/bigquery.py", "src/taxi_eta/artifacts/bigquery_client.py",

@@ -279,13 +279,19 @@ def compare(
     help={
         "override": "Hydra override, e.g. -o tracking=mlflow (repeatable)",
         "limit": "show only the best N runs of each test set (default: all)",
+        "adopt": "write this run's settings into conf/ (its run column), for the next release",
     },
     iterable=["override"],
 )
-def experiments(c: Context, override: list[str] | None = None, limit: int = 0) -> None:
+def experiments(
+    c: Context, override: list[str] | None = None, limit: int = 0, adopt: str = ""
+) -> None:
     """Training runs, best first among those scored on the same test set.
 
-    From MLflow when tracking is on (conf/tracking/), else from outputs/ and multirun/."""
+    From MLflow when tracking is on (conf/tracking/), else from outputs/ and multirun/.
+    --adopt RUN writes what that run changed into the conf/ files that declare it (a group
+    option into conf/config.yaml's defaults, a model setting into its model's file) and
+    shows the diff: commit it, bump, release."""
     from {{ cookiecutter.package }}.artifacts.tracking import Tracker
     from {{ cookiecutter.package }}.config import load_config
     from {{ cookiecutter.package }}.reports import experiments as report
@@ -293,10 +299,26 @@ def experiments(c: Context, override: list[str] | None = None, limit: int = 0) -
 
     with _user_errors():
         tracker = Tracker.from_config(load_config("local", override or []))
-        if tracker is None:
-            report.show(report.find(PROJECT_ROOT), limit)
-        else:
-            report.show(report.tracked(tracker), limit, source=f"MLflow at {tracker.shown}")
+        source = "outputs/" if tracker is None else f"MLflow at {tracker.shown}"
+        found = report.find(PROJECT_ROOT) if tracker is None else report.tracked(tracker)
+        if not adopt:
+            report.show(found, limit, source=source)
+            return
+        from {{ cookiecutter.package }}.config_writer import adopt as adopt_overrides
+
+        run = report.named(found, adopt)
+        git = ["git", "-C", str(PROJECT_ROOT)]
+        if c.run(shlex.join([*git, "status", "--porcelain", "--", "conf"]), hide=True).stdout:
+            raise Exit("error: conf/ has changes not committed: commit or stash them first, "
+                       "so that what is adopted is one diff", code=1)  # fmt: skip
+        changes = adopt_overrides(run.overrides)
+    if not changes:
+        print(f"{run.run} changes nothing in conf/: nothing to adopt")
+        return
+    print(f"adopted {run.run} ({' '.join(run.overrides)}):")
+    print("\n".join(f"  {line}" for line in changes))
+    c.run(shlex.join([*git, "--no-pager", "diff", "--", "conf"]))
+    print("conf/ is a release input: commit this, then `inv bump` and `inv release`")
 
 
 @task(
@@ -580,6 +602,44 @@ def serve_router(
             shadow_flush_s=float(ctx.cfg.serving.shadow_flush_seconds),
         )
     router.serve(app, port=port_number)
+
+
+@task(
+    help={**OVERRIDE_HELP, "status": "show what `inv up` started and whether each answers"},
+    iterable=["override"],
+)
+def up(
+    c: Context, env: str = "local", override: list[str] | None = None, status: bool = False
+) -> None:
+    """Serve every live version (each in its own environment) and the router, in the background.
+
+    Ports: `serving.local.first_port` and up for the versions, oldest first, and
+    `serving.local.router_port` for the router. Logs in .serving/logs/; `inv down` stops them.
+    """
+    from {{ cookiecutter.package }}.release import local_servers
+    from {{ cookiecutter.package }}.version import PROJECT_ROOT
+
+    if status:
+        print("\n".join(local_servers.status(PROJECT_ROOT)))
+        return
+    with _release_context(env, override) as ctx:
+        started = local_servers.up(ctx, override or [])
+    for process in started:
+        where = (
+            f"{process.url}/predict"
+            if process.name == "router"
+            else (f"{process.url}/v{process.name}/predict")
+        )
+        print(f"{process.name:<10} {where}  (pid {process.pid}, log {process.log})")
+
+
+@task
+def down(c: Context) -> None:
+    """Stop exactly what `inv up` started."""
+    from {{ cookiecutter.package }}.release import local_servers
+    from {{ cookiecutter.package }}.version import PROJECT_ROOT
+
+    print("\n".join(local_servers.down(PROJECT_ROOT)))
 
 
 @task(

@@ -13,7 +13,7 @@ PACKAGE = Path({{ cookiecutter.package }}.__file__).parent
 NAME = PACKAGE.name
 # Bottom to top. A unit is a subpackage or a top-level module of the package.
 FLOORS: list[set[str]] = [
-    {"errors", "version", "progress", "config", "targets"},
+    {"errors", "version", "progress", "config", "config_writer", "targets", "background"},
     {"ml"},
     {"artifacts"},
     {"pipelines"},

@@ -1,3 +1,4 @@
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -101,3 +102,62 @@ def test_traffic_counts_the_user_clusters_the_data_has() -> None:
     from {{ cookiecutter.package }}.ml.users import N_USER_CLUSTERS
 
     assert load_config().traffic.n_user_clusters == N_USER_CLUSTERS
+
+
+def composed_in(conf: Path, overrides: list[str]) -> dict:
+    """The config `conf` composes with `overrides`, without what adopting leaves out."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+    assert isinstance(cfg, dict)
+    return {k: v for k, v in cfg.items() if k not in ("env", "tracking", "hparams_search")}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.max_depth=4", "model.learning_rate=0.05", "data.n_trips=6000"],
+        ["+experiment=forest", "model.min_samples_leaf=5"],
+        ["model=ridge", "features.rush_hours=[7,8]"],
+        # A trial of a search: the search itself is how the run was found, not adopted.
+        ["hparams_search=gradient_boosting_optuna", "model.max_iter=300"],
+    ],
+)
+def test_adopting_a_runs_overrides_makes_conf_compose_what_the_run_trained(
+    tmp_path: Path, overrides: list[str]
+) -> None:
+    """`inv experiments --adopt`: after the edit, conf/ alone composes the run's config;
+    every other line of every file (comments included) is as it was."""
+    from {{ cookiecutter.package }}.config_writer import adopt
+
+    conf = Path(shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf"))
+    before = {p: p.read_text().splitlines() for p in conf.rglob("*.yaml")}
+    trained = composed_in(conf, [o for o in overrides if not o.startswith("hparams_search")])
+    changes = adopt(overrides, conf)
+    assert "  - hparams_search: null" in (conf / "config.yaml").read_text()
+    assert composed_in(conf, []) == trained
+    assert changes and all(": " in line and " -> " in line for line in changes)
+    for path, lines in before.items():
+        after = path.read_text().splitlines()
+        changed = [n for n, (a, b) in enumerate(zip(lines, after, strict=False)) if a != b]
+        assert len(changed) <= len(changes) and len(after) - len(lines) <= len(changes)
+        for n in changed:  # a changed line keeps its comment
+            assert ("#" in lines[n]) == ("#" in after[n]), (lines[n], after[n])
+    assert adopt(overrides, conf) == []  # adopted: nothing more to write
+
+
+def test_adopting_names_each_change_and_refuses_what_does_not_compose(tmp_path: Path) -> None:
+    from {{ cookiecutter.package }}.config_writer import adopt
+
+    conf = Path(shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf"))
+    assert adopt(["+experiment=forest"], conf) == [
+        "conf/config.yaml: defaults: model: gradient_boosting -> random_forest",
+        "conf/model/random_forest.yaml: n_estimators: 100 -> 200",
+    ]
+    assert "  - model: random_forest\n" in (conf / "config.yaml").read_text()
+    before = {p: p.read_bytes() for p in conf.rglob("*.yaml")}
+    with pytest.raises(ConfigError, match="do not compose"):
+        adopt(["model=nope"], conf)
+    assert {p: p.read_bytes() for p in conf.rglob("*.yaml")} == before

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import inv_here
@@ -65,6 +66,8 @@ def test_the_documented_tasks_exist(listing: dict) -> None:
         "train",
         "serve",
         "serve-router",
+        "up",
+        "down",
         "render-deployment",
         "test",
         "lint",
@@ -142,6 +145,43 @@ def test_the_router_refuses_to_start_without_a_server_for_a_live_cluster(tmp_pat
         "error: version 2.0.0 serves user clusters 4-7 but no server is named for it: start "
         "one (`inv serve --version 2.0.0`) and add --upstream 2.0.0=URL"
     )
+
+
+def test_inv_up_without_a_live_version_refuses_and_starts_nothing(tmp_path) -> None:
+    code, out, err = inv_here("up", "-o", f"env.artifact_root={tmp_path}")
+    assert code == 1 and out == ""
+    assert err.strip() == "error: no live version on local: release one first (`inv release`)"
+    assert not any(tmp_path.iterdir())
+
+
+def test_inv_down_stops_what_was_recorded_and_never_a_reused_pid(tmp_path) -> None:
+    """`inv down` ends each recorded process with its children (its session); a recorded pid
+    whose process started at another time than recorded (the system gave the pid to another
+    process) is left alone."""
+    from {{ cookiecutter.package }}.background import spawn, started_at
+    from {{ cookiecutter.package }}.release import local_servers
+
+    shell = spawn(["bash", "-c", "sleep 300 & wait"], tmp_path / "shell.log")
+    other = spawn(["sleep", "300"], tmp_path / "other.log")
+    try:
+        entries = [
+            local_servers.Started("1.0.0", 9, shell.pid, started_at(shell.pid) or 0, "log"),
+            local_servers.Started("2.0.0", 9, other.pid, (started_at(other.pid) or 0) + 1, "l"),
+        ]
+        local_servers._record(tmp_path, entries)
+        time.sleep(0.2)  # the shell's child is started
+        child = int(subprocess.check_output(["pgrep", "-P", str(shell.pid)]).split()[0])
+        lines = local_servers.down(tmp_path)
+        assert lines == [
+            f"stopped 1.0.0 (pid {shell.pid}, port 9)",
+            f"2.0.0 (pid {other.pid}) had ended already",
+        ]
+        assert shell.wait(timeout=5) is not None and started_at(child) is None
+        assert other.poll() is None  # not the recorded process: never signalled
+        assert not local_servers.record_path(tmp_path).exists()
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_a_typo_in_an_experiments_override_is_one_line_naming_the_setting() -> None:

@@ -168,3 +168,7 @@ class OptunaSweeper(Sweeper):
         command = shlex.join(["inv", "train", *(a for o in overrides for a in ("-o", o))])
         print(f"best: {best.value:.6g} in trial {best.number} of {len(study.trials)}")
         print(f"reproduce: {command}")
+        trial = self.sweep_dir / str(best.number)  # hydra.sweep.subdir: the job's number
+        if (trial / "metadata.json").is_file():
+            shown = trial.relative_to(Path.cwd()) if trial.is_relative_to(Path.cwd()) else trial
+            print(f"adopt it for the next release: inv experiments --adopt {shown}")

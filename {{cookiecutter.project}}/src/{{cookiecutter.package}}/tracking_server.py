@@ -16,17 +16,12 @@ in its UI too. Cloud teams point MLFLOW_TRACKING_URI at their shared server inst
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from {{ cookiecutter.package }}.artifacts.store import build_folder
+from {{ cookiecutter.package }}.background import in_use, running, spawn, stop, wait_until_answers
 from {{ cookiecutter.package }}.engines.version_env import find_uv, run_uv
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
@@ -113,68 +108,10 @@ def start(home: Path, port: int, host: str = "127.0.0.1") -> Server:
     # MLflow's job runner (eight more processes, for its GenAI evaluation jobs) serves
     # nothing this project logs
     environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: it outlives the command, and
-        )  # stop() ends it with its workers
+    process = spawn(command, log, environment)
     url = f"http://{host}:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            answered = True
-        except OSError:
-            answered = False
-        ended = process.poll() is not None  # answered all the same: another server's port
-        if answered and not ended:
-            return Server(url, process.pid, log)
-        if ended or time.monotonic() > deadline:
-            stop(process.pid)
-            last = log.read_text().strip().splitlines()[-1:] or ["no output"]
-            raise UserError(f"the MLflow server did not start (see {log}): {last[0]}")
-        time.sleep(0.5)
-
-
-def stop(pid: int) -> bool:
-    """End the server started as `pid` and its workers; False when it was not running."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
-        if not running(pid):
-            return True
-        time.sleep(0.2)
-    os.killpg(pid, signal.SIGKILL)
-    return True
-
-
-def in_use(host: str, port: int) -> bool:
-    """Whether a server listens on host:port (bound as the server binds: a port a closed
-    connection still holds, TIME_WAIT, is free)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def running(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+    wait_until_answers(process, f"{url}/health", log, START_TIMEOUT_S, "the MLflow server")
+    return Server(url, process.pid, log)
 
 
 def pid_file(home: Path) -> Path:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from {{ cookiecutter.package }}.artifacts.tracking import Tracker, scored_on
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.reports import tables
 
@@ -78,6 +79,29 @@ def tracked(tracker: Tracker) -> list[Experiment]:
         if run.kind in TRACKED_KINDS and run.status == "FINISHED"
     ]
     return sorted(found, key=lambda e: (e.score, e.run))
+
+
+def named(experiments: Sequence[Experiment], run: str) -> Experiment:
+    """The experiment `run` names, as `inv experiments` shows it in its run column: a run's
+    folder, an MLflow run's name, or the first characters (6 or more) of its id."""
+    wanted = run.strip().rstrip("/")
+
+    def matches(experiment: Experiment) -> bool:
+        name, _, shown_id = experiment.run.partition(" (")
+        return wanted in (experiment.run, name) or (
+            len(wanted) >= 6 and shown_id.rstrip(")").startswith(wanted[:8])
+        )
+
+    found = [experiment for experiment in experiments if matches(experiment)]
+    if not found:
+        raise UserError(f"no experiment {run!r}: `inv experiments` lists them (the run column)")
+    if len(found) > 1:
+        raise UserError(f"{run!r} names {len(found)} experiments: give its whole run column")
+    if any(override.startswith("(") for override in found[0].overrides):
+        raise UserError(
+            f"{found[0].run} is a release's training: its settings are its version's conf/"
+        )
+    return found[0]
 
 
 def comparable(experiments: Sequence[Experiment]) -> list[list[Experiment]]:
