@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import CONF_DIR, load_config
-from {{ cookiecutter.package }}.engines import workers
+from {{ cookiecutter.package }}.engines import worker_homes, workers
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows
@@ -140,14 +140,14 @@ def warm_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The workers the tests start (`engines.workers`) live in a folder of this session's
     (subprocesses inherit it through the environment), and none outlives the session."""
     folder = tmp_path_factory.mktemp("workers")
-    before = os.environ.get(workers.DIR_VARIABLE)
-    os.environ[workers.DIR_VARIABLE] = str(folder)
+    before = os.environ.get(worker_homes.DIR_VARIABLE)
+    os.environ[worker_homes.DIR_VARIABLE] = str(folder)
     yield folder
     workers.stop_workers(everywhere=True)  # every checkout's, in this folder
     if before is None:
-        del os.environ[workers.DIR_VARIABLE]
+        del os.environ[worker_homes.DIR_VARIABLE]
     else:
-        os.environ[workers.DIR_VARIABLE] = before
+        os.environ[worker_homes.DIR_VARIABLE] = before
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from test_tasks import inv
 
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.config import load_config
-from {{ cookiecutter.package }}.engines import workers
+from {{ cookiecutter.package }}.engines import worker_homes, workers
 from {{ cookiecutter.package }}.engines.local import LocalEngine
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.code_publishing import publish_code
@@ -274,7 +274,7 @@ def test_the_workers_task_lists_and_stops_them(released, spec: str) -> None:
     stopped = inv("workers", "--stop")
     assert stopped.returncode == 0 and stopped.stdout == "stopped 1 worker\n"
     wait_until(lambda: not pid_alive(pid))
-    assert not list(workers.runtime_dir().rglob("*.sock"))
+    assert not list(worker_homes.runtime_dir().rglob("*.sock"))
     assert inv("workers").stdout.startswith("no workers")
 
 
@@ -283,7 +283,7 @@ def test_each_checkout_lists_and_stops_its_own_workers(released, spec: str, monk
     --stop` in one leaves the other's workers, and their runs, alone; --all sees both."""
     probe_run(released, spec, "0.1.0")
     (ours,) = [w["pid"] for w in workers.workers()]
-    monkeypatch.setattr(workers, "checkout", lambda: Path("/elsewhere/another-clone"))
+    monkeypatch.setattr(worker_homes, "checkout", lambda: Path("/elsewhere/another-clone"))
     assert workers.workers() == [] and inv_here("workers")[1].startswith("no workers")
     probe_run(released, spec, "0.1.0")  # the other checkout's own worker
     (theirs,) = [w["pid"] for w in workers.workers()]

@@ -17,33 +17,36 @@ lists them, `inv workers --stop` ends them. Only environments built from a relea
 get a worker: the checkout's own interpreter runs code that is being edited, so its runs
 start fresh.
 
-The worker's own code is `WORKER` below: the standard library only, handed to the version's
-interpreter as source, so that any version's environment can host it.
+The worker's own program is `engines.worker_process`: the standard library only, handed to
+the version's interpreter as source, so that any version's environment can host it. Where
+workers live (sockets, locks, logs; a folder per checkout) is `engines.worker_homes`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from {{ cookiecutter.package }}.engines.worker_homes import (
+    WorkerHome,
+    ask,
+    hosts_a_worker,
+    runtime_dir,
+    sockets,
+)
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT, pyproject_path
 
-READY = "version-code.json"  # written last in a version's environment (engines.version_env)
 START_TIMEOUT_S = 180
 # What the steps import, whatever the version (a name a version lacks is skipped).
 PRELOAD = (
@@ -59,254 +62,14 @@ PRELOAD = (
 )
 PACKAGE_MODULES = ("pipelines.step_table", "pipelines.steps", "ml.fitting", "ml.evaluate")
 
-WORKER = r"""
-import fcntl, importlib, json, os, select, signal, socket, sys, time, traceback
-
-path, idle_s, identity, preload = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
-for name in preload:
-    try:
-        importlib.import_module(name)
-    except Exception:
-        pass
-started, last_active = time.time(), time.monotonic()
-server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-# One worker per environment, whatever raced to start it: under the environment's start
-# lock, a worker that finds another one listening leaves the socket to it and exits.
-with open(path[: -len("sock")] + "lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        probe.connect(path)
-        sys.exit(0)
-    except OSError:  # no socket, or nobody behind it
-        pass
-    finally:
-        probe.close()
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    server.bind(path)
-    server.listen(64)
-bound = os.stat(path).st_ino
-try:  # listening now: no longer a worker that is starting
-    os.unlink(path + ".starting")
-except FileNotFoundError:
-    pass
-runs = {}  # pid -> the connection of the client waiting for it (None: client gone)
-closing = False
-
-
-def send(conn, message):
-    try:
-        conn.send(json.dumps(message).encode())
-    except OSError:
-        pass
-
-
-def retire():
-    # No new runs; the socket goes unless a newer worker has taken its place.
-    global closing
-    closing = True
-    try:
-        if os.stat(path).st_ino == bound:
-            os.unlink(path)
-    except OSError:
-        pass
-
-
-def exit_after(main):
-    # End a forked child as `python -c` would end: main's exit code, a traceback on error.
-    # Runs get it in their globals: their tasks fork too (engines.local.FORK_TASKS).
-    code = 1
-    try:
-        main()
-        code = 0
-    except SystemExit as stop:
-        if stop.code is None or isinstance(stop.code, int):
-            code = stop.code or 0
-        else:
-            print(stop.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def run_child(request, fds):
-    os.setpgid(0, 0)
-
-    def main():
-        server.close()
-        for conn in runs.values():
-            if conn is not None:
-                conn.close()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fds[0], 1)
-        os.dup2(fds[-1], 2)  # stderr: its own pipe when one was sent, else stdout's
-        sys.stdout.reconfigure(line_buffering=True)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        import tempfile
-        tempfile.tempdir = None
-        sys.argv = ["-c", *request["argv"]]
-        run_globals = {"__name__": "__main__", "exit_after": exit_after}
-        exec(compile(request["script"], "<run>", "exec"), run_globals)
-
-    exit_after(main)
-
-
-def handle(conn):
-    global last_active
-    conn.settimeout(10)
-    try:
-        data, fds, _, _ = socket.recv_fds(conn, 1 << 22, 2)
-        request = json.loads(data or b"{}")
-    except (OSError, ValueError):
-        conn.close()
-        return
-    op = request.get("op")
-    if op == "status":
-        send(conn, {"pid": os.getpid(), "python": sys.executable, "started": started,
-                    "runs": len(runs), "idle_s": round(time.monotonic() - last_active, 1)})
-    elif op == "stop":
-        retire()
-        for pid in runs:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        send(conn, {"stopped": os.getpid()})
-    elif op == "run" and request.get("identity") != identity:
-        retire()  # the environment was rebuilt: a new worker must load it
-        send(conn, {"stale": True})
-    elif op == "run" and fds and not closing:
-        last_active = time.monotonic()  # a run, not a look at the status, keeps it warm
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            run_child(request, fds)
-        send(conn, {"pid": pid})
-        conn.settimeout(None)
-        runs[pid] = conn
-        conn = None
-    else:
-        send(conn, {"refused": op})
-    for fd in fds:
-        os.close(fd)
-    if conn is not None:
-        conn.close()
-
-
-while True:
-    while runs:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
-        conn = runs.pop(pid, None)
-        if conn is not None:
-            send(conn, {"exit": os.waitstatus_to_exitcode(status)})
-            conn.close()
-        last_active = time.monotonic()
-    if not runs and (closing or time.monotonic() - last_active > idle_s):
-        break
-    watched = ([] if closing else [server]) + [c for c in runs.values() if c is not None]
-    readable = select.select(watched, [], [], 0.1)[0] if watched else []
-    if not watched:
-        time.sleep(0.1)
-    for ready in readable:
-        if ready is server:
-            conn, _ = server.accept()
-            handle(conn)
-            continue
-        for pid, conn in list(runs.items()):  # its client went away: the run goes too
-            if conn is ready:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                conn.close()
-                runs[pid] = None
-if not closing:
-    retire()
-"""
+# The worker's program: a module of its own, run as text by the version's interpreter.
+WORKER = (Path(__file__).parent / "worker_process.py").read_text()
 
 
 # How long a worker started by `python -m ...engines.workers` (Airflow's local tasks) stays
 # warm; 0 runs each task in a new interpreter. Local runs read `env.worker_idle_seconds`.
 IDLE_VARIABLE = "WARM_WORKER_IDLE_SECONDS"
 DEFAULT_IDLE_S = 300.0
-# Where the workers' sockets, locks and logs are; the tests point it at their own folder.
-# Each checkout has a folder of its own in it, and a socket's name is a hash of its
-# environment's path.
-DIR_VARIABLE = "WARM_WORKERS_DIR"
-
-
-def runtime_root() -> Path:
-    """The folder of every checkout's workers. A short path: a socket's is limited to
-    about 100 characters."""
-    configured = os.environ.get(DIR_VARIABLE)
-    if configured:
-        return Path(configured)
-    return Path(tempfile.gettempdir()) / f"{PROJECT}-workers-{os.getuid()}"
-
-
-def checkout() -> Path:
-    """The checkout this process belongs to: the project's root when it runs from one; in
-    a version's environment (an Airflow task's command), the checkout that built it
-    (`<checkout>/.version-envs/<version>`)."""
-    if pyproject_path() is not None:
-        return PROJECT_ROOT
-    return Path(sys.prefix).resolve().parent.parent
-
-
-def runtime_dir() -> Path:
-    """This checkout's workers: `inv workers` lists and stops these, not another clone's
-    or a CI job's of the same project on the same machine."""
-    return runtime_root() / hashlib.sha256(str(checkout()).encode()).hexdigest()[:12]
-
-
-def _sockets(everywhere: bool) -> list[Path]:
-    folder = runtime_root() if everywhere else runtime_dir()
-    return sorted(folder.rglob("*.sock")) if folder.is_dir() else []
-
-
-@dataclass(frozen=True)
-class WorkerHome:
-    """The files of the worker of one version's environment."""
-
-    environment: Path
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(str(self.environment.resolve()).encode()).hexdigest()[:16]
-
-    def file(self, suffix: str) -> Path:
-        return runtime_dir() / f"{self.key}.{suffix}"
-
-    @property
-    def socket_path(self) -> Path:
-        return self.file("sock")
-
-    def identity(self) -> str:
-        """The environment as built: a rebuild (same path, new files) changes it."""
-        ready = (self.environment / READY).stat()
-        return f"{ready.st_ino}-{ready.st_mtime_ns}"
-
-
-def hosts_a_worker(python: str) -> bool:
-    """Whether `python` is the interpreter of a released version's environment."""
-    return (Path(python).parent.parent / READY).is_file()
 
 
 class WorkerRun:
@@ -506,25 +269,12 @@ def _locked(path: Path) -> Iterator[None]:
 # -- listing and stopping ------------------------------------------------------------------
 
 
-def _ask(path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    connection.settimeout(5)
-    try:
-        connection.connect(str(path))
-        socket.send_fds(connection, [json.dumps(message).encode()], [])
-        return dict(json.loads(connection.recv(4096)))
-    except (OSError, ValueError):
-        return None
-    finally:
-        connection.close()
-
-
 def workers(everywhere: bool = False) -> list[dict[str, Any]]:
     """This checkout's live workers (`everywhere`: every checkout's of this project on the
     machine): pid, interpreter, runs, idle."""
     found = []
-    for path in _sockets(everywhere):
-        status = _ask(path, {"op": "status"})
+    for path in sockets(everywhere):
+        status = ask(path, {"op": "status"})
         if status is None:
             path.unlink(missing_ok=True)  # a killed worker's socket
         else:
@@ -536,8 +286,8 @@ def stop_workers(everywhere: bool = False) -> list[int]:
     """End this checkout's workers (`everywhere`: every checkout's), their runs too; the
     pids that were stopped."""
     stopped = []
-    for path in _sockets(everywhere):
-        answer = _ask(path, {"op": "stop"})
+    for path in sockets(everywhere):
+        answer = ask(path, {"op": "stop"})
         if answer is not None:
             stopped.append(int(answer["stopped"]))
     for process in list(_started):  # reap ours: the ones just stopped, and any gone since
