@@ -3,8 +3,9 @@
 1. The feature step (`steps.ensure_features`) on Parquet files of 1 M trips each, at 1 M,
    10 M and 50 M trips, streamed (`data.batch_rows` 500 000: the project's path) against the
    one-frame path it replaced, run in this same script (the source's frame, shaped whole,
-   features whole, written as one part). 50 M trips in one frame would need about 21 GB, so
-   the baseline stops at 10 M.
+   features whole, written as one part), FEATURE_ROUNDS times each, alternated, medians
+   compared. 50 M trips in one frame would need about 21 GB, so the baseline stops at 10 M
+   (and 50 M streamed runs once).
 2. The steps of a release whose source holds 6 M trips with `data.train_rows=1000000`, and
    10 M with 2 000 000: the feature step, then training (scikit-learn's default gradient
    boosting of the project) on the sample.
@@ -39,6 +40,7 @@ BASELINE_UP_TO = 10_000_000
 RELEASES = ((6_000_000, 1_000_000), (10_000_000, 2_000_000))
 INFERENCE_TRIPS = 10_000_000
 ROUNDS = 5  # inference's wall time varies by a third from run to run here: medians
+FEATURE_ROUNDS = 3  # the feature step's too (1 M trips: 1.6 to 3.6 s); 50 M runs once
 
 WRITE = """
 import sys
@@ -233,7 +235,8 @@ def main(only_inference: bool = False) -> None:
     """Every part; with `only_inference` (`bench_scale.py inference`), part 3 alone, its
     figures replacing those of the last full run's results."""
     figures: dict[str, object] = {"cores": os.cpu_count(), "file_rows": FILE_ROWS,
-                                  "batch_rows": 500_000, "feature_step": {}, "release": {}}
+                                  "batch_rows": 500_000, "feature_step": {}, "release": {},
+                                  "feature_rounds": FEATURE_ROUNDS}
     if only_inference:
         figures = json.loads((RESULTS / "scale.json").read_text())
     with tempfile.TemporaryDirectory() as scratch:
@@ -246,15 +249,22 @@ def main(only_inference: bool = False) -> None:
         for size in () if only_inference else SIZES:
             pattern = trips_folder(project, data, size)
             case: dict[str, object] = {}
-            for kind, script in (("streamed", STREAMED), ("one_frame", ONE_FRAME)):
-                if kind == "one_frame" and size > BASELINE_UP_TO:
-                    continue
-                root = work / f"store-{kind}-{size}"
-                result = measured(project, script, pattern, str(root))
-                result["trips_per_s"] = round(size / result["wall_s"])
-                case[kind] = result
-                shutil.rmtree(root)
-                print(f"{size:,} trips, {kind}: {result}")
+            rounds = FEATURE_ROUNDS if size <= BASELINE_UP_TO else 1
+            runs: dict[str, list[dict[str, float]]] = {"streamed": [], "one_frame": []}
+            for round_ in range(rounds):  # alternated, as inference's rounds
+                for kind, script in (("streamed", STREAMED), ("one_frame", ONE_FRAME)):
+                    if kind == "one_frame" and size > BASELINE_UP_TO:
+                        continue
+                    root = work / f"store-{kind}-{size}-{round_}"
+                    runs[kind].append(measured(project, script, pattern, str(root)))
+                    shutil.rmtree(root)
+                    print(f"{size:,} trips, {kind}: {runs[kind][-1]}")
+            for kind, found in runs.items():
+                if found:
+                    wall = median(r["wall_s"] for r in found)
+                    case[kind] = {"wall_s": wall, "wall_s_rounds": [r["wall_s"] for r in found],
+                                  "peak_mb": max(r["peak_mb"] for r in found),
+                                  "trips_per_s": round(size / wall)}
             if "one_frame" in case:
                 streamed, whole = case["streamed"], case["one_frame"]
                 case["throughput_streamed_over_one_frame"] = round(

@@ -77,6 +77,8 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     dom = dump_dom(project.path / "outputs/ab.html", tmp_path)
     assert 'data-candidate="1.5.0" data-verdict="equivalent"' in dom
     assert dom.count("<tr>") == 10  # the header, eight clusters and all
+    (axes,) = chart_ticks(dom)["plot-ab-1"]  # an interval per cluster and overall
+    assert axes[0] >= 2 and axes[1] == 9 and dom.count('id="interval-plot-ab-1-') == 9
     versions = project.inv("versions").stdout.splitlines()
     schedules = {line.split()[0]: next(w for w in line.split() if w.startswith("training:"))
                  for line in versions[1:]}
@@ -213,18 +215,33 @@ def dump_dom(page: Path, tmp_path: Path) -> str:
                           text=True, timeout=120, check=True).stdout
 
 
-def assert_report_renders(report: Path, tmp_path: Path) -> None:
-    """Headless Chromium lays the page out with its three plots, both versions drawn."""
-    chromium, flags = chromium_flags(tmp_path)
-    dom = dump_dom(report, tmp_path)
-    for plot in ("plot-metrics", "plot-predictions", "plot-residuals"):
-        assert f'<svg id="{plot}"' in dom, plot
-    assert dom.count('class="series"') == 4 and dom.count('class="bar"') == 8
+def chart_ticks(dom: str) -> dict[str, list[tuple[int, int]]]:
+    """Each chart (`<svg id="plot-...">`, drawn by matplotlib) of a page as Chromium laid it
+    out: for each of its axes, the ticks of its x axis and of its y axis."""
+    found = {}
+    for match in re.finditer(r'<svg id="(plot-[\w-]+)"', dom):
+        svg = dom[match.start() : dom.index("</svg>", match.start())]
+        axes = re.split(r'id="matplotlib\.axis_\d+"', svg)[1:]  # x, y, x, y, ...
+        ticks = [len(re.findall(r'id="[xy]tick_\d+"', axis)) for axis in axes]
+        found[match.group(1)] = list(zip(ticks[0::2], ticks[1::2], strict=True))
+    return found
 
+
+def assert_report_renders(report: Path, tmp_path: Path) -> None:
+    """Headless Chromium lays the page out: its three charts, every axis with ticks, both
+    versions drawn. The screenshot stays in tmp_path (pytest keeps the last runs'), named
+    in any failure."""
+    chromium, flags = chromium_flags(tmp_path)
     png = tmp_path / "report.png"
     subprocess.run([chromium, *flags, "--window-size=1200,1800", f"--screenshot={png}",
                     report.as_uri()], capture_output=True, timeout=120, check=True)
+    dom = dump_dom(report, tmp_path)
+    charts = chart_ticks(dom)
+    assert set(charts) == {"plot-metrics", "plot-predictions", "plot-residuals"}, png
+    assert all(x >= 2 and y >= 2 for axes in charts.values() for x, y in axes), (charts, png)
+    assert dom.count('id="bar-') == 2 * len(charts["plot-metrics"]) >= 8, png
+    assert len(set(re.findall(r'id="(series-plot-[\w.-]+)"', dom))) == 4, png
     pixels = Image.open(png).convert("RGB").getdata()
     counts = Counter(pixels)
-    # Both versions' colours (OLD_COLOUR, NEW_COLOUR of reports/html.py) fill bars and lines.
-    assert counts[(0x1F, 0x77, 0xB4)] > 2000 and counts[(0xD6, 0x27, 0x28)] > 2000
+    # Both versions' colours (OLD_COLOUR, NEW_COLOUR of reports/charts.py) fill the bars.
+    assert counts[(0x1F, 0x77, 0xB4)] > 2000 and counts[(0xD6, 0x27, 0x28)] > 2000, png

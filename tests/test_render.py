@@ -48,7 +48,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/config.py", "src/taxi_eta/errors.py", "src/taxi_eta/progress.py",
     "src/taxi_eta/background.py", "src/taxi_eta/release/local_servers.py",
     "src/taxi_eta/config_writer.py", "src/taxi_eta/engines/worker_homes.py",
-    "src/taxi_eta/engines/worker_process.py",
+    "src/taxi_eta/engines/worker_process.py", "src/taxi_eta/reports/charts.py",
     "src/taxi_eta/targets.py",
     "src/taxi_eta/train.py", "src/taxi_eta/version.py", "src/taxi_eta/artifacts/__init__.py",
     "src/taxi_eta/artifacts/bigquery.py", "src/taxi_eta/artifacts/bigquery_client.py",

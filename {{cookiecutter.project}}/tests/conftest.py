@@ -379,3 +379,17 @@ def make_live(cfg: DictConfig, root: Path, version: str) -> None:
     ctx = release_context(cfg, root, version)
     deploy_workflows(ctx, SHA)
     ctx.store.write_text(ctx.names.release_record_key, json.dumps({"version": version}))
+
+
+def chart_axes(page: str) -> dict[str, list[tuple[int, int]]]:
+    """Each chart of an HTML report (`<svg id="plot-..."`, drawn by matplotlib): for each of
+    its axes, how many ticks its x axis and its y axis carry, counted in the page's DOM."""
+    import re
+
+    found = {}
+    for match in re.finditer(r'<svg id="(plot-[\w-]+)"', page):
+        svg = page[match.start() : page.index("</svg>", match.start())]
+        axes = re.split(r'id="matplotlib\.axis_\d+"', svg)[1:]  # x, y, x, y, ...
+        ticks = [len(re.findall(r'id="[xy]tick_\d+"', axis)) for axis in axes]
+        found[match.group(1)] = list(zip(ticks[0::2], ticks[1::2], strict=True))
+    return found

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_live, snapshot
+from conftest import chart_axes, make_live, snapshot
 from conftest import release_context as context
 
 from {{ cookiecutter.package }}.artifacts import prediction_runs, traffic
@@ -320,6 +320,11 @@ def test_inv_ab_prints_every_cluster_and_writes_the_same_page(
     page = report.write(tmp_path / "ab.html", comparisons, "taxi", "local").read_text()
     assert 'data-candidate="0.2.0" data-verdict="worse"' in page and "<script" not in page
     assert page.count("<tr>") == 10  # the header and nine rows
+    # The verdict at a glance: an interval per cluster and overall, against 0 and the margin.
+    (axes,) = chart_axes(page)["plot-ab-1"]
+    assert axes[0] >= 2 and axes[1] == 9  # x ticks; a y tick per cluster and "all"
+    assert page.count('id="interval-plot-ab-1-') == 9 and 'id="zero-plot-ab-1"' in page
+    assert ">margin ±0.25<" in page or ">margin ±" in page
 
 
 def test_runs_made_a_day_before_the_window_are_not_read(canary, artifact_root: Path) -> None:

@@ -87,12 +87,13 @@ def render(comparisons: list[Comparison], project: str, env: str) -> str:
     from {{ cookiecutter.package }}.reports.html import STYLE, table
 
     sections = []
-    for comparison in comparisons:
+    for number, comparison in enumerate(comparisons, start=1):
         verdict = comparison.overall.verdict
         sections.append(
             f'<section class="comparison" data-candidate="{escape(comparison.candidate)}" '
             f'data-verdict="{escape(verdict)}">'
             f"<h2>{escape(heading(comparison))}</h2>"
+            + interval_chart(comparison, f"plot-ab-{number}")
             + table(COLUMNS, [tuple(r[c] for c in COLUMNS) for r in rows(comparison)])
             + "</section>"
         )
@@ -102,6 +103,17 @@ def render(comparisons: list[Comparison], project: str, env: str) -> str:
         f"{escape(env)}</title><style>{STYLE}</style></head><body><h1>{escape(project)}: "
         f"A/B verdicts on {escape(env)}</h1>{body}</body></html>"
     )
+
+
+def interval_chart(comparison: Comparison, plot_id: str) -> str:
+    """Each cluster's interval, and the overall one, against zero and the margin: the
+    verdict at a glance (inside the band: equivalent; left of it: better; right: worse)."""
+    from {{ cookiecutter.package }}.reports import charts
+
+    scopes = [*((str(c), v) for c, v in comparison.clusters.items()), ("all", comparison.overall)]
+    bounds = [(scope, v.difference, *v.interval) for scope, v in scopes]
+    title = f"{comparison.candidate} against {comparison.control}, by user cluster"
+    return charts.intervals(plot_id, title, bounds, comparison.overall.gates.margin_minutes)
 
 
 def write(path: Path, comparisons: list[Comparison], project: str, env: str) -> Path:

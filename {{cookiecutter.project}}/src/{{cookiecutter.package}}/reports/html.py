@@ -1,9 +1,9 @@
 """`inv compare --html report.html`: one self-contained page to look at, not read.
 
-Plots are inline SVG drawn here (no plotting library, no script, nothing fetched), so the
-file opens anywhere, offline, and can be attached to a pull request or a ticket:
-the metrics side by side, the two versions' prediction distributions on the fixed batch,
-and their residuals (prediction - actual).
+The charts (`reports.charts`: matplotlib, inlined as SVG; no script, nothing fetched), so the
+file opens anywhere, offline, and can be attached to a pull request or a ticket: each metric
+on its own scale, the two versions' prediction distributions on the fixed batch, and their
+residuals (prediction - actual) against zero.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-import numpy as np
-
+from {{ cookiecutter.package }}.reports import charts
 from {{ cookiecutter.package }}.reports.compare import CompareError, Comparison
 
-OLD_COLOUR, NEW_COLOUR = "#1f77b4", "#d62728"
-WIDTH, HEIGHT, MARGIN = 640, 260, 40
-BINS = 40
+OLD_COLOUR, NEW_COLOUR = charts.OLD_COLOUR, charts.NEW_COLOUR
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }
@@ -27,91 +24,21 @@ table { border-collapse: collapse; margin: 0.5rem 0; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .legend span { display: inline-block; width: 0.8rem; height: 0.8rem; margin: 0 0.3rem; }
-svg { background: #fafafa; border: 1px solid #ddd; }
+svg.plot { display: block; margin: 0.5rem 0; max-width: 100%; height: auto; }
 """
 
 
-def _svg(plot_id: str, title: str, body: list[str]) -> str:
-    return "\n".join(
-        [
-            f'<svg id="{plot_id}" class="plot" xmlns="http://www.w3.org/2000/svg" '
-            f'width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">',
-            f"<title>{escape(title)}</title>",
-            *body,
-            "</svg>",
-        ]
-    )
-
-
-def _axis(low: float, high: float, label: str) -> list[str]:
-    base = HEIGHT - MARGIN
-    return [
-        f'<line x1="{MARGIN}" y1="{base}" x2="{WIDTH - MARGIN}" y2="{base}" stroke="#555"/>',
-        f'<text x="{MARGIN}" y="{base + 16}" font-size="11">{low:.3g}</text>',
-        f'<text x="{WIDTH - MARGIN}" y="{base + 16}" font-size="11" '
-        f'text-anchor="end">{high:.3g}</text>',
-        f'<text x="{WIDTH / 2}" y="{base + 30}" font-size="12" '
-        f'text-anchor="middle">{escape(label)}</text>',
-    ]
-
-
-def histograms(plot_id: str, title: str, label: str, series: list[tuple[str, np.ndarray]]) -> str:
-    """Overlaid histograms of several series on shared bins."""
-    values = np.concatenate([s for _, s in series])
-    edges = np.histogram_bin_edges(values, bins=BINS)
-    counts = [np.histogram(s, bins=edges)[0] / max(len(s), 1) for _, s in series]
-    top = max(float(c.max()) for c in counts) or 1.0
-    span = float(edges[-1] - edges[0]) or 1.0
-
-    def x(value: float) -> float:
-        return MARGIN + (value - edges[0]) / span * (WIDTH - 2 * MARGIN)
-
-    def y(share: float) -> float:
-        return HEIGHT - MARGIN - share / top * (HEIGHT - 2 * MARGIN)
-
-    body = _axis(float(edges[0]), float(edges[-1]), label)
-    for (name, _), share, colour in zip(series, counts, (OLD_COLOUR, NEW_COLOUR), strict=False):
-        points = []
-        for left, right, value in zip(edges[:-1], edges[1:], share, strict=True):
-            points += [f"{x(left):.1f},{y(value):.1f}", f"{x(right):.1f},{y(value):.1f}"]
-        body.append(
-            f'<polyline class="series" data-version="{escape(name)}" fill="none" '
-            f'stroke="{colour}" stroke-width="2" points="{" ".join(points)}"/>'
-        )
-    return _svg(plot_id, title, body)
-
-
-def metric_bars(comparison: Comparison) -> str:
-    """Each metric as a pair of bars, scaled to the larger of the two (counts such as
-    n_test are in the table, not drawn)."""
+def metric_panels(comparison: Comparison) -> str:
+    """Each metric both versions have, in a panel on its own scale (counts such as n_test
+    are in the table, not drawn)."""
+    old, new = comparison.old, comparison.new
     names = [
         m
         for m in comparison.metric_names
-        if m in comparison.old.metrics and m in comparison.new.metrics and not m.startswith("n_")
+        if m in old.metrics and m in new.metrics and not m.startswith("n_")
     ]
-    group = (WIDTH - 2 * MARGIN) / max(len(names), 1)
-    bar = group / 3
-    body = _axis(0, 0, "")[:1]
-    for i, metric in enumerate(names):
-        pair = (comparison.old.metrics[metric], comparison.new.metrics[metric])
-        scale = max(abs(v) for v in pair) or 1.0
-        for j, (value, colour) in enumerate(zip(pair, (OLD_COLOUR, NEW_COLOUR), strict=True)):
-            height = abs(value) / scale * (HEIGHT - 2 * MARGIN - 14)
-            left = MARGIN + i * group + bar * (0.5 + j)
-            body.append(
-                f'<rect class="bar" x="{left:.1f}" y="{HEIGHT - MARGIN - height:.1f}" '
-                f'width="{bar * 0.9:.1f}" height="{height:.1f}" fill="{colour}">'
-                f"<title>{escape(metric)}: {value:.4g}</title></rect>"
-            )
-            body.append(
-                f'<text x="{left + bar * 0.45:.1f}" y="{HEIGHT - MARGIN - height - 3:.1f}" '
-                f'font-size="10" text-anchor="middle">{value:.3g}</text>'
-            )
-        body.append(
-            f'<text x="{MARGIN + (i + 0.5) * group:.1f}" y="{HEIGHT - MARGIN + 16}" '
-            f'font-size="12" text-anchor="middle">{escape(metric)}</text>'
-        )
-    return _svg("plot-metrics", "metrics side by side", body)
+    values = {m: (old.metrics[m], new.metrics[m]) for m in names}
+    return charts.metric_panels(names, (old.version, new.version), values)
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -144,13 +71,21 @@ def render(comparison: Comparison, project: str) -> str:
         legend,
         "<h2>Metrics (test split)</h2>",
         table(("metric", old.version, new.version), metrics),
-        metric_bars(comparison),
+        metric_panels(comparison),
         "<h2>Predictions on one fixed batch, each version with its own code</h2>",
         f"<p>{escape(comparison.agreement())}</p>",
         table(("statistic", old.version, new.version), comparison.prediction_stats()),
-        histograms("plot-predictions", "prediction distributions", "ETA (minutes)", series),
+        charts.histograms(
+            "plot-predictions", "prediction distributions", "predicted ETA (minutes)", series
+        ),
         "<h2>Residuals (prediction - actual)</h2>",
-        histograms("plot-residuals", "residual distributions", "minutes", residuals),
+        charts.histograms(
+            "plot-residuals",
+            "residual distributions",
+            "prediction - actual (minutes)",
+            residuals,
+            zero_line=True,
+        ),
         "<h2>Configuration changes</h2>",
         table(("config", old.version, new.version), config)
         if config
