@@ -116,6 +116,8 @@ def test_an_ids_hash_is_the_same_in_any_batch_and_spreads_evenly() -> None:
     assert list(uniqueness.id_hashes(pd.Series([411, 7]))) == list(
         uniqueness.id_hashes(pd.Series(["411", "7"]))
     )
+    mixed = pd.Series([411, "u7"], dtype=object)  # a column of ints and text, as objects
+    assert list(uniqueness.id_hashes(mixed)) == list(uniqueness.id_hashes(pd.Series(["411", "u7"])))
     assert int(hashes[0]) == 3320593255791898779  # hash of "trip-1", as it was released
     many = uniqueness.id_hashes(pd.Series([f"t{i}" for i in range(80_000)]))
     counts = np.bincount((many % np.uint64(8)).astype(int), minlength=8)

@@ -55,7 +55,13 @@ def id_hashes(ids: pd.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    text = ids if isinstance(ids, pa.Array | pa.ChunkedArray) else pa.array(ids)
+    if isinstance(ids, pa.Array | pa.ChunkedArray):
+        text = ids
+    else:
+        try:
+            text = pa.array(ids)  # no copy for Arrow-backed text
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed objects: each as its text
+            text = pa.array(ids.astype(str), type=pa.large_string())
     if pa.types.is_integer(text.type):
         text = pc.cast(text, pa.large_string())
     elif not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
