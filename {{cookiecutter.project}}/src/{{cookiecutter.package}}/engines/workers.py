@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from {{ cookiecutter.package }}.background import started_at
 from {{ cookiecutter.package }}.engines.worker_homes import (
     WorkerHome,
     ask,
@@ -249,11 +250,7 @@ def _starting(home: WorkerHome) -> int | None:
 
 def _running(pid: int) -> bool:
     """Alive, and not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return started_at(pid) is not None
 
 
 @contextlib.contextmanager
