@@ -30,6 +30,7 @@ BUCKET = re.compile(r"^[a-z0-9][a-z0-9_-]{1,57}[a-z0-9]$")
 REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]+$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 REGISTRY = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)+$")
+REPOSITORY_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~-]+)*/?$")
 KFP_HOST = re.compile(r"^(https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._/-]*)?)?$")
 SINGLE_LINE = re.compile(r"^[^\n\r\"\\`$]*$")
 
@@ -81,6 +82,8 @@ def validate(answers: dict[str, Any]) -> list[str]:
                                  "my-project/my-repo)"))
     bad("kfp_host", _check(str(answers.get("kfp_host", "")), KFP_HOST,
                            "empty, or an http(s) URL such as https://kfp.example.com"))
+    bad("repository_url", _check(str(answers.get("repository_url", "")), REPOSITORY_URL,
+                                 "an http(s) URL such as https://github.com/my-org/taxi-eta"))
     return [f"ERROR: {name}: {why}" for name, why in errors]
 
 

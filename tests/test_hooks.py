@@ -28,6 +28,7 @@ GOOD = {
     "gcp_project": "taxi-eta-ml", "bucket": "taxi-eta-ml-artifacts", "region": "europe-west1",
     "email": "a@b.io", "author": "Ann O'Neil", "description": "ETA model.",
     "image_registry": "europe-west1-docker.pkg.dev/taxi-eta-ml/taxi-eta", "kfp_host": "",
+    "repository_url": "https://github.com/my-org/taxi-eta",
 }
 
 
@@ -66,6 +67,9 @@ def test_good_answers_pass() -> None:
     ("description", "$(rm -rf ~)", "one line"),
     ("image_registry", "https://registry", "registry path"),
     ("kfp_host", "kfp.local", "http(s) URL"),
+    ("repository_url", "", "http(s) URL"),
+    ("repository_url", "github.com/my-org/taxi-eta", "http(s) URL"),
+    ("repository_url", 'https://x.io/"; rm', "http(s) URL"),
 ])
 def test_bad_answers_are_refused_with_one_error_line(field: str, value: str, why: str) -> None:
     errors = pre.validate({**GOOD, field: value})

@@ -96,6 +96,21 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
     assert served.stdout.count(" answers") == 2 and "1.5.0" not in served.stdout
     assert "stopped router" in served.stdout and not (project.path / ".serving/up.json").exists()
 
+    # "Send lineage to your catalog": an inference run of 1.4.2 as OpenLineage events, the
+    # workflow run and each of its steps started and completed, the steps under the run.
+    block = shell_blocks(readme, "Send lineage to your catalog")[0]
+    project.run("bash", "-c", "set -euo pipefail\n" + block, env=env, timeout=600)
+    lines = (project.path / "lineage.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    dag = "taxi_eta_inference__v1_4_2"
+    jobs = Counter((event["job"]["name"], event["eventType"]) for event in events)
+    assert jobs == {(job, state): 1 for job in (dag, f"{dag}.make_batch_features",
+                                                  f"{dag}.predict_batch")
+                    for state in ("START", "COMPLETE")}, jobs
+    (workflow_run,) = {e["run"]["runId"] for e in events if e["job"]["name"] == dag}
+    assert {e["run"]["facets"]["parent"]["run"]["runId"]
+            for e in events if e["job"]["name"] != dag} == {workflow_run}
+
     # `inv experiments`: the runs of Train and Experiments, in two rankings: the run on
     # 20000 trips was scored on another test set than the others.
     listed = project.inv("experiments").stdout

@@ -87,7 +87,9 @@ def test_every_pipeline_parameter_is_given_by_the_release(airflow_cfg: DictConfi
 def test_a_component_is_typed_from_its_table_entry() -> None:
     source = component_source(step_table.find_step("publish_model"))
     assert "    model: Input[Model],\n    metrics: dict,\n" in source
-    assert source.startswith("def publish_model(\n    release: str,\n    git_sha: str,")
+    assert source.startswith(
+        "def publish_model(\n    release: str,\n    lineage: str,\n    git_sha: str,"
+    )
     assert "return run_component('publish_model', locals())" in source
 
 

@@ -25,6 +25,7 @@ from kfp import compiler, dsl
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
 from {{ cookiecutter.package }}.pipelines.step_table import (
+    COMMON,
     PARAMETERS,
     RETURNED,
     RUNTIME,
@@ -43,7 +44,7 @@ SHARD_RETRIES = 2
 
 def component_source(step: Step) -> str:
     """The component function of `step`: its parameters, inputs and outputs, typed for kfp."""
-    arguments = [f"{name}: {PARAMETERS[name].__name__}" for name in ("release", *step.parameters)]
+    arguments = [f"{name}: {PARAMETERS[name].__name__}" for name in (*COMMON, *step.parameters)]
     arguments += [f"{name}: {RUNTIME[name].__name__}" for name in step.runtime]
     for argument, source in step.inputs.items():
         producer, _, output = source.partition(".")
@@ -102,7 +103,7 @@ def pipeline_of(
             for step in table:
                 if step.fan_out and fans_out and not (previous and previous.fan_out):
                     runtime["shard"] = fan_out.enter_context(dsl.ParallelFor(list(range(shards))))
-                arguments = {name: given[name] for name in ("release", *step.parameters)}
+                arguments = {name: given[name] for name in (*COMMON, *step.parameters)}
                 arguments.update({name: runtime[name] for name in step.runtime})
                 for argument, source in step.inputs.items():
                     producer, _, output = source.partition(".")

@@ -5,10 +5,12 @@
 The tasks and their steps are the step table's (`pipelines.step_table`): a task runs its
 steps in order, passing artifacts between them as files. The parameters arrive as
 base64-encoded JSON in STEP_ARGUMENTS (no quoting through a shell or a template engine can
-alter them); RUN_ID names an inference run, START and END its data interval. The result is
-the last line printed, which Airflow keeps as the task's XCom (and, in a pod started by
-KubernetesPodOperator, /airflow/xcom/return.json). A known failure is one `error:` line and
-exit code 1.
+alter them); RUN_ID names an inference run, START and END its data interval;
+OPENLINEAGE_PARENT_ID (`namespace/job/run id`, from the Airflow OpenLineage provider's
+`lineage_parent_id` macro) makes the task instance the parent of the steps' lineage runs.
+The result is the last line printed, which Airflow keeps as the task's XCom (and, in a pod
+started by KubernetesPodOperator, /airflow/xcom/return.json). A known failure is one
+`error:` line and exit code 1.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from {{ cookiecutter.package }}.errors import UserError
+from {{ cookiecutter.package }}.pipelines.openlineage_runs import Lineage, RunRef
 from {{ cookiecutter.package }}.pipelines.step_table import run_task, task_names
 
 XCOM_DIR = Path("/airflow/xcom")
@@ -41,11 +44,18 @@ def run(
     start: str = "",
     end: str = "",
     shard: int = 0,
+    lineage_parent: str = "",
 ) -> str:
     """Run `task`; a run id and a data interval given at run time (a manual run's conf,
     the DAG run's data interval) take the place of the compiled defaults; `shard` is the
-    mapped task's (SHARD)."""
+    mapped task's (SHARD); `lineage_parent` the Airflow task instance's lineage run."""
     interval = {name: value for name, value in (("start", start), ("end", end)) if value}
+    parent = RunRef.parse(lineage_parent)
+    if parent is not None and "lineage" in arguments:
+        arguments = {
+            **arguments,
+            "lineage": Lineage.from_json(arguments["lineage"]).to_json(parent),
+        }
     return str(run_task(task, {**arguments, "run_id": run_id, **interval, "shard": shard}))
 
 
@@ -62,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.get("START", ""),
             os.environ.get("END", ""),
             int(os.environ.get("SHARD", "0")),
+            os.environ.get("OPENLINEAGE_PARENT_ID", ""),
         )
     except (UserError, ValueError, KeyError) as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)

@@ -33,6 +33,7 @@ from {{ cookiecutter.package }}.pipelines import steps
 # strings: kfp's dict parameters go through protobuf Struct, which turns integers into floats.
 PARAMETERS: dict[str, type] = {
     "release": str,  # ReleaseNames.to_json(): project, version, feature version, store root
+    "lineage": str,  # where OpenLineage events go, and the run's parent (`openlineage_runs`)
     "n_trips": int,
     "seed": int,
     "rush_hours": list,
@@ -53,6 +54,12 @@ PARAMETERS: dict[str, type] = {
 # placeholders (`kfp_pipelines.RUNTIME_VALUES`); a command task reads them from its
 # parameters when they are there, else gets "".
 RUNTIME: dict[str, type] = {"schedule_time": str, "shard": int}
+# What every step receives, whatever it declares.
+COMMON = ("release", "lineage")
+# The store's datasets a step may name as read or written, for its lineage events
+# (`pipelines.step_lineage` resolves each kind to datasets).
+READS = ("trips", "features", "model")
+WRITES = ("features", "model", "predictions")
 ARTIFACT_TYPES = ("Dataset", "Model", "Metrics")
 RETURNED = "Output"  # kfp's name for a step's return value
 
@@ -104,7 +111,8 @@ class Step:
     returned value (`"train_model"`); `outputs` maps each artifact it writes to its kfp type.
     `task` is the command (Airflow task) it runs in; consecutive steps may share one.
     `runtime` names values of RUNTIME it reads. A `fan_out` step runs once per shard of
-    the run (`shards`), each its own task, in parallel; fan-out steps come last.
+    the run (`shards`), each its own task, in parallel; fan-out steps come last. `reads`
+    and `writes` name the store's datasets it uses (READS, WRITES), for its lineage.
     """
 
     name: str
@@ -116,6 +124,8 @@ class Step:
     returns: type = str
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
 
 
 WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
@@ -134,6 +144,8 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
             ),
             parameters=("n_trips", "seed", "rush_hours", "storage"),
             task="build-features",
+            reads=("trips",),
+            writes=("features",),
         ),
         # Fit and evaluate in one step: both need scikit-learn, which takes seconds to import.
         Step(
@@ -152,6 +164,7 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
             outputs={"model": "Model", "metrics": "Metrics", "sample": "Dataset"},
             returns=dict,
             task="train",
+            reads=("features",),
         ),
         Step(
             "publish_model",
@@ -171,6 +184,7 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
                 "sample": "train_model.sample",
             },
             task="train",
+            writes=("model",),
         ),
     ),
     "inference": (
@@ -208,6 +222,7 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
             returns=int,
             task="predict",
             fan_out=True,
+            reads=("trips",),
         ),
         Step(
             "predict_batch",
@@ -228,16 +243,26 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
             },
             task="predict",
             fan_out=True,
+            reads=("model",),
+            writes=("predictions",),
         ),
     ),
 }
 
 
 def find_step(name: str) -> Step:
-    for table in WORKFLOW_STEPS.values():
+    return _step_and_workflow(name)[0]
+
+
+def workflow_of(step: Step) -> Workflow:
+    return _step_and_workflow(step.name)[1]
+
+
+def _step_and_workflow(name: str) -> tuple[Step, Workflow]:
+    for workflow, table in WORKFLOW_STEPS.items():
         for step in table:
             if step.name == name:
-                return step
+                return step, workflow
     raise UserError(f"unknown step {name!r}")
 
 
@@ -250,6 +275,8 @@ def check_workflow(workflow: Workflow) -> tuple[Step, ...]:
         unknown = [p for p in step.parameters if p not in PARAMETERS]
         unknown += [k for k in step.outputs.values() if k not in ARTIFACT_TYPES]
         unknown += [r for r in step.runtime if r not in RUNTIME]
+        unknown += [k for k in step.reads if k not in READS]
+        unknown += [k for k in step.writes if k not in WRITES]
         if unknown:
             raise ValueError(f"step {step.name}: unknown {', '.join(unknown)}")
         for source in step.inputs.values():
@@ -265,8 +292,8 @@ def check_workflow(workflow: Workflow) -> tuple[Step, ...]:
 
 
 def pipeline_parameters(workflow: Workflow) -> list[str]:
-    """The parameters of a workflow's pipeline: `release`, then each step's, in order."""
-    found = ["release"]
+    """The parameters of a workflow's pipeline: COMMON, then each step's, in order."""
+    found = list(COMMON)
     for step in WORKFLOW_STEPS[workflow]:
         found += [p for p in step.parameters if p not in found]
     return found
@@ -335,10 +362,11 @@ def run_component(name: str, arguments: dict[str, Any]) -> Any:
     """Run one step inside a kfp component: `arguments` are the component's own (parameters,
     kfp artifacts, earlier steps' returned values); Metrics outputs get the returned dict."""
     step = find_step(name)
-    parameters = {p: arguments[p] for p in ("release", *step.parameters, *step.runtime)}
-    paths = {a: arguments[a].path for a in [*step.outputs, *_artifact_inputs(step)]}
+    wanted = (*COMMON, *step.parameters, *step.runtime)
+    parameters = {p: arguments[p] for p in wanted if p in arguments}
+    paths = {a: arguments[a].path for a in [*step.outputs, *artifact_inputs(step)]}
     values = {a: arguments[a] for a in step.inputs if a not in paths}
-    result = step.call(StepRun(parameters, paths, values))
+    result = call_step(step, StepRun(parameters, paths, values))
     for output, kind in step.outputs.items():
         if kind == "Metrics":
             for metric, value in dict(result).items():
@@ -360,15 +388,27 @@ def run_task(task: str, parameters: dict[str, Any]) -> Any:
                 artifact: str(Path(scratch) / f"{step.name}.{artifact}")
                 for artifact in step.outputs
             }
-            for argument, source in _artifact_inputs(step).items():
+            for argument, source in artifact_inputs(step).items():
                 producer, _, output = source.partition(".")
                 paths[argument] = str(Path(scratch) / f"{producer}.{output}")
             values = {a: returned[s] for a, s in step.inputs.items() if "." not in s}
-            wanted = {p: parameters[p] for p in ("release", *step.parameters) if p in parameters}
+            wanted = {p: parameters[p] for p in (*COMMON, *step.parameters) if p in parameters}
             wanted.update({r: parameters.get(r, RUNTIME[r]()) for r in step.runtime})
-            result = returned[step.name] = step.call(StepRun(wanted, paths, values))
+            result = returned[step.name] = call_step(step, StepRun(wanted, paths, values))
     return result
 
 
-def _artifact_inputs(step: Step) -> dict[str, str]:
+def call_step(step: Step, run: StepRun) -> Any:
+    """Call the step's function; with lineage on, between its run's START and its COMPLETE
+    or FAIL event (`pipelines.step_lineage`, which imports the OpenLineage client)."""
+    from {{ cookiecutter.package }}.pipelines.openlineage_runs import Lineage
+
+    if not Lineage.from_json(run.parameters.get("lineage")).enabled:
+        return step.call(run)
+    from {{ cookiecutter.package }}.pipelines.step_lineage import traced
+
+    return traced(step, workflow_of(step), run, lambda: step.call(run))
+
+
+def artifact_inputs(step: Step) -> dict[str, str]:
     return {argument: source for argument, source in step.inputs.items() if "." in source}

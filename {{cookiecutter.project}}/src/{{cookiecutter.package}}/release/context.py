@@ -17,7 +17,8 @@ from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError
 from {{ cookiecutter.package }}.config import to_plain
 from {{ cookiecutter.package }}.engines import Engine, create_engine
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
-from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.errors import ReleaseError, UserError
+from {{ cookiecutter.package }}.pipelines.openlineage_runs import Lineage, RunRef, settings_of
 from {{ cookiecutter.package }}.pipelines.step_table import parameters_of
 from {{ cookiecutter.package }}.release.git import Git
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
@@ -37,6 +38,17 @@ class EnvironmentServices:
 
     def __init__(self, cfg: DictConfig, artifact_root: str, project_root: Path) -> None:
         self.cfg, self.artifact_root, self.project_root = cfg, artifact_root, project_root
+        # The run the workflow runs started now belong to (a release), for their lineage.
+        self.lineage_parent: RunRef | None = None
+
+    @cached_property
+    def lineage(self) -> Lineage:
+        """Where OpenLineage events go (`conf/lineage/`); one per environment, so a backend
+        that failed once is not tried again by this command."""
+        try:
+            return Lineage(settings_of(self.cfg, self.project_root))
+        except UserError as error:
+            raise ReleaseError(str(error)) from error
 
     @cached_property
     def store(self) -> ArtifactStore:

@@ -22,6 +22,7 @@ from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.pipelines.openlineage_runs import job_run
 from {{ cookiecutter.package }}.pipelines.step_table import describe_resources
 from {{ cookiecutter.package }}.release import image, traffic_moves
 from {{ cookiecutter.package }}.release.code_publishing import publish_code
@@ -243,8 +244,14 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
     resources = plan(ctx)
     print_plan(ctx, resources)
     head = ctx.git.head()
-    made, timings = make_steps(ctx, head)
     names = ctx.names
+    # The release as one lineage run: the parent of the workflow runs it starts.
+    with job_run(ctx.lineage, f"{names.project}.release", "JOB") as running:
+        ctx.lineage_parent = running.ref if ctx.lineage.enabled else None
+        try:
+            made, timings = make_steps(ctx, head)
+        finally:
+            ctx.lineage_parent = None
     record = {
         "project": names.project,
         "version": names.version,

@@ -19,11 +19,18 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     same_source,
 )
 from {{ cookiecutter.package }}.artifacts.intervals import Interval
-from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, Workflow, check_run_id, new_run_id
+from {{ cookiecutter.package }}.artifacts.names import (
+    WORKFLOWS,
+    ReleaseNames,
+    Workflow,
+    check_run_id,
+    new_run_id,
+)
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 from {{ cookiecutter.package }}.artifacts.tracking import Tracker
 from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.pipelines.openlineage_runs import job_run
 from {{ cookiecutter.package }}.pipelines.step_table import parameters_of, task_resources
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 
@@ -35,6 +42,9 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
     cfg, names = ctx.cfg, ctx.names
     common: dict[str, Any] = {
         "release": names.to_json(),
+        # Where lineage goes from the runs the engine starts by itself (a run `inv` starts
+        # is given the current settings, and its parent: `run_workflow`).
+        "lineage": ctx.lineage.to_json(),
         "rush_hours": list(cfg.features.rush_hours),
         "storage": json.dumps(ctx.storage, sort_keys=True),
     }
@@ -46,7 +56,11 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
             "test_fraction": float(cfg.data.test_fraction),
             "model_config": json.dumps(OmegaConf.to_container(cfg.model, resolve=True)),
             "git_sha": git_sha,
-            "config": json.dumps(ctx.plain_config(), sort_keys=True),
+            # The model's config, as its metadata records it: where lineage goes is not part
+            # of what made the model (`same_workflow`).
+            "config": json.dumps(
+                {k: v for k, v in ctx.plain_config().items() if k != "lineage"}, sort_keys=True
+            ),
         }
     # No user clusters here: which clusters a version serves is read from the traffic
     # assignment when each run starts, never compiled into a released pipeline.
@@ -63,6 +77,25 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
         # Each run's trips split by a stable hash of trip_id, a task per shard, in parallel.
         "shards": int(cfg.get("inference", {}).get("shards", 1)),
     }
+
+
+def run_workflow(
+    ctx: ReleaseContext,
+    names: ReleaseNames,
+    workflow: Workflow,
+    spec: str,
+    arguments: dict[str, Any],
+    timeout_s: int,
+) -> str:
+    """Run a version's compiled workflow once through the engine, and wait: one lineage run
+    of the workflow's job (the parent of its steps' runs; its own parent is the release
+    running it, if any)."""
+    job = names.airflow_dag_id(workflow)
+    with job_run(ctx.lineage, job, "DAG", ctx.lineage_parent) as running:
+        if "lineage" in parameters_of(spec):  # a version compiled before lineage has none
+            parent = running.ref if ctx.lineage.enabled else None
+            arguments = {**arguments, "lineage": ctx.lineage.to_json(parent)}
+        return ctx.engine.run(names, workflow, spec, arguments, timeout_s)
 
 
 def compile_spec(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> str:
@@ -118,7 +151,7 @@ def train_adhoc(ctx: ReleaseContext, git_sha: str) -> str:
     print(f"training {names.version} on {ctx.env} (features {names.feature_version}: {features})")
     spec = compile_spec(ctx, "training", git_sha)
     try:
-        model = ctx.engine.run(names, "training", spec, {}, RUN_TIMEOUT_S)
+        model = run_workflow(ctx, names, "training", spec, {}, RUN_TIMEOUT_S)
     except AlreadyExistsError as error:
         raise ReleaseError(str(error)) from error
     if features == "create":
@@ -162,11 +195,13 @@ def deploy_workflows(ctx: ReleaseContext, git_sha: str) -> None:
         spec = compile_spec(ctx, workflow, git_sha)
         key = names.workflow_key(workflow)
         if ctx.store.exists(key):
-            if ctx.store.read_text(key) != spec:
+            stored = ctx.store.read_text(key)
+            if not same_workflow(stored, spec):
                 raise ReleaseError(
                     f"{names.uri(key)} exists and differs from the {workflow} pipeline of this "
                     "checkout: a released workflow never changes, bump the version"
                 )
+            spec = stored  # lineage settings aside, the same: what was released stays
         else:
             ctx.store.write_text(key, spec)
         print(f"{workflow} workflow {names.version}: {ctx.engine.register(names, workflow, spec)}")
@@ -175,6 +210,22 @@ def deploy_workflows(ctx: ReleaseContext, git_sha: str) -> None:
     else:
         ctx.engine.create_schedules(names, planned_schedules(ctx))
         print(f"schedules of {names.version} created")
+
+
+def same_workflow(stored: str, compiled: str) -> bool:
+    """Whether two compiled workflows are the same but for their lineage settings: where
+    events go is observation, not behaviour, and may change without a new version (runs
+    `inv` starts use the current settings; the engine's own runs keep the released ones)."""
+    if stored == compiled:
+        return True
+    import yaml
+
+    def without_lineage(spec: str) -> Any:
+        loaded = yaml.safe_load(spec)
+        loaded["root"]["inputDefinitions"]["parameters"].get("lineage", {}).pop("defaultValue", 0)
+        return loaded
+
+    return bool(without_lineage(stored) == without_lineage(compiled))
 
 
 def planned_schedules(ctx: ReleaseContext) -> list[Schedule]:
@@ -263,7 +314,7 @@ def run_scheduled(
                         print(f"{schedule.name}: skipped, {version} serves no user clusters now")
                         continue
                     parameters.update(tick, **interval_arguments(spec, interval))
-                output = ctx.engine.run(names, workflow, spec, parameters, RUN_TIMEOUT_S)
+                output = run_workflow(ctx, names, workflow, spec, parameters, RUN_TIMEOUT_S)
                 print(f"{schedule.name}: {output}")
                 outputs.append(output)
     return outputs
@@ -285,7 +336,7 @@ def run_inference(ctx: ReleaseContext, run_id: str = "", start: str = "", end: s
     spec = ctx.store.read_text(key)
     # Named here, not by the run's tasks: every shard of the run writes under this id.
     arguments = {"run_id": run_id or new_run_id(), **interval_arguments(spec, interval)}
-    output = ctx.engine.run(names, "inference", spec, arguments, 3600)
+    output = run_workflow(ctx, names, "inference", spec, arguments, 3600)
     if output.endswith(prediction_runs.NOTHING_PREDICTED):
         print(f"{names.version}: {output}")
     else:

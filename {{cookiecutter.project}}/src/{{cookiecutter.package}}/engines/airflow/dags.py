@@ -39,6 +39,15 @@ _RUN_ID_TEMPLATE = "{" + "{ dag_run.conf.get('run_id', '') if dag_run.conf else 
 # else the DAG run's data interval (Airflow 3 defines none for a manual run without a
 # logical date: the step then takes the schedule's period up to now). Only for the tasks
 # whose steps read it.
+# The task instance's OpenLineage run, as the Airflow OpenLineage provider names it (its
+# `lineage_parent_id` macro), when the provider is installed: the steps' lineage runs are its
+# children, so the provider's view and the project's join.
+_LINEAGE_PARENT_TEMPLATE = (
+    "{"
+    + "{ macros.OpenLineageProviderPlugin.lineage_parent_id(task_instance) "
+    + "if macros.OpenLineageProviderPlugin is defined else '' }"
+    + "}"
+)
 _INTERVAL_TEMPLATES = {
     bound.upper(): "{"
     + "{ "
@@ -160,7 +169,10 @@ class DagWriter:
         instance per shard, SHARD in its environment, each retried alone."""
         templates = _INTERVAL_TEMPLATES.items() if interval else ()
         interval_env = "".join(f", {name}={template!r}" for name, template in templates)
-        env = f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval_env}"
+        env = (
+            f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval_env}, "
+            f"OPENLINEAGE_PARENT_ID={_LINEAGE_PARENT_TEMPLATE!r}"
+        )
         if self.operator == "kubernetes":
             pod = f"{names.airflow_dag_id(workflow)}-{task_id}".replace("_", "-").lower()
             operator, env_name = "KubernetesPodOperator", "env_vars"
