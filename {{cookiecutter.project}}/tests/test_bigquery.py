@@ -6,6 +6,7 @@ Slow tier: the emulator takes seconds to start.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -355,3 +356,43 @@ def test_features_of_bigquery_trips_are_built_in_bigquery(
             store, source, 0.0,
         )  # fmt: skip
     assert not store.exists("2.0.0")
+
+
+def test_lineage_names_the_bigquery_table_read_its_snapshot_and_its_sql(
+    dataset: str, tmp_path: Path
+) -> None:
+    """A training read from a BigQuery table, with `lineage=file`: the feature step's input
+    is the table as OpenLineage names BigQuery tables, versioned by the snapshot it was read
+    at (the one its lineage record keeps), and the job carries the SQL that read it."""
+    trips = make_trips(300, 5).astype({"trip_id": object})
+    raw = Dataset("local", dataset, "", 60)
+    raw.ensure_dataset()
+    raw.create_table("rides", trips)
+    raw.load("rides", trips, "WRITE_APPEND")
+    events_file = tmp_path / "lineage.jsonl"
+    cfg = load_config(
+        "local",
+        [
+            f"env.artifact_root={tmp_path / 'artifacts'}",
+            *SMALL,
+            "data_source=bigquery",
+            f"data_source.table=local.{dataset}.rides",
+            "lineage=file",
+            f"lineage.path={events_file}",
+        ],
+    )
+    ctx = ReleaseContext.create(cfg)
+    train_adhoc(ctx, "abc123")
+    record = read_lineage(ctx.names.artifact_root, ctx.names.feature_version)
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    (built,) = [
+        e
+        for e in events
+        if e["job"]["name"].endswith(".build_features") and e["eventType"] == "COMPLETE"
+    ]
+    (table,) = built["inputs"]
+    assert (table["namespace"], table["name"]) == ("bigquery", f"local.{dataset}.rides")
+    assert table["facets"]["version"]["datasetVersion"] == record["snapshot"]
+    assert table["inputFacets"]["dataQualityMetrics"]["rowCount"] == 300
+    sql = built["job"]["facets"]["sql"]
+    assert sql["query"] == record["sql"] and "FOR SYSTEM_TIME AS OF" in sql["query"]

@@ -6,8 +6,9 @@ The tasks and their steps are the step table's (`pipelines.step_table`): a task 
 steps in order, passing artifacts between them as files. The parameters arrive as
 base64-encoded JSON in STEP_ARGUMENTS (no quoting through a shell or a template engine can
 alter them); RUN_ID names an inference run, START and END its data interval;
-OPENLINEAGE_PARENT_ID (`namespace/job/run id`, from the Airflow OpenLineage provider's
-`lineage_parent_id` macro) makes the task instance the parent of the steps' lineage runs.
+LINEAGE the lineage settings of a run `inv` started; OPENLINEAGE_PARENT_ID (`namespace/job/
+run id`, from the Airflow OpenLineage provider's `lineage_parent_id` macro) makes the task
+instance the parent of the steps' lineage runs.
 The result is the last line printed, which Airflow keeps as the task's XCom (and, in a pod
 started by KubernetesPodOperator, /airflow/xcom/return.json). A known failure is one
 `error:` line and exit code 1.
@@ -44,12 +45,16 @@ def run(
     start: str = "",
     end: str = "",
     shard: int = 0,
+    lineage: str = "",
     lineage_parent: str = "",
 ) -> str:
-    """Run `task`; a run id and a data interval given at run time (a manual run's conf,
-    the DAG run's data interval) take the place of the compiled defaults; `shard` is the
-    mapped task's (SHARD); `lineage_parent` the Airflow task instance's lineage run."""
+    """Run `task`; a run id, a data interval and lineage settings given at run time (a
+    manual run's conf, the DAG run's data interval) take the place of the compiled
+    defaults; `shard` is the mapped task's (SHARD); `lineage_parent` the Airflow task
+    instance's lineage run, the parent of the steps' runs."""
     interval = {name: value for name, value in (("start", start), ("end", end)) if value}
+    if lineage and "lineage" in arguments:
+        arguments = {**arguments, "lineage": lineage}
     parent = RunRef.parse(lineage_parent)
     if parent is not None and "lineage" in arguments:
         arguments = {
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.get("START", ""),
             os.environ.get("END", ""),
             int(os.environ.get("SHARD", "0")),
+            os.environ.get("LINEAGE", ""),
             os.environ.get("OPENLINEAGE_PARENT_ID", ""),
         )
     except (UserError, ValueError, KeyError) as error:

@@ -35,6 +35,8 @@ OPERATORS = ("bash", "kubernetes")
 SHARD_RETRIES = 2
 # Jinja of Airflow's templates, built here so that no template engine renders it early.
 _RUN_ID_TEMPLATE = "{" + "{ dag_run.conf.get('run_id', '') if dag_run.conf else '' }" + "}"
+# A manual run's lineage settings (`inv run-inference -o lineage=...`), else the compiled ones.
+_LINEAGE_TEMPLATE = "{" + "{ dag_run.conf.get('lineage', '') if dag_run.conf else '' }" + "}"
 # An inference run's data interval: a manual run's conf (`inv run-inference --start/--end`),
 # else the DAG run's data interval (Airflow 3 defines none for a manual run without a
 # logical date: the step then takes the schedule's period up to now). Only for the tasks
@@ -171,7 +173,7 @@ class DagWriter:
         interval_env = "".join(f", {name}={template!r}" for name, template in templates)
         env = (
             f"dict(STEP_ARGUMENTS=STEP_ARGUMENTS, RUN_ID={_RUN_ID_TEMPLATE!r}{interval_env}, "
-            f"OPENLINEAGE_PARENT_ID={_LINEAGE_PARENT_TEMPLATE!r}"
+            f"LINEAGE={_LINEAGE_TEMPLATE!r}, OPENLINEAGE_PARENT_ID={_LINEAGE_PARENT_TEMPLATE!r}"
         )
         if self.operator == "kubernetes":
             pod = f"{names.airflow_dag_id(workflow)}-{task_id}".replace("_", "-").lower()

@@ -163,9 +163,11 @@ class AirflowEngine:
             raise ReleaseError(f"Airflow has no DAG {dag_id}")
         was_paused = bool(dag["is_paused"])
         run_id = f"manual__{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-        # The run id and the data interval of a manual run: the DAG's tasks read them from
-        # the run's conf (its data interval is Airflow's only for scheduled runs).
-        conf = {k: str(arguments[k]) for k in ("run_id", "start", "end") if arguments.get(k)}
+        # The run id, the data interval and the lineage settings of a manual run: the DAG's
+        # tasks read them from the run's conf (its data interval is Airflow's only for
+        # scheduled runs; its lineage, without one, the version's compiled settings).
+        given = ("run_id", "start", "end", "lineage")
+        conf = {k: str(arguments[k]) for k in given if arguments.get(k)}
         self.client.post(
             f"/api/v2/dags/{dag_id}/dagRuns",
             {"dag_run_id": run_id, "logical_date": None, "conf": conf},
