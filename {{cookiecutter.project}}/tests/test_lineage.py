@@ -34,6 +34,7 @@ from {{ cookiecutter.package }}.pipelines.step_lineage import address, trips_rea
 from {{ cookiecutter.package }}.pipelines.step_table import READS, WORKFLOW_STEPS, WRITES
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.plan import release
+from {{ cookiecutter.package }}.release.preflight import refusals
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows, run_inference, train_adhoc
 from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT
 
@@ -279,6 +280,13 @@ def test_a_failing_step_sends_fail_with_the_users_one_line_error_under_its_airfl
     assert fail["run"]["facets"]["parent"]["job"]["namespace"] == "airflow-ns"
 
 
+def test_console_events_are_on_the_steps_log(tmp_path: Path) -> None:
+    done = _step_command(tmp_path, _settings(kind="console"))
+    assert done.returncode == 1
+    printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [checked(event)["eventType"] for event in printed] == ["START", "FAIL"]
+
+
 class _Recorder(BaseHTTPRequestHandler):
     received: list[tuple[str, dict[str, str], dict[str, Any]]] = []
 
@@ -382,6 +390,7 @@ def test_bad_lineage_settings_are_refused_in_one_line_before_anything_runs(
     before = snapshot(artifact_root)
     with pytest.raises(ReleaseError, match=refusal):
         train_adhoc(ctx, SHA)
+    assert any(refusal in found for found in refusals(ctx, dry_run=True))  # release --dry-run
     assert snapshot(artifact_root) == before
 
 
@@ -448,7 +457,10 @@ def test_files_and_bigquery_reads_are_named_as_openlineage_names_them(tmp_path: 
         "sql": "SELECT 1",
         "rows": 5,
     }
-    (read,) = trips_read(lineage, table, {})
+    counted = {"rows_valid": 3, "rows_invalid": {"eta_minutes: empty": 2}}
+    (read,) = trips_read(lineage, table, counted)
+    metrics = read.inputFacets["dataQualityMetrics"]
+    assert (metrics.rowCount, metrics.columnMetrics["eta_minutes"].nullCount) == (5, 2)
     assert (read.namespace, read.name) == ("bigquery", "proj.trips.rides")
     assert read.facets["version"].datasetVersion == "2026-12-01T00:00:00+00:00"
     assert address("bigquery://proj.ds.predictions[model_version=1.0.0]") == (

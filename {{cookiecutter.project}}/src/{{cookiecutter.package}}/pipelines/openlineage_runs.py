@@ -22,7 +22,9 @@ timeout once; a workflow run whose first event fails tells its steps to send not
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,6 +183,12 @@ def _client_of(settings: dict[str, Any]) -> Any:
         if key:  # from the environment only: never in a config or a compiled workflow
             config.auth = ApiKeyTokenProvider({"api_key": key})
         return OpenLineageClient(transport=HttpTransport(config))
+    # The console transport logs each event at INFO: shown on the step's log (stdout).
+    logger = logging.getLogger(ConsoleTransport.__module__)
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler(sys.stdout))
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     return OpenLineageClient(transport=ConsoleTransport(ConsoleConfig()))
 
 

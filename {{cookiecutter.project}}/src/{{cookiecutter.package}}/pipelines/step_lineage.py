@@ -145,6 +145,13 @@ def trips_read(lineage: Lineage, read: dict[str, Any], shaped: dict[str, Any]) -
         (str(read.get("location", "trips")), read.get("snapshot"), read.get("rows"))
     ]
     invalid = dict(shaped.get("rows_invalid") or {})
+    # Shaping counts a null as "<column>: empty"; its counts are the whole read's, so they
+    # are an input's own only when the read had one input.
+    column_metrics = {
+        label.split(": ")[0]: quality.ColumnMetrics(nullCount=int(count))
+        for label, count in invalid.items()
+        if label.endswith(": empty")
+    }
     inputs = []
     for location, version, rows in sources:
         if read.get("source") == "bigquery":
@@ -160,7 +167,8 @@ def trips_read(lineage: Lineage, read: dict[str, Any], shaped: dict[str, Any]) -
             )
         input_facets: dict[str, Any] = {
             "dataQualityMetrics": quality.DataQualityMetricsInputDatasetFacet(
-                columnMetrics={}, rowCount=int(rows) if rows is not None else None
+                columnMetrics=column_metrics if len(sources) == 1 else {},
+                rowCount=int(rows) if rows is not None else None,
             )
         }
         if "rows_valid" in shaped:

@@ -51,6 +51,7 @@ def refusals(ctx: ReleaseContext, dry_run: bool = False) -> list[str]:
         check_pinned_features,
         check_features_source,
         traffic_moves.check_policy,
+        lambda ctx: ctx.lineage,  # where lineage goes: a bad setting is one line
         lambda ctx: check_config(ctx, in_worker=not dry_run),
         lambda ctx: ctx.engine.check(),
     ):
