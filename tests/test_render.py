@@ -39,6 +39,7 @@ EXPECTED_FILES = {
     "conf/lineage/none.yaml", "conf/lineage/console.yaml", "conf/lineage/file.yaml",
     "conf/lineage/http.yaml", "deploy/openlineage/facets.json",
     "src/taxi_eta/pipelines/openlineage_runs.py", "src/taxi_eta/pipelines/step_lineage.py",
+    "src/taxi_eta/pipelines/step_runs.py",
     "tests/test_lineage.py",
     "tests/openlineage_spec/ColumnLineageDatasetFacet.json",
     "tests/openlineage_spec/DataQualityMetricsInputDatasetFacet.json",

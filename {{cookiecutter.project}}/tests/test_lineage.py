@@ -28,7 +28,7 @@ from referencing import Registry, Resource
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError, UserError
-from {{ cookiecutter.package }}.pipelines.openlineage_runs import PACKAGE, Lineage, RunRef, settings_of
+from {{ cookiecutter.package }}.pipelines.openlineage_runs import Lineage, RunRef, settings_of
 from {{ cookiecutter.package }}.pipelines.run_step import encode
 from {{ cookiecutter.package }}.pipelines.step_lineage import address, trips_read
 from {{ cookiecutter.package }}.pipelines.step_table import READS, WORKFLOW_STEPS, WRITES
@@ -43,6 +43,7 @@ FACETS = PROJECT_ROOT / "deploy" / "openlineage" / "facets.json"
 REPOSITORY = f"https://github.com/my-org/{PROJECT}"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 # The project's own facets (deploy/openlineage/facets.json), named after the package.
+PACKAGE = Lineage.__module__.split(".")[0]
 MODEL, SHAPING, SHARD = (f"{PACKAGE}_{name}" for name in ("model", "shaping", "shard"))
 
 

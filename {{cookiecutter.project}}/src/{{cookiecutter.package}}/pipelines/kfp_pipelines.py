@@ -8,7 +8,7 @@ kfp runs a lightweight component by copying its function's *source* into the tas
 container and reading the copy's annotations, so each step's component function is written
 out as source from its table entry (`component_source`) and registered with `linecache` for
 `inspect.getsource`, as attrs and dataclasses do for the methods they generate. Its body
-imports this package and calls `step_table.run_component`.
+imports this package and calls `step_runs.run_component`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def component_source(step: Step) -> str:
     signature = ",\n    ".join(arguments)
     return (
         f"def {step.name}(\n    {signature},\n) -> {step.returns.__name__}:\n"
-        "    from {{ cookiecutter.package }}.pipelines.step_table import run_component\n\n"
+        "    from {{ cookiecutter.package }}.pipelines.step_runs import run_component\n\n"
         f"    return run_component({step.name!r}, locals())\n"
     )
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.pipelines.openlineage_runs import Lineage, RunRef
-from {{ cookiecutter.package }}.pipelines.step_table import run_task, task_names
+from {{ cookiecutter.package }}.pipelines.step_runs import run_task
+from {{ cookiecutter.package }}.pipelines.step_table import task_names
 
 XCOM_DIR = Path("/airflow/xcom")
 

@@ -42,10 +42,12 @@ from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.data_sources import read_lineage
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.pipelines import steps
-from {{ cookiecutter.package }}.pipelines.openlineage_runs import PACKAGE, Lineage, RunningJob, job_run
+from {{ cookiecutter.package }}.pipelines.openlineage_runs import PACKAGE, Lineage, job_run
 
 if TYPE_CHECKING:
-    from {{ cookiecutter.package }}.pipelines.step_table import Step, StepRun
+    from {{ cookiecutter.package }}.pipelines.openlineage_runs import RunningJob
+    from {{ cookiecutter.package }}.pipelines.step_runs import StepRun
+    from {{ cookiecutter.package }}.pipelines.step_table import Step
 
 # -- the project's own facets (described in deploy/openlineage/facets.json) ----------------
 
@@ -291,7 +293,7 @@ def _trips(running: RunningJob, run: StepRun, result: Any, step: Step) -> list[A
 def _artifacts(run: StepRun, step: Step) -> tuple[list[Any], list[Any]]:
     """The step's artifacts in and out, as files: each step's output is the next one's
     input, under the same name."""
-    from {{ cookiecutter.package }}.pipelines.step_table import artifact_inputs
+    from {{ cookiecutter.package }}.pipelines.step_runs import artifact_inputs
 
     inputs = [InputDataset(*address(run.path(a))) for a in artifact_inputs(step)]
     outputs = [OutputDataset(*address(run.path(a))) for a in step.outputs]
