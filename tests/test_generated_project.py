@@ -51,7 +51,8 @@ def test_inv_list_shows_the_release_tasks(project: Project) -> None:
     listed = project.inv("--list").stdout.split()
     for name in ("build", "train-adhoc", "deploy-workflow", "release", "versions", "retire",
                  "rollback", "run-inference", "run-scheduled", "traffic", "bump", "train",
-                 "serve", "serve-router", "up", "down", "render-deployment", "test", "lint"):
+                 "serve", "serve-router", "up", "down", "gc", "render-deployment", "test",
+                 "lint"):
         assert name in listed
 
 

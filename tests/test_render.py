@@ -40,6 +40,8 @@ EXPECTED_FILES = {
     "conf/lineage/http.yaml", "deploy/openlineage/facets.json",
     "src/taxi_eta/pipelines/openlineage_runs.py", "src/taxi_eta/pipelines/step_lineage.py",
     "src/taxi_eta/pipelines/step_runs.py",
+    "conf/retention/default.yaml", "src/taxi_eta/release/retention.py",
+    "tests/test_retention.py",
     "tests/test_lineage.py",
     "tests/openlineage_spec/ColumnLineageDatasetFacet.json",
     "tests/openlineage_spec/DataQualityMetricsInputDatasetFacet.json",

@@ -455,6 +455,27 @@ def revive(
         run(ctx, version)
 
 
+@task(
+    help={**OVERRIDE_HELP, "apply": "tombstone, and sweep tombstones past the grace period"},
+    iterable=["override"],
+)
+def gc(
+    c: Context, apply: bool = False, env: str = "local", override: list[str] | None = None
+) -> None:
+    """What retention removes of retired versions (conf/retention/): a dry run by default.
+
+    With --apply, versions outside the keep set are tombstoned (what will go, with sha256
+    and bytes); a tombstone older than retention.grace_days is swept, the keep set computed
+    again before each removal, each removal recorded under retention/audit/.
+    """
+    from {{ cookiecutter.package }}.release.retention import describe
+    from {{ cookiecutter.package }}.release.retention import gc as run
+
+    with _release_context(env, override) as ctx:
+        for line in describe(run(ctx, apply), apply):
+            print(line)
+
+
 @task(help={**OVERRIDE_HELP, "to": "version to make live again (required)"}, iterable=["override"])
 def rollback(
     c: Context, to: str = "", env: str = "local", override: list[str] | None = None

@@ -50,6 +50,21 @@ def test_replace_is_for_mutable_records(store: ArtifactStore) -> None:
     assert store.read("schedules/1.0.0.json") == b"off"
 
 
+def test_size_and_delete_are_for_retention_only(store: ArtifactStore) -> None:
+    store.write("models/1.0.0/model.pkl", b"12345")
+    store.write("models/1.0.0/metadata.json", b"{}")
+    assert store.size("models/1.0.0/model.pkl") == 5
+    assert store.delete("models/1.0.0/model.pkl") is True
+    assert store.delete("models/1.0.0/model.pkl") is False  # a rerun finds it gone
+    assert store.list("models/") == ["models/1.0.0/metadata.json"]
+    with pytest.raises(StoreError, match="does not exist"):
+        store.size("models/1.0.0/model.pkl")
+    store.delete("models/1.0.0/metadata.json")
+    assert store.list("models/") == []
+    if not store.root.startswith("gs://"):  # no empty folder left behind either
+        assert not (Path(store.root) / "models").exists() and Path(store.root).is_dir()
+
+
 def test_missing_key_is_a_clear_error(store: ArtifactStore) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         store.read("models/9.9.9/model.pkl")

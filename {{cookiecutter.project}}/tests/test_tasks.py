@@ -68,6 +68,7 @@ def test_the_documented_tasks_exist(listing: dict) -> None:
         "serve-router",
         "up",
         "down",
+        "gc",
         "render-deployment",
         "test",
         "lint",

@@ -54,6 +54,14 @@ class ArtifactStore(ABC):
     def check(self) -> None:
         """Raise StoreError when the store cannot be reached."""
 
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """The bytes of `key`; StoreError when it does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove `key` (retention only, `release.retention`); False when it was not there."""
+
     def uri(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key}"
 
@@ -192,6 +200,24 @@ class LocalStore(ArtifactStore):
                 keys.append(key)
         return sorted(keys)
 
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise StoreError(f"{self.uri(key)} does not exist") from None
+
+    def delete(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        for folder in path.parents:  # the folders the key leaves empty go with it
+            if folder == self.path or any(folder.iterdir()):
+                break
+            folder.rmdir()
+        return True
+
     def check(self) -> None:
         # Writes create missing folders: what matters is the nearest folder that exists.
         existing = next(p for p in (self.path, *self.path.parents) if p.exists())
@@ -283,6 +309,23 @@ class GCSStore(ArtifactStore):
                 self.bucket, prefix=self.prefix + prefix, **self.calls
             )
             return sorted(blob.name[len(self.prefix) :] for blob in blobs)
+
+    def size(self, key: str) -> int:
+        with self._errors("read", key):
+            blob = self.bucket.get_blob(self.prefix + key, **self.calls)
+        if blob is None:
+            raise StoreError(f"{self.uri(key)} does not exist")
+        return int(blob.size or 0)
+
+    def delete(self, key: str) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        with self._errors("delete", key):
+            try:
+                self._blob(key).delete(**self.calls)
+            except NotFound:
+                return False
+        return True
 
     def check(self) -> None:
         with self._errors("reach"):

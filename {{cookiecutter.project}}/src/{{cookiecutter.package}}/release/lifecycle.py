@@ -10,6 +10,7 @@ from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import traffic_moves
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.retention import refuse_if_swept
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
 
@@ -51,6 +52,7 @@ def revive(ctx: ReleaseContext, version: str) -> None:
     """Make a retired version live again with no user clusters (its schedules re-enabled);
     move traffic to it afterwards with `inv traffic`."""
     _deployed(ctx, version)
+    refuse_if_swept(ctx, version, "revive")
     if not ctx.store.exists(ctx.names_of(version).release_record_key):
         raise ReleaseError(
             f"version {version} was never fully released on {ctx.env}: finish its release "
@@ -69,6 +71,7 @@ def rollback(ctx: ReleaseContext, to: str) -> None:
     """Re-enable `to`, give it back its clusters and those of every newer version, and
     disable every newer version."""
     versions = _deployed(ctx, to)
+    refuse_if_swept(ctx, to, "roll back to")
     if not ctx.store.exists(ctx.names_of(to).release_record_key):
         raise ReleaseError(f"version {to} was never fully released on {ctx.env}")
     newer = [v for v in versions if Version(v) > Version(to) and is_enabled(ctx, v)]

@@ -1,0 +1,328 @@
+"""Retention: the heavy artifacts of retired versions removed by policy, in two phases, each
+removal recorded (`inv gc`, `conf/retention/`).
+
+What is kept is decided at sweep time from live sources, never from a list kept somewhere:
+- every version whose schedules are enabled (live, dark, or in an A/B window) or that
+  serves user clusters in the current traffic assignment;
+- every version newer than the newest one serving clusters (dark, or waiting for traffic);
+- the newest `retention.keep_retired` retired versions (the rollback window);
+- the versions in `retention.pinned`;
+- what a kept version needs of another: the feature version it was trained on.
+
+A version outside that set is first tombstoned: `retention/tombstones/<version>.json` lists
+exactly what will go (URI, sha256, bytes). Only a tombstone older than `retention.grace_days`
+is swept, and the keep set is computed again before each removal: a version brought back
+(a rollback, a traffic move) in the meantime keeps everything, and its tombstone is
+withdrawn. Each removal leaves an append-only record, `retention/audit/<version>/`, and a
+swept version `retention/swept/<version>.json`; its metadata, release record, run records
+and workflows stay, so `inv versions` still shows it, marked swept.
+
+What goes: the version's model object, its own feature version (unless a kept version uses
+it), its prediction objects older than `retention.predictions_days`, and its local
+environment (with its warm worker). A kill at any point leaves a state the next
+`inv gc --apply` finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from packaging.version import Version
+
+from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts.names import features_key
+from {{ cookiecutter.package }}.artifacts.predictions import RUN_TIME
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
+from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
+
+TOMBSTONES = "retention/tombstones/"
+AUDIT = "retention/audit/"
+SWEPT = "retention/swept/"
+
+
+@dataclass(frozen=True)
+class Removal:
+    """One thing a sweep removes: a store object (`key`) or a local folder (`path`)."""
+
+    version: str
+    kind: str  # model | features | predictions | environment
+    uri: str
+    sha256: str
+    bytes: int
+    key: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    keep_retired: int
+    grace_days: float
+    predictions_days: float
+    pinned: tuple[str, ...]
+
+    @classmethod
+    def of(cls, ctx: ReleaseContext) -> Policy:
+        spec = ctx.cfg.get("retention") or {}
+        try:
+            policy = cls(
+                int(spec.get("keep_retired", 2)),
+                float(spec.get("grace_days", 7)),
+                float(spec.get("predictions_days", 90)),
+                tuple(str(v) for v in spec.get("pinned") or ()),
+            )
+        except (TypeError, ValueError) as error:
+            raise ReleaseError(f"retention: {error}") from error
+        if policy.keep_retired < 0 or policy.grace_days < 0 or policy.predictions_days < 0:
+            raise ReleaseError(
+                "retention: keep_retired, grace_days and predictions_days must be >= 0"
+            )
+        return policy
+
+
+# -- what is kept -----------------------------------------------------------------------------
+
+
+def record_of(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
+    key = ctx.names_of(version).release_record_key
+    return json.loads(ctx.store.read_text(key)) if ctx.store.exists(key) else None
+
+
+def keep_set(ctx: ReleaseContext, policy: Policy) -> dict[str, str]:
+    """Every released version that stays whole, with why; read now, from the schedules,
+    the traffic assignment and the release records."""
+    versions = [v for v in released_versions(ctx) if record_of(ctx, v) is not None]
+    assignment = traffic.current(ctx.store)
+    serving = [v for v in versions if assignment is not None and assignment.clusters_of(v)]
+    keep: dict[str, str] = {}
+    for version in versions:
+        if version in serving:
+            keep[version] = "serves user clusters"
+        elif serving and Version(version) > max(Version(v) for v in serving):
+            keep[version] = "newer than every serving version (dark, or an A/B candidate)"
+        elif is_enabled(ctx, version):
+            keep[version] = "live (its schedules are enabled)"
+        elif version in policy.pinned:
+            keep[version] = "pinned (retention.pinned)"
+    # A swept version cannot be rolled back to: it takes no place in the window.
+    retired = [v for v in versions if v not in keep and swept(ctx, v) is None]
+    window = retired[len(retired) - policy.keep_retired :] if policy.keep_retired else []
+    for version in window:
+        keep[version] = f"in the rollback window (retention.keep_retired={policy.keep_retired})"
+    return keep
+
+
+def kept_feature_versions(ctx: ReleaseContext, keep: dict[str, str]) -> set[str]:
+    found = set()
+    for version in keep:
+        record = record_of(ctx, version) or {}
+        found.add(str(record.get("feature_version") or version))
+    return found
+
+
+# -- what would go ----------------------------------------------------------------------------
+
+
+def _object(ctx: ReleaseContext, version: str, kind: str, key: str, sha256: str = "") -> Removal:
+    data = ctx.store.read(key) if not sha256 else b""
+    return Removal(
+        version,
+        kind,
+        ctx.store.uri(key),
+        sha256 or hashlib.sha256(data).hexdigest(),
+        ctx.store.size(key),
+        key=key,
+    )
+
+
+def removals(
+    ctx: ReleaseContext, version: str, policy: Policy, keep: dict[str, str], now: datetime
+) -> list[Removal]:
+    """What a sweep of `version` removes, as it stands now."""
+    names = ctx.names_of(version)
+    found: list[Removal] = []
+    if ctx.store.exists(names.model_metadata_key):
+        metadata = json.loads(ctx.store.read_text(names.model_metadata_key))
+        if ctx.store.exists(metadata["model_key"]):
+            found.append(
+                _object(ctx, version, "model", metadata["model_key"], metadata["model_sha256"])
+            )
+    record = record_of(ctx, version) or {}
+    own_features = str(record.get("feature_version") or version) == version
+    if own_features and version not in kept_feature_versions(ctx, keep):
+        prefix = features_key(version).rsplit("/", 2)[0] + "/"
+        found += [_object(ctx, version, "features", key) for key in ctx.store.list(prefix)]
+    cutoff = now - timedelta(days=policy.predictions_days)
+    for key in ctx.store.list(names.predictions_prefix):
+        made = RUN_TIME.match(key.rsplit("/", 1)[-1])
+        if made and datetime.strptime(made.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC) < cutoff:
+            found.append(_object(ctx, version, "predictions", key))
+    for folder in sorted(ctx.environments.root.glob(f"{version}-*")):
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        found.append(Removal(version, "environment", str(folder), "", size, path=str(folder)))
+    return found
+
+
+# -- the two phases ---------------------------------------------------------------------------
+
+
+def _tombstone(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
+    key = f"{TOMBSTONES}{version}.json"
+    return json.loads(ctx.store.read_text(key)) if ctx.store.exists(key) else None
+
+
+def swept(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
+    """The record of `version`'s sweep, if it was swept."""
+    key = f"{SWEPT}{version}.json"
+    return json.loads(ctx.store.read_text(key)) if ctx.store.exists(key) else None
+
+
+def refuse_if_swept(ctx: ReleaseContext, version: str, doing: str) -> None:
+    """Refuse to bring back a version whose model or features are gone."""
+    found = swept(ctx, version)
+    if found is not None:
+        raise ReleaseError(
+            f"cannot {doing} {version}: it was swept by `inv gc` on {found['swept_at'][:10]} "
+            "(its model object and features are gone); release a new version instead"
+        )
+
+
+def _remove(ctx: ReleaseContext, removal: Removal) -> None:
+    if removal.path:
+        from {{ cookiecutter.package }}.engines.worker_homes import WorkerHome, ask
+
+        home = WorkerHome(Path(removal.path))
+        if home.socket_path.exists():
+            ask(home.socket_path, {"op": "stop"})
+        shutil.rmtree(removal.path, ignore_errors=True)
+        return
+    if ctx.store.exists(removal.key):
+        current = ctx.store.read(removal.key)
+        if hashlib.sha256(current).hexdigest() != removal.sha256:
+            raise StoreError(f"{removal.uri} changed since it was tombstoned: left in place")
+        ctx.store.delete(removal.key)
+
+
+def _audit(ctx: ReleaseContext, number: int, removal: Removal, why: str, at: str) -> None:
+    key = f"{AUDIT}{removal.version}/{number:05d}-{removal.kind}.json"
+    # Create-only: a rerun after a kill finds the record of what it already removed.
+    with contextlib.suppress(AlreadyExistsError):
+        ctx.store.write_text(key, json.dumps({**asdict(removal), "removed_at": at, "why": why}))
+
+
+def gc(ctx: ReleaseContext, apply: bool = False, now: datetime | None = None) -> dict[str, Any]:
+    """`inv gc`: list what retention would remove (dry run), or tombstone and sweep."""
+    now = now or datetime.now(UTC)
+    policy = Policy.of(ctx)
+    keep = keep_set(ctx, policy)
+    versions = [v for v in released_versions(ctx) if record_of(ctx, v) is not None]
+    report: dict[str, Any] = {
+        "kept": keep,
+        "tombstoned": {},
+        "waiting": {},  # tombstoned earlier, within the grace period: version -> (due, ...)
+        "swept": {},
+        "withdrawn": [],
+    }
+    for version in versions:
+        if swept(ctx, version) is not None:
+            continue
+        tombstone = _tombstone(ctx, version)
+        if version in keep:
+            if tombstone is not None:  # brought back since it was tombstoned: all stays
+                report["withdrawn"].append(f"{version}: {keep[version]}")
+                if apply:
+                    ctx.store.delete(f"{TOMBSTONES}{version}.json")
+            continue
+        if tombstone is None:
+            planned = removals(ctx, version, policy, keep, now)
+            report["tombstoned"][version] = planned
+            if apply:
+                record = {
+                    "version": version,
+                    "created_at": now.isoformat(timespec="seconds"),
+                    "why": "retired, outside the rollback window",
+                    "removals": [asdict(r) for r in planned],
+                }
+                # A concurrent gc may have tombstoned it first: the same listing.
+                with contextlib.suppress(AlreadyExistsError):
+                    ctx.store.write_text(f"{TOMBSTONES}{version}.json", json.dumps(record))
+            continue
+        due = datetime.fromisoformat(tombstone["created_at"]) + timedelta(days=policy.grace_days)
+        if now < due:
+            report["waiting"][version] = (due, [Removal(**r) for r in tombstone["removals"]])
+            continue
+        report["swept"][version] = [Removal(**r) for r in tombstone["removals"]]
+        if apply:
+            _sweep(ctx, version, tombstone, policy, report, now)
+    return report
+
+
+def _sweep(
+    ctx: ReleaseContext,
+    version: str,
+    tombstone: dict[str, Any],
+    policy: Policy,
+    report: dict[str, Any],
+    now: datetime,
+) -> None:
+    at = now.isoformat(timespec="seconds")
+    for number, fields in enumerate(tombstone["removals"]):
+        keep = keep_set(ctx, policy)  # again, right before each removal
+        if version in keep:
+            ctx.store.delete(f"{TOMBSTONES}{version}.json")
+            report["swept"].pop(version, None)
+            report["withdrawn"].append(f"{version}: {keep[version]}")
+            return
+        removal = Removal(**fields)
+        if removal.kind == "features" and version in kept_feature_versions(ctx, keep):
+            continue  # a kept version uses them now
+        _remove(ctx, removal)
+        _audit(ctx, number, removal, str(tombstone["why"]), at)
+    total = sum(int(r["bytes"]) for r in tombstone["removals"])
+    with contextlib.suppress(AlreadyExistsError):
+        ctx.store.write_text(
+            f"{SWEPT}{version}.json",
+            json.dumps({"version": version, "swept_at": at, "bytes": total}),
+        )
+
+
+def describe(report: dict[str, Any], apply: bool) -> list[str]:
+    """What `inv gc` prints: per version and kind, the objects and bytes, with a total."""
+    lines = []
+    total = 0
+    for phase, title in (("tombstoned", "tombstone"), ("swept", "sweep")):
+        for version, planned in report[phase].items():
+            by_kind: dict[str, list[int]] = {}
+            for removal in planned:
+                by_kind.setdefault(removal.kind, []).append(removal.bytes)
+            kinds = ", ".join(f"{k} {len(b)} ({_size(sum(b))})" for k, b in by_kind.items())
+            size = sum(r.bytes for r in planned)
+            total += size
+            verb = {"tombstone": "tombstoned" if apply else "would tombstone",
+                    "sweep": "swept" if apply else "would sweep"}[title]  # fmt: skip
+            lines.append(f"{version}: {verb}: {kinds or 'nothing'} = {_size(size)}")
+    for version, (due, planned) in report["waiting"].items():
+        size = sum(r.bytes for r in planned)
+        lines.append(f"{version}: tombstoned, swept after {due:%Y-%m-%d %H:%M} UTC ({_size(size)})")
+    for line in report["withdrawn"]:
+        lines.append(f"kept after all, tombstone withdrawn: {line}")
+    for version, why in report["kept"].items():
+        lines.append(f"{version}: kept: {why}")
+    lines.append(f"total: {_size(total)}" + ("" if apply else " (dry run: nothing changed)"))
+    return lines
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
