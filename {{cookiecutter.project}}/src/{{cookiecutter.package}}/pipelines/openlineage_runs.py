@@ -147,7 +147,7 @@ class Lineage:
         return self._client
 
     def emit(self, event: Any) -> None:
-        """Send `event`; a failure is one line on stderr, and nothing more is sent."""
+        """Send `event`; a failure is one line on the output, and nothing more is sent."""
         if not self.enabled:
             return
         try:

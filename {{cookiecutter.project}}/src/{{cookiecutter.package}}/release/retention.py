@@ -36,10 +36,10 @@ from typing import Any
 
 from packaging.version import Version
 
-from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts import models, traffic
 from {{ cookiecutter.package }}.artifacts.names import features_key
 from {{ cookiecutter.package }}.artifacts.predictions import RUN_TIME
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, read_record
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
@@ -93,7 +93,7 @@ class Policy:
 
 def record_of(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
     key = ctx.names_of(version).release_record_key
-    return json.loads(ctx.store.read_text(key)) if ctx.store.exists(key) else None
+    return read_record(ctx.store, key, "a release record")
 
 
 def keep_set(ctx: ReleaseContext, policy: Policy) -> dict[str, str]:
@@ -149,8 +149,8 @@ def removals(
     """What a sweep of `version` removes, as it stands now."""
     names = ctx.names_of(version)
     found: list[Removal] = []
-    if ctx.store.exists(names.model_metadata_key):
-        metadata = json.loads(ctx.store.read_text(names.model_metadata_key))
+    if models.released(ctx.store, names):
+        metadata = models.read_metadata(ctx.store, names)
         if ctx.store.exists(metadata["model_key"]):
             found.append(
                 _object(ctx, version, "model", metadata["model_key"], metadata["model_sha256"])
@@ -175,14 +175,12 @@ def removals(
 
 
 def _tombstone(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
-    key = f"{TOMBSTONES}{version}.json"
-    return json.loads(ctx.store.read_text(key)) if ctx.store.exists(key) else None
+    return read_record(ctx.store, f"{TOMBSTONES}{version}.json", "a retention tombstone")
 
 
 def swept(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
     """The record of `version`'s sweep, if it was swept."""
-    key = f"{SWEPT}{version}.json"
-    return json.loads(ctx.store.read_text(key)) if ctx.store.exists(key) else None
+    return read_record(ctx.store, f"{SWEPT}{version}.json", "a sweep record")
 
 
 def refuse_if_swept(ctx: ReleaseContext, version: str, doing: str) -> None:
