@@ -20,6 +20,9 @@ from {{ cookiecutter.package }}.release import lifecycle, retention
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.reports.versions import released_state
 
+# Six released versions take seconds to make (once per test process): start these first.
+pytestmark = pytest.mark.heavy
+
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0")
 RIDGE = {"_target_": "sklearn.linear_model.Ridge", "alpha": 1.0}
 OLD_RUN, NEW_RUN = "20250101T000000-old", "29990101T000000-new"

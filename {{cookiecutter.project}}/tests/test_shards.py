@@ -104,10 +104,15 @@ def test_the_engine_tries_a_failed_shard_again_alone(tmp_path: Path) -> None:
     blocker.mkdir(parents=True)
     logs = tmp_path / ".kfp-local/logs"
     before = set(logs.glob("*.log"))
+    predictions = root / f"predictions/{cfg.version}"
 
     def clear_once_failed() -> None:  # as an operator (or a flaky disk) would, meanwhile
-        while not any("FAILURE" in p.read_text() for p in set(logs.glob("*")) - before):
+        # Shard 1's first attempt writes its predictions, then fails on its record at once;
+        # kfp tries it again 30 s later. Its log says FAILURE only when kfp flushes it (not
+        # always before the retry), so the predictions are the sign it is waiting.
+        while not list(predictions.glob("batch-2.shard-1-of-2*.parquet")):
             time.sleep(0.2)
+        time.sleep(5)
         blocker.rmdir()
 
     clearing = threading.Thread(target=clear_once_failed, daemon=True)
