@@ -61,6 +61,8 @@ def registry(workdir: Path) -> Iterator[str]:
     config.write_text(
         "version: 0.1\n"
         f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'registry-data'}\n"
+        # Deletes by digest, as Artifact Registry allows them (retention's `inv gc`).
+        "  delete:\n    enabled: true\n"
         f"http:\n  addr: 127.0.0.1:{port}\n")
     server = subprocess.Popen(["docker-registry", "serve", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

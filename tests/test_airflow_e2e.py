@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -306,3 +307,34 @@ def test_two_versions_run_side_by_side_in_airflow(airflow: Airflow, tmp_path: Pa
     assert airflow.paused("taxi_eta_inference__v0_3_0")
     versions = inv("versions").stdout
     assert "training:off,inference:off" in versions and "training:on,inference:on" in versions
+
+    # Retention: with 0.3.0 serving again and 0.1.0 retired, a policy with no rollback window
+    # and no grace period tombstones 0.1.0, then sweeps its DAG files and DAGs (files first:
+    # a DAG whose file is gone cannot come back at the next parse).
+    inv("rollback", "--to", "0.3.0")
+    inv("traffic", "--all", "0.3.0")
+    inv("retire", "--version", "0.1.0")
+    deadline = time.monotonic() + 120  # a run the scheduler started before the pause
+    while any(airflow.call("GET", f"/api/v2/dags/taxi_eta_{w}__v0_1_0/dagRuns?state=running")
+              ["dag_runs"] for w in ("training", "inference")):
+        assert time.monotonic() < deadline, "0.1.0 still has a running DAG run after 120 s"
+        time.sleep(2)
+    policy = ["-o", "retention.keep_retired=0", "-o", "retention.grace_days=0"]
+    planned = inv("gc", "--apply", *policy).stdout
+    assert "0.1.0: tombstoned: workflow 4 " in planned, planned
+    assert (airflow.dags / "taxi_eta_training__v0_1_0.py").exists()
+    swept = inv("gc", "--apply", *policy).stdout
+    assert "0.1.0: swept: workflow 4 " in swept, swept
+    for workflow in ("training", "inference"):
+        assert not (airflow.dags / f"taxi_eta_{workflow}__v0_1_0.py").exists()
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            airflow.call("GET", f"/api/v2/dags/taxi_eta_{workflow}__v0_1_0")
+        assert not airflow.paused(f"taxi_eta_{workflow}__v0_3_0")
+    audit = sorted((project.path / "artifacts-airflow/retention/audit/0.1.0").iterdir())
+    removed = [json.loads(p.read_text()) for p in audit]
+    assert [r["uri"] for r in removed if r["kind"] == "workflow"] == [
+        *(str(airflow.dags / f"taxi_eta_{w}__v0_1_0.py") for w in ("training", "inference")),
+        *(f"{airflow.host}/dags/taxi_eta_{w}__v0_1_0" for w in ("training", "inference"))]
+    assert "swept" in inv("versions").stdout
+    refused = inv("rollback", "--to", "0.1.0", check=False)
+    assert refused.returncode == 1 and "swept by `inv gc`" in refused.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -144,3 +145,58 @@ def test_a_failed_build_says_where_to_look_and_how_a_laptop_goes_on(project: Pro
                          "here, e.g. with no base image offline, IMAGE_BUILDER=none releases "
                          "without one)")
     assert project.run("git", "status", "--porcelain").stdout == ""
+
+
+def push_label_image(registry: str, label: str, *tags: str) -> str:
+    """A tiny image (no layers, one label) pushed under `tags`; its digest."""
+    container = parts.buildah("from", "scratch").stdout.strip()
+    parts.buildah("config", "--label", f"made-for={label}", container)
+    image = f"localhost/gc-test:{label}"
+    parts.buildah("commit", "--rm", "-q", container, image)
+    for tag in tags:
+        parts.buildah("push", "--tls-verify=false", image, f"docker://{registry}/taxi-eta:{tag}")
+    return str(skopeo("inspect", f"docker://{registry}/taxi-eta:{tags[0]}")["Digest"])
+
+
+def test_gc_deletes_a_swept_versions_image_unless_a_kept_version_runs_it(
+    registry: str, tmp_path: Path
+) -> None:
+    """Three local releases; in the registry 0.1.0 has an image of its own and 0.2.0 the
+    image 0.3.0 (serving) runs. With 0.1.0 and 0.2.0 retired and no rollback window, the
+    sweep deletes 0.1.0's manifest by digest and leaves the shared one."""
+    parts.need("skopeo", "buildah")
+    project = Project.create(tmp_path / "out")
+    no_build = {"IMAGE_BUILDER": "none"}  # the images are pushed below, by hand
+    project.inv("release", env=no_build)
+    for _ in range(2):
+        project.bump("minor")
+        project.inv("release", env=no_build)
+    project.inv("traffic", "--all", "0.3.0")
+    for version in ("0.1.0", "0.2.0"):
+        project.inv("retire", "--version", version)
+    own = push_label_image(registry, "own", "0.1.0")
+    shared = push_label_image(registry, "shared", "0.2.0", "0.3.0")
+    assert own != shared
+    gc = ["gc", "-o", f"env.registry={registry}", "-o", "env.insecure_registry=true",
+          "-o", "retention.keep_retired=0", "-o", "retention.grace_days=0"]
+
+    dry = project.inv(*gc).stdout
+    assert re.search(r"^0\.1\.0: would tombstone: image 1 ", dry, re.M), dry
+    assert re.search(r"^0\.2\.0: would tombstone: model 1 ", dry, re.M), dry
+    assert "image" not in next(line for line in dry.splitlines() if line.startswith("0.2.0"))
+    project.inv(*gc, "--apply")
+    assert skopeo("inspect", f"docker://{registry}/taxi-eta:0.1.0")["Digest"] == own
+    project.inv(*gc, "--apply")
+
+    gone = subprocess.run(["skopeo", "inspect", "--tls-verify=false",
+                           f"docker://{registry}/taxi-eta:0.1.0"], capture_output=True, text=True)
+    assert gone.returncode != 0 and "manifest unknown" in gone.stderr, gone.stderr
+    for tag in ("0.2.0", "0.3.0"):
+        assert skopeo("inspect", f"docker://{registry}/taxi-eta:{tag}")["Digest"] == shared
+    audit = project.artifacts / "retention/audit/0.1.0"
+    images = [json.loads(p.read_text()) for p in sorted(audit.glob("*-image.json"))]
+    assert [(r["uri"], r["sha256"]) for r in images] == [
+        (f"docker://{registry}/taxi-eta@{own}", own)]
+    assert not list((project.artifacts / "retention/audit/0.2.0").glob("*-image.json"))
+    # 0.3.0 still serves from its own model.
+    assert "0.3.0" in project.inv("versions").stdout

@@ -3,11 +3,12 @@
 No Kubeflow Pipelines API server can run on a laptop or in CI (it needs a Kubernetes cluster,
 Argo and MySQL), so the tests talk to this in-process HTTP server on loopback through the real
 `kfp.Client`. It keeps state (experiments, pipelines, pipeline versions, runs, recurring
-runs), reproduces the two quirks the release relies on (the first upload cannot name its
-version; a version name cannot be uploaded twice), and checks every request: JSON bodies must
-deserialize into the kfp_server_api model of their endpoint and carry no unknown field, and
-uploads must be multipart with an `uploadfile` part that parses as a pipeline spec. A request
-that fails a check is answered 400 and recorded in `rejected`, which tests assert is empty.
+runs, and their deletes), reproduces the quirks the release relies on (the first upload cannot
+name its version; a version name cannot be uploaded twice; a pipeline version a recurring run
+uses cannot be deleted), and checks every request: JSON bodies must deserialize into the
+kfp_server_api model of their endpoint and carry no unknown field, and uploads must be
+multipart with an `uploadfile` part that parses as a pipeline spec. A request that fails a
+check is answered 400 and recorded in `rejected`, which tests assert is empty.
 
 It does not execute runs: a run ends SUCCEEDED, or FAILED with `fail_runs_with` as its error.
 Tests run the uploaded spec through kfp's local execution themselves.
@@ -143,6 +144,10 @@ class KfpApiDouble:
                 return 200, self._create_run(payload)
             return 200, state.runs[parts[1]]
         if resource == "recurringruns":
+            if method == "DELETE" and len(parts) == 2:
+                if state.recurring_runs.pop(parts[1], None) is None:
+                    return 404, {"error": f"no recurring run {parts[1]}"}
+                return 200, {}
             if creating:
                 recurring = {**payload, "recurring_run_id": _new_id(), "status": "ENABLED"}
                 state.recurring_runs[recurring["recurring_run_id"]] = recurring
@@ -232,6 +237,18 @@ class KfpApiDouble:
                 v for v in state.versions.get(parts[1], []) if _matches(v, query.get("filter"))
             ]
             return 200, {"pipeline_versions": found, "total_size": len(found)}
+        if method == "DELETE" and len(parts) == 4 and parts[2] == "versions":
+            versions = state.versions.get(parts[1], [])
+            kept = [v for v in versions if v["pipeline_version_id"] != parts[3]]
+            if len(kept) == len(versions):
+                return 404, {"error": f"no pipeline version {parts[3]}"}
+            if any(
+                r.get("pipeline_version_reference", {}).get("pipeline_version_id") == parts[3]
+                for r in state.recurring_runs.values()
+            ):  # as KFP: a version a recurring run still uses cannot go
+                raise BadRequest(f"pipeline version {parts[3]} is used by a recurring run")
+            state.versions[parts[1]] = kept
+            return 200, {}
         if method == "GET" and len(parts) == 4:
             return 200, next(
                 v for v in state.versions[parts[1]] if v["pipeline_version_id"] == parts[3]
@@ -274,6 +291,9 @@ class KfpApiDouble:
 
             def do_POST(self) -> None:
                 self._serve("POST")
+
+            def do_DELETE(self) -> None:
+                self._serve("DELETE")
 
             def log_message(self, *args: object) -> None:
                 pass

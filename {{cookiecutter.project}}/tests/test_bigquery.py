@@ -10,6 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,38 @@ def test_two_feature_versions_side_by_side(dataset: str, layout: str) -> None:
     else:
         assert store.location("1.1.0") == f"bigquery://local.{dataset}.train[feature_version=1.1.0]"
         assert tables_of(dataset) == {"train": 500, "train__commits": 2}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_retention_removes_one_feature_version_commit_point_first(
+    dataset: str, layout: str
+) -> None:
+    """`inv gc`'s view of BigQuery features: what a version holds, and its removal; the
+    other version is untouched and a second removal is a no-op."""
+    store = BigQueryFeatureStore("local", dataset, layout=layout)
+    kept = features(200, 2, [16, 17])
+    store.write("1.0.0", features(300, 1, [7, 8]))
+    store.write("1.1.0", kept)
+    held = store.holdings("1.0.0")
+    if layout == "per_version":
+        assert [h.address for h in held] == [f"bigquery://local.{dataset}.train_v1_0_0"]
+    else:
+        rows = "[feature_version=1.0.0]"
+        assert [h.address for h in held] == [
+            f"bigquery://local.{dataset}.train__commits{rows}",
+            f"bigquery://local.{dataset}.train{rows}",
+        ]
+    store.remove("1.0.0", held[0])
+    assert not store.exists("1.0.0")  # the commit point went first
+    for item in held:
+        store.remove("1.0.0", item)
+        store.remove("1.0.0", item)
+    assert store.holdings("1.0.0") == []
+    if layout == "version_column":
+        assert tables_of(dataset) == {"train": 200, "train__commits": 1}
+    else:
+        assert set(tables_of(dataset)) == {"train_v1_1_0"}
+    pd.testing.assert_frame_equal(store.read("1.1.0"), kept, check_dtype=False)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -170,6 +203,17 @@ def test_predictions_of_two_live_versions_share_one_table_split_by_cluster(
     served = {v: set(g["user_cluster"]) for v, g in split.groupby("model_version")}
     assert served == {"1.0.0": {0, 1, 2, 3, 4, 5}, "1.1.0": {6, 7}}
     assert split["n_predictions"].sum() == len(batch)
+
+    # Retention: a run older than the cutoff is its rows, removed without the other's.
+    now = datetime.now(UTC)
+    assert sink.holdings("1.0.0", now - timedelta(hours=1)) == []
+    (held,) = sink.holdings("1.0.0", now + timedelta(minutes=1))
+    # (Its bytes are the table's share, which the emulator does not report: 0 here.)
+    assert held.address == f"{sink.location('1.0.0')}[run_id=run-1.0.0]"
+    sink.remove("1.0.0", held)
+    sink.remove("1.0.0", held)  # gone already: a no-op
+    assert sink.runs("1.0.0") == [] and sink.runs("1.1.0") == ["run-1.1.0"]
+    assert set(sink.split()["model_version"]) == {"1.1.0"}
 
 
 def test_ab_verdicts_run_as_one_query_in_bigquery(

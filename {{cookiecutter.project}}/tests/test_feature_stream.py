@@ -145,11 +145,13 @@ from {{ cookiecutter.package }}.artifacts.files_source import FileSource
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.pipelines import steps
 
-write = feature_store.ParquetFeatureWriter.write
-def slow(self, frame):
-    write(self, frame)
-    time.sleep(0.2)
-feature_store.ParquetFeatureWriter.write = slow
+# Every part (`write` and `write_file` both store through `_store`): after the second the
+# writer waits to be killed, so the kill always lands between parts.
+store = feature_store.ParquetFeatureWriter._store
+def stalled(self, data, rows):
+    store(self, data, rows)
+    time.sleep(600 if len(self.parts) >= 2 else 0.05)
+feature_store.ParquetFeatureWriter._store = stalled
 root, pattern = sys.argv[1:3]
 names = ReleaseNames("taxi", "1.0.0", "1.0.0", root)
 steps.ensure_features(names, 0, 0, [7, 8, 9], source=FileSource(root, pattern), batch_rows=50)

@@ -16,6 +16,7 @@ from {{ cookiecutter.package }}.artifacts import traffic
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.engines.local import LocalEngine
 from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.release import retention
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.lifecycle import retire, rollback
 from {{ cookiecutter.package }}.release.plan import release
@@ -171,6 +172,54 @@ def test_retire_and_rollback_flip_recurring_runs(
         f"{cfg.project}-inference-v0.2.0": "DISABLE",
     }
     assert len(kfp_api.state.recurring_runs) == 4  # disabled, never deleted
+
+
+def test_gc_deletes_a_swept_versions_recurring_runs_then_its_pipeline_versions(
+    kfp_api: KfpApiDouble, artifact_root: Path, tmp_path: Path
+) -> None:
+    # No registry: images are test_image's (the template's tests, a registry on loopback).
+    cfg = dev_config(artifact_root, kfp_api.host, "retention.keep_retired=0", "env.registry=")
+    cfg.retention.grace_days = 0
+    for version in ("0.1.0", "0.2.0"):
+        ctx = context(cfg, tmp_path, version)
+        deploy_workflows(ctx, SHA)
+        ctx.store.write_text(ctx.names.release_record_key, "{}")  # released, untrained here
+    ctx = context(cfg, tmp_path, "0.2.0")
+    retire(ctx, "0.1.0")
+    named = ctx.names_of("0.1.0").pipeline_version_name
+    old = {
+        f"{kind}/{item}"
+        for kind, items in (
+            ("recurringruns", [r for r, v in kfp_api.state.recurring_runs.items()
+                               if v["display_name"].endswith("v0.1.0")]),
+            ("versions", [v["pipeline_version_id"] for vs in kfp_api.state.versions.values()
+                          for v in vs if v["display_name"] == named]),
+        )
+        for item in items
+    }  # fmt: skip
+    assert len(old) == 4
+
+    planned = retention.gc(ctx, apply=True)["tombstoned"]["0.1.0"]
+    assert [r.kind for r in planned] == ["workflow"] * 4
+    assert {r.uri.rsplit("/", 2)[-2] for r in planned[:2]} == {"recurringruns"}
+    assert {r.uri.rsplit("/", 1)[-1] for r in planned} == {o.split("/")[1] for o in old}
+    assert all(r.uri.startswith(f"{kfp_api.host}/apis/v2beta1/") for r in planned)
+    assert not [r for r in kfp_api.state.requests if r[0] == "DELETE"]  # tombstoned only
+
+    retention.gc(ctx, apply=True)
+    deletes = [path for method, path in kfp_api.state.requests if method == "DELETE"]
+    assert [p.rsplit("/", 1)[-1] for p in deletes] == [r.uri.rsplit("/", 1)[-1] for r in planned]
+    names = {r["display_name"] for r in kfp_api.state.recurring_runs.values()}
+    assert names == {f"{cfg.project}-training-v0.2.0", f"{cfg.project}-inference-v0.2.0"}
+    remaining = {v["display_name"] for vs in kfp_api.state.versions.values() for v in vs}
+    assert ctx.names_of("0.1.0").pipeline_version_name not in remaining
+    assert ctx.names.pipeline_version_name in remaining
+    assert ctx.engine.holdings(ctx.names_of("0.1.0")) == []
+    audit = snapshot(artifact_root)
+    assert len([k for k in audit if k.startswith("retention/audit/0.1.0/")]) == 4
+    # 0.2.0 still runs on its schedules, and a second sweep has nothing to do.
+    assert retention.is_enabled(ctx, "0.2.0")
+    assert retention.gc(ctx, apply=True)["swept"] == {}
 
 
 @pytest.mark.heavy

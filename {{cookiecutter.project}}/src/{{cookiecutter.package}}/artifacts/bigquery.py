@@ -40,7 +40,7 @@ from {{ cookiecutter.package }}.artifacts.predictions import (
     SERVED,
     only_served,
 )
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
+from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, Held, StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,6 +91,42 @@ class BigQueryFeatureStore:
             feature_version=feature_version,
         )
         return int(found["n"].iloc[0]) > 0
+
+    # -- retention ----------------------------------------------------------------------
+    def holdings(self, feature_version: str) -> list[Held]:
+        """The version's table (per_version), or its commit row then its rows
+        (version_column); their bytes as BigQuery counts them."""
+        table = self.data.get_table(self._table(feature_version, "train"))
+        if table is None:
+            return []
+        if self.layout == "per_version":
+            return [Held(self.location(feature_version), int(table.num_bytes or 0))]
+        rows = self.data.query(
+            f"SELECT COUNT(*) AS n FROM `{self.data.table_id(table.table_id)}` "
+            "WHERE feature_version = @feature_version",
+            feature_version=feature_version,
+        )
+        n = int(rows["n"].iloc[0])
+        committed = self.exists(feature_version)
+        share = n / max(int(table.num_rows or 0), 1)
+        commits = self.location(feature_version).replace("[", "__commits[", 1)
+        found = [Held(commits, 0)] if committed else []
+        if n:
+            found.append(Held(self.location(feature_version), int(share * (table.num_bytes or 0))))
+        return found
+
+    def remove(self, feature_version: str, held: Held) -> None:
+        table_id = self.data.table_id(self._table(feature_version, "train"))
+        if self.layout == "per_version":
+            with google_errors("delete", table_id):
+                self.data.bq.delete_table(table_id, not_found_ok=True, timeout=self.data.timeout_s)
+            return
+        target = table_id + ("__commits" if "__commits[" in held.address else "")
+        if self.data.get_table(target.rsplit(".", 1)[-1]) is not None:
+            from google.cloud import bigquery
+
+            sql = f"DELETE FROM `{target}` WHERE feature_version = @feature_version"
+            self._run(sql, bigquery.QueryJobConfig(), feature_version)
 
     def writer(self, feature_version: str, split: str = "train") -> BigQueryFeatureWriter:
         if self.exists(feature_version, split):
@@ -338,6 +374,34 @@ class BigQueryPredictions:
             version=version,
         )
         return [str(r) for r in found["run_id"]]
+
+    def holdings(self, version: str, before: datetime) -> list[Held]:
+        """Each run of `version` whose first row is older than `before`: its rows."""
+        table = self.data.get_table(self.table)
+        if table is None:
+            return []
+        found = self.data.query(
+            f"SELECT run_id, COUNT(*) AS n, MIN(predicted_at) AS first_at FROM "
+            f"`{self.data.table_id(self.table)}` WHERE model_version = @version "
+            "GROUP BY run_id HAVING first_at < @before ORDER BY first_at, run_id",
+            version=version,
+            before=before,
+        )
+        row_bytes = int(table.num_bytes or 0) / max(int(table.num_rows or 0), 1)
+        return [
+            Held(f"{self.location(version)}[run_id={run}]", int(n * row_bytes))
+            for run, n in zip(found["run_id"], found["n"], strict=True)
+        ]
+
+    def remove(self, version: str, held: Held) -> None:
+        run_id = held.address.rsplit("[run_id=", 1)[-1].rstrip("]")
+        if self.data.get_table(self.table) is not None:
+            self.data.execute(
+                f"DELETE FROM `{self.data.table_id(self.table)}` "
+                "WHERE model_version = @version AND run_id = @run_id",
+                version=version,
+                run_id=check_run_id(run_id),
+            )
 
     def paired_sums(
         self,

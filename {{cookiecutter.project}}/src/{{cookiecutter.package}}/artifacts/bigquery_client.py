@@ -126,6 +126,11 @@ class Dataset:
             # Through Arrow: int64 stays int64 (to_dataframe gives nullable Int64).
             return rows.to_arrow(create_bqstorage_client=False).to_pandas()
 
+    def execute(self, sql: str, **parameters: Any) -> None:
+        """A statement with no result (DML: `DELETE ...`), waited for."""
+        with google_errors("write", f"{self.project}.{self.dataset}"):
+            self._job(sql, parameters).result(timeout=self.timeout_s)
+
     def query_batches(self, sql: str, **parameters: Any) -> Iterator[pd.DataFrame]:
         """The result of `sql` a page at a time (REST pages of PAGE_ROWS), never whole."""
         with google_errors("query", f"{self.project}.{self.dataset}"):

@@ -32,7 +32,12 @@ from {{ cookiecutter.package }}.artifacts.names import (
     features_part_key,
     single_features_key,
 )
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, open_store
+from {{ cookiecutter.package }}.artifacts.store import (
+    AlreadyExistsError,
+    Held,
+    StoreError,
+    open_store,
+)
 from {{ cookiecutter.package }}.targets import instantiate
 
 if TYPE_CHECKING:
@@ -76,6 +81,15 @@ class FeatureStore(Protocol):
 
     def write(self, feature_version: str, frame: pd.DataFrame, split: str = "train") -> None:
         """Write a whole frame as the feature version (one part): `writer`, then commit."""
+        ...
+
+    def holdings(self, feature_version: str) -> list[Held]:
+        """Everything the feature version occupies, every split, its commit point first (a
+        removal cut short leaves no complete version with rows missing)."""
+        ...
+
+    def remove(self, feature_version: str, held: Held) -> None:
+        """Remove one of `holdings` (retention only); a no-op when it is gone already."""
         ...
 
     def read(self, feature_version: str, split: str = "train") -> pd.DataFrame:
@@ -130,6 +144,19 @@ class ParquetFeatureStore:
             return dict(json.loads(self.store.read_text(key)))
         except ValueError as error:
             raise StoreError(f"{self.store.uri(key)} is not a features manifest: {error}") from None
+
+    def holdings(self, feature_version: str) -> list[Held]:
+        keys = self.store.list(features_key(feature_version).rsplit("/", 2)[0] + "/")
+        commits = [k for k in keys if k.endswith("/manifest.json")]
+        known = {}  # a part's sha256 from its manifest: no need to read it again
+        for key in commits:
+            manifest = json.loads(self.store.read_text(key))
+            known.update({part["key"]: part["sha256"] for part in manifest.get("parts", [])})
+        others = [k for k in keys if k not in commits]
+        return [self.store.held(key, known.get(key, "")) for key in commits + others]
+
+    def remove(self, feature_version: str, held: Held) -> None:
+        self.store.delete(held.key)
 
     def read_batches(self, feature_version: str, split: str = "train") -> Iterator[pd.DataFrame]:
         import pandas as pd

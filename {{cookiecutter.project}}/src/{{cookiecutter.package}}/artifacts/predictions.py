@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from {{ cookiecutter.package }}.artifacts.names import predictions_key, predictions_prefix, run_of
-from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.artifacts.store import Held, open_store
 from {{ cookiecutter.package }}.targets import instantiate
 
 if TYPE_CHECKING:
@@ -59,6 +59,14 @@ class PredictionSink(Protocol):
         with `shadow` the shadow rows too; with `since`, only runs made after
         `since - OUTCOME_LAG` (a trip's outcome comes after its prediction, so older runs
         cannot pair with outcomes observed since then)."""
+        ...
+
+    def holdings(self, version: str, before: datetime) -> list[Held]:
+        """The objects or rows of `version`'s runs made before `before` (retention)."""
+        ...
+
+    def remove(self, version: str, held: Held) -> None:
+        """Remove one of `holdings` (retention only); a no-op when it is gone already."""
         ...
 
 
@@ -99,6 +107,14 @@ class ParquetPredictions:
             for key in self.store.list(predictions_prefix(version))
         ]
         return list(dict.fromkeys(run_of(name) for name in names))  # a run's shards: one
+
+    def holdings(self, version: str, before: datetime) -> list[Held]:
+        keys = self.store.list(predictions_prefix(version))
+        old = [k for k in keys if made_before(k.rsplit("/", 1)[-1], before)]
+        return [self.store.held(key) for key in old]
+
+    def remove(self, version: str, held: Held) -> None:
+        self.store.delete(held.key)
 
     def read(
         self, version: str, shadow: bool = False, since: datetime | None = None

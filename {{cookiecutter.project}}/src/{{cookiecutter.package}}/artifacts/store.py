@@ -8,6 +8,7 @@ refuses to replace an existing object. Only mutable records (schedule states) us
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,10 +16,22 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from {{ cookiecutter.package }}.errors import UserError
+
+
+@dataclass(frozen=True)
+class Held:
+    """Something a version occupies, for retention (`release.retention`): an object of the
+    artifact store (`key`, with its content's sha256), or a table or rows of BigQuery."""
+
+    address: str
+    bytes: int
+    sha256: str = ""
+    key: str = ""
 
 
 class StoreError(UserError, RuntimeError):
@@ -64,6 +77,12 @@ class ArtifactStore(ABC):
 
     def uri(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key}"
+
+    def held(self, key: str, sha256: str = "") -> Held:
+        """`key` as retention lists it: its size, and its content's sha256 (read unless
+        given, e.g. from a manifest that records it)."""
+        digest = sha256 or hashlib.sha256(self.read(key)).hexdigest()
+        return Held(self.uri(key), self.size(key), digest, key)
 
     def read_text(self, key: str) -> str:
         return self.read(key).decode()

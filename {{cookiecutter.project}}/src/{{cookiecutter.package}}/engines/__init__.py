@@ -68,6 +68,14 @@ class Engine(Protocol):
 
     def set_enabled(self, names: ReleaseNames, enabled: bool) -> None: ...
 
+    def holdings(self, names: ReleaseNames) -> list[str]:
+        """What the engine keeps of the version outside the artifact store (DAG files and
+        DAGs, pipeline versions, recurring runs), as addresses, in the order `forget`
+        removes them: what runs it first (a schedule), what it runs last."""
+
+    def forget(self, names: ReleaseNames, address: str) -> None:
+        """Remove one of the version's `holdings`; a no-op when it is gone already."""
+
 
 # Each engine's module and class, imported only when chosen.
 ENGINES = {

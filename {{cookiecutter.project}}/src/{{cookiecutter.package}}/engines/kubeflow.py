@@ -42,8 +42,10 @@ def _spec_file(spec: str) -> Iterator[str]:
 
 
 class KfpEngine:
-    def __init__(self, client: Any, experiment: str, poll_seconds: float = 10.0) -> None:
-        self.client = client
+    def __init__(
+        self, client: Any, experiment: str, poll_seconds: float = 10.0, host: str = "kfp:"
+    ) -> None:
+        self.client, self.host = client, host.rstrip("/")
         self.experiment = experiment
         self.poll_seconds = poll_seconds
         self._experiment_id: str | None = None
@@ -68,7 +70,8 @@ class KfpEngine:
             client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN"))
         except Exception as error:  # kfp raises many types while connecting
             raise ReleaseError(f"cannot reach Kubeflow Pipelines at {host}: {error}") from error
-        return cls(client, str(cfg.env.experiment), float(cfg.env.get("kfp_poll_seconds", 10.0)))
+        poll_seconds = float(cfg.env.get("kfp_poll_seconds", 10.0))
+        return cls(client, str(cfg.env.experiment), poll_seconds, host)
 
     def check(self) -> None:
         try:
@@ -244,3 +247,37 @@ class KfpEngine:
                 self.client.enable_recurring_run(run.recurring_run_id)
             else:
                 self.client.disable_recurring_run(run.recurring_run_id)
+
+    # -- retention -----------------------------------------------------------------------
+    def holdings(self, names: ReleaseNames) -> list[str]:
+        """The version's recurring runs, then its pipeline versions (a schedule names one)."""
+        found = [
+            self._address("recurringruns", r.recurring_run_id) for r in self._recurring_runs(names)
+        ]
+        for workflow in WORKFLOWS:
+            pipeline_id = self._pipeline_id(names, workflow)
+            version = (
+                self._version(pipeline_id, names.pipeline_version_name) if pipeline_id else None
+            )
+            if pipeline_id and version is not None:
+                found.append(
+                    self._address("pipelines", pipeline_id, "versions", version.pipeline_version_id)
+                )
+        return found
+
+    def forget(self, names: ReleaseNames, address: str) -> None:
+        resource = address.removeprefix(self._address()).split("/")
+        if address in self.holdings(names):
+            if resource[0] == "recurringruns":
+                self.client.delete_recurring_run(resource[1])
+            else:
+                self.client.delete_pipeline_version(resource[1], resource[3])
+        elif not address.startswith(self._address()) or resource[0] not in (
+            "recurringruns",
+            "pipelines",
+        ):
+            raise ReleaseError(f"{address} is not a pipeline version or recurring run of KFP")
+
+    def _address(self, *parts: str) -> str:
+        """A resource's address in KFP's REST API (v2beta1)."""
+        return "/".join((f"{self.host}/apis/v2beta1", *parts)) + ("" if parts else "/")

@@ -317,6 +317,14 @@ class LocalEngine:
         flipped = [replace(s, enabled=enabled) for s in current]
         self._save(names, flipped, create=False)
 
+    def holdings(self, names: ReleaseNames) -> list[str]:
+        # Its workflows and schedules are records in the store, kept for `inv versions`; its
+        # environment is retention's to remove.
+        return []
+
+    def forget(self, names: ReleaseNames, address: str) -> None:
+        raise ReleaseError(f"the local engine holds nothing of {names.version} at {address}")
+
     def _save(self, names: ReleaseNames, schedules: list[Schedule], create: bool) -> None:
         record = json.dumps(
             {"version": names.version, "schedules": [asdict(s) for s in schedules]}, indent=2

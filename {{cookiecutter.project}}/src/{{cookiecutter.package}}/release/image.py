@@ -9,6 +9,7 @@ image, which is how a version is promoted from dev to prod), otherwise the build
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -236,3 +237,61 @@ def _remedy(ctx: ReleaseContext, building: bool) -> str:
             "base image offline, IMAGE_BUILDER=none releases without one"
         )
     return f"{what} output above says why"
+
+
+# -- retention (`release.retention`) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """A version's image in the registry: the manifest its tag names, and the compressed
+    size of its layers (layers another image shares stay when this one goes)."""
+
+    reference: str  # docker://{registry}/{project}@sha256:...
+    digest: str
+    bytes: int
+
+
+def pushed(ctx: ReleaseContext, version: str) -> PushedImage | None:
+    """The image `version`'s tag names in the registry, read with skopeo; None when there
+    is no registry (images in a builder's local storage are the builder's to prune), or no
+    such tag."""
+    names = ctx.names_of(version)
+    if not names.registry:
+        return None
+    if shutil.which("skopeo") is None:
+        raise ReleaseError(
+            f"retention reads and deletes images in {names.registry} with skopeo: install it "
+            "(apt-get install skopeo)"
+        )
+    result = _run(
+        ["skopeo", "inspect", *_tls_flags(ctx, "skopeo"), f"docker://{names.image}"],
+        check=False,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        if "manifest unknown" in result.stderr or "not found" in result.stderr.lower():
+            return None
+        raise ReleaseError(f"cannot read image {names.image}: {_skopeo_error(result.stderr)}")
+    found = json.loads(result.stdout)
+    size = sum(int(layer.get("Size") or 0) for layer in found.get("LayersData") or [])
+    digest = str(found["Digest"])
+    return PushedImage(f"docker://{names.image_repository}@{digest}", digest, size)
+
+
+def delete_pushed(ctx: ReleaseContext, image: PushedImage) -> None:
+    """Delete the manifest (every tag that names it goes with it); gone already is fine."""
+    result = _run(
+        ["skopeo", "delete", *_tls_flags(ctx, "skopeo"), image.reference],
+        check=False,
+        timeout=120,
+    )
+    if result.returncode != 0 and "manifest unknown" not in result.stderr:
+        raise ReleaseError(f"cannot delete {image.reference}: {_skopeo_error(result.stderr)}")
+
+
+def _skopeo_error(stderr: str) -> str:
+    """The message of skopeo's last log line (`time=... level=fatal msg="..."`)."""
+    last = (stderr.strip().splitlines() or ["no output"])[-1]
+    found = re.search(r'msg="((?:[^"\\]|\\.)*)"', last)
+    return found.group(1).replace('\\"', '"') if found else last

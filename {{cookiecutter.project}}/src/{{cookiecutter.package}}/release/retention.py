@@ -17,10 +17,14 @@ withdrawn. Each removal leaves an append-only record, `retention/audit/<version>
 swept version `retention/swept/<version>.json`; its metadata, release record, run records
 and workflows stay, so `inv versions` still shows it, marked swept.
 
-What goes: the version's model object, its own feature version (unless a kept version uses
-it), its prediction objects older than `retention.predictions_days`, and its local
-environment (with its warm worker). A kill at any point leaves a state the next
-`inv gc --apply` finishes.
+What goes, in this order: what the engine keeps of the version (DAG files and DAGs,
+pipeline versions and recurring runs: `Engine.holdings`), its image in the registry (by
+digest, unless a kept version's tag names the same digest), its model object, its own
+feature version unless a kept version uses it (Parquet objects, or BigQuery tables or rows:
+`FeatureStore.holdings`), its prediction objects older than `retention.predictions_days`,
+and its local environment (with its warm worker). Outcomes stay: they belong to a batch of
+trips, not to a version, and every version's comparison reads them. A kill at any point
+leaves a state the next `inv gc --apply` finishes.
 """
 
 from __future__ import annotations
@@ -37,11 +41,15 @@ from typing import Any
 from packaging.version import Version
 
 from {{ cookiecutter.package }}.artifacts import models, traffic
-from {{ cookiecutter.package }}.artifacts.names import features_key
-from {{ cookiecutter.package }}.artifacts.predictions import RUN_TIME
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError, read_record
+from {{ cookiecutter.package }}.artifacts.store import (
+    AlreadyExistsError,
+    Held,
+    StoreError,
+    read_record,
+)
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.image import delete_pushed, pushed
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
 TOMBSTONES = "retention/tombstones/"
@@ -51,10 +59,11 @@ SWEPT = "retention/swept/"
 
 @dataclass(frozen=True)
 class Removal:
-    """One thing a sweep removes: a store object (`key`) or a local folder (`path`)."""
+    """One thing a sweep removes: a store object (`key`), a local folder (`path`), or what
+    `uri` names to its owner (the engine, the registry, the feature store)."""
 
     version: str
-    kind: str  # model | features | predictions | environment
+    kind: str  # workflow | image | model | features | predictions | environment
     uri: str
     sha256: str
     bytes: int
@@ -131,44 +140,41 @@ def kept_feature_versions(ctx: ReleaseContext, keep: dict[str, str]) -> set[str]
 # -- what would go ----------------------------------------------------------------------------
 
 
-def _object(ctx: ReleaseContext, version: str, kind: str, key: str, sha256: str = "") -> Removal:
-    data = ctx.store.read(key) if not sha256 else b""
-    return Removal(
-        version,
-        kind,
-        ctx.store.uri(key),
-        sha256 or hashlib.sha256(data).hexdigest(),
-        ctx.store.size(key),
-        key=key,
-    )
+def _removal(version: str, kind: str, held: Held) -> Removal:
+    return Removal(version, kind, held.address, held.sha256, held.bytes, key=held.key)
 
 
 def removals(
     ctx: ReleaseContext, version: str, policy: Policy, keep: dict[str, str], now: datetime
 ) -> list[Removal]:
-    """What a sweep of `version` removes, as it stands now."""
+    """What a sweep of `version` removes, as it stands now, in the order it goes: what runs
+    the version first (its schedules and pipelines), then what they would read."""
     names = ctx.names_of(version)
-    found: list[Removal] = []
+    found = [Removal(version, "workflow", a, "", 0) for a in ctx.engine.holdings(names)]
+    image = pushed(ctx, version)
+    if image is not None and image.digest not in kept_digests(ctx, keep):
+        found.append(Removal(version, "image", image.reference, image.digest, image.bytes))
     if models.released(ctx.store, names):
         metadata = models.read_metadata(ctx.store, names)
         if ctx.store.exists(metadata["model_key"]):
-            found.append(
-                _object(ctx, version, "model", metadata["model_key"], metadata["model_sha256"])
-            )
+            model = ctx.store.held(metadata["model_key"], metadata["model_sha256"])
+            found.append(_removal(version, "model", model))
     record = record_of(ctx, version) or {}
     own_features = str(record.get("feature_version") or version) == version
     if own_features and version not in kept_feature_versions(ctx, keep):
-        prefix = features_key(version).rsplit("/", 2)[0] + "/"
-        found += [_object(ctx, version, "features", key) for key in ctx.store.list(prefix)]
+        found += [_removal(version, "features", h) for h in ctx.feature_store.holdings(version)]
     cutoff = now - timedelta(days=policy.predictions_days)
-    for key in ctx.store.list(names.predictions_prefix):
-        made = RUN_TIME.match(key.rsplit("/", 1)[-1])
-        if made and datetime.strptime(made.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC) < cutoff:
-            found.append(_object(ctx, version, "predictions", key))
+    old_runs = ctx.predictions.holdings(version, cutoff)
+    found += [_removal(version, "predictions", held) for held in old_runs]
     for folder in sorted(ctx.environments.root.glob(f"{version}-*")):
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         found.append(Removal(version, "environment", str(folder), "", size, path=str(folder)))
     return found
+
+
+def kept_digests(ctx: ReleaseContext, keep: dict[str, str]) -> set[str]:
+    """The image digests kept versions run: an image two versions share stays."""
+    return {image.digest for v in keep if (image := pushed(ctx, v)) is not None}
 
 
 # -- the two phases ---------------------------------------------------------------------------
@@ -194,19 +200,32 @@ def refuse_if_swept(ctx: ReleaseContext, version: str, doing: str) -> None:
 
 
 def _remove(ctx: ReleaseContext, removal: Removal) -> None:
-    if removal.path:
+    names = ctx.names_of(removal.version)
+    if removal.kind == "environment":
         from {{ cookiecutter.package }}.engines.worker_homes import WorkerHome, ask
 
         home = WorkerHome(Path(removal.path))
         if home.socket_path.exists():
             ask(home.socket_path, {"op": "stop"})
         shutil.rmtree(removal.path, ignore_errors=True)
-        return
-    if ctx.store.exists(removal.key):
-        current = ctx.store.read(removal.key)
-        if hashlib.sha256(current).hexdigest() != removal.sha256:
-            raise StoreError(f"{removal.uri} changed since it was tombstoned: left in place")
-        ctx.store.delete(removal.key)
+    elif removal.kind == "workflow":
+        ctx.engine.forget(names, removal.uri)
+    elif removal.kind == "image":
+        image = pushed(ctx, removal.version)
+        if image is not None and image.digest != removal.sha256:
+            raise StoreError(f"{names.image} now names {image.digest}: left in place")
+        if image is not None:
+            delete_pushed(ctx, image)
+    elif removal.key:
+        if ctx.store.exists(removal.key):
+            current = ctx.store.read(removal.key)
+            if hashlib.sha256(current).hexdigest() != removal.sha256:
+                raise StoreError(f"{removal.uri} changed since it was tombstoned: left in place")
+            ctx.store.delete(removal.key)
+    else:  # what BigQuery keeps: a feature version's table or rows, a run's rows
+        held = Held(removal.uri, removal.bytes, removal.sha256)
+        owner = ctx.feature_store if removal.kind == "features" else ctx.predictions
+        owner.remove(removal.version, held)
 
 
 def _audit(ctx: ReleaseContext, number: int, removal: Removal, why: str, at: str) -> None:
@@ -282,6 +301,8 @@ def _sweep(
         removal = Removal(**fields)
         if removal.kind == "features" and version in kept_feature_versions(ctx, keep):
             continue  # a kept version uses them now
+        if removal.kind == "image" and removal.sha256 in kept_digests(ctx, keep):
+            continue  # a kept version runs the same image
         _remove(ctx, removal)
         _audit(ctx, number, removal, str(tombstone["why"]), at)
     total = sum(int(r["bytes"]) for r in tombstone["removals"])

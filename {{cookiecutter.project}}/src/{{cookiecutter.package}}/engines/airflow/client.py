@@ -82,6 +82,10 @@ class AirflowClient:
     def patch(self, path: str, body: Any) -> Any:
         return self._send("PATCH", path, body)
 
+    def delete(self, path: str) -> None:
+        """DELETE; LookupError when Airflow has no such thing (404)."""
+        self._send("DELETE", path, not_found=LookupError)
+
 
 def google_access_token() -> str:
     """An OAuth access token from Application Default Credentials: what Cloud Composer's

@@ -144,6 +144,28 @@ class AirflowEngine:
         for dag_id in dags:
             self._set_paused(dag_id, not enabled)
 
+    def holdings(self, names: ReleaseNames) -> list[str]:
+        """The version's DAG files, then its DAGs in Airflow: a file removed first cannot
+        bring its DAG back at the next parse."""
+        files = [f"{dag_id}.py" for dag_id in map(names.airflow_dag_id, WORKFLOWS)]
+        found = [self.dags.uri(key) for key in files if self.dags.exists(key)]
+        dag_ids = [names.airflow_dag_id(w) for w in WORKFLOWS]
+        return found + [self._dag_address(d) for d in dag_ids if self._dag(d) is not None]
+
+    def forget(self, names: ReleaseNames, address: str) -> None:
+        for dag_id in map(names.airflow_dag_id, WORKFLOWS):
+            if address == self.dags.uri(f"{dag_id}.py"):
+                self.dags.delete(f"{dag_id}.py")
+                return
+            if address == self._dag_address(dag_id):
+                with suppress(LookupError):  # deleted before
+                    self.client.delete(f"/api/v2/dags/{dag_id}")
+                return
+        raise ReleaseError(f"{address} is not one of version {names.version}'s DAGs")
+
+    def _dag_address(self, dag_id: str) -> str:
+        return f"{self.client.host}/dags/{dag_id}"
+
     def run(
         self,
         names: ReleaseNames,
