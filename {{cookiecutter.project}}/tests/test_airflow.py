@@ -22,10 +22,10 @@ from omegaconf import DictConfig
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.config import load_config
+from {{ cookiecutter.package }}.engines import five_field_cron
 from {{ cookiecutter.package }}.engines.airflow import (
     AirflowClient,
     AirflowEngine,
-    airflow_cron,
     parameters_of,
 )
 from {{ cookiecutter.package }}.errors import ReleaseError
@@ -55,8 +55,8 @@ def test_dag_ids_carry_the_version() -> None:
 
 
 def test_kfp_crons_lose_their_seconds_field() -> None:
-    assert airflow_cron("0 0 3 */3 * *") == "0 3 */3 * *"
-    assert airflow_cron("*/5 * * * *") == "*/5 * * * *"
+    assert five_field_cron("0 0 3 */3 * *") == "0 3 */3 * *"
+    assert five_field_cron("*/5 * * * *") == "*/5 * * * *"
 
 
 def test_a_versions_dag_file_is_valid_deterministic_and_runs_its_own_code(

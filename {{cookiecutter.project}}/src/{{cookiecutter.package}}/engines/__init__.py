@@ -1,10 +1,12 @@
 """Workflow engines: where a version's compiled pipelines run, are registered and scheduled.
 
 One module per engine, chosen by name in `conf/env/*.yaml` (`engine: local | kfp |
-airflow`): `local` runs kfp's local execution in the version's own environment and keeps
-schedules as records in the artifact store; `kfp` talks to Kubeflow Pipelines; `airflow`
-writes a DAG per version and drives Airflow's REST API. All take the same compiled pipeline
-spec (Airflow reads its parameters from it) and run the same steps (`pipelines.steps`).
+airflow | vertex`): `local` runs kfp's local execution in the version's own environment and
+keeps schedules as records in the artifact store; `kfp` talks to Kubeflow Pipelines;
+`airflow` writes a DAG per version and drives Airflow's REST API; `vertex` keeps templates
+in Artifact Registry and runs and schedules them on Vertex AI Pipelines. All take the same
+compiled pipeline spec (Airflow reads its parameters from it) and run the same steps
+(`pipelines.steps`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ class Schedule:
     parameters: dict[str, Any] = field(default_factory=dict)
     max_concurrency: int = 1
     no_catchup: bool = True
+
+
+def five_field_cron(kfp_cron: str) -> str:
+    """KFP's cron has a seconds field first; Airflow's and Vertex AI's have five fields."""
+    fields = kfp_cron.split()
+    return " ".join(fields[1:] if len(fields) == 6 else fields)
 
 
 class Engine(Protocol):
@@ -62,6 +70,9 @@ class Engine(Protocol):
     def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
         """Whether the engine holds the version's pipeline version of `workflow`."""
 
+    def address(self, names: ReleaseNames, workflow: Workflow) -> str:
+        """Where the engine keeps (or will keep) the version's `workflow`, for people."""
+
     def schedules(self, names: ReleaseNames) -> list[Schedule]: ...
 
     def create_schedules(self, names: ReleaseNames, schedules: list[Schedule]) -> None: ...
@@ -76,12 +87,17 @@ class Engine(Protocol):
     def forget(self, names: ReleaseNames, address: str) -> None:
         """Remove one of the version's `holdings`; a no-op when it is gone already."""
 
+    def details(self, names: ReleaseNames) -> str:
+        """What the engine adds to the version's row of `inv versions` (e.g. Vertex AI's
+        templates and newest runs); "" when it has nothing to add."""
+
 
 # Each engine's module and class, imported only when chosen.
 ENGINES = {
     "local": ("{{ cookiecutter.package }}.engines.local", "LocalEngine"),
     "kfp": ("{{ cookiecutter.package }}.engines.kubeflow", "KfpEngine"),
     "airflow": ("{{ cookiecutter.package }}.engines.airflow.engine", "AirflowEngine"),
+    "vertex": ("{{ cookiecutter.package }}.engines.vertex", "VertexEngine"),
 }
 
 

@@ -132,6 +132,9 @@ class KfpEngine:
             )
             return str(created.pipeline_version_id)
 
+    def address(self, names: ReleaseNames, workflow: Workflow) -> str:
+        return f"{self.host} pipeline {names.pipeline_name(workflow)} version {names.version}"
+
     def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
         pipeline_id = self._pipeline_id(names, workflow)
         return pipeline_id is not None and (
@@ -249,6 +252,9 @@ class KfpEngine:
                 self.client.disable_recurring_run(run.recurring_run_id)
 
     # -- retention -----------------------------------------------------------------------
+    def details(self, names: ReleaseNames) -> str:
+        return ""
+
     def holdings(self, names: ReleaseNames) -> list[str]:
         """The version's recurring runs, then its pipeline versions (a schedule names one)."""
         found = [

@@ -298,6 +298,9 @@ class LocalEngine:
         # Locally the compiled spec in the store is the registered pipeline version.
         return names.uri(names.workflow_key(workflow))
 
+    def address(self, names: ReleaseNames, workflow: Workflow) -> str:
+        return names.uri(names.workflow_key(workflow))
+
     def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
         return self.store.exists(names.workflow_key(workflow))
 
@@ -316,6 +319,9 @@ class LocalEngine:
             raise ReleaseError(f"version {names.version} has no schedules")
         flipped = [replace(s, enabled=enabled) for s in current]
         self._save(names, flipped, create=False)
+
+    def details(self, names: ReleaseNames) -> str:
+        return ""
 
     def holdings(self, names: ReleaseNames) -> list[str]:
         # Its workflows and schedules are records in the store, kept for `inv versions`; its

@@ -96,18 +96,24 @@ def _training_resources(ctx: ReleaseContext) -> list[Resource]:
             features.exists(names.feature_version),
             f"pinned feature version {names.feature_version}" if pinned else "",
         ),
-        Resource("model", names.uri(names.model_metadata_key), model_released(ctx)),
+        Resource(
+            "model",
+            names.uri(names.model_metadata_key),
+            model_released(ctx),
+            f"trained by a run of {ctx.engine.address(names, 'training')}",
+        ),
     ]
 
 
 def _workflow_resources(ctx: ReleaseContext) -> list[Resource]:
-    # Asked of the engine, as `inv versions` does: on dev/prod, KFP's pipeline versions.
+    # Asked of the engine, as `inv versions` does: KFP's pipeline versions, Airflow's DAG
+    # files, Vertex AI's templates in Artifact Registry.
     names, resources = ctx.names, resources_of(ctx)
     return [
         *[
             Resource(
                 "workflow",
-                names.uri(names.workflow_key(w)),
+                ctx.engine.address(names, w),
                 ctx.engine.registered(names, w),
                 describe_resources(resources, w),
             )

@@ -119,6 +119,8 @@ def row(ctx: ReleaseContext) -> dict[str, str]:
         or "-",
         "predictions": f"{len(runs)} (last {runs[-1]})" if runs else "-",
         "released": released_state(ctx),
+        # What only some engines tell (Vertex AI: each template and its newest run).
+        "engine": ctx.engine.details(names) or "-",
     }
 
 
@@ -163,7 +165,8 @@ def rows(ctx: ReleaseContext) -> tuple[list[str], list[dict[str, str]]]:
             line[metric] = with_change(found.get(metric), value, scored == test_set)
         previous.update({metric: (value, test_set) for metric, value in found.items()})
         result.append(line)
-    return [*BEFORE_METRICS, *names, *AFTER_METRICS], result
+    engine = ["engine"] if any(line["engine"] != "-" for line in result) else []
+    return [*BEFORE_METRICS, *names, *AFTER_METRICS, *engine], result
 
 
 def table(ctx: ReleaseContext) -> str:

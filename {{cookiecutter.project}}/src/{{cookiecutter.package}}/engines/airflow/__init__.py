@@ -24,7 +24,7 @@ Everything goes through Airflow's stable REST API (v2): `AIRFLOW_HOST`, and a to
 """
 
 from {{ cookiecutter.package }}.engines.airflow.client import AirflowClient, google_access_token
-from {{ cookiecutter.package }}.engines.airflow.dags import DagWriter, airflow_cron
+from {{ cookiecutter.package }}.engines.airflow.dags import DagWriter
 from {{ cookiecutter.package }}.engines.airflow.engine import AirflowEngine
 from {{ cookiecutter.package }}.pipelines.step_table import parameters_of
 
@@ -32,7 +32,6 @@ __all__ = [
     "AirflowClient",
     "AirflowEngine",
     "DagWriter",
-    "airflow_cron",
     "google_access_token",
     "parameters_of",
 ]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, Workflow
+from {{ cookiecutter.package }}.engines import five_field_cron
 from {{ cookiecutter.package }}.pipelines.run_step import encode
 from {{ cookiecutter.package }}.pipelines.step_table import tasks
 
@@ -66,12 +67,6 @@ def task_id(task: str) -> str:
     return task.replace("-", "_")
 
 
-def airflow_cron(kfp_cron: str) -> str:
-    """KFP's cron has a seconds field first; Airflow's has five fields."""
-    fields = kfp_cron.split()
-    return " ".join(fields[1:] if len(fields) == 6 else fields)
-
-
 @dataclass(frozen=True)
 class DagWriter:
     """Writes DAG files for one operator; `runner` is what runs a version's code there (the
@@ -95,7 +90,7 @@ class DagWriter:
         if schedule.get("interval_seconds"):
             timing = f"timedelta(seconds={int(schedule.interval_seconds)})"
         else:
-            timing = repr(airflow_cron(str(schedule.cron)))
+            timing = repr(five_field_cron(str(schedule.cron)))
         arguments = {k: v for k, v in parameters.items() if k != "run_id"}
         lines = [
             f'"""{names.airflow_dag_id(workflow)}: the {workflow} workflow of {names.project} '

@@ -111,6 +111,9 @@ class AirflowEngine:
         self._wait_until_parsed(dag_id, written_at)
         return dag_id
 
+    def address(self, names: ReleaseNames, workflow: Workflow) -> str:
+        return self.dags.uri(f"{names.airflow_dag_id(workflow)}.py")
+
     def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
         return self._dag(names.airflow_dag_id(workflow)) is not None
 
@@ -143,6 +146,9 @@ class AirflowEngine:
             raise ReleaseError(f"version {names.version} has no DAGs in Airflow")
         for dag_id in dags:
             self._set_paused(dag_id, not enabled)
+
+    def details(self, names: ReleaseNames) -> str:
+        return ""
 
     def holdings(self, names: ReleaseNames) -> list[str]:
         """The version's DAG files, then its DAGs in Airflow: a file removed first cannot
