@@ -27,7 +27,13 @@ def test_each_version_gets_its_own_objects_image_model_and_path(tmp_path: Path) 
     path = deployment.write(names("0.2.0"), BASE, tmp_path)
     assert path == tmp_path / "0.2.0.yaml"
     manifests = {m["kind"]: m for m in yaml.safe_load_all(path.read_text())}
-    assert set(manifests) == {"Deployment", "Service", "Ingress"}
+    assert set(manifests) == {
+        "Deployment",
+        "Service",
+        "Ingress",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
     assert {m["metadata"]["name"] for m in manifests.values()} == {"taxi-v0-2-0"}
     pod = manifests["Deployment"]["spec"]["template"]
     container = pod["spec"]["containers"][0]
@@ -43,6 +49,16 @@ def test_each_version_gets_its_own_objects_image_model_and_path(tmp_path: Path) 
     path_rule = manifests["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]
     assert path_rule["path"] == "/v0.2.0/"
     assert path_rule["backend"]["service"]["name"] == "taxi-v0-2-0"
+    # Scraped by Prometheus, scaled by the autoscaler, never drained whole.
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(container["ports"][0]["containerPort"]),
+        "prometheus.io/path": "/metrics",
+    }
+    assert "replicas" not in manifests["Deployment"]["spec"]  # the autoscaler's to set
+    target = manifests["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "taxi-v0-2-0")
+    assert manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
 
 
 def test_two_versions_never_share_an_object() -> None:

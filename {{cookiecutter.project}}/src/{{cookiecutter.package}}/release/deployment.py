@@ -53,6 +53,10 @@ def _shaped(document: dict[str, Any], shape: Shape) -> dict[str, Any]:
             container["name"] = shape.container
     elif kind == "Service":
         document["spec"]["selector"] = shape.labels
+    elif kind == "HorizontalPodAutoscaler":
+        document["spec"]["scaleTargetRef"]["name"] = shape.name
+    elif kind == "PodDisruptionBudget":
+        document["spec"]["selector"]["matchLabels"] = shape.labels
     elif kind == "Ingress":
         for rule in document["spec"]["rules"]:
             for path in rule["http"]["paths"]:

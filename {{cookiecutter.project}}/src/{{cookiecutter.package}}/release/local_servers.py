@@ -8,7 +8,8 @@ anything it refuses, in one line: a live version without its environment, a port
 taken, servers it started that still run. A start that fails stops what was started.
 
 What it started is recorded in `.serving/up.json` (name, port, pid and the process's start
-time, log): `inv down` stops exactly that, and `inv up --status` shows it. A recorded pid
+time, log): `inv down` stops exactly that, and `inv up --status` shows it. The same processes
+are Prometheus's targets in `.serving/prometheus-targets.json` (deploy/prometheus/). A recorded pid
 whose process is not the one started (the system reused it) is never signalled.
 """
 
@@ -59,6 +60,23 @@ class Started:
 
 def record_path(project_root: Path) -> Path:
     return project_root / FOLDER / "up.json"
+
+
+def targets_path(project_root: Path) -> Path:
+    """What deploy/prometheus/prometheus.yml scrapes (its `file_sd_configs`)."""
+    return project_root / FOLDER / "prometheus-targets.json"
+
+
+def prometheus_targets(started: list[Started]) -> list[dict[str, object]]:
+    """Prometheus's file-based service discovery of what `inv up` started: one group per
+    process, labelled `service` (router or version); the metrics carry the version."""
+    return [
+        {
+            "targets": [f"{HOST}:{process.port}"],
+            "labels": {"service": "router" if process.name == ROUTER else "version"},
+        }
+        for process in started
+    ]
 
 
 def recorded(project_root: Path) -> list[Started]:
@@ -121,6 +139,7 @@ def up(ctx: ReleaseContext, overrides: list[str]) -> list[Started]:
         for process in started:
             stop(process.pid)
         record_path(root).unlink(missing_ok=True)
+        targets_path(root).unlink(missing_ok=True)
         raise
     return started
 
@@ -141,6 +160,10 @@ def _record(root: Path, started: list[Started]) -> None:
     path = record_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"started": [asdict(s) for s in started]}, indent=2))
+    # Written whole and renamed into place: Prometheus never reads half a file.
+    scratch = targets_path(root).with_suffix(".tmp")
+    scratch.write_text(json.dumps(prometheus_targets(started), indent=2))
+    scratch.replace(targets_path(root))
 
 
 def down(project_root: Path) -> list[str]:
@@ -154,6 +177,7 @@ def down(project_root: Path) -> list[str]:
         else:
             lines.append(f"{process.name} (pid {process.pid}) had ended already")
     record_path(project_root).unlink(missing_ok=True)
+    targets_path(project_root).unlink(missing_ok=True)
     return lines or ["nothing is up: `inv up` starts the live versions and the router"]
 
 

@@ -1,7 +1,8 @@
 """The online inference app of one released version.
 
 It loads that version's model from the artifact store once, at start-up, and serves
-`POST /v{version}/predict`, `GET /healthz` and `GET /version`. Each version runs as its own
+`POST /v{version}/predict`, `GET /healthz`, `GET /version` and `GET /metrics` (Prometheus:
+`serving.metrics`). Each version runs as its own
 deployment, so a new release never changes what an older endpoint answers.
 
 In the image, and locally in the version's own environment (`inv serve --version X`):
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from {{ cookiecutter.package }}.artifacts import models
+from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_of_model
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.errors import UserError
@@ -29,8 +31,9 @@ from {{ cookiecutter.package }}.ml.features import feature_matrix
 from {{ cookiecutter.package }}.ml.flat_trees import fast_predictor
 from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.batching import MicroBatcher
-from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index
+from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index, add_metrics
 from {{ cookiecutter.package }}.serving.limits import MAX_TRIPS, body_errors, harden
+from {{ cookiecutter.package }}.serving.metrics import VersionMetrics
 from {{ cookiecutter.package }}.version import read_version
 
 
@@ -92,6 +95,11 @@ def limit_native_threads() -> None:
     threadpool_limits(limits=int(os.environ.get("SERVING_THREADS", "1")))
 
 
+def metrics_on() -> bool:
+    """Prometheus metrics at `/metrics`, unless SERVING_METRICS=0 (the bench's baseline)."""
+    return os.environ.get("SERVING_METRICS", "1") != "0"
+
+
 def create_app(names: ReleaseNames) -> FastAPI:
     store = open_store(names.artifact_root)
     # A call carries a few trips: the per-call cost is what counts (`ml.flat_trees`).
@@ -120,9 +128,20 @@ def create_app(names: ReleaseNames) -> FastAPI:
             "git_sha": metadata["git_sha"],
         }
 
+    metrics = None
+    if metrics_on():
+        code = read_code(store, names)
+        metrics = VersionMetrics(
+            names.version,
+            model_sha256=str(metadata["model_sha256"]),
+            git_sha=str(metadata.get("git_sha", "")),
+            release_inputs=code.release_inputs if code else "",
+        )
+        add_metrics(app, metrics.registry)
     batcher = MicroBatcher(
         lambda matrix: predict_etas(model, matrix),
         wait_ms=float(os.environ.get("SERVING_BATCH_WAIT_MS", "2")),
+        observe=metrics.observe_batch if metrics else None,
     )
     app.state.batcher = batcher
 
@@ -165,6 +184,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
         predict,
         "ETAs in minutes for up to 1000 trips.",
         in_flight=batcher.in_flight,
+        observe=metrics.requests.observe if metrics else None,
         response_model=PredictResponse,
         openapi_extra={"requestBody": REQUEST_BODY},
     )

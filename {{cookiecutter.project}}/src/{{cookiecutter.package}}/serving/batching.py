@@ -21,6 +21,7 @@ called, not where.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -32,8 +33,17 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 
 class MicroBatcher:
-    def __init__(self, predict: Predict, wait_ms: float = 2.0, max_rows: int = MAX_TRIPS) -> None:
+    def __init__(
+        self,
+        predict: Predict,
+        wait_ms: float = 2.0,
+        max_rows: int = MAX_TRIPS,
+        observe: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.predict, self.wait_s, self.max_rows = predict, wait_ms / 1000, max_rows
+        # Told each model call's rows and how long its batch was open (`serving.metrics`).
+        self.observe = observe
+        self.opened = 0.0
         self.pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self.rows = 0
         self.timer: asyncio.TimerHandle | None = None
@@ -43,12 +53,15 @@ class MicroBatcher:
     async def __call__(self, matrix: np.ndarray) -> np.ndarray:
         if self.wait_s <= 0:
             self.calls += 1
+            if self.observe is not None:
+                self.observe(len(matrix), 0.0)
             return self.predict(matrix)
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self.pending.append((matrix, future))
         self.rows += len(matrix)
         if self.timer is None:
             self.timer = asyncio.get_running_loop().call_later(self.wait_s, self.flush)
+            self.opened = time.perf_counter()
         # One turn of the event loop: the requests that arrived with this one reach the
         # batch (or count as in the server) before it decides. Alone, that is all it costs.
         await asyncio.sleep(0)
@@ -79,6 +92,8 @@ class MicroBatcher:
         if not batch:
             return
         self.calls += 1
+        if self.observe is not None:
+            self.observe(sum(len(m) for m, _ in batch), time.perf_counter() - self.opened)
         try:
             etas = self.predict(np.concatenate([matrix for matrix, _ in batch]))
         except Exception as error:  # the batch's callers get the error, nobody else

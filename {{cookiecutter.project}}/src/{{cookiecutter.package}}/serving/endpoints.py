@@ -4,6 +4,7 @@ prediction endpoint answered before FastAPI's routing (`DirectRoute`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -42,7 +43,8 @@ class DirectRoute:
     the same limit as every other request's (`limits.read_body`); an HTTPException raised by
     `answer` gets the answer FastAPI would give it, and any other error is a 500.
     `in_flight()` is held from the request's arrival to its answer (the micro-batcher counts
-    the requests in the server with it).
+    the requests in the server with it); `observe(status, seconds)`, when given, is told
+    each answer's status and the seconds from arrival to answer (`serving.metrics`).
     """
 
     def __init__(
@@ -52,25 +54,42 @@ class DirectRoute:
         answer: Callable[[bytes], Awaitable[Response]],
         limit: int,
         in_flight: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        observe: Callable[[int, float], None] | None = None,
     ) -> None:
         self.app, self.path, self.answer = app, path, answer
-        self.limit, self.in_flight = limit, in_flight
+        self.limit, self.in_flight, self.observe = limit, in_flight, observe
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        with self.in_flight():
-            body = await read_body(receive, send, scope["headers"], self.limit)
-            if body is None:  # refused (413) or the client left
-                return
-            try:
-                response = await self.answer(body)
-            except HTTPException as error:
-                response = JSONResponse(
-                    {"detail": error.detail}, status_code=error.status_code, headers=error.headers
-                )
-        await response(scope, receive, send)
+        started = time.perf_counter()
+        status = [500]  # a request whose answer never starts counts as failed
+        if self.observe is not None:
+            plain_send = send
+
+            async def send(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await plain_send(message)
+
+        try:
+            with self.in_flight():
+                body = await read_body(receive, send, scope["headers"], self.limit)
+                if body is None:  # refused (413) or the client left
+                    return
+                try:
+                    response = await self.answer(body)
+                except HTTPException as error:
+                    response = JSONResponse(
+                        {"detail": error.detail},
+                        status_code=error.status_code,
+                        headers=error.headers,
+                    )
+            await response(scope, receive, send)
+        finally:
+            if self.observe is not None:
+                self.observe(status[0], time.perf_counter() - started)
 
 
 def add_direct_post(
@@ -79,6 +98,7 @@ def add_direct_post(
     answer: Callable[[bytes], Awaitable[Response]],
     description: str,
     in_flight: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    observe: Callable[[int, float], None] | None = None,
     **route: Any,
 ) -> None:
     """`POST path` answered by `answer(body)`: declared with FastAPI (the docs and `GET /`
@@ -92,5 +112,20 @@ def add_direct_post(
     route.setdefault("name", "predict")  # the docs' summary ("Predict"), not "Endpoint"
     app.add_api_route(path, endpoint, methods=["POST"], description=description, **route)
     app.add_middleware(
-        DirectRoute, path=path, answer=answer, limit=max_body_bytes(), in_flight=in_flight
+        DirectRoute,
+        path=path,
+        answer=answer,
+        limit=max_body_bytes(),
+        in_flight=in_flight,
+        observe=observe,
     )
+
+
+def add_metrics(app: FastAPI, registry: Any) -> None:
+    """Serve `GET /metrics`: the registry in Prometheus's text format."""
+    from {{ cookiecutter.package }}.serving.metrics import exposition
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = exposition(registry)
+        return Response(body, media_type=content_type)

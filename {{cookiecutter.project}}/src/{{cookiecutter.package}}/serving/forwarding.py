@@ -6,6 +6,7 @@ version coalesced into one call (`Coalescer`). A version that does not answer is
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
@@ -19,9 +20,9 @@ from {{ cookiecutter.package }}.serving.limits import in_chunks
 class Unavailable(Exception):
     """A version's server did not answer a forwarded request (the detail is logged)."""
 
-    def __init__(self, version: str, detail: str) -> None:
+    def __init__(self, version: str, detail: str, timed_out: bool = False) -> None:
         super().__init__(f"{version}: {detail}")
-        self.version, self.detail = version, detail
+        self.version, self.detail, self.timed_out = version, detail, timed_out
 
 
 class Upstreams:
@@ -136,10 +137,32 @@ class Forwarder:
     """Posts a request body to one version's server and returns its predictions, each
     marked with the version; any failure is `Unavailable`."""
 
-    def __init__(self, upstream: Callable[[str], str], sessions: Upstreams) -> None:
+    def __init__(
+        self,
+        upstream: Callable[[str], str],
+        sessions: Upstreams,
+        observe: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         self.upstream, self.sessions = upstream, sessions
+        # Told each call's version, outcome (ok, error, timeout) and seconds.
+        self.observe = observe
 
     async def __call__(self, version: str, body: bytes) -> list[dict[str, Any]]:
+        if self.observe is None:
+            return await self._call(version, body)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            predictions = await self._call(version, body)
+            outcome = "ok"
+            return predictions
+        except Unavailable as failure:
+            outcome = "timeout" if failure.timed_out else "error"
+            raise
+        finally:
+            self.observe(version, outcome, time.perf_counter() - started)
+
+    async def _call(self, version: str, body: bytes) -> list[dict[str, Any]]:
         url = f"{self.upstream(version)}/v{version}/predict"
         for attempt in (1, 2):
             try:
@@ -155,7 +178,9 @@ class Forwarder:
                 # it, and one new connection tells whether the server is back.
                 if attempt == 2:
                     raise Unavailable(version, f"{url}: {type(error).__name__}: {error}") from None
-            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as error:
+            except TimeoutError as error:
+                raise Unavailable(version, f"{url}: timed out {error}", timed_out=True) from None
+            except (aiohttp.ClientError, ValueError, KeyError, TypeError) as error:
                 raise Unavailable(version, f"{url}: {type(error).__name__}: {error}") from None
         for prediction in predictions:
             prediction["version"] = version

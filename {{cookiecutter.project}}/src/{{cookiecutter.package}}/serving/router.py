@@ -11,6 +11,9 @@ some of its trips is unreachable, the request gets 503 naming that version and i
 clusters (never another version's answer, and no internal host name); requests whose
 trips belong to other versions are not affected.
 
+Its Prometheus metrics (`GET /metrics`, `serving.metrics`): requests and latency, trips by
+version and user cluster, upstream calls by outcome, the shadow mirror's queue and drops.
+
 With shadow traffic on (`traffic.shadow`), each answered request is also sent to the other
 live versions afterwards, and the served and shadow answers are recorded in the
 predictions sink (`serving.shadow`): never delaying or failing the served answer.
@@ -40,8 +43,8 @@ from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
-from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip
-from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index
+from {{ cookiecutter.package }}.serving.app import PredictRequest, Trip, metrics_on
+from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index, add_metrics
 from {{ cookiecutter.package }}.serving.forwarding import Coalescer, Forwarder, Unavailable, Upstreams
 from {{ cookiecutter.package }}.serving.limits import (
     MAX_TRIPS,
@@ -49,6 +52,7 @@ from {{ cookiecutter.package }}.serving.limits import (
     harden,
     validation_errors,
 )
+from {{ cookiecutter.package }}.serving.metrics import RouterMetrics
 from {{ cookiecutter.package }}.serving.shadow import Shadow
 from {{ cookiecutter.package }}.version import PROJECT
 
@@ -178,7 +182,8 @@ def create_router(
     and both answers recorded there (`serving.shadow`)."""
     cache = AssignmentCache(open_store(artifact_root), refresh_s)
     sessions = Upstreams(timeout_s)
-    forward = Forwarder(upstream, sessions)
+    metrics = RouterMetrics(lambda: mirror) if metrics_on() else None
+    forward = Forwarder(upstream, sessions, metrics.observe_upstream if metrics else None)
     mirror = (
         Shadow(
             shadow_sink,
@@ -203,6 +208,8 @@ def create_router(
     app.state.shadow = mirror  # its counters, for operators and tests
     harden(app)
     add_index(app)
+    if metrics is not None:
+        add_metrics(app, metrics.registry)
     coalesce = Coalescer(forward)
     app.state.coalesce = coalesce  # its counters, for operators and tests
 
@@ -240,6 +247,9 @@ def create_router(
             return_exceptions=True,
         )
         predictions = merge(assignment, groups, answers, len(parsed.trips))
+        if metrics is not None:
+            for version, indexes in groups.items():
+                metrics.observe_trips(version, [parsed.trips[i].user_cluster for i in indexes])
         if mirror is not None:
             mirror.offer(body, predictions, assignment)
         return Response(
@@ -254,6 +264,7 @@ def create_router(
         "/predict",
         predict,
         "ETAs for up to 1000 trips, each from the version that serves its user cluster.",
+        observe=metrics.requests.observe if metrics else None,
     )
     return app
 

@@ -1,0 +1,188 @@
+"""Prometheus metrics of a version server and of the router, at `GET /metrics`.
+
+prometheus-client directly, not an instrumentation middleware: the prediction endpoints
+are answered before FastAPI's routing (`endpoints.DirectRoute`), where no FastAPI
+middleware sees them, and the children of each labelled metric are made once, so a
+request costs a counter increment and a histogram observation (about 2 us).
+
+Names (the project's package as prefix; seconds and totals as Prometheus expects):
+
+- version server, labelled by `version`:
+  `_requests_total{code}` (status class 2xx/4xx/5xx), `_request_duration_seconds`
+  (arrival to answer; buckets resolve 1-300 ms), `_batch_trips` and
+  `_batch_wait_seconds` (each model call of the micro-batcher), and `_model_info` (1,
+  with `model_sha256`, `git_sha` and the code's `release_inputs` as labels);
+- router: `_router_requests_total{code}`, `_router_request_duration_seconds`,
+  `_router_trips_total{version,cluster}` (trips answered by each version for each user
+  cluster: the traffic split, bounded by the cluster count), the upstream calls
+  `_upstream_requests_total{version,outcome}` (ok, error, timeout) and
+  `_upstream_duration_seconds{version}`, and the shadow mirror's `_shadow_queue_depth`,
+  `_shadow_dropped_total`, `_shadow_mirrored_total` and `_shadow_failed_total`.
+
+Each server is one process (uvicorn, one worker; scale by replicas), so each registry is
+the process's own and prometheus-client's multiprocess mode is not needed. Every app has
+its own registry: several apps in one process (the tests) never mix their counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+# Every metric's name starts with the package's import name.
+PREFIX = __name__.split(".")[0]
+# Request latency: 1 ms to 300 ms finely (an answer is a few ms; the router's upstream
+# timeout is 2 s), then coarsely.
+LATENCY_BUCKETS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+CODES = ("2xx", "4xx", "5xx")
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+class RequestMetrics:
+    """Requests by status class and their latency, for one endpoint."""
+
+    def __init__(self, registry: CollectorRegistry, name: str, what: str, **labels: str) -> None:
+        keys = list(labels)
+        counter = Counter(
+            f"{PREFIX}_{name}_requests_total",
+            f"{what} answered, by status class.",
+            [*keys, "code"],
+            registry=registry,
+        )
+        histogram = Histogram(
+            f"{PREFIX}_{name}_request_duration_seconds",
+            f"{what}: seconds from arrival to answer.",
+            keys,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.counts = {code: counter.labels(*labels.values(), code) for code in CODES}
+        self.latency = histogram.labels(*labels.values()) if keys else histogram
+
+    def observe(self, status: int, seconds: float) -> None:
+        code = status_class(status)
+        (self.counts.get(code) or self.counts["5xx"]).inc()
+        self.latency.observe(seconds)
+
+
+class VersionMetrics:
+    """A version server's metrics."""
+
+    def __init__(self, version: str, model_sha256: str, git_sha: str, release_inputs: str):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = RequestMetrics(self.registry, "prediction", "Predictions", version=version)
+        self.batch_trips = Histogram(
+            f"{PREFIX}_batch_trips",
+            "Trips per model call of the micro-batcher.",
+            ["version"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        ).labels(version)
+        self.batch_wait = Histogram(
+            f"{PREFIX}_batch_wait_seconds",
+            "Seconds a model call's first request waited for the batch to close.",
+            ["version"],
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        ).labels(version)
+        Gauge(
+            f"{PREFIX}_model_info",
+            "The version served: its model's sha256, commit and release inputs (always 1).",
+            ["version", "model_sha256", "git_sha", "release_inputs"],
+            registry=self.registry,
+        ).labels(version, model_sha256, git_sha, release_inputs).set(1)
+
+    def observe_batch(self, trips: int, waited_s: float) -> None:
+        self.batch_trips.observe(trips)
+        self.batch_wait.observe(waited_s)
+
+
+class RouterMetrics:
+    """The router's metrics; the shadow mirror's are read from its counters at scrape."""
+
+    def __init__(self, shadow: Callable[[], Any | None]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = RequestMetrics(self.registry, "router", "Router requests")
+        self.trips = Counter(
+            f"{PREFIX}_router_trips_total",
+            "Trips answered, by the version that predicted them and the trip's user cluster.",
+            ["version", "cluster"],
+            registry=self.registry,
+        )
+        self.upstream = Counter(
+            f"{PREFIX}_upstream_requests_total",
+            "Calls to versions' servers, by outcome (ok, error, timeout).",
+            ["version", "outcome"],
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            f"{PREFIX}_upstream_duration_seconds",
+            "Seconds a call to a version's server took.",
+            ["version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, ...], Any] = {}
+        self.registry.register(ShadowCollector(shadow))
+
+    def observe_trips(self, version: str, clusters: list[int]) -> None:
+        for cluster in clusters:
+            key = ("trips", version, str(cluster))
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.trips.labels(version, str(cluster))
+            child.inc()
+
+    def observe_upstream(self, version: str, outcome: str, seconds: float) -> None:
+        key = ("upstream", version, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.upstream.labels(version, outcome)
+            self._children[("latency", version)] = self.upstream_latency.labels(version)
+        child.inc()
+        self._children[("latency", version)].observe(seconds)
+
+
+class ShadowCollector:
+    """The shadow mirror's queue and counters, read when Prometheus scrapes."""
+
+    def __init__(self, shadow: Callable[[], Any | None]) -> None:
+        self.shadow = shadow
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        mirror = self.shadow()
+        stats = mirror.stats if mirror is not None else None
+        queue = mirror.queue if mirror is not None else None
+        yield GaugeMetricFamily(
+            f"{PREFIX}_shadow_queue_depth",
+            "Requests waiting to be mirrored to the other live versions.",
+            value=queue.qsize() if queue is not None else 0,
+        )
+        for name, what in (
+            ("dropped", "Requests not mirrored: the queue was full."),
+            ("mirrored", "Requests mirrored to the other live versions."),
+            ("failed", "Shadow calls that failed (served answers were not affected)."),
+        ):
+            yield CounterMetricFamily(
+                f"{PREFIX}_shadow_{name}", what, value=getattr(stats, name, 0) if stats else 0
+            )
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The registry in Prometheus's text format, and its content type."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
