@@ -424,6 +424,40 @@ def ab(
 
 
 @task(
+    help={
+        **OVERRIDE_HELP,
+        "version": "only this version (default: every live version)",
+        "since": "from this date or time, UTC (default: drift.since_hours ago)",
+        "html": "also write each column's two distributions as a page to this file",
+    },
+    iterable=["override"],
+)
+def drift(
+    c: Context,
+    version: str = "",
+    since: str = "",
+    html: str = "",
+    env: str = "local",
+    override: list[str] | None = None,
+) -> None:
+    """What live versions were asked to predict, against their training data (no outcomes).
+
+    Per input and for the predictions: the normalised Wasserstein distance (numeric) or the
+    Jensen-Shannon distance (categorical) of the batch runs since --since, against the
+    reference stored with the model; drift at the thresholds of conf/config.yaml's `drift`.
+    """
+    from pathlib import Path
+
+    from {{ cookiecutter.package }}.reports import drift_report as report
+
+    with _release_context(env, override) as ctx:
+        found = report.measure(ctx, version, since)
+        report.show(found)
+        if html:
+            print(f"report: {report.write(Path(html), found, str(ctx.cfg.project))}")
+
+
+@task(
     help={**OVERRIDE_HELP, "version": "version whose schedules to disable (required)"},
     iterable=["override"],
 )

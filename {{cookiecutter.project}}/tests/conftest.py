@@ -367,9 +367,17 @@ def release_model(root: Path, version: str, model: dict, tmp_path: Path) -> Rele
     names = ReleaseNames("taxi", version, version, str(root))
     steps.ensure_features(names, 600, 1, [7, 8, 9])
     model_path = tmp_path / f"model-{version}.pkl"
-    metrics = steps.train_and_evaluate(names, model, 0.2, 1, str(model_path))
+    sample = tmp_path / f"sample-{version}.json"  # the rows used and the drift reference
+    metrics = steps.train_and_evaluate(
+        names, model, 0.2, 1, str(model_path), None, None, str(sample)
+    )
     steps.publish_model(
-        names, str(model_path), metrics, "abc", {"features": {"rush_hours": [7, 8, 9]}}
+        names,
+        str(model_path),
+        metrics,
+        "abc",
+        {"features": {"rush_hours": [7, 8, 9]}},
+        sample_path=str(sample),
     )
     return names
 

@@ -197,7 +197,10 @@ def test_training_uses_a_fixed_sample_of_train_rows_read_part_by_part(tmp_path: 
             names, ridge, 0.2, 1, str(tmp_path / "model.pkl"), None, 250, str(sample)
         )
         assert metrics["n_test"] == 50  # 20% of the 250 sampled trips
-        used.append(json.loads(sample.read_text()))
+        written = json.loads(sample.read_text())
+        # Beside the sample, the drift reference of its 200 training trips (`ml.drift`).
+        assert written.pop("reference")["n"] == 200
+        used.append(written)
     assert (
         used[0]
         == used[1]

@@ -69,6 +69,7 @@ def test_the_documented_tasks_exist(listing: dict) -> None:
         "up",
         "down",
         "gc",
+        "drift",
         "render-deployment",
         "test",
         "lint",

@@ -189,8 +189,11 @@ def train_and_evaluate(
     return its metrics on the test split. With `train_rows`, on a deterministic sample of
     that many trips, read part by part (`ml.sampling`); what was used goes to
     `sample_path`, for the model's metadata."""
+    from {{ cookiecutter.package }}.ml import drift
     from {{ cookiecutter.package }}.ml.evaluate import evaluate
+    from {{ cookiecutter.package }}.ml.features import model_input
     from {{ cookiecutter.package }}.ml.fitting import fit, split
+    from {{ cookiecutter.package }}.ml.predict import predict_etas
     from {{ cookiecutter.package }}.ml.sampling import bottom_k
 
     store = features or feature_store_of(names)
@@ -202,7 +205,11 @@ def train_and_evaluate(
     model = fit(train_split, model_config)
     Path(model_path).write_bytes(pickle.dumps(model))
     if sample_path:
-        Path(sample_path).write_text(json.dumps(sample))
+        # What drift is measured against (`ml.drift`): the training trips, and the model's
+        # predictions on the held-out ones; published with the model.
+        etas = predict_etas(model, model_input(test_split))
+        reference = drift.summarize(train_split, etas)
+        Path(sample_path).write_text(json.dumps({**sample, "reference": reference}))
     return evaluate(model, test_split)
 
 
@@ -217,6 +224,8 @@ def publish_model(
 ) -> str:
     """Release the trained model (see `artifacts.models`: one create-only commit point)."""
     store = open_store(names.artifact_root)
+    training = json.loads(Path(sample_path).read_text()) if sample_path else None
+    reference = training.pop("reference", None) if training else None
     if models.released(store, names):
         raise AlreadyExistsError(
             f"model {names.version} is already released at "
@@ -232,7 +241,9 @@ def publish_model(
             # What the features were read from (data source, files or snapshot, rows, hash).
             "data": read_lineage(names.artifact_root, names.feature_version),
             # Which of the features' rows training used (`data.train_rows`).
-            "training_rows": json.loads(Path(sample_path).read_text()) if sample_path else None,
+            "training_rows": training,
+            # What `inv drift` compares what the version is asked to predict with.
+            "reference": reference,
             "main_metric": MAIN_METRIC,
             "metrics": metrics,
             "git_sha": git_sha,
@@ -393,6 +404,7 @@ def predict_batch(
     was predicted (a line ending in `prediction_runs.NOTHING_PREDICTED`)."""
     import pandas as pd
 
+    from {{ cookiecutter.package }}.ml import drift
     from {{ cookiecutter.package }}.ml.predict import predict
 
     record = json.loads(Path(batch_path).read_text())
@@ -423,9 +435,11 @@ def predict_batch(
         )
     predicted = served = 0
     locations = []
+    summaries = []  # what the version was asked to predict (`ml.drift`), part by part
     for number, part in enumerate(parts):  # a part at a time: memory is one part
         features = pd.read_parquet(part)
         frame = predict(model, features, names.version)
+        summaries.append(drift.summarize(features, frame["eta_minutes"].to_numpy()))
         frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
         name = part_run_id(run_id, number, len(parts))
         try:
@@ -441,6 +455,12 @@ def predict_batch(
             store,
             names.version,
             run_id,
-            {**record, "predicted": predicted, "served": served, "predictions": locations},
+            {
+                **record,
+                "predicted": predicted,
+                "served": served,
+                "predictions": locations,
+                "inputs": drift.merge(summaries),
+            },
         )
     return written

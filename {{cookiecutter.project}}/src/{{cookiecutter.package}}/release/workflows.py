@@ -56,10 +56,11 @@ def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -
             "test_fraction": float(cfg.data.test_fraction),
             "model_config": json.dumps(OmegaConf.to_container(cfg.model, resolve=True)),
             "git_sha": git_sha,
-            # The model's config, as its metadata records it: where lineage goes is not part
-            # of what made the model (`same_workflow`).
+            # The model's config, as its metadata records it: where lineage goes and when
+            # drift is reported are not part of what made the model (`same_workflow`).
             "config": json.dumps(
-                {k: v for k, v in ctx.plain_config().items() if k != "lineage"}, sort_keys=True
+                {k: v for k, v in ctx.plain_config().items() if k not in ("lineage", "drift")},
+                sort_keys=True,
             ),
         }
     # No user clusters here: which clusters a version serves is read from the traffic

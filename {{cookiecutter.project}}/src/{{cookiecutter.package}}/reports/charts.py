@@ -146,3 +146,47 @@ def intervals(
         ax.set_xlabel(f"MAE difference, candidate - control ({unit}); left is better")
         ax.legend(loc="lower right")
         return _svg(figure, plot_id, title)
+
+
+def quantile_curves(
+    plot_id: str, title: str, label: str, series: Sequence[tuple[str, Sequence[float]]]
+) -> str:
+    """Numeric distributions from their quantiles (`ml.drift`), as cumulative shares: x the
+    value, y the share of trips at or below it."""
+    import matplotlib
+
+    from {{ cookiecutter.package }}.ml.drift import PERCENTS
+
+    with matplotlib.rc_context(STYLE):
+        figure, (ax,) = _figure(7.0, 3.0)
+        for (name, quantiles), colour in zip(series, COLOURS, strict=False):
+            (line,) = ax.plot(quantiles, PERCENTS * 100, color=colour, linewidth=1.8, label=name)
+            line.set_gid(f"series-{plot_id}-{name}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("trips at or below (%)")
+        ax.legend()
+        return _svg(figure, plot_id, title)
+
+
+def share_bars(
+    plot_id: str, title: str, label: str, series: Sequence[tuple[str, dict[str, int]]]
+) -> str:
+    """Categorical distributions as side-by-side bars of each category's share of trips."""
+    import matplotlib
+
+    keys = sorted({k for _, counts in series for k in counts}, key=lambda k: (len(k), k))
+    width = 0.8 / max(len(series), 1)
+    with matplotlib.rc_context(STYLE):
+        figure, (ax,) = _figure(7.0, 3.0)
+        for index, ((name, counts), colour) in enumerate(zip(series, COLOURS, strict=False)):
+            total = sum(counts.values()) or 1
+            shares = [100 * counts.get(k, 0) / total for k in keys]
+            positions = np.arange(len(keys)) + (index - (len(series) - 1) / 2) * width
+            bars = ax.bar(positions, shares, width=width, color=colour, label=name)
+            for bar in bars:
+                bar.set_gid(f"series-{plot_id}-{name}")
+        ax.set_xticks(np.arange(len(keys)), keys)
+        ax.set_xlabel(label)
+        ax.set_ylabel("share of trips (%)")
+        ax.legend()
+        return _svg(figure, plot_id, title)
