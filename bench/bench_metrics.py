@@ -21,7 +21,7 @@ from bench_serving import free_port, wait_until_healthy  # noqa: E402
 from common import generated_project, save  # noqa: E402
 from load import LOAD, RELEASE_TWO, ROUTER, SERVE  # noqa: E402
 
-ROUNDS, REQUESTS, CONCURRENCY = 5, 3000, 32
+ROUNDS, REQUESTS, CONCURRENCY = 7, 4000, 32
 
 
 def start(python: str, script: list[str], metrics: bool) -> tuple[subprocess.Popen, int]:

@@ -64,19 +64,12 @@ class DirectRoute:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = [500]  # a request whose answer never starts counts as failed
-        if self.observe is not None:
-            plain_send = send
-
-            async def send(message: dict) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = message["status"]
-                await plain_send(message)
-
+        status = 500  # a request whose answer never starts counts as failed
         try:
             with self.in_flight():
                 body = await read_body(receive, send, scope["headers"], self.limit)
                 if body is None:  # refused (413) or the client left
+                    status = 413
                     return
                 try:
                     response = await self.answer(body)
@@ -86,10 +79,11 @@ class DirectRoute:
                         status_code=error.status_code,
                         headers=error.headers,
                     )
+            status = response.status_code
             await response(scope, receive, send)
         finally:
             if self.observe is not None:
-                self.observe(status[0], time.perf_counter() - started)
+                self.observe(status, time.perf_counter() - started)
 
 
 def add_direct_post(
@@ -125,7 +119,8 @@ def add_metrics(app: FastAPI, registry: Any) -> None:
     """Serve `GET /metrics`: the registry in Prometheus's text format."""
     from {{ cookiecutter.package }}.serving.metrics import exposition
 
+    # On the event loop's thread, where the metrics are updated: one consistent state.
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         body, content_type = exposition(registry)
         return Response(body, media_type=content_type)
