@@ -85,6 +85,7 @@ EXPECTED_FILES = {
     "src/taxi_eta/release/evidence.py", "src/taxi_eta/release/promotion.py",
     "src/taxi_eta/reports/ab.py", "src/taxi_eta/serving/shadow.py",
     "src/taxi_eta/serving/metrics.py", "src/taxi_eta/ml/drift.py",
+    "src/taxi_eta/ml/numpy_models.py",
     "src/taxi_eta/reports/drift_report.py", "tests/test_drift.py",
     "src/taxi_eta/serving/batching.py",
     "src/taxi_eta/artifacts/feature_store.py", "src/taxi_eta/artifacts/models.py",

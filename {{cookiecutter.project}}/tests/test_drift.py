@@ -120,3 +120,34 @@ def test_inv_drift_compares_a_versions_runs_with_its_reference(
     ]
     code, out, err = inv_here("drift", *overrides, "--since", "yesterday-ish")
     assert code == 1 and err.strip().startswith("error: invalid --since 'yesterday-ish'")
+
+
+def test_the_servers_drift_gauge_flags_what_moved_in_recent_requests(reference: dict) -> None:
+    """`serving.metrics.VersionMetrics`: the window of recent requests against the release's
+    reference, read at scrape time; a window of trips with distance doubled is flagged on
+    distance (and the predictions), not on the other inputs."""
+    from prometheus_client import generate_latest
+
+    from {{ cookiecutter.package }}.serving.metrics import PREFIX, VersionMetrics
+
+    def scores(factor: float) -> dict[str, float]:
+        metrics = VersionMetrics("1.0.0", "sha", "git", "inputs", reference=reference)
+        trips = make_trips(3000, 5)
+        for chunk in np.array_split(np.arange(3000), 300):  # 300 requests of 10 trips
+            rows = trips.iloc[chunk]
+            distance = rows["distance_km"].to_numpy() * factor
+            fields = (distance, rows["pickup_hour"].to_numpy(), rows["weekday"].to_numpy(),
+                      rows["area_cluster"].to_numpy())  # fmt: skip
+            metrics.recent.append((*fields, distance * 2.5))
+        text = generate_latest(metrics.registry).decode()
+        found = {}
+        for line in text.splitlines():
+            if line.startswith(f"{PREFIX}_drift_score" + "{"):
+                column = line.split('column="')[1].split('"')[0]
+                found[column] = float(line.rsplit(" ", 1)[1])
+        return found
+
+    same, doubled = scores(1.0), scores(2.0)
+    assert set(same) == INPUTS | {drift.PREDICTION}
+    assert max(same.values()) < 0.1
+    assert {c for c, s in doubled.items() if s >= 0.1} == {"distance_km", drift.PREDICTION}

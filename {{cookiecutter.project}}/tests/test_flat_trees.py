@@ -74,3 +74,25 @@ def test_bad_rows_are_refused_as_scikit_learn_refuses_them() -> None:
         flat.predict(np.full((1, 6), np.inf))
     with pytest.raises(ValueError, match="6 features"):
         flat.predict(np.zeros((1, 5)))
+
+
+def test_the_numpy_form_predicts_the_same_numbers_without_scikit_learn() -> None:
+    """`ml.numpy_models`: boosted trees (any number of rows: no scikit-learn to hand big
+    calls to) and a linear model, bit for bit; a link it cannot reproduce gets no form."""
+    from {{ cookiecutter.package }}.ml import numpy_models
+
+    x, y = training_data()
+    trees = HistGradientBoostingRegressor(max_iter=30, max_depth=5, random_state=0).fit(x, y)
+    data = numpy_models.export(trees)
+    assert data is not None and b"pickle" not in data
+    loaded = numpy_models.load(data)
+    for n in (1, MAX_ROWS, 1000):
+        rows = hard_rows(trees, n, seed=n)
+        assert np.array_equal(loaded.predict(rows), trees.predict(rows))
+    clean = np.nan_to_num(x)
+    linear = Ridge().fit(clean, y)
+    exported = numpy_models.export(linear)
+    assert exported is not None
+    assert np.array_equal(numpy_models.load(exported).predict(clean), linear.predict(clean))
+    poisson = HistGradientBoostingRegressor(max_iter=5, loss="poisson", random_state=0)
+    assert numpy_models.export(poisson.fit(x, np.abs(y) + 0.1)) is None

@@ -185,6 +185,11 @@ def test_prometheus_counts_what_the_clients_sent_and_every_panel_has_data(
         )
         assert info[(version, metadata["model_sha256"])] == 1.0
 
+    # Each version's drift gauge: every input column and the predictions, per version.
+    drifts = server.by(f"{PREFIX}_drift_score", "version", "column")
+    columns = {"distance_km", "pickup_hour", "area_cluster", "is_weekend", "eta_minutes"}
+    assert set(drifts) == {(v, c) for v in served for c in columns}
+
     # Every metric name and help text passes Prometheus's own linter.
     for url in [*servers.values(), router]:
         exposition = HTTP.get(f"{url}/metrics").content

@@ -90,9 +90,9 @@ def test_the_dry_run_lists_exactly_what_would_go_and_changes_nothing(six: Releas
     assert ("predictions", f"{OLD_RUN}.parquet") in first
     assert ("predictions", f"{NEW_RUN}.parquet") not in first  # younger than 90 days
     assert ("environment", "1.0.0-0123456789ab") in first
-    assert [k for k, _ in first].count("model") == 1
+    assert [k for k, _ in first].count("model") == 2  # the pickle and its numpy form
     # 1.1.0's features are the ones 1.3.0 (live) was trained on: they stay.
-    assert [k for k, _ in kinds(report["tombstoned"]["1.1.0"])] == ["model"]
+    assert [k for k, _ in kinds(report["tombstoned"]["1.1.0"])] == ["model", "model"]
     lines = retention.describe(report, apply=False)
     assert lines[-1].startswith("total: ") and lines[-1].endswith("(dry run: nothing changed)")
     assert snapshot(root) == before
@@ -172,8 +172,8 @@ def test_inv_gc_prints_per_version_and_kind_and_refuses_a_bad_policy_in_one_line
     code, out, _ = inv_here("gc", *where, "-o", "retention.keep_retired=1")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("1.0.0: would tombstone: model 1 (") and "features 2 (" in lines[0]
-    assert lines[1].startswith("1.1.0: would tombstone: model 1 (")
+    assert lines[0].startswith("1.0.0: would tombstone: model 2 (") and "features 2 (" in lines[0]
+    assert lines[1].startswith("1.1.0: would tombstone: model 2 (")
     assert "1.5.0: kept: newer than every serving version" in out
     assert lines[-1].startswith("total: ") and lines[-1].endswith("(dry run: nothing changed)")
     code, out, err = inv_here("gc", "--apply", *where, "-o", "retention.keep_retired=-1")

@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from conftest import built_once, free_port, release_model
 
-from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts import prediction_runs, traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.artifacts.store import open_store
@@ -408,6 +408,15 @@ def test_the_router_records_shadow_answers_and_serves_without_the_shadow_version
         assert list(rows["eta_minutes"]) == [p["eta_minutes"] for p in direct]
     # Readers of what users were given see only the served rows.
     assert list(sink.read("1.0.0").trip_id) == [f"t{c}" for c in range(4)]
+    # Beside each version's online predictions, what it was asked: its drift summary.
+    for version in ("1.0.0", "2.0.0"):
+        online = [r for r in prediction_runs.read(store, version) if r.get("source") == "online"]
+        assert sum(r["inputs"]["n"] for r in online) == 8
+        hours = {}
+        for record in online:
+            for hour, count in record["inputs"]["categorical"]["pickup_hour"].items():
+                hours[hour] = hours.get(hour, 0) + count
+        assert hours == {str(TRIP["pickup_hour"]): 8}
 
     # The shadow version down: the served answer is the same, and nothing waits for it.
     running.stop("2.0.0")
@@ -612,17 +621,20 @@ def test_native_thread_pools_keep_one_thread_after_the_model_loads(
         for name, value in os.environ.items()
         if name not in (*THREAD_VARIABLES, "SERVING_THREADS")
     }
-    result = subprocess.run(
-        [sys.executable, "-c", THREADS_PROBE, str(released), json.dumps(TRIP)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=True,
-    )
-    pools = [tuple(pool) for pool in json.loads(result.stdout)]
-    assert {api for api, _ in pools} >= {"openmp", "openblas"}  # the model's libraries
-    assert {size for _, size in pools} == {1}
+    # The model's numpy form loads numpy's BLAS only; its pickle (SERVING_MODEL=pickle, or
+    # a model with no numpy form) brings scikit-learn's OpenMP too.
+    for serving_model, libraries in (("numpy", {"openblas"}), ("pickle", {"openmp", "openblas"})):
+        result = subprocess.run(
+            [sys.executable, "-c", THREADS_PROBE, str(released), json.dumps(TRIP)],
+            capture_output=True,
+            text=True,
+            env={**environment, "SERVING_MODEL": serving_model},
+            timeout=120,
+            check=True,
+        )
+        pools = [tuple(pool) for pool in json.loads(result.stdout)]
+        assert {api for api, _ in pools} >= libraries
+        assert {size for _, size in pools} == {1}
 
 
 def serve_in_process(artifact_root: Path, version: str, port: int) -> subprocess.Popen:
@@ -707,3 +719,22 @@ def test_a_killed_version_recovers_at_once_and_never_disturbs_the_other(
     first_answer = min(at for at, status in restarted if at > ready_at and status == 200)
     assert first_answer - ready_at < 1.0
     assert all(status == 200 for at, status in restarted if at > first_answer)
+
+
+def test_a_version_server_imports_neither_scikit_learn_nor_pandas(released: Path) -> None:
+    """The server of a released boosted-trees model loads its numpy form: a fresh
+    interpreter that creates the app and answers a prediction has imported neither."""
+    script = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from {{ cookiecutter.package }}.artifacts.names import ReleaseNames\n"
+        "from {{ cookiecutter.package }}.serving.app import create_app\n"
+        f"app = create_app(ReleaseNames('taxi', '2.0.0', '2.0.0', {str(released)!r}))\n"
+        f"trip = {TRIP!r}\n"
+        "answer = TestClient(app).post('/v2.0.0/predict', json={'trips': [trip]})\n"
+        "assert answer.status_code == 200, answer.text\n"
+        "print(sorted(m for m in ('sklearn', 'pandas', 'scipy') if m in sys.modules))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"

@@ -59,17 +59,42 @@ def load(store: ArtifactStore, names: ReleaseNames) -> Any:
     return pickle.loads(verified_bytes(store, names))
 
 
+def serving_bytes(store: ArtifactStore, names: ReleaseNames) -> bytes | None:
+    """The model's numpy form (`ml.numpy_models`), checked against its recorded sha256;
+    None for a model released without one."""
+    metadata = read_metadata(store, names)
+    if "serving_key" not in metadata:
+        return None
+    data = store.read(str(metadata["serving_key"]))
+    if hashlib.sha256(data).hexdigest() != metadata["serving_sha256"]:
+        raise StoreError(
+            f"{names.uri(metadata['serving_key'])} does not match the sha256 recorded in "
+            f"{names.uri(names.model_metadata_key)}: refusing to serve an altered model"
+        )
+    return data
+
+
+def _write_once(store: ArtifactStore, names: ReleaseNames, key: str, data: bytes) -> None:
+    """A content-addressed object: written, or found with the same bytes."""
+    try:
+        store.write(key, data)
+    except AlreadyExistsError:
+        if hashlib.sha256(store.read(key)).hexdigest() != hashlib.sha256(data).hexdigest():
+            raise StoreError(f"{names.uri(key)} exists with other bytes") from None
+
+
 def publish(
-    store: ArtifactStore, names: ReleaseNames, model: bytes, metadata: dict[str, Any]
+    store: ArtifactStore,
+    names: ReleaseNames,
+    model: bytes,
+    metadata: dict[str, Any],
+    serving: bytes | None = None,
 ) -> dict[str, Any]:
-    """Release `model` with `metadata` (metrics, config, ...); returns what was committed."""
+    """Release `model` with `metadata` (metrics, config, ...), and its numpy form for the
+    servers when it has one (`ml.numpy_models`); returns what was committed."""
     digest = hashlib.sha256(model).hexdigest()
     key = names.model_key(digest)
-    try:
-        store.write(key, model)
-    except AlreadyExistsError:
-        if hashlib.sha256(store.read(key)).hexdigest() != digest:
-            raise StoreError(f"{names.uri(key)} exists with other bytes") from None
+    _write_once(store, names, key, model)
     committed = {
         **metadata,
         "version": names.version,
@@ -77,6 +102,11 @@ def publish(
         "model_key": key,
         "model_sha256": digest,
     }
+    if serving is not None:
+        serving_digest = hashlib.sha256(serving).hexdigest()
+        serving_key = f"models/{names.version}/serving-{serving_digest[:16]}.npz"
+        _write_once(store, names, serving_key, serving)
+        committed |= {"serving_key": serving_key, "serving_sha256": serving_digest}
     try:
         store.write_text(names.model_metadata_key, json.dumps(committed, indent=2, sort_keys=True))
     except AlreadyExistsError:

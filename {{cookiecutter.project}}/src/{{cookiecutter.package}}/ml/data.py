@@ -6,8 +6,9 @@ and in dense areas; users belong to clusters that A/B releases split between ver
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from {{ cookiecutter.package }}.ml import TARGET
 from {{ cookiecutter.package }}.ml.users import user_cluster
@@ -16,9 +17,14 @@ N_AREAS = 8
 # Minutes per km in each area cluster: the city centre (0) is slowest.
 AREA_PACE = np.array([3.2, 2.8, 2.4, 2.2, 2.0, 1.8, 1.7, 1.6])
 
+if TYPE_CHECKING:  # pandas is imported where frames are made: not on the online path
+    import pandas as pd
+
 
 def make_trips(n_trips: int, seed: int) -> pd.DataFrame:
     """`n_trips` trips; the same (n_trips, seed) always gives the same frame."""
+    import pandas as pd
+
     if n_trips <= 0:
         raise ValueError(f"n_trips must be positive, got {n_trips}")
     rng = np.random.default_rng(seed)

@@ -48,9 +48,23 @@ def inputs_of(features: Any) -> dict[str, np.ndarray]:
     }
 
 
+def inputs_of_trips(trips: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The same fields from trips as requests carry them (the router's shadow records)."""
+    return {
+        "distance_km": np.array([t["distance_km"] for t in trips], dtype=float),
+        "pickup_hour": np.array([t["pickup_hour"] for t in trips], dtype=int),
+        "area_cluster": np.array([t["area_cluster"] for t in trips], dtype=int),
+        "is_weekend": (np.array([t["weekday"] for t in trips]) >= 5).astype(int),
+    }
+
+
 def summarize(features: Any, etas: np.ndarray | None = None) -> dict[str, Any]:
     """The summary of a feature frame's trips, and of their predictions when given."""
-    fields = inputs_of(features)
+    return summarize_fields(inputs_of(features), etas)
+
+
+def summarize_fields(fields: dict[str, np.ndarray], etas: np.ndarray | None) -> dict[str, Any]:
+    """The summary of trips' fields (`inputs_of`, `inputs_of_trips`) and predictions."""
     numeric = {name: _numeric(fields[name]) for name in NUMERIC}
     if etas is not None and len(etas):
         numeric[PREDICTION] = _numeric(np.asarray(etas, dtype=float))
@@ -58,7 +72,8 @@ def summarize(features: Any, etas: np.ndarray | None = None) -> dict[str, Any]:
     for name in CATEGORICAL:
         values, counts = np.unique(fields[name], return_counts=True)
         categorical[name] = {str(v): int(c) for v, c in zip(values, counts, strict=True)}
-    return {"n": len(features), "numeric": numeric, "categorical": categorical}
+    n = len(next(iter(fields.values())))
+    return {"n": n, "numeric": numeric, "categorical": categorical}
 
 
 def _numeric(values: np.ndarray) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from {{ cookiecutter.package }}.ml import TARGET
 from {{ cookiecutter.package }}.ml.data import N_AREAS
@@ -20,6 +20,9 @@ FEATURE_COLUMNS = [
     "is_weekend",
     *[f"area_{i}" for i in range(N_AREAS)],
 ]
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: not on the online path
+    import pandas as pd
 
 
 # The features as BigQuery SQL, one expression per FEATURE_COLUMNS entry over the typed trip
@@ -78,6 +81,8 @@ def feature_matrix(
 
 def build_features(trips: pd.DataFrame, rush_hours: Sequence[int]) -> pd.DataFrame:
     """Key columns, FEATURE_COLUMNS and, when the trips carry it, the target."""
+    import pandas as pd
+
     matrix = feature_matrix(
         trips["distance_km"].to_numpy(),
         trips["pickup_hour"].to_numpy(),

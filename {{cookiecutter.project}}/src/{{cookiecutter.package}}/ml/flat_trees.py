@@ -59,7 +59,8 @@ class FlatTrees:
         )
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        if len(matrix) > MAX_ROWS:
+        # Loaded from its arrays alone (`ml.numpy_models`) there is no model: all rows walk.
+        if self.model is not None and len(matrix) > MAX_ROWS:
             return self.model.predict(matrix)
         rows = np.asarray(matrix, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != self.n_features:

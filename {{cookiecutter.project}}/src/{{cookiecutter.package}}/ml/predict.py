@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from {{ cookiecutter.package }}.ml.features import model_input
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: not on the online path
+    import pandas as pd
 
 
 def predict_etas(model: Any, matrix: np.ndarray) -> np.ndarray:
@@ -16,6 +18,8 @@ def predict_etas(model: Any, matrix: np.ndarray) -> np.ndarray:
 
 
 def predict(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(
         {
             "trip_id": features["trip_id"].to_numpy(),

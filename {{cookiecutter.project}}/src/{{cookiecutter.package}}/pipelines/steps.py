@@ -231,10 +231,13 @@ def publish_model(
             f"model {names.version} is already released at "
             f"{names.uri(names.model_metadata_key)}; bump the version to train a new one"
         )
+    from {{ cookiecutter.package }}.ml import numpy_models
+
+    model = Path(model_path).read_bytes()
     committed = models.publish(
         store,
         names,
-        Path(model_path).read_bytes(),
+        model,
         {
             "feature_version": names.feature_version,
             "features": (features or feature_store_of(names)).location(names.feature_version),
@@ -250,6 +253,8 @@ def publish_model(
             "config": config,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
+        # What the version's servers load: no scikit-learn, the same predictions.
+        serving=numpy_models.export(pickle.loads(model)),
     )
     return str(committed["model"])
 

@@ -156,9 +156,10 @@ def removals(
         found.append(Removal(version, "image", image.reference, image.digest, image.bytes))
     if models.released(ctx.store, names):
         metadata = models.read_metadata(ctx.store, names)
-        if ctx.store.exists(metadata["model_key"]):
-            model = ctx.store.held(metadata["model_key"], metadata["model_sha256"])
-            found.append(_removal(version, "model", model))
+        for key, digest in (("model_key", "model_sha256"), ("serving_key", "serving_sha256")):
+            if key in metadata and ctx.store.exists(metadata[key]):  # the pickle, its numpy form
+                model = ctx.store.held(metadata[key], metadata[digest])
+                found.append(_removal(version, "model", model))
     record = record_of(ctx, version) or {}
     own_features = str(record.get("feature_version") or version) == version
     if own_features and version not in kept_feature_versions(ctx, keep):

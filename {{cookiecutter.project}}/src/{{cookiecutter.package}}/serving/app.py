@@ -24,11 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.code import read_code
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_of_model
-from {{ cookiecutter.package }}.artifacts.store import open_store
+from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 from {{ cookiecutter.package }}.ml.features import feature_matrix
-from {{ cookiecutter.package }}.ml.flat_trees import fast_predictor
 from {{ cookiecutter.package }}.ml.predict import predict_etas
 from {{ cookiecutter.package }}.serving.batching import MicroBatcher
 from {{ cookiecutter.package }}.serving.endpoints import add_direct_post, add_index, add_metrics
@@ -100,10 +99,26 @@ def metrics_on() -> bool:
     return os.environ.get("SERVING_METRICS", "1") != "0"
 
 
+def serving_model(store: ArtifactStore, names: ReleaseNames) -> Any:
+    """What the server predicts with: the model's numpy form, released with it
+    (`ml.numpy_models`: no scikit-learn to import, the same numbers), else the pickled
+    model (a model of another kind, an older release, or SERVING_MODEL=pickle), whose calls
+    of a few trips go to its flat trees where it has them (`ml.flat_trees`)."""
+    if os.environ.get("SERVING_MODEL", "numpy") != "pickle":
+        data = models.serving_bytes(store, names)
+        if data is not None:
+            from {{ cookiecutter.package }}.ml import numpy_models
+
+            return numpy_models.load(data)
+
+    from {{ cookiecutter.package }}.ml.flat_trees import fast_predictor
+
+    return fast_predictor(models.load(store, names))
+
+
 def create_app(names: ReleaseNames) -> FastAPI:
     store = open_store(names.artifact_root)
-    # A call carries a few trips: the per-call cost is what counts (`ml.flat_trees`).
-    model = fast_predictor(models.load(store, names))
+    model = serving_model(store, names)
     limit_native_threads()  # after the load: the model's libraries are loaded now
     metadata = models.read_metadata(store, names)
     rush_hours = [int(h) for h in metadata["config"]["features"]["rush_hours"]]
@@ -136,6 +151,7 @@ def create_app(names: ReleaseNames) -> FastAPI:
             model_sha256=str(metadata["model_sha256"]),
             git_sha=str(metadata.get("git_sha", "")),
             release_inputs=code.release_inputs if code else "",
+            reference=metadata.get("reference"),
         )
         add_metrics(app, metrics.registry)
     batcher = MicroBatcher(
@@ -156,14 +172,16 @@ def create_app(names: ReleaseNames) -> FastAPI:
             trips = PredictRequest.model_validate_json(body).trips
         except ValidationError as error:
             return body_errors(error)
-        features = feature_matrix(
+        fields = (
             np.array([t.distance_km for t in trips]),
             np.array([t.pickup_hour for t in trips]),
             np.array([t.weekday for t in trips]),
             np.array([t.area_cluster for t in trips]),
-            rush_hours,
         )
-        etas = (await batcher(features)).tolist()
+        predicted = await batcher(feature_matrix(*fields, rush_hours))
+        if metrics is not None:
+            metrics.recent.append((*fields, predicted))  # the drift gauge's window
+        etas = predicted.tolist()
         return Response(
             orjson.dumps(
                 {

@@ -1,17 +1,21 @@
 """Prometheus metrics of a version server and of the router, at `GET /metrics`.
 
-prometheus-client directly, not an instrumentation middleware: the prediction endpoints
-are answered before FastAPI's routing (`endpoints.DirectRoute`), where no FastAPI
-middleware sees them, and the children of each labelled metric are made once, so a
-request costs a counter increment and a histogram observation (about 2 us).
+prometheus-client for the registry and the text format, not an instrumentation middleware:
+the prediction endpoints are answered before FastAPI's routing (`endpoints.DirectRoute`),
+where no FastAPI middleware sees them. The counts themselves are plain numbers (`Tally`),
+updated on the server's one event-loop thread and read into metric families when
+Prometheus scrapes: prometheus-client's own Counter and Histogram, a lock and a few calls
+each, cost 5% of a version server's throughput (`bench/bench_metrics.py`).
 
 Names (the project's package as prefix; seconds and totals as Prometheus expects):
 
 - version server, labelled by `version`:
-  `_requests_total{code}` (status class 2xx/4xx/5xx), `_request_duration_seconds`
-  (arrival to answer; buckets resolve 1-300 ms), `_batch_trips` and
-  `_batch_wait_seconds` (each model call of the micro-batcher), and `_model_info` (1,
-  with `model_sha256`, `git_sha` and the code's `release_inputs` as labels);
+  `_prediction_requests_total{code}` (status class 2xx/4xx/5xx),
+  `_prediction_request_duration_seconds` (arrival to answer; buckets resolve 1-300 ms),
+  `_batch_trips` and `_batch_wait_seconds` (each model call of the micro-batcher),
+  `_model_info` (1, with `model_sha256`, `git_sha` and the code's `release_inputs` as
+  labels), and `_drift_score{column,statistic}` (its recent requests against the
+  training data: `VersionMetrics`);
 - router: `_router_requests_total{code}`, `_router_request_duration_seconds`,
   `_router_trips_total{version,cluster}` (trips answered by each version for each user
   cluster: the traffic split, bounded by the cluster count), the upstream calls
@@ -27,11 +31,12 @@ its own registry: several apps in one process (the tests) never mix their counts
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -50,6 +55,7 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 CODES = ("2xx", "4xx", "5xx")
+DRIFT_WINDOW = 5000  # requests whose trips the drift gauge compares with the training data
 
 
 class Tally:
@@ -118,11 +124,24 @@ class RequestMetrics:
 
 
 class VersionMetrics:
-    """A version server's metrics."""
+    """A version server's metrics, and the drift of its recent requests: the fields of the
+    last DRIFT_WINDOW requests' trips and their predictions, compared with the release's
+    reference (`ml.drift`) when Prometheus scrapes (`_drift_score{column}`)."""
 
-    def __init__(self, version: str, model_sha256: str, git_sha: str, release_inputs: str):
+    def __init__(
+        self,
+        version: str,
+        model_sha256: str,
+        git_sha: str,
+        release_inputs: str,
+        reference: dict[str, Any] | None = None,
+    ):
         self.registry = CollectorRegistry(auto_describe=True)
-        self.version = version
+        self.version, self.reference = version, reference
+        # (distance_km, pickup_hour, weekday, area_cluster, predicted) arrays per request.
+        self.recent: deque[tuple[Any, ...]] = deque(maxlen=DRIFT_WINDOW)
+        if reference is not None:
+            self.registry.register(TallyCollector(self.collect_drift))  # type: ignore[arg-type]
         self.requests = RequestMetrics(self.registry, "prediction", "Predictions", version=version)
         self.batch_trips, self.batch_wait = Tally(BATCH_BUCKETS), Tally(WAIT_BUCKETS)
         self.registry.register(TallyCollector(self.collect_batches))  # type: ignore[arg-type]
@@ -136,6 +155,37 @@ class VersionMetrics:
     def observe_batch(self, trips: int, waited_s: float) -> None:
         self.batch_trips.observe(trips)
         self.batch_wait.observe(waited_s)
+
+    def collect_drift(self) -> Iterator[Any]:
+        import numpy as np
+
+        from {{ cookiecutter.package }}.ml import drift
+
+        scores = GaugeMetricFamily(
+            f"{PREFIX}_drift_score",
+            "Drift of the recent requests' trips and predictions from the training data "
+            "(normalised Wasserstein or Jensen-Shannon distance; 0.1 is drift).",
+            labels=["version", "column", "statistic"],
+        )
+        window = list(self.recent)
+        if window and self.reference is not None:
+            columns = zip(*window, strict=True)
+            distance, hour, weekday, area, predicted = (np.concatenate(c) for c in columns)
+            fields = {
+                "distance_km": distance.astype(float),
+                "pickup_hour": hour,
+                "area_cluster": area,
+                "is_weekend": (weekday >= 5).astype(int),
+            }
+            current = drift.summarize_fields(fields, predicted)
+            for column in drift.compare(self.reference, current):
+                scores.add_metric([self.version, column.column, column.statistic], column.score)
+        yield scores
+        yield GaugeMetricFamily(
+            f"{PREFIX}_drift_window_trips",
+            "Trips in the window the drift score is computed on.",
+            value=sum(len(request[0]) for request in window),
+        )
 
     def collect_batches(self) -> Iterator[Any]:
         for name, what, tally in (
@@ -152,49 +202,54 @@ class VersionMetrics:
 
 
 class RouterMetrics:
-    """The router's metrics; the shadow mirror's are read from its counters at scrape."""
+    """The router's metrics, tallied on its event loop's thread as a version server's are;
+    the shadow mirror's are read from its counters at scrape."""
 
     def __init__(self, shadow: Callable[[], Any | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = RequestMetrics(self.registry, "router", "Router requests")
-        self.trips = Counter(
-            f"{PREFIX}_router_trips_total",
-            "Trips answered, by the version that predicted them and the trip's user cluster.",
-            ["version", "cluster"],
-            registry=self.registry,
-        )
-        self.upstream = Counter(
-            f"{PREFIX}_upstream_requests_total",
-            "Calls to versions' servers, by outcome (ok, error, timeout).",
-            ["version", "outcome"],
-            registry=self.registry,
-        )
-        self.upstream_latency = Histogram(
-            f"{PREFIX}_upstream_duration_seconds",
-            "Seconds a call to a version's server took.",
-            ["version"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, ...], Any] = {}
+        self.trips: Counter[tuple[str, int]] = Counter()  # (version, cluster) -> trips
+        self.upstream: Counter[tuple[str, str]] = Counter()  # (version, outcome) -> calls
+        self.upstream_latency: dict[str, Tally] = {}
+        self.registry.register(TallyCollector(self.collect))  # type: ignore[arg-type]
         self.registry.register(ShadowCollector(shadow))
 
     def observe_trips(self, version: str, clusters: list[int]) -> None:
         for cluster in clusters:
-            key = ("trips", version, str(cluster))
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = self.trips.labels(version, str(cluster))
-            child.inc()
+            self.trips[(version, cluster)] += 1
 
     def observe_upstream(self, version: str, outcome: str, seconds: float) -> None:
-        key = ("upstream", version, outcome)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.upstream.labels(version, outcome)
-            self._children[("latency", version)] = self.upstream_latency.labels(version)
-        child.inc()
-        self._children[("latency", version)].observe(seconds)
+        self.upstream[(version, outcome)] += 1
+        tally = self.upstream_latency.get(version)
+        if tally is None:
+            tally = self.upstream_latency[version] = Tally(LATENCY_BUCKETS)
+        tally.observe(seconds)
+
+    def collect(self) -> Iterator[Any]:
+        trips = CounterMetricFamily(
+            f"{PREFIX}_router_trips",
+            "Trips answered, by the version that predicted them and the trip's user cluster.",
+            labels=["version", "cluster"],
+        )
+        for (version, cluster), count in sorted(self.trips.items()):
+            trips.add_metric([version, str(cluster)], count)
+        yield trips
+        calls = CounterMetricFamily(
+            f"{PREFIX}_upstream_requests",
+            "Calls to versions' servers, by outcome (ok, error, timeout).",
+            labels=["version", "outcome"],
+        )
+        for (version, outcome), count in sorted(self.upstream.items()):
+            calls.add_metric([version, outcome], count)
+        yield calls
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_upstream_duration_seconds",
+            "Seconds a call to a version's server took.",
+            labels=["version"],
+        )
+        for version, tally in sorted(self.upstream_latency.items()):
+            latency.add_metric([version], tally.buckets(), tally.sum)
+        yield latency
 
 
 class ShadowCollector:

@@ -38,7 +38,7 @@ from fastapi import FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
-from {{ cookiecutter.package }}.artifacts import traffic
+from {{ cookiecutter.package }}.artifacts import prediction_runs, traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
@@ -180,7 +180,8 @@ def create_router(
     """The router; with `shadow_sink`, answered requests are mirrored to the other live
     versions (those of the assignment, and `shadow_versions`, e.g. versions released dark)
     and both answers recorded there (`serving.shadow`)."""
-    cache = AssignmentCache(open_store(artifact_root), refresh_s)
+    store = open_store(artifact_root)
+    cache = AssignmentCache(store, refresh_s)
     sessions = Upstreams(timeout_s)
     metrics = RouterMetrics(lambda: mirror) if metrics_on() else None
     forward = Forwarder(upstream, sessions, metrics.observe_upstream if metrics else None)
@@ -190,6 +191,10 @@ def create_router(
             lambda version, trips: forward(version, orjson.dumps({"trips": trips})),
             shadow_versions,
             flush_s=shadow_flush_s,
+            # Beside each version's online predictions, what it was asked (`inv drift`).
+            record=lambda version, run_id, record: prediction_runs.write(
+                store, version, run_id, record
+            ),
         )
         if shadow_sink is not None
         else None

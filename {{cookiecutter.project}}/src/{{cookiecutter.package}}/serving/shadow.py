@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from {{ cookiecutter.package }}.artifacts.names import new_run_id
@@ -52,10 +53,13 @@ class Shadow:
     queue_size: int = 1000
     flush_s: float = 5.0
     stats: ShadowStats = field(default_factory=ShadowStats)
+    # Records what each written batch asked each version (version, run id, record).
+    record: Callable[[str, str, dict[str, Any]], Any] | None = None
 
     def __post_init__(self) -> None:
         self.queue: asyncio.Queue[tuple[bytes, list[dict], Assignment]] | None = None
         self.rows: dict[str, dict[str, list[Any]]] = {}  # version -> column -> values
+        self.asked: dict[str, list[dict]] = {}  # version -> the trips it answered
         self.tasks: list[asyncio.Task] = []
         self.writing: asyncio.Future | None = None  # the flusher's write, in a thread
 
@@ -69,7 +73,7 @@ class Shadow:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.writing is not None:  # cancelling the flusher does not stop its thread:
             await self.writing  # what it took is written before stop() returns
-        await asyncio.to_thread(self.write, self.take())
+        await asyncio.to_thread(self.write, *self.take())
 
     def offer(self, body: bytes, answers: list[dict[str, Any]], assignment: Assignment) -> None:
         """Hand an answered request over (its validated body, read again later, off the
@@ -90,6 +94,8 @@ class Shadow:
         columns["eta_minutes"].extend(a["eta_minutes"] for _, a in kept)
         columns["model_version"].extend([version] * len(kept))
         columns[SERVED].extend([served] * len(kept))
+        if self.record is not None:  # what the version was asked, for `inv drift`
+            self.asked.setdefault(version, []).extend(t for t, _ in kept)
 
     async def _mirror(self) -> None:
         """Forward queued trips in batches: what waits (about MAX_TRIPS trips) goes to each
@@ -130,27 +136,40 @@ class Shadow:
                         continue
                     self._keep(version, chunk, shadow, served=False)
 
-    def take(self) -> dict[str, dict[str, list[Any]]]:
-        """The rows collected so far (on the event loop, which alone appends to them)."""
-        pending, self.rows = self.rows, {}
-        return pending
+    def take(self) -> tuple[dict[str, dict[str, list[Any]]], dict[str, list[dict]]]:
+        """The rows and trips collected so far (on the event loop, which alone appends to
+        them)."""
+        pending, asked, self.rows, self.asked = self.rows, self.asked, {}, {}
+        return pending, asked
 
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(self.flush_s)
-            self.writing = asyncio.ensure_future(asyncio.to_thread(self.write, self.take()))
+            self.writing = asyncio.ensure_future(asyncio.to_thread(self.write, *self.take()))
             await asyncio.shield(self.writing)
 
-    def write(self, pending: dict[str, dict[str, list[Any]]]) -> None:
-        """Write collected rows, one object per version (a failure is logged, not raised)."""
+    def write(
+        self, pending: dict[str, dict[str, list[Any]]], asked: dict[str, list[dict]] | None = None
+    ) -> None:
+        """Write collected rows, one object per version, and beside it the summary of the
+        trips it was asked (`ml.drift`; a failure is logged, not raised)."""
         import pandas as pd
+
+        from {{ cookiecutter.package }}.ml import drift
 
         for version, columns in pending.items():
             rows = len(columns["trip_id"])
             if not rows:
                 continue
+            run_id = f"online-{new_run_id()}"
             try:
-                self.sink.write(version, f"online-{new_run_id()}", pd.DataFrame(columns))
+                self.sink.write(version, run_id, pd.DataFrame(columns))
                 self.stats.written += rows
+                trips = (asked or {}).get(version)
+                if self.record is not None and trips:
+                    fields = drift.inputs_of_trips(trips)
+                    etas = np.array(columns["eta_minutes"], dtype=float)
+                    summary = drift.summarize_fields(fields, etas)
+                    self.record(version, run_id, {"source": "online", "inputs": summary})
             except Exception as error:  # the router keeps serving; these rows are lost
                 log.warning("could not write %d online predictions of %s: %s", rows, version, error)
