@@ -59,6 +59,13 @@ def load(store: ArtifactStore, names: ReleaseNames) -> Any:
     return pickle.loads(verified_bytes(store, names))
 
 
+def verify(store: ArtifactStore, names: ReleaseNames) -> None:
+    """Every object of the released model, the pickle and its numpy form, is the bytes its
+    metadata records; StoreError naming the first that is not."""
+    verified_bytes(store, names)
+    serving_bytes(store, names)
+
+
 def serving_bytes(store: ArtifactStore, names: ReleaseNames) -> bytes | None:
     """The model's numpy form (`ml.numpy_models`), checked against its recorded sha256;
     None for a model released without one."""

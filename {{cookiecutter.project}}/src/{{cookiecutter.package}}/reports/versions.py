@@ -65,7 +65,7 @@ def released_state(ctx: ReleaseContext) -> str:
     if gone is not None:  # `inv gc` removed its model object: nothing to verify
         return f"swept {gone['swept_at'][:10]}"
     damaged = []
-    for part, verify in (("model", models.verified_bytes), ("code", verify_code)):
+    for part, verify in (("model", models.verify), ("code", verify_code)):
         try:
             verify(store, names)
         except StoreError:

@@ -105,6 +105,9 @@ def serving_model(store: ArtifactStore, names: ReleaseNames) -> Any:
     model (a model of another kind, an older release, or SERVING_MODEL=pickle), whose calls
     of a few trips go to its flat trees where it has them (`ml.flat_trees`)."""
     if os.environ.get("SERVING_MODEL", "numpy") != "pickle":
+        # The release is one unit: an altered pickle is refused here too, though the
+        # server predicts with the numpy form (hashing it costs milliseconds, no import).
+        models.verified_bytes(store, names)
         data = models.serving_bytes(store, names)
         if data is not None:
             from {{ cookiecutter.package }}.ml import numpy_models
