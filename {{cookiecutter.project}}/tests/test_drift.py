@@ -55,6 +55,27 @@ def test_distance_doubled_is_flagged_on_distance_and_only_among_the_inputs(
     assert drift.PREDICTION in found  # the ETAs follow the distance
 
 
+def test_a_cluster_whose_trips_moved_is_flagged_alone(reference: dict) -> None:
+    """Distances doubled for the users of cluster 3 only: that cluster is flagged on
+    distance, no other cluster is flagged on anything, and overall the move is diluted."""
+    trips = make_trips(16_000, 9)
+    moved = trips["user_cluster"] == 3
+    trips.loc[moved, "distance_km"] = trips.loc[moved, "distance_km"] * 2
+    batch = build_features(trips, RUSH)
+    summary = drift.summarize(batch, batch["distance_km"].to_numpy() * 2.5, by_cluster=True)
+    halves = drift.merge([
+        drift.summarize(part, part["distance_km"].to_numpy() * 2.5, by_cluster=True)
+        for part in (batch.iloc[:8000], batch.iloc[8000:])
+    ])  # fmt: skip
+    assert halves is not None and set(halves["clusters"]) == set(summary["clusters"])
+    flagged_by_cluster = {
+        cluster: {c.column for c in drift.compare(reference, part) if c.drifted} & INPUTS
+        for cluster, part in halves["clusters"].items()
+    }
+    assert flagged_by_cluster.pop("3") == {"distance_km"}
+    assert not any(flagged_by_cluster.values()), flagged_by_cluster
+
+
 def test_the_statistics_on_known_distributions() -> None:
     """Wasserstein: a shift by one standard deviation scores 1; Jensen-Shannon: identical
     shares 0, disjoint ones sqrt(ln 2), its maximum."""
@@ -106,6 +127,7 @@ def test_inv_drift_compares_a_versions_runs_with_its_reference(
     code, out, err = inv_here("drift", *overrides, "--html", str(page))
     assert code == 0, err
     assert out.startswith("1.0.0: 2,000 trips in 2 runs since ")
+    assert "\n  by user cluster: " in out and "(8 clusters scored, at least 200 trips each)" in out
     for column in (*INPUTS, drift.PREDICTION):
         assert column in out
     # Each column's two distributions, as a chart with both axes ticked.

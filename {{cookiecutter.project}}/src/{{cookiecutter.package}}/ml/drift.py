@@ -58,13 +58,33 @@ def inputs_of_trips(trips: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     }
 
 
-def summarize(features: Any, etas: np.ndarray | None = None) -> dict[str, Any]:
-    """The summary of a feature frame's trips, and of their predictions when given."""
-    return summarize_fields(inputs_of(features), etas)
+def summarize(
+    features: Any, etas: np.ndarray | None = None, by_cluster: bool = False
+) -> dict[str, Any]:
+    """The summary of a feature frame's trips, and of their predictions when given; with
+    `by_cluster`, also one per user cluster (`clusters`)."""
+    clusters = features["user_cluster"].to_numpy() if by_cluster else None
+    return summarize_fields(inputs_of(features), etas, clusters)
 
 
-def summarize_fields(fields: dict[str, np.ndarray], etas: np.ndarray | None) -> dict[str, Any]:
-    """The summary of trips' fields (`inputs_of`, `inputs_of_trips`) and predictions."""
+def summarize_fields(
+    fields: dict[str, np.ndarray], etas: np.ndarray | None, clusters: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The summary of trips' fields (`inputs_of`, `inputs_of_trips`) and predictions; given
+    each trip's user cluster, also one summary per cluster."""
+    summary = _summary(fields, etas)
+    if clusters is not None and len(clusters):
+        summary["clusters"] = {
+            str(cluster): _summary(
+                {name: values[clusters == cluster] for name, values in fields.items()},
+                None if etas is None else np.asarray(etas)[clusters == cluster],
+            )
+            for cluster in np.unique(clusters)
+        }
+    return summary
+
+
+def _summary(fields: dict[str, np.ndarray], etas: np.ndarray | None) -> dict[str, Any]:
     numeric = {name: _numeric(fields[name]) for name in NUMERIC}
     if etas is not None and len(etas):
         numeric[PREDICTION] = _numeric(np.asarray(etas, dtype=float))
@@ -92,7 +112,7 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not found:
         return None
     if len(found) == 1:
-        return found[0]
+        return found[0]  # (also a cluster's summary: merged one by one below)
     numeric = {}
     for name in {n for s in found for n in s["numeric"]}:
         parts = [s["numeric"][name] for s in found if name in s["numeric"]]
@@ -116,7 +136,17 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
             into = categorical.setdefault(name, {})
             for key, count in counts.items():
                 into[key] = into.get(key, 0) + int(count)
-    return {"n": sum(s["n"] for s in found), "numeric": numeric, "categorical": categorical}
+    merged: dict[str, Any] = {
+        "n": sum(s["n"] for s in found),
+        "numeric": numeric,
+        "categorical": categorical,
+    }
+    keys = sorted({k for s in found for k in s.get("clusters", {})}, key=int)
+    if keys:
+        merged["clusters"] = {
+            k: merge([s["clusters"][k] for s in found if k in s.get("clusters", {})]) for k in keys
+        }
+    return merged
 
 
 def wasserstein_normed(reference: dict[str, Any], current: dict[str, Any]) -> float:

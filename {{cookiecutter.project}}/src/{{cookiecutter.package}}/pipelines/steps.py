@@ -444,7 +444,8 @@ def predict_batch(
     for number, part in enumerate(parts):  # a part at a time: memory is one part
         features = pd.read_parquet(part)
         frame = predict(model, features, names.version)
-        summaries.append(drift.summarize(features, frame["eta_minutes"].to_numpy()))
+        etas = frame["eta_minutes"].to_numpy()
+        summaries.append(drift.summarize(features, etas, by_cluster=True))
         frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
         name = part_run_id(run_id, number, len(parts))
         try:

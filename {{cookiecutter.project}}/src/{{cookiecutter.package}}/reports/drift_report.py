@@ -23,6 +23,8 @@ from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.traffic_moves import live_versions
 from {{ cookiecutter.package }}.reports import charts, tables
 
+MIN_CLUSTER_TRIPS = 200  # fewer trips than this in a cluster: too noisy to score it
+
 LABELS = {
     "distance_km": "distance (km)",
     "pickup_hour": "pickup hour",
@@ -42,6 +44,8 @@ class VersionDrift:
     reference: dict[str, Any] | None = None
     current: dict[str, Any] | None = None
     note: str = ""  # why there is nothing to compare
+    # Per user cluster with at least MIN_CLUSTER_TRIPS trips: its columns' drift.
+    clusters: dict[str, list[drift.ColumnDrift]] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
@@ -88,6 +92,13 @@ def measure(ctx: ReleaseContext, version: str = "", since: str = "") -> list[Ver
         else:
             result.trips = int(result.current["n"])
             result.columns = drift.compare(result.reference, result.current, numeric, categorical)
+            # Each cluster against the same reference: users are hashed into clusters, so
+            # every cluster's trips come from the training distribution too.
+            for cluster, summary in (result.current.get("clusters") or {}).items():
+                if summary["n"] >= MIN_CLUSTER_TRIPS:
+                    result.clusters[cluster] = drift.compare(
+                        result.reference, summary, numeric, categorical
+                    )
         found.append(result)
     return found
 
@@ -105,7 +116,23 @@ def lines(found: list[VersionDrift]) -> list[str]:
             f"run{'s' if result.runs != 1 else ''} since "
             f"{result.since:%Y-%m-%d %H:%M} UTC; drifted: {drifted}"
         )
+        out.append(f"  {by_cluster(result)}")
     return out
+
+
+def by_cluster(result: VersionDrift) -> str:
+    """One line: which user clusters drifted, on which columns."""
+    drifted = {
+        cluster: [c.column for c in columns if c.drifted]
+        for cluster, columns in sorted(result.clusters.items(), key=lambda item: int(item[0]))
+    }
+    named = [f"{k} ({', '.join(v)})" for k, v in drifted.items() if v]
+    if not drifted:
+        return f"by user cluster: none has {MIN_CLUSTER_TRIPS} trips to score yet"
+    scored = f"{len(drifted)} clusters scored, at least {MIN_CLUSTER_TRIPS} trips each"
+    return (
+        f"by user cluster: {'drifted ' + '; '.join(named) if named else 'none drifted'} ({scored})"
+    )
 
 
 def show(found: list[VersionDrift]) -> None:
@@ -142,7 +169,7 @@ def render(found: list[VersionDrift], project: str) -> str:
         if result.note:
             parts.append(f"<p>{escape(result.note)}</p>")
             continue
-        parts.append(f"<p>{escape(lines([result])[0])}</p>")
+        parts.append(f"<p>{escape(lines([result])[0])}<br>{escape(by_cluster(result))}</p>")
         if result.reference is None or result.current is None:
             continue
         for column in result.columns:

@@ -169,7 +169,8 @@ class Shadow:
                 if self.record is not None and trips:
                     fields = drift.inputs_of_trips(trips)
                     etas = np.array(columns["eta_minutes"], dtype=float)
-                    summary = drift.summarize_fields(fields, etas)
+                    clusters = np.array([t["user_cluster"] for t in trips])
+                    summary = drift.summarize_fields(fields, etas, clusters)
                     self.record(version, run_id, {"source": "online", "inputs": summary})
             except Exception as error:  # the router keeps serving; these rows are lost
                 log.warning("could not write %d online predictions of %s: %s", rows, version, error)
