@@ -32,6 +32,7 @@ import pytest
 from invoke import Collection, Program
 from omegaconf import DictConfig, OmegaConf
 
+from {{ cookiecutter.package }}.artifacts import code, models
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import CONF_DIR, load_config
 from {{ cookiecutter.package }}.engines import worker_homes, workers
@@ -394,6 +395,14 @@ def make_live(cfg: DictConfig, root: Path, version: str) -> None:
     without training (the pipeline tests cover that)."""
     ctx = release_context(cfg, root, version)
     deploy_workflows(ctx, SHA)
+    # What traffic moves check a version has: a model and code (stand-ins, unless a test
+    # released a real model first).
+    if not models.released(ctx.store, ctx.names):
+        models.publish(ctx.store, ctx.names, version.encode(), {"feature_version": version})
+    if code.read_code(ctx.store, ctx.names) is None:
+        code.commit_code(
+            ctx.store, ctx.names, "taxi-0-py3-none-any.whl", b"wheel", b"", "tree", SHA, "3.11"
+        )
     ctx.store.write_text(ctx.names.release_record_key, json.dumps({"version": version}))
 
 

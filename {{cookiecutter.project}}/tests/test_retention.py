@@ -16,7 +16,7 @@ from conftest import composed, inv_here, make_live, release_model, snapshot
 from {{ cookiecutter.package }}.artifacts import models, traffic
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.release import lifecycle, retention
+from {{ cookiecutter.package }}.release import lifecycle, retention, traffic_moves
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.reports.versions import released_state
 
@@ -278,3 +278,87 @@ def test_a_sweep_killed_at_every_step_finishes_when_run_again(
             kept = {k: v for k, v in kept_before.items() if root.joinpath(k).exists()}
             lost = set(kept_before) - set(kept) - {str(Path(r["key"])) for r in planned if r["key"]}
             assert not lost, (limit, when, lost)
+
+
+def _killed(six: ReleaseContext, removal: int, when: str) -> None:
+    """An `inv gc --apply` past the grace period, killed right `when` (before, after) its
+    removal number `removal` (from 0), long before `swept/<version>.json`."""
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SWEEP, six.store.root, str(six.project_root),
+         str(removal), when],
+        cwd=Path(__file__).parent, capture_output=True, text=True,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+
+
+@pytest.mark.slow
+def test_a_version_whose_sweep_was_killed_never_comes_back(six: ReleaseContext) -> None:
+    """The reproduction of issue 50 (4): 1.0.0's sweep killed right after its model object
+    was removed. Revive, rollback and traffic moves to it are refused in one line, store
+    unchanged; the next gc finishes the sweep instead of withdrawing its tombstone."""
+    root = Path(six.store.root)
+    retention.gc(six, apply=True)
+    planned = json.loads((root / "retention/tombstones/1.0.0.json").read_text())["removals"]
+    model = next(i for i, r in enumerate(planned) if r["kind"] == "model")
+    _killed(six, model, "after")
+    assert (root / "retention/sweeping/1.0.0.json").exists()
+    assert not (root / "retention/swept/1.0.0.json").exists()
+    assert not (root / planned[model]["key"]).exists()
+    assert released_state(six.for_version("1.0.0")).startswith("being swept ")
+    before = snapshot(root)
+    for doing, call in (
+        ("revive", lambda: lifecycle.revive(six, "1.0.0")),
+        ("roll back to", lambda: lifecycle.rollback(six, "1.0.0")),
+    ):
+        with pytest.raises(ReleaseError) as refused:
+            call()
+        message = str(refused.value)
+        assert message.startswith(f"cannot {doing} 1.0.0: 1.0.0 is being swept"), message
+        assert "its model is gone" in message and "\n" not in message
+    with pytest.raises(traffic.TrafficError, match="not live"):
+        traffic_moves.assign(six, ["1.0.0=7"])
+    assert snapshot(root) == before
+
+    report = retention.gc(six, apply=True, now=datetime.now(UTC) + LATER)
+    assert not report["withdrawn"] and (root / "retention/swept/1.0.0.json").exists()
+    assert all(not (root / r["key"]).exists() for r in planned if r["key"])
+
+
+@pytest.mark.slow
+def test_a_sweep_stops_before_removing_the_model_of_a_version_a_traffic_record_names(
+    six: ReleaseContext,
+) -> None:
+    """A move that raced the commit point (made here by writing the record directly, as no
+    command can any more): the sweep removes nothing more and says why, non-zero."""
+    root = Path(six.store.root)
+    retention.gc(six, apply=True)
+    planned = json.loads((root / "retention/tombstones/1.0.0.json").read_text())["removals"]
+    first_model = next(i for i, r in enumerate(planned) if r["kind"] == "model")
+    _killed(six, first_model, "before")  # committed, the model not yet removed
+    six.engine.set_enabled(six.names_of("1.0.0"), True)
+    traffic.record(six.store, {"1.0.0": [7], "1.3.0": range(4), "1.4.0": range(4, 7)}, 8,
+                   live=["1.0.0", *VERSIONS[3:]], reason="raced the sweep")  # fmt: skip
+    before = snapshot(root)
+    with pytest.raises(ReleaseError, match=r"1\.0\.0 is being swept but serves user clusters"):
+        retention.gc(six, apply=True, now=datetime.now(UTC) + LATER)
+    assert {k: v for k, v in snapshot(root).items() if "audit" not in k} == {
+        k: v for k, v in before.items() if "audit" not in k
+    }
+    models.load(six.store, six.names_of("1.0.0"))
+
+
+def test_a_traffic_move_to_a_live_version_without_its_model_or_code_is_refused(
+    six: ReleaseContext,
+) -> None:
+    root = Path(six.store.root)
+    metadata = models.read_metadata(six.store, six.names_of("1.5.0"))
+    (root / metadata["model_key"]).unlink()
+    code_record = json.loads((root / "code/1.4.0/code.json").read_text())
+    (root / code_record["wheel"]).unlink()
+    before = snapshot(root)
+    for version, missing in (("1.5.0", metadata["model_key"]), ("1.4.0", code_record["wheel"])):
+        with pytest.raises(ReleaseError) as refused:
+            traffic_moves.assign(six, [f"{version}=0-7"])
+        assert str(refused.value).startswith(f"cannot move clusters to {version}: ")
+        assert missing in str(refused.value) and str(refused.value).endswith("cannot serve")
+    assert snapshot(root) == before

@@ -10,7 +10,7 @@ from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import traffic_moves
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.retention import refuse_if_swept
+from {{ cookiecutter.package }}.release.sweep_records import refuse_if_swept
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
 

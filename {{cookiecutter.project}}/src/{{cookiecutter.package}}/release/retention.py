@@ -50,11 +50,16 @@ from {{ cookiecutter.package }}.artifacts.store import (
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.image import delete_pushed, pushed
+from {{ cookiecutter.package }}.release.sweep_records import (
+    AUDIT,
+    SWEEPING,
+    SWEPT,
+    TOMBSTONES,
+    sweeping,
+    tombstone,
+)
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
-TOMBSTONES = "retention/tombstones/"
-AUDIT = "retention/audit/"
-SWEPT = "retention/swept/"
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def keep_set(ctx: ReleaseContext, policy: Policy) -> dict[str, str]:
         elif version in policy.pinned:
             keep[version] = "pinned (retention.pinned)"
     # A swept version cannot be rolled back to: it takes no place in the window.
-    retired = [v for v in versions if v not in keep and swept(ctx, v) is None]
+    retired = [v for v in versions if v not in keep and sweeping(ctx, v) is None]
     window = retired[len(retired) - policy.keep_retired :] if policy.keep_retired else []
     for version in window:
         keep[version] = f"in the rollback window (retention.keep_retired={policy.keep_retired})"
@@ -181,25 +186,6 @@ def kept_digests(ctx: ReleaseContext, keep: dict[str, str]) -> set[str]:
 # -- the two phases ---------------------------------------------------------------------------
 
 
-def _tombstone(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
-    return read_record(ctx.store, f"{TOMBSTONES}{version}.json", "a retention tombstone")
-
-
-def swept(ctx: ReleaseContext, version: str) -> dict[str, Any] | None:
-    """The record of `version`'s sweep, if it was swept."""
-    return read_record(ctx.store, f"{SWEPT}{version}.json", "a sweep record")
-
-
-def refuse_if_swept(ctx: ReleaseContext, version: str, doing: str) -> None:
-    """Refuse to bring back a version whose model or features are gone."""
-    found = swept(ctx, version)
-    if found is not None:
-        raise ReleaseError(
-            f"cannot {doing} {version}: it was swept by `inv gc` on {found['swept_at'][:10]} "
-            "(its model object and features are gone); release a new version instead"
-        )
-
-
 def _remove(ctx: ReleaseContext, removal: Removal) -> None:
     names = ctx.names_of(removal.version)
     if removal.kind == "environment":
@@ -250,16 +236,21 @@ def gc(ctx: ReleaseContext, apply: bool = False, now: datetime | None = None) ->
         "withdrawn": [],
     }
     for version in versions:
-        if swept(ctx, version) is not None:
+        if ctx.store.exists(f"{SWEPT}{version}.json"):
             continue
-        tombstone = _tombstone(ctx, version)
+        marked = tombstone(ctx, version)
+        if marked is not None and sweeping(ctx, version) is not None:  # past its commit point
+            report["swept"][version] = [Removal(**r) for r in marked["removals"]]
+            if apply:
+                _sweep(ctx, version, marked, policy, report, now)
+            continue
         if version in keep:
-            if tombstone is not None:  # brought back since it was tombstoned: all stays
+            if marked is not None:  # brought back since it was tombstoned: all stays
                 report["withdrawn"].append(f"{version}: {keep[version]}")
                 if apply:
                     ctx.store.delete(f"{TOMBSTONES}{version}.json")
             continue
-        if tombstone is None:
+        if marked is None:
             planned = removals(ctx, version, policy, keep, now)
             report["tombstoned"][version] = planned
             if apply:
@@ -273,40 +264,56 @@ def gc(ctx: ReleaseContext, apply: bool = False, now: datetime | None = None) ->
                 with contextlib.suppress(AlreadyExistsError):
                     ctx.store.write_text(f"{TOMBSTONES}{version}.json", json.dumps(record))
             continue
-        due = datetime.fromisoformat(tombstone["created_at"]) + timedelta(days=policy.grace_days)
+        due = datetime.fromisoformat(marked["created_at"]) + timedelta(days=policy.grace_days)
         if now < due:
-            report["waiting"][version] = (due, [Removal(**r) for r in tombstone["removals"]])
+            report["waiting"][version] = (due, [Removal(**r) for r in marked["removals"]])
             continue
-        report["swept"][version] = [Removal(**r) for r in tombstone["removals"]]
+        report["swept"][version] = [Removal(**r) for r in marked["removals"]]
         if apply:
-            _sweep(ctx, version, tombstone, policy, report, now)
+            _sweep(ctx, version, marked, policy, report, now)
     return report
 
 
 def _sweep(
     ctx: ReleaseContext,
     version: str,
-    tombstone: dict[str, Any],
+    marked: dict[str, Any],
     policy: Policy,
     report: dict[str, Any],
     now: datetime,
 ) -> None:
+    """Remove what the tombstone lists. The commit point (`sweeping`) is written before the
+    first removal, once the keep set says the version is still not wanted; from then on
+    nothing brings the version back (`sweep_records`), and a rerun after a kill finishes."""
     at = now.isoformat(timespec="seconds")
-    for number, fields in enumerate(tombstone["removals"]):
-        keep = keep_set(ctx, policy)  # again, right before each removal
+    if sweeping(ctx, version) is None:
+        keep = keep_set(ctx, policy)
         if version in keep:
             ctx.store.delete(f"{TOMBSTONES}{version}.json")
             report["swept"].pop(version, None)
             report["withdrawn"].append(f"{version}: {keep[version]}")
             return
+        with contextlib.suppress(AlreadyExistsError):  # a concurrent gc committed it too
+            ctx.store.write_text(
+                f"{SWEEPING}{version}.json", json.dumps({"version": version, "started_at": at})
+            )
+    for number, fields in enumerate(marked["removals"]):
+        keep = keep_set(ctx, policy)  # again, right before each removal
+        if version in keep and keep[version].startswith(("serves user clusters", "pinned")):
+            # Every move to a version being swept is refused; one that raced the commit
+            # point keeps what is left, and says so loudly.
+            raise ReleaseError(
+                f"{version} is being swept but {keep[version]}: nothing more removed; "
+                f"move its clusters away (or unpin it), then run `inv gc --apply` again"
+            )
         removal = Removal(**fields)
         if removal.kind == "features" and version in kept_feature_versions(ctx, keep):
             continue  # a kept version uses them now
         if removal.kind == "image" and removal.sha256 in kept_digests(ctx, keep):
             continue  # a kept version runs the same image
         _remove(ctx, removal)
-        _audit(ctx, number, removal, str(tombstone["why"]), at)
-    total = sum(int(r["bytes"]) for r in tombstone["removals"])
+        _audit(ctx, number, removal, str(marked["why"]), at)
+    total = sum(int(r["bytes"]) for r in marked["removals"])
     with contextlib.suppress(AlreadyExistsError):
         ctx.store.write_text(
             f"{SWEPT}{version}.json",

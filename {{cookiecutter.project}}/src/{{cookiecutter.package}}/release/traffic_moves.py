@@ -17,6 +17,7 @@ from {{ cookiecutter.package }}.artifacts.names import check_version
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
 from {{ cookiecutter.package }}.errors import ReleaseError, shown
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.sweep_records import refuse_unservable
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
 ON_RELEASE = ("dark", "switch", "canary")
@@ -44,8 +45,14 @@ def change(
     """Give each version of `moves` its clusters (taken from their owners) and record it.
 
     A change that gives out every cluster does not depend on the assignment in force, so it
-    is recorded without reading it: that is how an unreadable record is superseded.
+    is recorded without reading it: that is how an unreadable record is superseded. Each
+    live version given clusters must be able to answer (`refuse_unservable`); one that is
+    not live is refused by the record's own check.
     """
+    live = [*live_versions(ctx), *extra_live]
+    for version, clusters in moves.items():
+        if version in live and list(clusters):
+            refuse_unservable(ctx, version, "move clusters to")
     total = n_clusters(ctx)
     covers_all = {c for cs in moves.values() for c in cs} >= set(range(total))
     now = None if covers_all else traffic.current(ctx.store)
@@ -60,7 +67,7 @@ def change(
         ctx.store,
         current.moved({v: list(cs) for v, cs in moves.items()}),
         n_clusters(ctx),
-        live=[*live_versions(ctx), *extra_live],
+        live=live,
         reason=reason,
         evidence=evidence,
     )

@@ -14,8 +14,9 @@ from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.ml.schema import dropped_rows
-from {{ cookiecutter.package }}.release import evidence, image, retention
+from {{ cookiecutter.package }}.release import evidence, image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.sweep_records import swept, sweeping
 from {{ cookiecutter.package }}.release.traffic_moves import live_versions
 from {{ cookiecutter.package }}.release.workflows import model_released
 from {{ cookiecutter.package }}.reports import tables
@@ -61,9 +62,12 @@ def released_state(ctx: ReleaseContext) -> str:
     names, store = ctx.names, ctx.store
     if not store.exists(names.release_record_key):
         return "-"
-    gone = retention.swept(ctx, names.version)
+    gone = swept(ctx, names.version)
     if gone is not None:  # `inv gc` removed its model object: nothing to verify
         return f"swept {gone['swept_at'][:10]}"
+    going = sweeping(ctx, names.version)
+    if going is not None:  # a sweep began (and may have been killed): never serves again
+        return f"being swept {going['started_at'][:10]}"
     damaged = []
     for part, verify in (("model", models.verify), ("code", verify_code)):
         try:
