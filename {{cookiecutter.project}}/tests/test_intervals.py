@@ -14,7 +14,13 @@ from conftest import SHA, composed, release_context, release_model, snapshot
 from {{ cookiecutter.package }}.artifacts import prediction_runs
 from {{ cookiecutter.package }}.artifacts.data_sources import DataSourceError, read_outcomes
 from {{ cookiecutter.package }}.artifacts.files_source import FileSource
-from {{ cookiecutter.package }}.artifacts.intervals import Interval, IntervalError, moment, render
+from {{ cookiecutter.package }}.artifacts.intervals import (
+    Interval,
+    IntervalError,
+    moment,
+    render,
+    render_periods,
+)
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
 from {{ cookiecutter.package }}.artifacts.store import open_store
@@ -143,6 +149,87 @@ def test_an_empty_period_predicts_nothing_and_a_required_batch_is_refused(
     assert predict(names, required, day(days[0]), "run-0", tmp_path).endswith("run-0.parquet")
 
 
+def test_an_interval_of_many_periods_names_every_periods_partition() -> None:
+    days = Interval(moment("2026-11-23"), moment("2026-11-28"))
+    assert render_periods("b/dt={start:%Y-%m-%d}/*.parquet", days, "p") == [
+        f"b/dt=2026-11-{d}/*.parquet" for d in range(23, 28)
+    ]
+    hours = Interval(moment("2026-11-23T22:00"), moment("2026-11-24T01:00"))
+    assert render_periods("b/{start:%Y%m%d}/{start:%H}.csv", hours, "p") == [
+        "b/20261123/22.csv", "b/20261123/23.csv", "b/20261124/00.csv"
+    ]
+    # Within one period, and without a period: the one name `render` gives.
+    within = Interval(moment("2026-11-23T00:17:32"), moment("2026-11-23T00:27:32"))
+    assert render_periods("b/dt={start:%Y-%m-%d}/*", within, "p") == ["b/dt=2026-11-23/*"]
+    assert render_periods("b/fixed.parquet", days, "p") == ["b/fixed.parquet"]
+    # A month template over three months: each month once; an interval crossing midnight
+    # by ten minutes reads both days.
+    quarter = Interval(moment("2026-01-15"), moment("2026-03-02"))
+    assert render_periods("m={start:%Y-%m}", quarter, "p") == ["m=2026-01", "m=2026-02", "m=2026-03"]
+    midnight = Interval(moment("2026-11-23T23:55"), moment("2026-11-24T00:05"))
+    assert render_periods("dt={start:%Y-%m-%d}", midnight, "p") == ["dt=2026-11-23", "dt=2026-11-24"]
+    with pytest.raises(IntervalError, match=r"spans 432001 periods of p .* split it into"):
+        render_periods("s={start:%Y%m%d%H%M%S}", days, "p")
+
+
+def test_a_backfill_of_five_days_predicts_exactly_their_trips(tmp_path: Path) -> None:
+    """Issue 50 (1): `--start/--end` over five daily partitions read one day and exited 0."""
+    out, days = exports(tmp_path)
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", RIDGE, tmp_path)
+    interval = Interval(moment(days[1]), moment(days[6]))
+    said = predict(names, files_source(root, out, require_batch=True), interval, "run-5d",
+                   tmp_path)  # fmt: skip
+    partitions = [out / f"batch/dt={d}/trips.parquet" for d in days[1:6]]
+    expected = pd.concat(pd.read_parquet(p) for p in partitions)
+    assert said.startswith("5 parts: ")  # a part a file
+    predicted = ParquetPredictions(str(root)).read("1.0.0", shadow=True)
+    assert sorted(predicted.trip_id) == sorted(expected.trip_id)
+    (record,) = prediction_runs.read(open_store(str(root)), "1.0.0")
+    assert [f["path"] for f in record["read"]["files"]] == [str(p) for p in partitions]
+    assert record["read"]["locations"] == [str(out / f"batch/dt={d}/*.parquet") for d in days[1:6]]
+    assert record["predicted"] == len(expected)
+
+
+def test_an_hourly_template_over_three_hours_reads_three_partitions(tmp_path: Path) -> None:
+    out, days = exports(tmp_path)
+    trips = pd.read_parquet(out / f"batch/dt={days[2]}/trips.parquet")
+    hours = pd.to_datetime(trips.picked_up_at, utc=True).dt.strftime("%Y%m%dT%H")
+    for hour, rows in trips.groupby(hours):
+        (out / "hourly" / hour).mkdir(parents=True)
+        rows.to_parquet(out / "hourly" / hour / "trips.parquet", index=False)
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", RIDGE, tmp_path)
+    source = FileSource(
+        str(root), str(out / "trips.parquet"), str(out / "hourly/{start:%Y%m%dT%H}/*.parquet"),
+        None, None,
+    )  # fmt: skip
+    interval = Interval(moment(days[2]) + timedelta(hours=7), moment(days[2]) + timedelta(hours=10))
+    predict(names, source, interval, "run-3h", tmp_path)
+    predicted = ParquetPredictions(str(root)).read("1.0.0", shadow=True)
+    assert sorted(predicted.trip_id) == sorted(trips[interval.contains(trips.picked_up_at)].trip_id)
+    (record,) = prediction_runs.read(open_store(str(root)), "1.0.0")
+    assert len(record["read"]["locations"]) == 3 and len(record["read"]["files"]) == len(
+        {h for h in hours if h.endswith(("T07", "T08", "T09"))}
+    )
+
+
+def test_a_missing_middle_day_is_named_and_nothing_is_written(tmp_path: Path) -> None:
+    out, days = exports(tmp_path)
+    root = tmp_path / "artifacts"
+    names = release_model(root, "1.0.0", RIDGE, tmp_path)
+    for leftover in (out / f"batch/dt={days[3]}").iterdir():
+        leftover.unlink()
+    before = snapshot(root)
+    interval = Interval(moment(days[1]), moment(days[6]))
+    with pytest.raises(DataSourceError) as refused:
+        predict(names, files_source(root, out, require_batch=True), interval, "run-gap", tmp_path)
+    assert str(refused.value).startswith(
+        f"no batch file matches '{out}/batch/dt={days[3]}/*.parquet' for {interval}"
+    )
+    assert snapshot(root) == before
+
+
 def test_a_time_column_keeps_the_intervals_rows_of_files_holding_many_days(
     tmp_path: Path,
 ) -> None:
@@ -160,6 +247,9 @@ def test_a_time_column_keeps_the_intervals_rows_of_files_holding_many_days(
     picked_up = week.set_index("trip_id").loc[predicted.trip_id, "picked_up_at"]
     assert interval.contains(picked_up).all()
     assert len(predicted) == interval.contains(week.picked_up_at).sum() > 0
+    three_days = Interval(moment(days[1]), moment(days[4]))
+    predicted = pd.read_parquet(predict(names, source, three_days, "run-3d", tmp_path))
+    assert len(predicted) == three_days.contains(week.picked_up_at).sum() > len(week) / 3
 
 
 def test_a_batch_path_naming_anything_but_start_and_end_is_refused_before_any_run(

@@ -19,7 +19,7 @@ from {{ cookiecutter.package }}.artifacts.data_sources import (
     in_window,
     when,
 )
-from {{ cookiecutter.package }}.artifacts.intervals import Interval, check_template, render
+from {{ cookiecutter.package }}.artifacts.intervals import Interval, check_template, render_periods
 from {{ cookiecutter.package }}.artifacts.names import OUTCOMES_COLUMNS
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, StoreError, open_store
 from {{ cookiecutter.package }}.errors import PATH_CHARS, shown
@@ -186,15 +186,22 @@ class FileSource:
                 "data_source.batch_path is not set: name the files of the trips to predict, "
                 "e.g. exports/trips/dt={start:%Y-%m-%d}/*.parquet (README: Use your own data)"
             )
-        pattern = render(self.batch_path, interval, "data_source.batch_path")
-        read: dict[str, Any] = {"source": "files", "location": pattern, "files": [], "rows": 0}
+        # Every period's partition of the interval (a backfill of five days reads five),
+        # each required on its own when `require_batch` is set: a missing day is named.
+        patterns = render_periods(self.batch_path, interval, "data_source.batch_path")
+        read: dict[str, Any] = {"source": "files", "location": patterns[0], "files": [], "rows": 0}
+        if len(patterns) > 1:
+            read["locations"] = patterns
         read["kept"] = 0
-        uris = self._files(pattern)
-        if not uris and self.require_batch:
-            raise DataSourceError(
-                f"no batch file matches {shown(pattern, PATH_CHARS)} for {interval} "
-                "(data_source.require_batch is set)"
-            )
+        uris: list[str] = []
+        for pattern in patterns:
+            found = self._files(pattern)
+            if not found and self.require_batch:
+                raise DataSourceError(
+                    f"no batch file matches {shown(pattern, PATH_CHARS)} for {interval} "
+                    "(data_source.require_batch is set)"
+                )
+            uris += [uri for uri in found if uri not in uris]
         wanted = [*columns, *([self.batch_column] if self.batch_column else [])]
 
         def batches() -> Iterator[pd.DataFrame]:

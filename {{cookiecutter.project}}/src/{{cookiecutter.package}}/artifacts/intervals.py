@@ -10,7 +10,10 @@ Every inference run has one, whoever starts it:
 
 The data source turns it into what to read: a path template (`batch_path:
 exports/dt={start:%Y-%m-%d}/*.parquet`), a filter on a time column, or BigQuery's `@start`
-and `@end` query parameters.
+and `@end` query parameters. An interval may span several periods of a template (a 5-day
+backfill over daily partitions): `render_periods` names every period's partition, so one
+run reads them all. (Airflow's backfill makes one DAG run per period instead; a run here
+is what the user asked for, one interval, one record listing every file it read.)
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ from {{ cookiecutter.package }}.errors import PATH_CHARS, UserError, shown
 FIELDS = ("start", "end")
 # kfp's local runner leaves a placeholder it cannot resolve as written.
 _PLACEHOLDER = re.compile(r"^\{\{.*\}\}$")
+# The period a strftime directive changes with, in seconds. Weeks, months and years are
+# walked a day at a time (their partitions are the distinct names the days give).
+_DIRECTIVE_PERIOD = {
+    **dict.fromkeys("SsfLT", 1),
+    "M": 60,
+    **dict.fromkeys("HIkl", 3600),
+    **dict.fromkeys("dejaAwuUWVmbBhYyGCDFxc", 86_400),
+}
+# More partitions than this in one run is a mistake (seconds over days), not a backfill.
+MAX_PERIODS = 10_000
 
 
 class IntervalError(UserError, ValueError):
@@ -121,6 +134,47 @@ def check_template(template: str, what: str) -> None:
                 f"{what} {shown(template, PATH_CHARS)} names {'{' + field + '}'}: a template "
                 "may name only {start} and {end}, e.g. dt={start:%Y-%m-%d}"
             )
+
+
+def template_period(template: str) -> int | None:
+    """The period of a template's partitions in seconds (its finest strftime directive);
+    None for a template without one (a fixed path, or `{start}` whole)."""
+    periods = [
+        _DIRECTIVE_PERIOD[directive]
+        for _, field, spec, _ in string.Formatter().parse(template)
+        if field in FIELDS and spec
+        for directive in re.findall(r"%-?([A-Za-z])", spec)
+        if directive in _DIRECTIVE_PERIOD
+    ]
+    return min(periods, default=None)
+
+
+def render_periods(template: str, interval: Interval | None, what: str) -> list[str]:
+    """Every partition of `template` the interval touches, in time order, each rendered with
+    its own period (clipped to the interval) as `start` and `end`: `dt={start:%Y-%m-%d}`
+    over [2026-11-23, 2026-11-28) names five days. One name for an interval within one
+    period, and for a template without a period."""
+    first = render(template, interval, what)
+    period = template_period(template)
+    if interval is None or period is None:
+        return [first]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    step = timedelta(seconds=period)
+    at = interval.start - (interval.start - epoch) % step  # UTC-aligned period start
+    count = (interval.end - at) // step + 1
+    if count > MAX_PERIODS:
+        raise IntervalError(
+            f"the interval {interval} spans {count} periods of {what} "
+            f"{shown(template, PATH_CHARS)} (at most {MAX_PERIODS}): split it into shorter runs"
+        )
+    names: list[str] = []
+    while at < interval.end:
+        period_of = Interval(max(at, interval.start), min(at + step, interval.end))
+        name = template.format(start=period_of.start, end=period_of.end)
+        if name not in names:
+            names.append(name)
+        at += step
+    return names
 
 
 def render(template: str, interval: Interval | None, what: str) -> str:
