@@ -177,14 +177,19 @@ def run_inference(
     end: str = "",
 ) -> None:
     """Run a released version's batch-inference pipeline once, on the trips of an interval."""
-    from {{ cookiecutter.package }}.release.workflows import run_inference as run
+    from {{ cookiecutter.package }}.release.ticks import run_inference as run
 
     with _release_context(env, override, version) as ctx:
         run(ctx, run_id, start, end)
 
 
 @task(
-    help={**OVERRIDE_HELP, "workflow": "training or inference (default)", **INTERVAL_HELP},
+    help={
+        **OVERRIDE_HELP,
+        "workflow": "training or inference (default)",
+        **INTERVAL_HELP,
+        "rerun": "predict again what a version already predicted of the interval",
+    },
     iterable=["override"],
 )
 def run_scheduled(
@@ -194,13 +199,15 @@ def run_scheduled(
     override: list[str] | None = None,
     start: str = "",
     end: str = "",
+    rerun: bool = False,
 ) -> None:
     """Fire every enabled local schedule once, each version with its own code (cron it).
 
-    An inference tick predicts the trips since the last tick (or of --start/--end). After
-    it, the guard demotes any version that is worse than the control.
+    An inference tick predicts the trips since the last tick (or of --start/--end), one
+    tick at a time (a second exits in one line). After it, the guard demotes any version
+    that is worse than the control.
     """
-    from {{ cookiecutter.package }}.release.workflows import run_scheduled as run
+    from {{ cookiecutter.package }}.release.ticks import run_scheduled as run
 
     if workflow not in ("training", "inference"):
         raise Exit(f"error: unknown workflow {workflow!r}: use training or inference", code=1)
@@ -214,7 +221,7 @@ def run_scheduled(
             code=1,
         )
     with _release_context(env, override) as ctx:
-        run(ctx, workflow, start, end)  # type: ignore[arg-type]
+        run(ctx, workflow, start, end, rerun)  # type: ignore[arg-type]
         if workflow == "inference":  # demote what the new outcomes show to be worse
             from {{ cookiecutter.package }}.release.promotion import guard
 

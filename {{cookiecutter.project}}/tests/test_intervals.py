@@ -25,12 +25,8 @@ from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
 from {{ cookiecutter.package }}.artifacts.store import open_store
 from {{ cookiecutter.package }}.pipelines import steps
-from {{ cookiecutter.package }}.release.workflows import (
-    compile_spec,
-    deploy_workflows,
-    run_scheduled,
-    train_adhoc,
-)
+from {{ cookiecutter.package }}.release.ticks import run_scheduled
+from {{ cookiecutter.package }}.release.workflows import compile_spec, deploy_workflows, train_adhoc
 
 RUSH = [7, 8, 9]
 RIDGE = {"_target_": "sklearn.linear_model.Ridge"}
@@ -156,7 +152,9 @@ def test_an_interval_of_many_periods_names_every_periods_partition() -> None:
     ]
     hours = Interval(moment("2026-11-23T22:00"), moment("2026-11-24T01:00"))
     assert render_periods("b/{start:%Y%m%d}/{start:%H}.csv", hours, "p") == [
-        "b/20261123/22.csv", "b/20261123/23.csv", "b/20261124/00.csv"
+        "b/20261123/22.csv",
+        "b/20261123/23.csv",
+        "b/20261124/00.csv",
     ]
     # Within one period, and without a period: the one name `render` gives.
     within = Interval(moment("2026-11-23T00:17:32"), moment("2026-11-23T00:27:32"))
@@ -165,9 +163,11 @@ def test_an_interval_of_many_periods_names_every_periods_partition() -> None:
     # A month template over three months: each month once; an interval crossing midnight
     # by ten minutes reads both days.
     quarter = Interval(moment("2026-01-15"), moment("2026-03-02"))
-    assert render_periods("m={start:%Y-%m}", quarter, "p") == ["m=2026-01", "m=2026-02", "m=2026-03"]
+    months = ["m=2026-01", "m=2026-02", "m=2026-03"]
+    assert render_periods("m={start:%Y-%m}", quarter, "p") == months
     midnight = Interval(moment("2026-11-23T23:55"), moment("2026-11-24T00:05"))
-    assert render_periods("dt={start:%Y-%m-%d}", midnight, "p") == ["dt=2026-11-23", "dt=2026-11-24"]
+    both = ["dt=2026-11-23", "dt=2026-11-24"]
+    assert render_periods("dt={start:%Y-%m-%d}", midnight, "p") == both
     with pytest.raises(IntervalError, match=r"spans 432001 periods of p .* split it into"):
         render_periods("s={start:%Y%m%d%H%M%S}", days, "p")
 

@@ -70,12 +70,15 @@ def earliest_start(store: ArtifactStore, versions: list[str], since: datetime) -
     return min(starts)
 
 
-def last_end(store: ArtifactStore, versions: list[str]) -> datetime | None:
-    """Where the last recorded run of any of `versions` ended; None before the first."""
+def last_end(
+    store: ArtifactStore, versions: list[str], until: datetime | None = None
+) -> datetime | None:
+    """Where the last recorded run of any of `versions` ended (of those ending by `until`,
+    when given: a run in the future is no place to continue from); None before the first."""
     ends = [
         interval.end
         for version in versions
         for record in read(store, version)
-        if (interval := interval_of(record))
+        if (interval := interval_of(record)) and (until is None or interval.end <= until)
     ]
     return max(ends, default=None)

@@ -61,7 +61,6 @@ from {{ cookiecutter.package }}.release.sweep_records import (
 from {{ cookiecutter.package }}.release.workflows import is_enabled, released_versions
 
 
-
 @dataclass(frozen=True)
 class Removal:
     """One thing a sweep removes: a store object (`key`), a local folder (`path`), or what

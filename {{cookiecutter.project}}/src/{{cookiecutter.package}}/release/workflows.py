@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import json
 import tempfile
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from packaging.version import Version
 
-from {{ cookiecutter.package }}.artifacts import models, prediction_runs, traffic
+from {{ cookiecutter.package }}.artifacts import models
 from {{ cookiecutter.package }}.artifacts.data_sources import (
     describe,
     read_lineage,
     same_source,
 )
-from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import (
     WORKFLOWS,
     ReleaseNames,
     Workflow,
-    check_run_id,
-    new_run_id,
 )
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, StoreError
 from {{ cookiecutter.package }}.artifacts.tracking import Tracker
@@ -34,7 +29,7 @@ from {{ cookiecutter.package }}.pipelines.openlineage_runs import job_run
 from {{ cookiecutter.package }}.pipelines.step_table import parameters_of, task_resources
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 
-RUN_TIMEOUT_S = 3 * 60 * 60
+RUN_TIMEOUT_S = 3 * 60 * 60  # a training or inference run is stopped after this
 
 
 def workflow_parameters(ctx: ReleaseContext, workflow: Workflow, git_sha: str) -> dict[str, Any]:
@@ -262,84 +257,3 @@ def released_versions(ctx: ReleaseContext) -> list[str]:
 def is_enabled(ctx: ReleaseContext, version: str) -> bool:
     """Whether any schedule of `version` is enabled (retired versions have none)."""
     return any(s.enabled for s in ctx.engine.schedules(ctx.names_of(version)))
-
-
-def interval_arguments(spec: str, interval: Interval | None) -> dict[str, str]:
-    """The interval as arguments of a compiled inference workflow; none for a version
-    released before workflows took one (it predicts its batch as it always did)."""
-    if interval is None or "start" not in parameters_of(spec):
-        return {}
-    return {"start": interval.start.isoformat(), "end": interval.end.isoformat()}
-
-
-def tick_interval(ctx: ReleaseContext, start: str = "", end: str = "") -> Interval:
-    """A local tick's data interval: as given, else the period since the last recorded
-    run of any version ended (the schedule's period before the first) up to now."""
-    if start or end:
-        return Interval.resolve(start, end, "", int(ctx.cfg.schedules.inference.interval_seconds))
-    stop = datetime.now(UTC)
-    since = prediction_runs.last_end(ctx.store, released_versions(ctx))
-    if since is None or since >= stop:
-        return Interval.resolve("", "", "", int(ctx.cfg.schedules.inference.interval_seconds), stop)
-    return Interval(since, stop)
-
-
-def run_scheduled(
-    ctx: ReleaseContext, workflow: Workflow = "inference", start: str = "", end: str = ""
-) -> list[str]:
-    """Fire every enabled local schedule of `workflow` once, each version with its own code
-    and its schedule's parameters: what the next tick of a scheduler would start.
-
-    The inference runs of one tick share their data interval (`tick_interval`), their
-    batch (one seed) and their run id, so with `traffic.shadow` every live version predicts
-    the same trips; without it, a version that serves no cluster is skipped. Kubeflow
-    Pipelines and Airflow fire recurring runs themselves; locally, call this from cron or a
-    loop.
-    """
-    if str(ctx.cfg.env.engine) != "local":
-        raise ReleaseError(f"{ctx.env} runs its schedules itself: `run-scheduled` is for local")
-    shadow = bool(ctx.storage["shadow"])
-    interval = tick_interval(ctx, start, end) if workflow == "inference" else None
-    if interval is not None:
-        print(f"inference tick: the trips of {interval}")
-    tick = {"seed": uuid.uuid4().int % 2**31, "run_id": new_run_id()}
-    outputs = []
-    for version in released_versions(ctx):
-        names = ctx.names_of(version)
-        for schedule in ctx.engine.schedules(names):
-            if schedule.enabled and schedule.workflow == workflow:
-                parameters = dict(schedule.parameters)
-                spec = ctx.store.read_text(names.workflow_key(workflow))
-                if workflow == "inference":
-                    if not shadow and traffic.clusters_for(ctx.store, version) == []:
-                        print(f"{schedule.name}: skipped, {version} serves no user clusters now")
-                        continue
-                    parameters.update(tick, **interval_arguments(spec, interval))
-                output = run_workflow(ctx, names, workflow, spec, parameters, RUN_TIMEOUT_S)
-                print(f"{schedule.name}: {output}")
-                outputs.append(output)
-    return outputs
-
-
-def run_inference(ctx: ReleaseContext, run_id: str = "", start: str = "", end: str = "") -> str:
-    """Run the version's deployed inference pipeline once (the exact YAML in the store), on
-    the trips of [start, end) (by default the schedule's period up to now)."""
-    names = ctx.names
-    if run_id:
-        check_run_id(run_id)  # before anything runs: it becomes a file name
-    interval = Interval.resolve(start, end, "", int(ctx.cfg.schedules.inference.interval_seconds))
-    key = names.workflow_key("inference")
-    if not ctx.store.exists(key):
-        raise ReleaseError(
-            f"version {names.version} has no deployed inference workflow "
-            f"({names.uri(key)}); run `inv deploy-workflow` first"
-        )
-    spec = ctx.store.read_text(key)
-    # Named here, not by the run's tasks: every shard of the run writes under this id.
-    arguments = {"run_id": run_id or new_run_id(), **interval_arguments(spec, interval)}
-    output = run_workflow(ctx, names, "inference", spec, arguments, 3600)
-    if output.endswith(prediction_runs.NOTHING_PREDICTED):
-        print(f"{names.version}: {output}")
-    else:
-        print(f"predictions of {names.version}: {output}")
-    return output

@@ -16,7 +16,7 @@ from {{ cookiecutter.package }}.ml import MAIN_METRIC
 from {{ cookiecutter.package }}.ml.schema import dropped_rows
 from {{ cookiecutter.package }}.release import evidence, image
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.sweep_records import swept, sweeping
+from {{ cookiecutter.package }}.release.sweep_records import sweeping, swept
 from {{ cookiecutter.package }}.release.traffic_moves import live_versions
 from {{ cookiecutter.package }}.release.workflows import model_released
 from {{ cookiecutter.package }}.reports import tables
