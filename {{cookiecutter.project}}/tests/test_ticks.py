@@ -60,12 +60,20 @@ def test_a_killed_holder_here_is_taken_over_at_once_one_elsewhere_after_its_leas
         assert [k.rsplit("/", 1)[1] for k in store.list("locks/ticks/")] == ["000000000002.json"]
     # A holder on another machine is trusted until its lease expires.
     now = datetime.now(UTC)
-    elsewhere = {"host": "another-machine", "pid": 1, "started": 1, "what": "a remote tick",
-                 "taken_at": now.isoformat(), "expires_at": (now + timedelta(hours=1)).isoformat()}  # fmt: skip
+    elsewhere = {
+        "host": "another-machine",
+        "pid": 1,
+        "started": 1,
+        "what": "a remote tick",
+        "taken_at": now.isoformat(),
+        "expires_at": (now + timedelta(hours=1)).isoformat(),
+    }
     store.write_text("locks/ticks/000000000003.json", json.dumps(elsewhere))
-    with pytest.raises(LeaseHeldError, match="^a remote tick holds the lock"):
-        with lease(store, "ticks", 60, "a tick"):
-            pass
+    with (
+        pytest.raises(LeaseHeldError, match="^a remote tick holds the lock"),
+        lease(store, "ticks", 60, "a tick"),
+    ):
+        pass
     expired = {**elsewhere, "expires_at": (now - timedelta(seconds=1)).isoformat()}
     store.write_text("locks/ticks/000000000004.json", json.dumps(expired))
     with lease(store, "ticks", 60, "a tick after the lease"):
@@ -134,11 +142,8 @@ def test_two_ticks_started_together_predict_the_interval_once(tmp_path: Path) ->
     args = ["--start", (end - timedelta(minutes=10)).isoformat(), "--end", end.isoformat()]
     inv = [sys.executable, "-m", "invoke", "run-scheduled", *args, "-o",
            f"env.artifact_root={root}"]  # fmt: skip
-    ticks = [
-        subprocess.Popen(inv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         cwd=Path(__file__).parents[1])  # fmt: skip
-        for _ in range(2)
-    ]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    ticks = [subprocess.Popen(inv, cwd=Path(__file__).parents[1], **pipes) for _ in range(2)]
     results = [(tick.wait(600), *tick.communicate()) for tick in ticks]
     runs = prediction_runs.read(ctx.store, cfg.version)
     assert len(runs) == 1, results
