@@ -509,8 +509,8 @@ def gc(
     and bytes); a tombstone older than retention.grace_days is swept, the keep set computed
     again before each removal, each removal recorded under retention/audit/.
     """
-    from {{ cookiecutter.package }}.release.retention import describe
     from {{ cookiecutter.package }}.release.retention import gc as run
+    from {{ cookiecutter.package }}.reports.retention_report import describe
 
     with _release_context(env, override) as ctx:
         for line in describe(run(ctx, apply), apply):

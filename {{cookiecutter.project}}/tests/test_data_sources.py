@@ -373,6 +373,12 @@ def test_sample_data_is_read_as_a_teams_export_and_refuses_to_overwrite(tmp_path
         code, _, error = inv_here("sample-data", "--out", str(tmp_path / "other"), *bad)
         assert code == 1 and said in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "other").exists()
+    a_file = out / "trips.csv"  # issue 50: --out naming an existing file gave a traceback
+    code, _, error = inv_here("sample-data", "--out", str(a_file))
+    assert code == 1 and error.strip() == f"error: --out {a_file} is a file: name a folder " + (
+        "(created if missing)"
+    )
+    assert snapshot(out) == before
 
 
 def test_the_readmes_schema_table_is_the_declared_schema() -> None:

@@ -18,6 +18,7 @@ from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import lifecycle, retention, traffic_moves
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.reports.retention_report import describe
 from {{ cookiecutter.package }}.reports.versions import released_state
 
 # Six released versions take seconds to make (once per test process): start these first.
@@ -93,7 +94,7 @@ def test_the_dry_run_lists_exactly_what_would_go_and_changes_nothing(six: Releas
     assert [k for k, _ in first].count("model") == 2  # the pickle and its numpy form
     # 1.1.0's features are the ones 1.3.0 (live) was trained on: they stay.
     assert [k for k, _ in kinds(report["tombstoned"]["1.1.0"])] == ["model", "model"]
-    lines = retention.describe(report, apply=False)
+    lines = describe(report, apply=False)
     assert lines[-1].startswith("total: ") and lines[-1].endswith("(dry run: nothing changed)")
     assert snapshot(root) == before
 
@@ -113,8 +114,7 @@ def test_apply_tombstones_first_and_sweeps_only_after_the_grace_period(
     assert snapshot(root).keys() == after.keys()
     assert set(waiting["waiting"]) == {"1.0.0", "1.1.0"} and not waiting["swept"]
     assert any(
-        line.startswith("1.0.0: tombstoned, swept after ")
-        for line in retention.describe(waiting, apply=True)
+        line.startswith("1.0.0: tombstoned, swept after ") for line in describe(waiting, apply=True)
     )
 
     tombstoned = {

@@ -198,6 +198,17 @@ class ReleaseNames:
     def release_record_key(self) -> str:
         return f"releases/{self.version}.json"
 
+    @property
+    def written_prefixes(self) -> list[str]:
+        """Every folder of the store a release of this version writes into: where a killed
+        attempt may have left its temporary files (`ArtifactStore.remove_debris`)."""
+        v = self.version
+        return [
+            *(f"{kind}/{v}/" for kind in ("code", "models", "workflows", "runs", "predictions")),
+            f"{self.features_prefix}/",
+            *("schedules/", "releases/", "traffic/"),
+        ]
+
     def uri(self, key: str) -> str:
         return f"{self.artifact_root.rstrip('/')}/{key}"
 

@@ -53,6 +53,8 @@ def write_sample(
         raise UserError(f"unknown format {fmt!r}: use parquet or csv")
     if not 0 < rows <= MAX_ROWS:
         raise UserError(f"--rows must be from 1 to {MAX_ROWS:,}, got {rows}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: name a folder (created if missing)")
     targets = [out / f"trips.{fmt}", *([out / "batch", out / "outcomes"] if with_outcomes else [])]
     existing = [str(p) for p in targets if p.exists()]
     if existing:

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +77,11 @@ class ArtifactStore(ABC):
 
     def uri(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key}"
+
+    def remove_debris(self, prefixes: Iterable[str]) -> int:
+        """Remove what killed writers left under `prefixes`; how many. A GCS upload is
+        atomic and leaves nothing."""
+        return 0
 
     def held(self, key: str, sha256: str = "") -> Held:
         """`key` as retention lists it: its size, and its content's sha256 (read unless
@@ -206,6 +211,21 @@ class LocalStore(ArtifactStore):
 
     def replace(self, key: str, data: bytes) -> None:
         self._write_atomically(key, data, create_only=False)
+
+    def remove_debris(self, prefixes: Iterable[str]) -> int:
+        """The hidden temporary files of writes killed between their rename and their
+        clean-up (`.NAME.RANDOM.PID.partial`) in the folders under `prefixes`: only those
+        whose writer is gone, never a live writer's (`remove_dead_partials`)."""
+        removed = 0
+        for prefix in prefixes:
+            top = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.path
+            if not top.is_dir():
+                continue
+            for folder in [top, *(p for p in top.rglob("*") if p.is_dir())]:
+                before = len(list(folder.glob(".*.partial")))
+                remove_dead_partials(folder)
+                removed += before - len(list(folder.glob(".*.partial")))
+        return removed
 
     def list(self, prefix: str = "") -> list[str]:
         if not self.path.is_dir():

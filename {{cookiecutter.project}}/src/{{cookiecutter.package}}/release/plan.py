@@ -217,6 +217,9 @@ def make_steps(
     made: dict[str, Any] = {}
     timings: dict[str, float] = {}
     framed = wanted is None  # a whole release shows its steps; a single-step task its output
+    # A rerun after a kill: what the killed attempt's writes left half way goes first.
+    if removed := ctx.store.remove_debris(ctx.names.written_prefixes):
+        print(f"removed {removed} temporary file(s) that a killed attempt left", flush=True)
     for step in RELEASE_STEPS:
         if wanted is not None and step.name not in wanted:
             continue

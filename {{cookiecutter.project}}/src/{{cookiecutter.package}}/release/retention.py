@@ -23,8 +23,9 @@ digest, unless a kept version's tag names the same digest), its model object, it
 feature version unless a kept version uses it (Parquet objects, or BigQuery tables or rows:
 `FeatureStore.holdings`), its prediction objects older than `retention.predictions_days`,
 and its local environment (with its warm worker). Outcomes stay: they belong to a batch of
-trips, not to a version, and every version's comparison reads them. A kill at any point
-leaves a state the next `inv gc --apply` finishes.
+trips, not to a version, and every version's comparison reads them. Objects that no record
+names (a publish race's loser, a killed write) go after the grace period too
+(`release.debris`). A kill at any point leaves a state the next `inv gc --apply` finishes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from {{ cookiecutter.package }}.artifacts.store import (
 )
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release.context import ReleaseContext
+from {{ cookiecutter.package }}.release.debris import freed_bytes, remove_unnamed, unnamed
 from {{ cookiecutter.package }}.release.image import delete_pushed, pushed
 from {{ cookiecutter.package }}.release.sweep_records import (
     AUDIT,
@@ -172,7 +174,7 @@ def removals(
     old_runs = ctx.predictions.holdings(version, cutoff)
     found += [_removal(version, "predictions", held) for held in old_runs]
     for folder in sorted(ctx.environments.root.glob(f"{version}-*")):
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        size = freed_bytes(folder)  # hard links into uv's cache free nothing
         found.append(Removal(version, "environment", str(folder), "", size, path=str(folder)))
     return found
 
@@ -233,7 +235,14 @@ def gc(ctx: ReleaseContext, apply: bool = False, now: datetime | None = None) ->
         "waiting": {},  # tombstoned earlier, within the grace period: version -> (due, ...)
         "swept": {},
         "withdrawn": [],
+        "unnamed": {},  # objects of a publish race's loser or a killed write: version -> Held
     }
+    for version in versions:
+        found = unnamed(ctx, version, now, policy.grace_days)
+        if found:
+            report["unnamed"][version] = found
+            if apply:
+                remove_unnamed(ctx, version, found, now.isoformat(timespec="seconds"))
     for version in versions:
         if ctx.store.exists(f"{SWEPT}{version}.json"):
             continue
@@ -318,37 +327,3 @@ def _sweep(
             f"{SWEPT}{version}.json",
             json.dumps({"version": version, "swept_at": at, "bytes": total}),
         )
-
-
-def describe(report: dict[str, Any], apply: bool) -> list[str]:
-    """What `inv gc` prints: per version and kind, the objects and bytes, with a total."""
-    lines = []
-    total = 0
-    for phase, title in (("tombstoned", "tombstone"), ("swept", "sweep")):
-        for version, planned in report[phase].items():
-            by_kind: dict[str, list[int]] = {}
-            for removal in planned:
-                by_kind.setdefault(removal.kind, []).append(removal.bytes)
-            kinds = ", ".join(f"{k} {len(b)} ({_size(sum(b))})" for k, b in by_kind.items())
-            size = sum(r.bytes for r in planned)
-            total += size
-            verb = {"tombstone": "tombstoned" if apply else "would tombstone",
-                    "sweep": "swept" if apply else "would sweep"}[title]  # fmt: skip
-            lines.append(f"{version}: {verb}: {kinds or 'nothing'} = {_size(size)}")
-    for version, (due, planned) in report["waiting"].items():
-        size = sum(r.bytes for r in planned)
-        lines.append(f"{version}: tombstoned, swept after {due:%Y-%m-%d %H:%M} UTC ({_size(size)})")
-    for line in report["withdrawn"]:
-        lines.append(f"kept after all, tombstone withdrawn: {line}")
-    for version, why in report["kept"].items():
-        lines.append(f"{version}: kept: {why}")
-    lines.append(f"total: {_size(total)}" + ("" if apply else " (dry run: nothing changed)"))
-    return lines
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
