@@ -93,6 +93,10 @@ class BigQueryFeatureStore:
         return int(found["n"].iloc[0]) > 0
 
     # -- retention ----------------------------------------------------------------------
+    def verify(self, feature_version: str, split: str = "train") -> None:
+        """Nothing to check against: a committed table (or commit row) is BigQuery's, and
+        its rows change only through this store's create-only writes."""
+
     def holdings(self, feature_version: str) -> list[Held]:
         """The version's table (per_version), or its commit row then its rows
         (version_column); their bytes as BigQuery counts them."""

@@ -71,6 +71,11 @@ class FeatureStore(Protocol):
         """True only for complete features: a write killed half way is not there."""
         ...
 
+    def verify(self, feature_version: str, split: str = "train") -> None:
+        """Raise StoreError naming the first object of the feature version that is not what
+        was committed (a release checks what it reuses before it writes anything)."""
+        ...
+
     def writer(self, feature_version: str, split: str = "train") -> FeatureWriter:
         """A new write of the version; AlreadyExistsError when it is complete already."""
         ...
@@ -145,6 +150,27 @@ class ParquetFeatureStore:
         except ValueError as error:
             raise StoreError(f"{self.store.uri(key)} is not a features manifest: {error}") from None
 
+    def verify(self, feature_version: str, split: str = "train") -> None:
+        """The manifest is what was committed (its own digest of its parts list), and each
+        part the bytes it records: the error names the file that does not match."""
+        key = features_key(feature_version, split)
+        if not self.store.exists(key):
+            return  # a single-file version of an older template: nothing records its sha256
+        manifest = self.manifest(feature_version, split)
+        recorded = manifest.get("parts_sha256")
+        if recorded is not None and recorded != parts_digest(manifest["parts"]):
+            raise StoreError(
+                f"{self.store.uri(key)} was changed after it was written (its parts no longer "
+                "match its own digest): refusing features that are not what was released"
+            )
+        for part in manifest["parts"]:
+            data = self.store.read(part["key"])
+            if hashlib.sha256(data).hexdigest() != part["sha256"]:
+                raise StoreError(
+                    f"{self.store.uri(part['key'])} does not match its sha256 in "
+                    f"{self.store.uri(key)}: it was changed after it was written"
+                )
+
     def holdings(self, feature_version: str) -> list[Held]:
         keys = self.store.list(features_key(feature_version).rsplit("/", 2)[0] + "/")
         commits = [k for k in keys if k.endswith("/manifest.json")]
@@ -204,12 +230,18 @@ class ParquetFeatureWriter:
             "split": self.split,
             "rows": rows,
             "parts": self.parts,
+            "parts_sha256": parts_digest(self.parts),  # the manifest's own check
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         self.store.write_text(
             features_key(self.feature_version, self.split), json.dumps(manifest, indent=1)
         )
         return rows
+
+
+def parts_digest(parts: list[dict[str, Any]]) -> str:
+    """One sha256 of a manifest's parts (keys, rows, sha256s), recorded in the manifest."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def open_feature_store(spec: Mapping[str, Any] | None, artifact_root: str) -> FeatureStore:

@@ -140,6 +140,44 @@ def check(ctx: ReleaseContext) -> None:
         )
 
 
+def base_image(ctx: ReleaseContext) -> str:
+    """The image the Dockerfile builds from: `env.base_image`, else its `ARG BASE_IMAGE`."""
+    given = str(ctx.cfg.env.get("base_image") or "")
+    if given:
+        return given
+    dockerfile = ctx.project_root / "Dockerfile"
+    text = dockerfile.read_text() if dockerfile.is_file() else ""
+    found = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.MULTILINE)
+    return found.group(1) if found else ""
+
+
+def check_base(ctx: ReleaseContext) -> None:
+    """Preflight: a build that will run can reach its base image, in the builder's own
+    storage or in its registry (`skopeo inspect`), before the release tags anything."""
+    builder = find_builder(str(ctx.cfg.env.builder))
+    if builder is None or not (base := base_image(ctx)) or state(ctx).exists:
+        return
+    local = [builder, "inspect", "--type", "image", base] if builder == "buildah" else [
+        builder, "image", "inspect", base]  # fmt: skip
+    if _run(local, check=False, timeout=60).returncode == 0:
+        return
+    why = f"it is not in {builder}'s storage"
+    if shutil.which("skopeo"):
+        remote = ["skopeo", "inspect", "--raw", *_tls_flags(ctx, "skopeo"), f"docker://{base}"]
+        try:
+            found = _run(remote, check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            found = subprocess.CompletedProcess(remote, 1, "", "no answer in 30 s")
+        if found.returncode == 0:
+            return
+        detail = (found.stderr or "").strip().splitlines()
+        why += f" and its registry did not answer ({detail[-1][:160] if detail else 'no reason'})"
+    raise ReleaseError(
+        f"the image builder cannot reach its base image {base}: {why}; set env.base_image to "
+        "one it has, or IMAGE_BUILDER=none where images cannot be built here"
+    )
+
+
 def state(ctx: ReleaseContext) -> ImageState:
     reference = ctx.names.image
     builder = find_builder(str(ctx.cfg.env.builder))

@@ -47,6 +47,7 @@ def refusals(ctx: ReleaseContext, dry_run: bool = False) -> list[str]:
         check_store,
         check_promotion,
         image.check,
+        image.check_base,
         check_data_source,
         check_pinned_features,
         check_features_source,
@@ -166,8 +167,11 @@ def check_data_source(ctx: ReleaseContext) -> None:
 
 
 def check_pinned_features(ctx: ReleaseContext) -> None:
-    """Features pinned to another version are reused, never computed under that name."""
+    """Features pinned to another version are reused, never computed under that name; and
+    features the release would reuse are verified before anything is written (tag, code)."""
     names = ctx.names
+    if ctx.feature_store.exists(names.feature_version):
+        ctx.feature_store.verify(names.feature_version)
     if names.feature_version == names.version:
         return
     if not ctx.feature_store.exists(names.feature_version):

@@ -74,6 +74,13 @@ def released_state(ctx: ReleaseContext) -> str:
             verify(store, names)
         except StoreError:
             damaged.append(part)
+    metadata = _metadata(ctx)  # the features it was trained on, pinned or its own
+    features = str(metadata["feature_version"]) if metadata else names.feature_version
+    try:
+        if ctx.feature_store.exists(features):
+            ctx.feature_store.verify(features)
+    except StoreError:
+        damaged.append("features")
     return f"ALTERED ({', '.join(damaged)})" if damaged else "yes"
 
 
@@ -195,6 +202,12 @@ def where(ctx: ReleaseContext) -> None:
             if metadata
             else ctx.feature_store.location(version_ctx.names.feature_version)
         )
+        feature_version = str(metadata["feature_version"]) if metadata else version
+        try:
+            if ctx.feature_store.exists(feature_version):
+                ctx.feature_store.verify(feature_version)
+        except StoreError as error:  # what the features are is part of where they are
+            features += f" ALTERED: {error}"
         found.append(
             {
                 "version": version,
