@@ -207,6 +207,17 @@ def test_the_readme_runs_as_written(tmp_path: Path) -> None:
             (location,) = run["predictions"]
             predicted = pd.read_parquet(location)
             assert sorted(predicted.trip_id) == sorted(pd.read_parquet(partition).trip_id)
+    # Drift on the walk's trips, drawn as the training trips were: no call anywhere; the
+    # clusters, ~90 trips each, too few to score; the page laid out with the reports' style.
+    calls = json.loads((project.path / "data/drift.json").read_text())
+    assert calls and not any(c["drift"] for c in calls), [c for c in calls if c["drift"]]
+    assert {c["group"] for c in calls if c["column"]} == {"all"}
+    assert all(c["note"].startswith("too few trips (") for c in calls if not c["column"])
+    dom = dump_dom(project.path / "data/drift.html", tmp_path)
+    assert "font-family: system-ui" in dom and "<th>cluster</th>" in dom
+    assert "too few trips (" in dom and "since" in dom
+    drawn = chart_ticks(dom)
+    assert len(drawn) == 2 * 5 and all(x >= 2 and y >= 2 for a in drawn.values() for x, y in a)
     # Ridge against gradient boosting on the same trips: the canary is better, and promoted.
     assert re.search(r"^all +\d{3} .* better$", result.stdout, flags=re.M), result.stdout
     assert "promote 1.9.0 to 4-7 (50%): better" in result.stdout

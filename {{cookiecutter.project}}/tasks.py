@@ -436,6 +436,7 @@ def ab(
         "version": "only this version (default: every live version)",
         "since": "from this date or time, UTC (default: drift.since_hours ago)",
         "html": "also write each column's two distributions as a page to this file",
+        "json": "print every call as JSON (version, group, column, distance, p-value, drift)",
     },
     iterable=["override"],
 )
@@ -444,14 +445,16 @@ def drift(
     version: str = "",
     since: str = "",
     html: str = "",
+    json: bool = False,
     env: str = "local",
     override: list[str] | None = None,
 ) -> None:
     """What live versions were asked to predict, against their training data (no outcomes).
 
-    Per input and for the predictions: the normalised Wasserstein distance (numeric) or the
-    Jensen-Shannon distance (categorical) of the batch runs since --since, against the
-    reference stored with the model; drift at the thresholds of conf/config.yaml's `drift`.
+    Per input and for the predictions, overall and per user cluster: the normalised
+    Wasserstein distance (numeric) or the Jensen-Shannon distance (categorical) of the runs
+    since --since against the reference stored with the model, and a chi-square test;
+    drift when the move is beyond noise (Holm-adjusted) and beyond the threshold.
     """
     from pathlib import Path
 
@@ -459,7 +462,12 @@ def drift(
 
     with _release_context(env, override) as ctx:
         found = report.measure(ctx, version, since)
-        report.show(found)
+        if json:
+            import json as json_module
+
+            print(json_module.dumps(report.calls(found), indent=1))
+        else:
+            report.show(found)
         if html:
             print(f"report: {report.write(Path(html), found, str(ctx.cfg.project))}")
 

@@ -33,7 +33,8 @@ from {{ cookiecutter.package }}.ml.users import user_cluster, user_cluster_sql
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release import evidence
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.workflows import deploy_workflows, run_inference, train_adhoc
+from {{ cookiecutter.package }}.release.ticks import run_inference
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows, train_adhoc
 from {{ cookiecutter.package }}.reports import versions
 
 pytestmark = pytest.mark.slow

@@ -3,6 +3,7 @@ known, then a released version's batch runs against its stored reference."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,11 +33,11 @@ def features(n: int, seed: int, distance_factor: float = 1.0):
 @pytest.fixture(scope="module")
 def reference() -> dict:
     training = features(20_000, 1)
-    return drift.summarize(training, training["distance_km"].to_numpy() * 2.5)
+    return drift.summarize(training, training["distance_km"].to_numpy() * 2.5, as_reference=True)
 
 
 def flagged(reference: dict, batch) -> set[str]:
-    current = drift.summarize(batch, batch["distance_km"].to_numpy() * 2.5)
+    current = drift.summarize(batch, batch["distance_km"].to_numpy() * 2.5, reference=reference)
     return {c.column for c in drift.compare(reference, current) if c.drifted}
 
 
@@ -62,9 +63,11 @@ def test_a_cluster_whose_trips_moved_is_flagged_alone(reference: dict) -> None:
     moved = trips["user_cluster"] == 3
     trips.loc[moved, "distance_km"] = trips.loc[moved, "distance_km"] * 2
     batch = build_features(trips, RUSH)
-    summary = drift.summarize(batch, batch["distance_km"].to_numpy() * 2.5, by_cluster=True)
+    summary = drift.summarize(batch, batch["distance_km"].to_numpy() * 2.5, by_cluster=True,
+                              reference=reference)  # fmt: skip
     halves = drift.merge([
-        drift.summarize(part, part["distance_km"].to_numpy() * 2.5, by_cluster=True)
+        drift.summarize(part, part["distance_km"].to_numpy() * 2.5, by_cluster=True,
+                        reference=reference)
         for part in (batch.iloc[:8000], batch.iloc[8000:])
     ])  # fmt: skip
     assert halves is not None and set(halves["clusters"]) == set(summary["clusters"])
@@ -81,8 +84,9 @@ def test_the_statistics_on_known_distributions() -> None:
     shares 0, disjoint ones sqrt(ln 2), its maximum."""
     rng = np.random.default_rng(0)
     values = rng.normal(10, 2, 100_000)
-    base = drift._numeric(values)
-    assert drift.wasserstein_normed(base, drift._numeric(values + 2)) == pytest.approx(1, abs=0.02)
+    base = drift._numeric(values, None, False)
+    moved = drift._numeric(values + 2, None, False)
+    assert drift.wasserstein_normed(base, moved) == pytest.approx(1, abs=0.02)
     assert drift.wasserstein_normed(base, base) == 0
     assert drift.jensen_shannon({"a": 5, "b": 5}, {"a": 50, "b": 50}) == 0
     assert drift.jensen_shannon({"a": 5}, {"b": 5}) == pytest.approx(np.sqrt(np.log(2)))
@@ -134,6 +138,24 @@ def test_inv_drift_compares_a_versions_runs_with_its_reference(
     axes = chart_axes(page.read_text())
     assert len(axes) == 5 and all(x > 1 and y > 1 for ((x, y),) in axes.values())
     assert "trips at or below (%)" in page.read_text() and "share of trips (%)" in page.read_text()
+
+    # Every call as JSON: the version's and each cluster's, with p-values; none on these
+    # batches, drawn as the training trips were.
+    code, out, err = inv_here("drift", *overrides, "--json")
+    assert code == 0, err
+    calls = json.loads(out)
+    assert {c["group"] for c in calls} == {"all", *map(str, range(8))}
+    assert {c["column"] for c in calls} == {*INPUTS, drift.PREDICTION}
+    assert all(0 <= c["adjusted_p_value"] <= 1 and c["p_value"] <= c["adjusted_p_value"]
+               for c in calls)  # fmt: skip
+    assert not any(c["drift"] for c in calls), [c for c in calls if c["drift"]]
+    # The same trips predicted again (an interval run twice) count once.
+    run = tmp_path / "run-11-again"
+    steps.make_batch_features(names, 1000, 11, RUSH, str(run), str(run) + ".json",
+                              Interval.resolve())  # fmt: skip
+    steps.predict_batch(names, str(run), str(run) + ".json", "run-11-again")
+    code, out, _ = inv_here("drift", *overrides)
+    assert out.startswith("1.0.0: 2,000 trips in 2 runs (1 repeated left out) since "), out
 
     later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
     code, out, err = inv_here("drift", *overrides, "--since", later)

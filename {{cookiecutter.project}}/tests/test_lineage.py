@@ -35,7 +35,8 @@ from {{ cookiecutter.package }}.pipelines.step_table import READS, WORKFLOW_STEP
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.plan import release
 from {{ cookiecutter.package }}.release.preflight import refusals
-from {{ cookiecutter.package }}.release.workflows import deploy_workflows, run_inference, train_adhoc
+from {{ cookiecutter.package }}.release.ticks import run_inference
+from {{ cookiecutter.package }}.release.workflows import deploy_workflows, train_adhoc
 from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT
 
 SPEC = Path(__file__).parent / "openlineage_spec"

@@ -16,12 +16,8 @@ from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.pipelines import steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.workflows import (
-    compile_spec,
-    deploy_workflows,
-    run_inference,
-    train_adhoc,
-)
+from {{ cookiecutter.package }}.release.ticks import run_inference
+from {{ cookiecutter.package }}.release.workflows import compile_spec, deploy_workflows, train_adhoc
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

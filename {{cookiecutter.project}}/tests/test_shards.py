@@ -24,12 +24,8 @@ from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, open_
 from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, parameters_of
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.pipelines import steps
-from {{ cookiecutter.package }}.release.workflows import (
-    compile_spec,
-    deploy_workflows,
-    run_inference,
-    train_adhoc,
-)
+from {{ cookiecutter.package }}.release.ticks import run_inference
+from {{ cookiecutter.package }}.release.workflows import compile_spec, deploy_workflows, train_adhoc
 
 SMALL = ["data.n_trips=600", "data.inference_batch_size=300", "model=ridge"]
 

@@ -19,11 +19,27 @@ thresholds as the defaults of `conf/config.yaml`'s `drift`:
 The inputs are the trip's own fields, recovered from the model's features: `distance_km`
 (numeric), `pickup_hour`, `area_cluster` and `is_weekend` (categorical); a derived feature
 (`log_distance`) would only report the same move twice.
+
+A distance alone is no decision: estimated from 250 trips, the Jensen-Shannon distance of 24
+hours is about 0.12 with no drift at all. So drift is called when the move is both beyond
+noise and beyond the threshold (`compare`, `call`):
+- beyond noise: a chi-square test of homogeneity between the reference's counts and the
+  current ones, per column: the categories' counts, or for a numeric column the counts in
+  the reference's ten decile bins (the release records its edges and counts; each run
+  counts its trips in the same bins, so the test is exact for any sample size that the
+  chi-square approximation holds for: categories expected fewer than 5 trips are pooled);
+  Evidently switches to such tests for small samples too. The two-sample form counts the
+  reference's own sampling noise.
+- beyond the threshold: the distance above, the size of the move shown to people.
+The tests of one look at a version (every column of the version and of each user cluster
+scored) are one family: Holm's step-down adjustment keeps the chance of any false alarm in
+it at `alpha` (Benjamini-Hochberg would bound the share of false alarms among the calls
+instead, and an alarm nobody can trust is what this must avoid).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +47,8 @@ import numpy as np
 from {{ cookiecutter.package }}.ml.data import N_AREAS
 
 PERCENTS = np.linspace(0.0, 1.0, 101)
+DECILES = np.linspace(0.1, 0.9, 9)  # the edges of a reference's ten equal-share bins
+MIN_EXPECTED = 5.0  # a chi-square cell expected to hold fewer trips is pooled
 NUMERIC = ("distance_km",)
 CATEGORICAL = ("pickup_hour", "area_cluster", "is_weekend")
 PREDICTION = "eta_minutes"
@@ -59,50 +77,94 @@ def inputs_of_trips(trips: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 def summarize(
-    features: Any, etas: np.ndarray | None = None, by_cluster: bool = False
+    features: Any,
+    etas: np.ndarray | None = None,
+    by_cluster: bool = False,
+    reference: dict[str, Any] | None = None,
+    as_reference: bool = False,
 ) -> dict[str, Any]:
     """The summary of a feature frame's trips, and of their predictions when given; with
-    `by_cluster`, also one per user cluster (`clusters`)."""
+    `by_cluster`, also one per user cluster (`clusters`). Given the version's `reference`,
+    numeric columns are also counted in its decile bins; `as_reference` makes the summary a
+    reference: its own decile edges and counts. Its trip ids' digest (`trips`) tells runs
+    that predicted the same trips apart from runs that did not."""
     clusters = features["user_cluster"].to_numpy() if by_cluster else None
-    return summarize_fields(inputs_of(features), etas, clusters)
+    summary = summarize_fields(inputs_of(features), etas, clusters, reference, as_reference)
+    if "trip_id" in features:
+        summary["trips"] = trips_digest(features["trip_id"])
+    return summary
+
+
+def trips_digest(ids: Any) -> str:
+    """One digest of a set of trip ids, whatever their order (the sum of their 64-bit
+    hashes): two runs of the same trips have the same."""
+    from {{ cookiecutter.package }}.ml.uniqueness import id_hashes
+
+    total = int(np.sum(id_hashes(ids), dtype=np.uint64))
+    return f"{len(ids)}:{total:016x}"
 
 
 def summarize_fields(
-    fields: dict[str, np.ndarray], etas: np.ndarray | None, clusters: np.ndarray | None = None
+    fields: dict[str, np.ndarray],
+    etas: np.ndarray | None,
+    clusters: np.ndarray | None = None,
+    reference: dict[str, Any] | None = None,
+    as_reference: bool = False,
 ) -> dict[str, Any]:
     """The summary of trips' fields (`inputs_of`, `inputs_of_trips`) and predictions; given
     each trip's user cluster, also one summary per cluster."""
-    summary = _summary(fields, etas)
+    edges = {
+        name: column["edges"]
+        for name, column in (reference or {}).get("numeric", {}).items()
+        if "edges" in column
+    }
+    own = as_reference
+    summary = _summary(fields, etas, edges, own)
     if clusters is not None and len(clusters):
         summary["clusters"] = {
             str(cluster): _summary(
                 {name: values[clusters == cluster] for name, values in fields.items()},
                 None if etas is None else np.asarray(etas)[clusters == cluster],
+                edges,
+                own,
             )
             for cluster in np.unique(clusters)
         }
     return summary
 
 
-def _summary(fields: dict[str, np.ndarray], etas: np.ndarray | None) -> dict[str, Any]:
-    numeric = {name: _numeric(fields[name]) for name in NUMERIC}
+def _summary(
+    fields: dict[str, np.ndarray],
+    etas: np.ndarray | None,
+    edges: dict[str, list[float]],
+    own: bool,
+) -> dict[str, Any]:
+    values = {name: fields[name] for name in NUMERIC}
     if etas is not None and len(etas):
-        numeric[PREDICTION] = _numeric(np.asarray(etas, dtype=float))
+        values[PREDICTION] = np.asarray(etas, dtype=float)
+    numeric = {name: _numeric(v, edges.get(name), own) for name, v in values.items()}
     categorical = {}
     for name in CATEGORICAL:
-        values, counts = np.unique(fields[name], return_counts=True)
-        categorical[name] = {str(v): int(c) for v, c in zip(values, counts, strict=True)}
+        found, counts = np.unique(fields[name], return_counts=True)
+        categorical[name] = {str(v): int(c) for v, c in zip(found, counts, strict=True)}
     n = len(next(iter(fields.values())))
     return {"n": n, "numeric": numeric, "categorical": categorical}
 
 
-def _numeric(values: np.ndarray) -> dict[str, Any]:
-    return {
-        "quantiles": np.quantile(values, PERCENTS).round(6).tolist(),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
+def _numeric(values: np.ndarray, edges: list[float] | None, own: bool) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "quantiles": np.quantile(values, PERCENTS).round(6).tolist() if len(values) else [],
+        "mean": float(values.mean()) if len(values) else 0.0,
+        "std": float(values.std()) if len(values) else 0.0,
         "n": len(values),
     }
+    if own and len(values):
+        edges = np.quantile(values, DECILES).tolist()
+        found["edges"] = edges
+    if edges is not None:
+        bins = np.searchsorted(np.asarray(edges), values, side="right")
+        found["bins"] = np.bincount(bins, minlength=len(edges) + 1).tolist()
+    return found
 
 
 def merge(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -130,6 +192,8 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
             "std": float(np.sqrt(max(second - mean**2, 0.0))),
             "n": n,
         }
+        if all("bins" in p for p in parts):  # counts in the same reference's bins add up
+            numeric[name]["bins"] = np.sum([p["bins"] for p in parts], axis=0).tolist()
     categorical: dict[str, dict[str, int]] = {}
     for summary in found:
         for name, counts in summary["categorical"].items():
@@ -141,6 +205,10 @@ def merge(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
         "numeric": numeric,
         "categorical": categorical,
     }
+    if all("trips" in s for s in found):  # the parts of one run: disjoint trips
+        counts, sums = zip(*(s["trips"].split(":") for s in found), strict=True)
+        total = sum(int(x, 16) for x in sums) % 2**64
+        merged["trips"] = f"{sum(int(c) for c in counts)}:{total:016x}"
     keys = sorted({k for s in found for k in s.get("clusters", {})}, key=int)
     if keys:
         merged["clusters"] = {
@@ -171,17 +239,74 @@ def jensen_shannon(reference: dict[str, int], current: dict[str, int]) -> float:
     return float(np.sqrt(max((kl(p) + kl(q)) / 2, 0.0)))
 
 
+def homogeneity_p(reference: list[int] | np.ndarray, current: list[int] | np.ndarray) -> float:
+    """The p-value of Pearson's chi-square test of homogeneity between two sets of counts
+    over the same cells (reference and current: a 2 x k table). Cells where the current
+    sample is expected fewer than MIN_EXPECTED trips under homogeneity (the table's margins,
+    as Cochran's rule reads them) are pooled, the smallest first."""
+    from scipy.stats import chi2
+
+    ref = np.asarray(reference, dtype=float)
+    cur = np.asarray(current, dtype=float)
+    if ref.sum() <= 0 or cur.sum() <= 0:
+        return 1.0
+    expected = (ref + cur) * cur.sum() / (ref.sum() + cur.sum())
+    order = np.argsort(expected, kind="stable")
+    pooled, cells, held = np.zeros(len(ref), dtype=int), 0, 0.0
+    for index in order:  # pool the rarest cells until the pool is expected MIN_EXPECTED
+        pooled[index] = cells
+        held += expected[index]
+        if held >= MIN_EXPECTED:
+            cells, held = cells + 1, 0.0
+    if held > 0 and cells > 0:  # a last pool too small: joined to the one before it
+        pooled[pooled == cells] = cells - 1
+    cells = int(pooled.max()) + 1
+    if cells < 2:
+        return 1.0
+    table = np.zeros((2, cells))
+    np.add.at(table[0], pooled, ref)
+    np.add.at(table[1], pooled, cur)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    fitted = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    statistic = float(np.sum((table - fitted) ** 2 / fitted))
+    return float(chi2.sf(statistic, table.shape[1] - 1))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (the family-wise error rate stays at alpha)."""
+    m = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
 @dataclass(frozen=True)
 class ColumnDrift:
+    """One column's call: its distance (`score`, the size of the move), the p-value of the
+    homogeneity test (None for a version released before the reference kept its bins: the
+    distance alone decides then, as it used to) and the family's Holm-adjusted one."""
+
     column: str
     kind: str  # numeric | categorical | prediction
     statistic: str
     score: float
     threshold: float
+    p_value: float | None = None
+    adjusted: float | None = None
+    alpha: float = 0.05
+    trips: int = 0
 
     @property
     def drifted(self) -> bool:
-        return self.score >= self.threshold
+        p = self.adjusted if self.adjusted is not None else self.p_value
+        beyond_noise = p is None or p < self.alpha  # None: released before the test's bins
+        return self.score >= self.threshold and beyond_noise
 
 
 def compare(
@@ -189,18 +314,39 @@ def compare(
     current: dict[str, Any],
     numeric_threshold: float = 0.1,
     categorical_threshold: float = 0.1,
+    alpha: float = 0.05,
 ) -> list[ColumnDrift]:
-    """Each input column's drift, then the predictions'."""
+    """Each input column's drift, then the predictions' (p-values not yet adjusted: see
+    `adjust`)."""
     found = []
     for name, ref in reference["numeric"].items():
-        if name in current["numeric"]:
+        if name in current["numeric"] and current["numeric"][name]["n"]:
+            now = current["numeric"][name]
             kind = "prediction" if name == PREDICTION else "numeric"
-            score = wasserstein_normed(ref, current["numeric"][name])
-            found.append(ColumnDrift(name, kind, "wasserstein_normed", score, numeric_threshold))
+            score = wasserstein_normed(ref, now)
+            p = homogeneity_p(ref["bins"], now["bins"]) if "bins" in ref and "bins" in now else None
+            found.append(ColumnDrift(name, kind, "wasserstein_normed", score, numeric_threshold,
+                                     p, None, alpha, int(now["n"])))  # fmt: skip
     for name, ref_counts in reference["categorical"].items():
         if name in current["categorical"]:
-            score = jensen_shannon(ref_counts, current["categorical"][name])
-            found.append(
-                ColumnDrift(name, "categorical", "jensen_shannon", score, categorical_threshold)
-            )
+            now_counts = current["categorical"][name]
+            score = jensen_shannon(ref_counts, now_counts)
+            keys = sorted(set(ref_counts) | set(now_counts))
+            p = homogeneity_p([ref_counts.get(k, 0) for k in keys],
+                              [now_counts.get(k, 0) for k in keys])  # fmt: skip
+            found.append(ColumnDrift(name, "categorical", "jensen_shannon", score,
+                                     categorical_threshold, p, None, alpha,
+                                     sum(now_counts.values())))  # fmt: skip
     return sorted(found, key=lambda c: (c.kind == "prediction", c.column))
+
+
+def adjust(family: list[list[ColumnDrift]]) -> list[list[ColumnDrift]]:
+    """The same calls with Holm-adjusted p-values over the whole family (every column of
+    every group scored at one look at a version)."""
+    tested = [(g, i) for g, group in enumerate(family) for i, c in enumerate(group)
+              if c.p_value is not None]  # fmt: skip
+    adjusted = holm([family[g][i].p_value for g, i in tested])  # type: ignore[misc]
+    out = [list(group) for group in family]
+    for (g, i), value in zip(tested, adjusted, strict=True):
+        out[g][i] = replace(out[g][i], adjusted=value)
+    return out

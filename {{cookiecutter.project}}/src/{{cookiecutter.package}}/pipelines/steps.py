@@ -208,7 +208,7 @@ def train_and_evaluate(
         # What drift is measured against (`ml.drift`): the training trips, and the model's
         # predictions on the held-out ones; published with the model.
         etas = predict_etas(model, model_input(test_split))
-        reference = drift.summarize(train_split, etas)
+        reference = drift.summarize(train_split, etas, as_reference=True)
         Path(sample_path).write_text(json.dumps({**sample, "reference": reference}))
     return evaluate(model, test_split)
 
@@ -426,6 +426,8 @@ def predict_batch(
     model = load_model(names)
     sink = predictions or predictions_of(names)
     store = open_store(names.artifact_root)
+    # Trips are counted in the reference's bins, so that `inv drift` can test them.
+    reference = models.read_metadata(store, names).get("reference")
     # Every shard of a run writes under the run's id (`names.shard_run_id`); a shard of a
     # run started without one (a recurring run) names it by its interval's end.
     run_id = shard_run_id(run_id or scheduled_run_id(interval.end, str(interval)), shard, shards)
@@ -445,7 +447,7 @@ def predict_batch(
         features = pd.read_parquet(part)
         frame = predict(model, features, names.version)
         etas = frame["eta_minutes"].to_numpy()
-        summaries.append(drift.summarize(features, etas, by_cluster=True))
+        summaries.append(drift.summarize(features, etas, by_cluster=True, reference=reference))
         frame[SERVED] = features[SERVED].to_numpy(dtype=bool) if SERVED in features else True
         name = part_run_id(run_id, number, len(parts))
         try:

@@ -111,7 +111,7 @@ def interval_chart(comparison: Comparison, plot_id: str) -> str:
     from {{ cookiecutter.package }}.reports import charts
 
     scopes = [*((str(c), v) for c, v in comparison.clusters.items()), ("all", comparison.overall)]
-    bounds = [(scope, v.difference, *v.interval) for scope, v in scopes]
+    bounds = [(scope, v.difference, *v.interval, v.verdict) for scope, v in scopes]
     title = f"{comparison.candidate} against {comparison.control}, by user cluster"
     return charts.intervals(plot_id, title, bounds, comparison.overall.gates.margin_minutes)
 

@@ -116,36 +116,55 @@ def histograms(
         return _svg(figure, plot_id, title)
 
 
+# What each verdict of an A/B interval is drawn in (the chart's key names them).
+VERDICT_COLOURS = {
+    "better": "#2ca02c",
+    "worse": "#d62728",
+    "equivalent": "#1f77b4",
+    "inconclusive": "#7f7f7f",
+}
+
+
 def intervals(
     plot_id: str,
     title: str,
-    rows: Sequence[tuple[str, float, float, float]],
+    rows: Sequence[tuple[str, float, float, float, str]],
     margin: float,
     unit: str = "minutes",
 ) -> str:
-    """One horizontal interval per row (label, estimate, low, high) against zero and the
-    margin either side of it: a row whose interval lies inside the band is equivalent,
-    beyond it better (left) or worse (right)."""
+    """One horizontal interval per row (label, estimate, low, high, verdict) against zero and
+    the margin either side of it: a row whose interval lies inside the band is equivalent,
+    beyond it better (left) or worse (right); each drawn in its verdict's colour, with a
+    key."""
     import matplotlib
 
     with matplotlib.rc_context(STYLE):
-        figure, (ax,) = _figure(7.0, 0.9 + 0.32 * len(rows))
+        figure, (ax,) = _figure(7.0, 1.2 + 0.32 * len(rows))
         ax.axvspan(-margin, margin, color="#999", alpha=0.18, label=f"margin ±{margin:g}")
         ax.axvline(0, color="#555", linewidth=1, gid=f"zero-{plot_id}")
-        for y, (label, estimate, low, high) in enumerate(rows):
+        keyed: set[str] = set()
+        for y, (label, estimate, low, high, verdict) in enumerate(rows):
             finite = np.isfinite([estimate, low, high]).all()
             if finite:
+                colour = VERDICT_COLOURS.get(verdict, "#222")
                 line = ax.errorbar(
                     [estimate], [y], xerr=[[estimate - low], [high - estimate]],
-                    fmt="o", color=NEW_COLOUR if label != "all" else "#222", capsize=3,
+                    fmt="o" if label != "all" else "D", color=colour, capsize=3,
+                    label=verdict if verdict not in keyed else None,
                 )  # fmt: skip
+                keyed.add(verdict)
                 line.lines[0].set_gid(f"interval-{plot_id}-{label}")
         ax.set_yticks(range(len(rows)), [row[0] for row in rows])
         ax.invert_yaxis()  # the clusters top down, as in the table; "all" last
         ax.set_ylabel("user cluster")
         ax.set_xlabel(f"MAE difference, candidate - control ({unit}); left is better")
-        ax.legend(loc="lower right")
+        _legend_above(ax, 1 + len(keyed))
         return _svg(figure, plot_id, title)
+
+
+def _legend_above(ax: Any, entries: int) -> None:
+    """The legend in a row above the axes, where it covers no bar or line."""
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=max(entries, 1), frameon=False)
 
 
 def quantile_curves(
@@ -164,7 +183,7 @@ def quantile_curves(
             line.set_gid(f"series-{plot_id}-{name}")
         ax.set_xlabel(label)
         ax.set_ylabel("trips at or below (%)")
-        ax.legend()
+        _legend_above(ax, len(series))
         return _svg(figure, plot_id, title)
 
 
@@ -188,5 +207,5 @@ def share_bars(
         ax.set_xticks(np.arange(len(keys)), keys)
         ax.set_xlabel(label)
         ax.set_ylabel("share of trips (%)")
-        ax.legend()
+        _legend_above(ax, len(series))
         return _svg(figure, plot_id, title)

@@ -14,8 +14,9 @@ Names (the project's package as prefix; seconds and totals as Prometheus expects
   `_prediction_request_duration_seconds` (arrival to answer; buckets resolve 1-300 ms),
   `_batch_trips` and `_batch_wait_seconds` (each model call of the micro-batcher),
   `_model_info` (1, with `model_sha256`, `git_sha` and the code's `release_inputs` as
-  labels), and `_drift_score{column,statistic}` (its recent requests against the
-  training data: `VersionMetrics`);
+  labels), and `_drift_score{column,statistic}` (its recent requests' distance from the
+  training data, a distance only: a window of a few hundred trips is noisy, and `inv
+  drift` makes the call with a test; `VersionMetrics`);
 - router: `_router_requests_total{code}`, `_router_request_duration_seconds`,
   `_router_trips_total{version,cluster}` (trips answered by each version for each user
   cluster: the traffic split, bounded by the cluster count), the upstream calls
@@ -163,8 +164,9 @@ class VersionMetrics:
 
         scores = GaugeMetricFamily(
             f"{PREFIX}_drift_score",
-            "Drift of the recent requests' trips and predictions from the training data "
-            "(normalised Wasserstein or Jensen-Shannon distance; 0.1 is drift).",
+            "Distance of the recent requests' trips and predictions from the training data "
+            "(normalised Wasserstein or Jensen-Shannon): a distance only, not a drift call; "
+            "`inv drift` calls drift (beyond noise and beyond the threshold).",
             labels=["version", "column", "statistic"],
         )
         window = list(self.recent)

@@ -25,6 +25,7 @@ version's server by its Service name; locally `inv serve-router --upstream VERSI
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -38,8 +39,8 @@ from fastapi import FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, ValidationError
 
-from {{ cookiecutter.package }}.artifacts import prediction_runs, traffic
-from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
+from {{ cookiecutter.package }}.artifacts import models, prediction_runs, traffic
+from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_of_model
 from {{ cookiecutter.package }}.artifacts.predictions import PredictionSink, open_predictions
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore, open_store
 from {{ cookiecutter.package }}.artifacts.traffic import Assignment, format_clusters
@@ -168,6 +169,15 @@ def unavailable(assignment: Assignment, failures: list[Unavailable]) -> HTTPExce
     )
 
 
+def reference_of(store: ArtifactStore, version: str) -> dict[str, Any] | None:
+    """A version's drift reference, from its model's metadata (None when it has none)."""
+    try:
+        return models.read_metadata(store, names_of_model(version, store.root)).get("reference")
+    except Exception:  # the router keeps serving; drift reads the summary without bins
+        log.warning("no drift reference for %s", version)
+        return None
+
+
 def create_router(
     artifact_root: str,
     upstream: Callable[[str], str],
@@ -195,6 +205,7 @@ def create_router(
             record=lambda version, run_id, record: prediction_runs.write(
                 store, version, run_id, record
             ),
+            reference=functools.cache(lambda version: reference_of(store, version)),
         )
         if shadow_sink is not None
         else None

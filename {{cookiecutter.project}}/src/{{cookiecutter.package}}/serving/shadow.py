@@ -55,6 +55,9 @@ class Shadow:
     stats: ShadowStats = field(default_factory=ShadowStats)
     # Records what each written batch asked each version (version, run id, record).
     record: Callable[[str, str, dict[str, Any]], Any] | None = None
+    # A version's drift reference (from its model's metadata): its trips are counted in
+    # the reference's bins, so that `inv drift` can test them.
+    reference: Callable[[str], dict[str, Any] | None] = lambda version: None
 
     def __post_init__(self) -> None:
         self.queue: asyncio.Queue[tuple[bytes, list[dict], Assignment]] | None = None
@@ -170,7 +173,10 @@ class Shadow:
                     fields = drift.inputs_of_trips(trips)
                     etas = np.array(columns["eta_minutes"], dtype=float)
                     clusters = np.array([t["user_cluster"] for t in trips])
-                    summary = drift.summarize_fields(fields, etas, clusters)
+                    summary = drift.summarize_fields(
+                        fields, etas, clusters, self.reference(version)
+                    )
+                    summary["trips"] = drift.trips_digest([t["trip_id"] for t in trips])
                     self.record(version, run_id, {"source": "online", "inputs": summary})
             except Exception as error:  # the router keeps serving; these rows are lost
                 log.warning("could not write %d online predictions of %s: %s", rows, version, error)
