@@ -57,7 +57,7 @@ STREAMED = """
 import sys
 from taxi_eta.artifacts.files_source import FileSource
 from taxi_eta.artifacts.names import ReleaseNames
-from taxi_eta.pipelines import steps
+from taxi_eta.pipelines import inference_steps, steps
 pattern, root = sys.argv[1], sys.argv[2]
 names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
 print(steps.ensure_features(names, 0, 0, [7, 8, 9, 16, 17, 18],
@@ -83,7 +83,7 @@ TRAIN = """
 import sys
 from taxi_eta.artifacts.names import ReleaseNames
 from taxi_eta.config import load_config
-from taxi_eta.pipelines import steps
+from taxi_eta.pipelines import inference_steps, steps
 from omegaconf import OmegaConf
 root, train_rows, model_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
@@ -120,7 +120,7 @@ RELEASE_MODEL = """
 import sys
 from taxi_eta.artifacts.data_sources import SyntheticSource
 from taxi_eta.artifacts.names import ReleaseNames
-from taxi_eta.pipelines import steps
+from taxi_eta.pipelines import inference_steps, steps
 root, model_path = sys.argv[1], sys.argv[2]
 names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
 source = SyntheticSource(root, 20000, 1)
@@ -136,15 +136,15 @@ import sys
 from taxi_eta.artifacts.files_source import FileSource
 from taxi_eta.artifacts.intervals import Interval
 from taxi_eta.artifacts.names import ReleaseNames
-from taxi_eta.pipelines import steps
+from taxi_eta.pipelines import inference_steps, steps
 root, pattern, scratch, run = sys.argv[1:5]
 shard, shards = int(sys.argv[5]), int(sys.argv[6])
 names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
 source = FileSource(root, pattern, batch_path=pattern)
 features, batch = f"{scratch}/features-{shard}.parquet", f"{scratch}/batch-{shard}.json"
-steps.make_batch_features(names, 0, 0, [7, 8, 9, 16, 17, 18], features, batch,
+inference_steps.make_batch_features(names, 0, 0, [7, 8, 9, 16, 17, 18], features, batch,
                           Interval.resolve(), source, 0.01, True, shard, shards)
-print(steps.predict_batch(names, features, batch, f"{run}-{shards}", None, shard, shards))
+print(inference_steps.predict_batch(names, features, batch, f"{run}-{shards}", None, shard, shards))
 """
 
 
@@ -158,7 +158,7 @@ for name in (*PRELOAD, *(f"taxi_eta.{module}" for module in PACKAGE_MODULES)):
 from taxi_eta.artifacts.files_source import FileSource
 from taxi_eta.artifacts.intervals import Interval
 from taxi_eta.artifacts.names import ReleaseNames
-from taxi_eta.pipelines import steps
+from taxi_eta.pipelines import inference_steps, steps
 root, pattern, scratch, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
 
@@ -166,9 +166,9 @@ names = ReleaseNames("bench", "1.0.0", "1.0.0", root)
 def shard_task(run, shard, shards):
     source = FileSource(root, pattern, batch_path=pattern)
     features, batch = f"{scratch}/{run}-features-{shard}", f"{scratch}/{run}-batch-{shard}.json"
-    steps.make_batch_features(names, 0, 0, [7, 8, 9, 16, 17, 18], features, batch,
+    inference_steps.make_batch_features(names, 0, 0, [7, 8, 9, 16, 17, 18], features, batch,
                               Interval.resolve(), source, 0.01, True, shard, shards)
-    steps.predict_batch(names, features, batch, run, None, shard, shards)
+    inference_steps.predict_batch(names, features, batch, run, None, shard, shards)
 
 
 results = {1: [], 2: []}

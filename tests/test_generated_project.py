@@ -44,7 +44,7 @@ def test_it_is_ruff_and_mypy_clean(project: Project) -> None:
     venv = project.path / ".venv/bin"
     project.run(str(venv / "ruff"), "check", ".")
     project.run(str(venv / "ruff"), "format", "--check", ".")
-    project.run(str(venv / "mypy"), "src", "tasks.py")
+    project.run(str(venv / "mypy"), "src", "tasks")
 
 
 def test_inv_list_shows_the_release_tasks(project: Project) -> None:

@@ -19,9 +19,11 @@ COMBINATIONS = list(itertools.product(DEFAULTS["python_version"], DEFAULTS["lice
                                       DEFAULTS["ci"]))
 
 # The exact file set of the default project (MIT, GitHub Actions).
+TASK_MODULES = ("__init__", "plumbing", "releasing", "verdicts", "runs", "serving",
+                "experimenting", "operations", "development")
 EXPECTED_FILES = {
     ".cruft.json", ".dockerignore", ".gitignore", "Dockerfile", "LICENSE", "README.md",
-    "pyproject.toml", "tasks.py", "uv.lock", "conf/config.yaml", "tests/conftest.py",
+    "pyproject.toml", "uv.lock", *(f"tasks/{m}.py" for m in TASK_MODULES), "conf/config.yaml", "tests/conftest.py",
     "tests/kfp_api_double.py", "tests/vertex_api_double.py", "tests/test_vertex_engine.py",
     "tests/test_airflow.py", "tests/test_architecture.py",
     "tests/test_bigquery.py", "tests/test_step_table.py", "tests/test_workers.py",

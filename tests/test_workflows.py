@@ -1,5 +1,5 @@
 """The generated GitHub Actions workflows: valid (actionlint), escaped, and calling only
-tasks that exist in the generated tasks.py."""
+tasks that exist in the generated tasks/ package."""
 
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tasks_and_flags(project: Path) -> dict[str, set[str]]:
-    """invoke task name -> its flags, read from tasks.py without importing it."""
-    tree = ast.parse((project / "tasks.py").read_text())
+    """invoke task name -> its flags, read from the tasks/ package without importing it."""
     found = {}
-    for node in tree.body:
+    nodes = [node for module in sorted((project / "tasks").glob("*.py"))
+             for node in ast.parse(module.read_text()).body]
+    for node in nodes:
         if isinstance(node, ast.FunctionDef) and any(
                 "task" in ast.unparse(d) for d in node.decorator_list):
             # invoke's own translation: `all_` -> --all, `run_id` -> --run-id

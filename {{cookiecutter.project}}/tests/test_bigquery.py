@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 from conftest import SMALL
 
-from {{ cookiecutter.package }}.artifacts.bigquery import BigQueryFeatureStore, BigQueryPredictions
+from {{ cookiecutter.package }}.artifacts.bigquery import BigQueryFeatureStore
 from {{ cookiecutter.package }}.artifacts.bigquery_client import Dataset, client
+from {{ cookiecutter.package }}.artifacts.bigquery_predictions import BigQueryPredictions
 from {{ cookiecutter.package }}.artifacts.bigquery_source import BigQuerySource
 from {{ cookiecutter.package }}.artifacts.data_sources import read_lineage
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames

@@ -28,7 +28,7 @@ from {{ cookiecutter.package }}.ml import TARGET
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
 from {{ cookiecutter.package }}.ml.schema import DataError, schema_table
-from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.pipelines import inference_steps, steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import check_features_source, report_dropped_rows
 from {{ cookiecutter.package }}.reports.versions import data_lineage
@@ -242,10 +242,10 @@ def test_outcomes_of_a_synthetic_batch_join_every_predicted_trip_once(tmp_path: 
     source = SyntheticSource(str(root), 400, 1)
     since = datetime.now(UTC) - timedelta(seconds=1)
     record = tmp_path / "batch.json"
-    steps.make_batch_features(
+    inference_steps.make_batch_features(
         version, 300, 77, RUSH, str(batch), str(record), Interval.resolve(), source
     )
-    written = steps.predict_batch(version, str(batch), str(record), "run-1")
+    written = inference_steps.predict_batch(version, str(batch), str(record), "run-1")
     predicted = pd.read_parquet(written)
     outcomes = read_outcomes(source, since, datetime.now(UTC) + timedelta(seconds=1))
     joined = predicted.merge(outcomes, on="trip_id", how="left", validate="one_to_one")

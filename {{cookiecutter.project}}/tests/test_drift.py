@@ -17,7 +17,7 @@ from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.ml import drift
 from {{ cookiecutter.package }}.ml.data import make_trips
 from {{ cookiecutter.package }}.ml.features import build_features
-from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.pipelines import inference_steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 
 RUSH = [7, 8, 9]
@@ -120,8 +120,10 @@ def test_inv_drift_compares_a_versions_runs_with_its_reference(
     for seed in (11, 12):  # two batch runs, as the inference workflow makes them
         run = tmp_path / f"run-{seed}"
         batch = str(run) + ".json"
-        steps.make_batch_features(names, 1000, seed, RUSH, str(run), batch, Interval.resolve())
-        steps.predict_batch(names, str(run), str(run) + ".json", f"run-{seed}")
+        inference_steps.make_batch_features(
+            names, 1000, seed, RUSH, str(run), batch, Interval.resolve()
+        )
+        inference_steps.predict_batch(names, str(run), str(run) + ".json", f"run-{seed}")
     recorded = prediction_runs.read(ctx.store, "1.0.0")
     assert [r["inputs"]["n"] for r in recorded] == [1000, 1000]
 
@@ -151,9 +153,9 @@ def test_inv_drift_compares_a_versions_runs_with_its_reference(
     assert not any(c["drift"] for c in calls), [c for c in calls if c["drift"]]
     # The same trips predicted again (an interval run twice) count once.
     run = tmp_path / "run-11-again"
-    steps.make_batch_features(names, 1000, 11, RUSH, str(run), str(run) + ".json",
+    inference_steps.make_batch_features(names, 1000, 11, RUSH, str(run), str(run) + ".json",
                               Interval.resolve())  # fmt: skip
-    steps.predict_batch(names, str(run), str(run) + ".json", "run-11-again")
+    inference_steps.predict_batch(names, str(run), str(run) + ".json", "run-11-again")
     code, out, _ = inv_here("drift", *overrides)
     assert out.startswith("1.0.0: 2,000 trips in 2 runs (1 repeated left out) since "), out
 

@@ -24,7 +24,7 @@ from {{ cookiecutter.package }}.artifacts.intervals import (
 from {{ cookiecutter.package }}.artifacts.predictions import ParquetPredictions
 from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
 from {{ cookiecutter.package }}.artifacts.store import open_store
-from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.pipelines import inference_steps
 from {{ cookiecutter.package }}.release.ticks import run_scheduled
 from {{ cookiecutter.package }}.release.workflows import compile_spec, deploy_workflows, train_adhoc
 
@@ -61,8 +61,10 @@ def files_source(root: Path, out: Path, **settings) -> FileSource:
 def predict(names, source, interval: Interval, run_id: str, tmp_path: Path) -> str:
     """One inference run through the workflow's two steps, as a pipeline runs them."""
     features, batch = tmp_path / f"{run_id}.parquet", tmp_path / f"{run_id}.json"
-    steps.make_batch_features(names, 0, -1, RUSH, str(features), str(batch), interval, source)
-    return steps.predict_batch(names, str(features), str(batch), run_id)
+    inference_steps.make_batch_features(
+        names, 0, -1, RUSH, str(features), str(batch), interval, source
+    )
+    return inference_steps.predict_batch(names, str(features), str(batch), run_id)
 
 
 def test_an_interval_is_what_the_run_was_given_else_the_schedules_period() -> None:
@@ -321,12 +323,12 @@ def test_a_batch_larger_than_batch_rows_is_predicted_a_part_at_a_time(tmp_path: 
     features, batch = tmp_path / "features", tmp_path / "batch.json"
     source = files_source(root, out)
     interval = day(days[0])
-    rows = steps.make_batch_features(
+    rows = inference_steps.make_batch_features(
         names, 0, -1, RUSH, str(features), str(batch), interval, source, batch_rows=30
     )
     partition = pd.read_parquet(out / f"batch/dt={days[0]}/trips.parquet")
     assert rows == len(partition) and len(list(features.glob("part-*"))) == -(-rows // 30)
-    said = steps.predict_batch(names, str(features), str(batch), "run-1")
+    said = inference_steps.predict_batch(names, str(features), str(batch), "run-1")
     assert said.startswith(f"{-(-rows // 30)} parts: ")
     predicted = ParquetPredictions(str(root))
     assert predicted.runs("1.0.0") == ["run-1"]  # its parts are one run

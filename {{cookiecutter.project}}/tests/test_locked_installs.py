@@ -24,7 +24,7 @@ from {{ cookiecutter.package }}.version import PROJECT_ROOT
 # The files a run executes: the package, the tasks, the image and the CI/CD workflows.
 RUN_TIME_FILES = [
     *sorted((PROJECT_ROOT / "src").rglob("*.py")),
-    PROJECT_ROOT / "tasks.py",
+    *sorted((PROJECT_ROOT / "tasks").glob("*.py")),
     PROJECT_ROOT / "Dockerfile",
     *sorted((PROJECT_ROOT / ".github").rglob("*.yml")),
 ]

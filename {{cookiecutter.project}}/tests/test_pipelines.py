@@ -14,7 +14,7 @@ from {{ cookiecutter.package }}.artifacts.intervals import Interval
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames, names_for
 from {{ cookiecutter.package }}.config import load_config
 from {{ cookiecutter.package }}.errors import ReleaseError
-from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.pipelines import inference_steps
 from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.ticks import run_inference
 from {{ cookiecutter.package }}.release.workflows import compile_spec, deploy_workflows, train_adhoc
@@ -148,7 +148,7 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
     features = tmp_path / "batch.parquet"
     record, interval = str(tmp_path / "batch.json"), Interval.resolve()
     assert (
-        steps.make_batch_features(
+        inference_steps.make_batch_features(
             ctx.names, 50, 1, [7], str(features), record, interval, shadow=False
         )
         == 0
@@ -160,7 +160,9 @@ def test_deployed_inference_serves_the_clusters_assigned_when_it_runs(
         live=[cfg.version, other],
         reason="back",
     )
-    steps.make_batch_features(ctx.names, 50, 1, [7], str(features), record, interval, shadow=False)
+    inference_steps.make_batch_features(
+        ctx.names, 50, 1, [7], str(features), record, interval, shadow=False
+    )
     assert set(pd.read_parquet(features).user_cluster) == {5}
     schedules = ctx.engine.schedules(ctx.names)
     assert [(s.name, s.enabled) for s in schedules] == [

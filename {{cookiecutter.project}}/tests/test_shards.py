@@ -23,7 +23,7 @@ from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
 from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, open_store
 from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, parameters_of
 from {{ cookiecutter.package }}.ml.data import make_trips
-from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.pipelines import inference_steps
 from {{ cookiecutter.package }}.release.ticks import run_inference
 from {{ cookiecutter.package }}.release.workflows import compile_spec, deploy_workflows, train_adhoc
 
@@ -77,7 +77,7 @@ def test_every_trip_is_predicted_once_by_the_shards_of_a_run(tmp_path: Path) -> 
     seed_of = json.loads((root / f"runs/{cfg.version}/batch-1.shard-0-of-2.json").read_text())
     batch = make_trips(300, int(seed_of["read"]["location"].split("=")[1]))
     assert sorted(predicted.trip_id) == sorted(batch.trip_id)
-    keep = steps.shard_keep(1, 2)
+    keep = inference_steps.shard_keep(1, 2)
     assert set(shards[1].trip_id) == set(batch.trip_id[keep(batch)])
     # Read as one run: one run id, two records of it, one per shard.
     assert ParquetPredictions(str(root)).runs(cfg.version) == ["batch-1"]
@@ -146,10 +146,12 @@ def test_a_shard_tried_again_after_failing_half_way_completes_alone(
 
     def shard(index: int) -> str:
         features, batch = tmp_path / f"f{index}.parquet", tmp_path / f"b{index}.json"
-        steps.make_batch_features(
+        inference_steps.make_batch_features(
             names, 400, 9, [7], str(features), str(batch), interval, source, 0.01, True, index, 2
         )
-        return steps.predict_batch(names, str(features), str(batch), "run-1", None, index, 2)
+        return inference_steps.predict_batch(
+            names, str(features), str(batch), "run-1", None, index, 2
+        )
 
     first = Path(shard(0))
     kept = first.stat().st_mtime_ns
@@ -170,10 +172,11 @@ def test_a_shard_tried_again_after_failing_half_way_completes_alone(
     # The same run id for another interval is another run: refused.
     other = Interval.resolve("2026-12-02", "2026-12-03")
     features, batch = tmp_path / "f.parquet", tmp_path / "b.json"
-    steps.make_batch_features(names, 400, 9, [7], str(features), str(batch), other, source,
-                              0.01, True, 0, 2)  # fmt: skip
+    inference_steps.make_batch_features(
+        names, 400, 9, [7], str(features), str(batch), other, source, 0.01, True, 0, 2
+    )
     with pytest.raises(AlreadyExistsError, match="run run-1.shard-0-of-2 of 1.0.0 exists"):
-        steps.predict_batch(names, str(features), str(batch), "run-1", None, 0, 2)
+        inference_steps.predict_batch(names, str(features), str(batch), "run-1", None, 0, 2)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -189,7 +192,7 @@ def test_a_file_sources_shards_split_its_trips_as_they_are_read(tmp_path: Path, 
     seen: list[str] = []
     for shard in (0, 1):
         features, batch = tmp_path / f"f{shard}", tmp_path / f"b{shard}.json"
-        rows = steps.make_batch_features(
+        rows = inference_steps.make_batch_features(
             names, 0, 0, [7], str(features), str(batch), Interval.resolve(), source,
             0.01, True, shard, 2, batch_rows=20,
         )  # fmt: skip

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS, names_for
 from {{ cookiecutter.package }}.engines.airflow import AirflowEngine, parameters_of
 from {{ cookiecutter.package }}.errors import UserError
-from {{ cookiecutter.package }}.pipelines import run_step, step_runs, step_table
+from {{ cookiecutter.package }}.pipelines import run_step, step_context, step_runs, step_table
 from {{ cookiecutter.package }}.pipelines.kfp_pipelines import component_source
 from {{ cookiecutter.package }}.pipelines.step_table import (
     WORKFLOW_STEPS,
@@ -42,7 +42,7 @@ def airflow_cfg(tmp_path: Path) -> DictConfig:
     )
 
 
-def _announce(run: step_runs.StepRun) -> str:
+def _announce(run: step_context.StepRun) -> str:
     """The added step, in a task of its own: reads the release and a parameter."""
     return f"{run.names.version} ran with seed {run['seed']}"
 

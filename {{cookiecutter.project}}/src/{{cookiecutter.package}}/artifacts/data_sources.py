@@ -86,7 +86,7 @@ class DataSource(Protocol):
         ...
 
 
-# Which rows of a batch a run keeps (a shard's: `pipelines.steps.shard_keep`).
+# Which rows of a batch a run keeps (a shard's: `pipelines.inference_steps.shard_keep`).
 Keep = Callable[["pd.DataFrame"], Any]
 
 

@@ -5,8 +5,8 @@
 
 - `ParquetPredictions` (the default, offline): one create-only object per run,
   `predictions/{version}/{run_id}.parquet`;
-- `artifacts.bigquery.BigQueryPredictions`: one table for every version, each run appending
-  its rows with `model_version` and `run_id`, so an A/B split is a `GROUP BY`.
+- `artifacts.bigquery_predictions.BigQueryPredictions`: one table for every version, each
+  run appending its rows with `model_version` and `run_id`, so an A/B split is a `GROUP BY`.
 
 Every live version predicts every trip of a batch (`traffic.shadow`); the `served` column
 is true for the rows of the version that serves the trip's user cluster, false for shadow

@@ -14,8 +14,7 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,112 +266,6 @@ class LocalStore(ArtifactStore):
             raise StoreError(f"artifact root {self.root} is not writable{where}")
 
 
-DEFAULT_TIMEOUT_S = 60.0
-
-
-class GCSStore(ArtifactStore):
-    """`gs://bucket/prefix` through google-cloud-storage; credentials from the environment
-    (ADC or workload identity). STORAGE_EMULATOR_HOST points it at an emulator.
-
-    Every call is bounded: each HTTP request by `timeout_s`, and the client's retries of
-    transient errors by the same deadline. Whatever fails (no credentials, the service
-    unreachable or answering errors) becomes one StoreError naming the store.
-    """
-
-    def __init__(self, root: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        # `import ... as`: with typed google.cloud packages beside it (bigquery), mypy reads
-        # google.cloud as a package without an untyped `storage` attribute.
-        import google.cloud.storage as storage
-        from google.cloud.storage.retry import DEFAULT_RETRY
-
-        self.root = root.rstrip("/")
-        bucket_name, _, prefix = self.root.removeprefix("gs://").partition("/")
-        self.prefix = f"{prefix}/" if prefix else ""
-        self.calls = {"timeout": timeout_s, "retry": DEFAULT_RETRY.with_timeout(timeout_s)}
-        with self._errors("connect to"):
-            if os.environ.get("STORAGE_EMULATOR_HOST"):
-                from google.auth.credentials import AnonymousCredentials
-
-                client = storage.Client(credentials=AnonymousCredentials(), project="emulator")
-            else:
-                client = storage.Client()
-        self.bucket = client.bucket(bucket_name)
-
-    @contextmanager
-    def _errors(self, action: str, key: str = "") -> Iterator[None]:
-        from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
-        from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
-        from requests.exceptions import RequestException
-
-        where = self.uri(key) if key else self.root
-        try:
-            yield
-        except NotFound:
-            raise StoreError(f"{where} does not exist") from None
-        except PreconditionFailed:  # only create-only writes carry a precondition
-            raise AlreadyExistsError(
-                f"{where} already exists; released artifacts are immutable"
-            ) from None
-        except DefaultCredentialsError:
-            raise StoreError(
-                f"no Google Cloud credentials to {action} {where}: run `gcloud auth "
-                "application-default login` (locally) or use workload identity (CI, cluster)"
-            ) from None
-        except (GoogleAPIError, GoogleAuthError, RequestException, OSError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise StoreError(f"cannot {action} {where}: {first}") from None
-
-    def _blob(self, key: str):
-        return self.bucket.blob(self.prefix + key)
-
-    def exists(self, key: str) -> bool:
-        with self._errors("read", key):
-            return bool(self._blob(key).exists(**self.calls))
-
-    def read(self, key: str) -> bytes:
-        with self._errors("read", key):
-            return bytes(self._blob(key).download_as_bytes(**self.calls))
-
-    def write(self, key: str, data: bytes) -> None:
-        with self._errors("write", key):
-            # Generation 0 means "no live object": the server refuses to overwrite (412).
-            self._blob(key).upload_from_string(data, if_generation_match=0, **self.calls)
-
-    def replace(self, key: str, data: bytes) -> None:
-        with self._errors("write", key):
-            self._blob(key).upload_from_string(data, **self.calls)
-
-    def list(self, prefix: str = "") -> list[str]:
-        with self._errors("list", prefix):
-            blobs = self.bucket.client.list_blobs(
-                self.bucket, prefix=self.prefix + prefix, **self.calls
-            )
-            return sorted(blob.name[len(self.prefix) :] for blob in blobs)
-
-    def size(self, key: str) -> int:
-        with self._errors("read", key):
-            blob = self.bucket.get_blob(self.prefix + key, **self.calls)
-        if blob is None:
-            raise StoreError(f"{self.uri(key)} does not exist")
-        return int(blob.size or 0)
-
-    def delete(self, key: str) -> bool:
-        from google.api_core.exceptions import NotFound
-
-        with self._errors("delete", key):
-            try:
-                self._blob(key).delete(**self.calls)
-            except NotFound:
-                return False
-        return True
-
-    def check(self) -> None:
-        with self._errors("reach"):
-            exists = self.bucket.exists(**self.calls)
-        if not exists:
-            raise StoreError(f"bucket {self.bucket.name} does not exist")
-
-
 def read_record(store: ArtifactStore, key: str, what: str) -> dict[str, Any] | None:
     """The JSON record at `key` (a lineage, a run's record); None when there is none, and
     one line naming the file when it is not `what` it should be."""
@@ -390,6 +283,8 @@ def open_store(root: str, timeout_s: float | None = None) -> ArtifactStore:
     `timeout_s` bounds remote calls (default STORE_TIMEOUT_SECONDS, else 60 s).
     """
     if root.startswith("gs://"):
+        from {{ cookiecutter.package }}.artifacts.gcs_store import DEFAULT_TIMEOUT_S, GCSStore
+
         default = float(os.environ.get("STORE_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_S))
         return GCSStore(root, timeout_s if timeout_s is not None else default)
     if "://" in root:

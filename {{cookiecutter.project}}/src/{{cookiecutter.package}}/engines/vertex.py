@@ -22,12 +22,7 @@ server, as in the tests) is called without credentials.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,87 +31,25 @@ from {{ cookiecutter.package }}.artifacts.names import (
     WORKFLOWS,
     ReleaseNames,
     Workflow,
-    check_version,
 )
 from {{ cookiecutter.package }}.artifacts.store import ArtifactStore
-from {{ cookiecutter.package }}.engines import Schedule, five_field_cron
+from {{ cookiecutter.package }}.engines import Schedule
 from {{ cookiecutter.package }}.engines.version_env import VersionEnvironments
+from {{ cookiecutter.package }}.engines.vertex_api import (
+    TemplateRepository,
+    VertexSettings,
+    credentials_for,
+    google_errors,
+    pipeline_job,
+    same_schedule,
+    spec_digest,
+    version_label,
+    vertex_cron,
+)
 from {{ cookiecutter.package }}.errors import ReleaseError
 
 SUCCEEDED = "PIPELINE_STATE_SUCCEEDED"
 FINISHED = {SUCCEEDED, "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
-ROLES = "roles/aiplatform.user and roles/artifactregistry.writer (README: Vertex AI)"
-
-
-def version_label(version: str) -> str:
-    """`1.4.0` -> `v1-4-0`: a version as GCP labels and Artifact Registry tags accept it."""
-    return "v" + re.sub(r"[^a-z0-9_-]", "-", check_version(version).lower())
-
-
-@dataclass(frozen=True)
-class VertexSettings:
-    """`env.vertex` of the config."""
-
-    project: str
-    location: str
-    templates: str  # https://{location}-kfp.pkg.dev/{project}/{repository}
-    pipeline_root: str
-    service_account: str = ""
-    network: str = ""
-    api_endpoint: str = ""  # empty: {location}-aiplatform.googleapis.com
-    poll_seconds: float = 10.0
-
-    @property
-    def parent(self) -> str:
-        return f"projects/{self.project}/locations/{self.location}"
-
-    @property
-    def endpoint(self) -> str:
-        return self.api_endpoint or f"https://{self.location}-aiplatform.googleapis.com"
-
-
-@contextlib.contextmanager
-def google_errors(what: str) -> Iterator[None]:
-    """A refusal from Google as one line naming the fix, never a traceback."""
-    import requests
-    from google.api_core import exceptions
-    from google.auth.exceptions import DefaultCredentialsError, RefreshError
-
-    try:
-        yield
-    except DefaultCredentialsError:
-        raise ReleaseError(
-            "no Google Cloud credentials for Vertex AI: run `gcloud auth application-default "
-            "login` (a laptop) or use workload identity (CI, a cluster)"
-        ) from None
-    except RefreshError as error:
-        raise ReleaseError(
-            f"Google Cloud credentials were refused ({error}): log in again"
-        ) from None
-    except (exceptions.PermissionDenied, exceptions.Forbidden) as error:
-        raise ReleaseError(f"Vertex AI refused to {what}: {_said(error)}; grant {ROLES}") from None
-    except (exceptions.ResourceExhausted, exceptions.TooManyRequests) as error:
-        raise ReleaseError(
-            f"Vertex AI quota exhausted, cannot {what}: {_said(error)}; ask for more quota in "
-            "the console (IAM & Admin > Quotas) or run fewer pipelines at once"
-        ) from None
-    except exceptions.GoogleAPICallError as error:
-        raise ReleaseError(f"Vertex AI cannot {what}: {_said(error)}") from None
-    except requests.HTTPError as error:
-        status = error.response.status_code if error.response is not None else 0
-        if status == 404:
-            raise ReleaseError(
-                f"cannot {what}: not found in Artifact Registry (does the repository exist? "
-                "`gcloud artifacts repositories create NAME --repository-format=KFP "
-                "--location=LOCATION`)"
-            ) from None
-        if status in (401, 403):
-            raise ReleaseError(
-                f"Artifact Registry refused to {what} (HTTP {status}); grant {ROLES}"
-            ) from None
-        raise ReleaseError(f"Artifact Registry cannot {what}: HTTP {status}") from None
-    except requests.ConnectionError as error:
-        raise ReleaseError(f"cannot reach Artifact Registry to {what}: {error}") from None
 
 
 class VertexEngine:
@@ -129,6 +62,7 @@ class VertexEngine:
             schedules,
             registry,
         )
+        self.templates = TemplateRepository(registry, settings.templates)
 
     @classmethod
     def from_config(
@@ -156,7 +90,7 @@ class VertexEngine:
         from kfp.registry import RegistryClient
 
         with google_errors("authenticate"):
-            credentials = _credentials(settings.endpoint)
+            credentials = credentials_for(settings.endpoint)
             options = {"api_endpoint": settings.endpoint}
             pipelines = PipelineServiceClient(
                 credentials=credentials, transport="rest", client_options=options
@@ -186,31 +120,18 @@ class VertexEngine:
 
     def register(self, names: ReleaseNames, workflow: Workflow, spec: str) -> str:
         """The version's template, tagged with its version: uploaded once, never moved."""
-        package, tag, digest = (
-            names.pipeline_name(workflow),
-            version_label(names.version),
-            _digest(spec),
-        )
-        tagged = self._tagged(package, tag)
-        if tagged is not None and tagged != digest:
-            raise ReleaseError(
-                f"template {package}:{tag} in {self.settings.templates} is {tagged}, not this "
-                f"version's {digest}: a released template never changes, bump the version"
-            )
-        if tagged is None:
-            if self._has_version(package, digest):  # uploaded untagged by an ad-hoc run
-                with google_errors(f"tag {package} {digest} as {tag}"):
-                    self.registry.create_tag(package, digest, tag)
-            else:
-                self._upload(package, spec, digest, [tag])
-        return self._address(package, digest)
+        package, tag = names.pipeline_name(workflow), version_label(names.version)
+        return self.templates.register(package, tag, spec)
 
     def address(self, names: ReleaseNames, workflow: Workflow) -> str:
         package, tag = names.pipeline_name(workflow), version_label(names.version)
         return f"{self.settings.templates}/{package}:{tag}"
 
     def registered(self, names: ReleaseNames, workflow: Workflow) -> bool:
-        return self._tagged(names.pipeline_name(workflow), version_label(names.version)) is not None
+        return (
+            self.templates.tagged(names.pipeline_name(workflow), version_label(names.version))
+            is not None
+        )
 
     def run(
         self,
@@ -220,12 +141,14 @@ class VertexEngine:
         arguments: dict[str, Any],
         timeout_s: int,
     ) -> str:
-        package, digest = names.pipeline_name(workflow), _digest(spec)
-        if not self._has_version(package, digest):
-            self._upload(package, spec, digest, [])
+        package, digest = names.pipeline_name(workflow), spec_digest(spec)
+        if not self.templates.has_version(package, digest):
+            self.templates.upload(package, spec, digest, [])
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         job_id = f"{package}-{version_label(names.version)}-{stamp}"[:128]
-        job = self._job(names, workflow, self._address(package, digest), arguments)
+        job = pipeline_job(
+            self.settings, names, workflow, self.templates.address(package, digest), arguments
+        )
         job["display_name"] = names.adhoc_run_name(workflow, stamp)
         with google_errors(f"create a pipeline job of {package} {names.version}"):
             created = self.pipelines.create_pipeline_job(
@@ -282,13 +205,17 @@ class VertexEngine:
         version asks for, replaced otherwise (the kedro-vertexai way)."""
         for schedule in schedules:
             package = names.pipeline_name(schedule.workflow)
-            tagged = self._tagged(package, version_label(names.version))
+            tagged = self.templates.tagged(package, version_label(names.version))
             if tagged is None:
                 raise ReleaseError(
                     f"{package} has no template {names.version}: deploy the workflows first"
                 )
-            job = self._job(
-                names, schedule.workflow, self._address(package, tagged), schedule.parameters
+            job = pipeline_job(
+                self.settings,
+                names,
+                schedule.workflow,
+                self.templates.address(package, tagged),
+                schedule.parameters,
             )
             job["display_name"] = schedule.name
             wanted = {
@@ -301,7 +228,7 @@ class VertexEngine:
                 },
             }
             existing = self._schedule(schedule.name)
-            if existing is not None and not _same_schedule(existing, wanted):
+            if existing is not None and not same_schedule(existing, wanted):
                 self._delete_schedule(existing.name)
                 existing = None
             if existing is None:
@@ -329,7 +256,7 @@ class VertexEngine:
         tag = version_label(names.version)
         for workflow in WORKFLOWS:
             package = names.pipeline_name(workflow)
-            digest = self._tagged(package, tag)
+            digest = self.templates.tagged(package, tag)
             if digest is None:
                 continue
             found.append(f"{self.settings.templates}/{package}/{tag}")
@@ -340,7 +267,7 @@ class VertexEngine:
                     if not t["name"].endswith(f"/tags/{tag}")
                 ]
             if not any(t["version"].endswith(f"/versions/{digest}") for t in others):
-                found.append(self._address(package, digest))
+                found.append(self.templates.address(package, digest))
         return found
 
     def forget(self, names: ReleaseNames, address: str) -> None:
@@ -376,7 +303,9 @@ class VertexEngine:
         """Per workflow, its template's address and the state of its newest run."""
         parts = []
         for workflow in WORKFLOWS:
-            digest = self._tagged(names.pipeline_name(workflow), version_label(names.version))
+            digest = self.templates.tagged(
+                names.pipeline_name(workflow), version_label(names.version)
+            )
             if digest is None:
                 continue
             label = version_label(names.version)
@@ -396,65 +325,6 @@ class VertexEngine:
         return "; ".join(parts)
 
     # -- Vertex AI and Artifact Registry ----------------------------------------------------
-    def _job(
-        self, names: ReleaseNames, workflow: Workflow, template: str, parameters: dict[str, Any]
-    ) -> dict[str, Any]:
-        """A PipelineJob of `template` (its sha256 address) with the version's parameters."""
-        job: dict[str, Any] = {
-            "template_uri": template,
-            "runtime_config": {
-                "gcs_output_directory": self.settings.pipeline_root,
-                "parameter_values": dict(parameters),
-            },
-            "labels": {
-                "project": names.project,
-                "version": version_label(names.version),
-                "workflow": workflow,
-            },
-        }
-        if self.settings.service_account:
-            job["service_account"] = self.settings.service_account
-        if self.settings.network:
-            job["network"] = self.settings.network
-        return job
-
-    def _address(self, package: str, digest: str) -> str:
-        return f"{self.settings.templates}/{package}/{digest}"
-
-    def _tagged(self, package: str, tag: str) -> str | None:
-        """The `sha256:...` version that `tag` names, None when there is no such tag."""
-        import requests
-
-        try:
-            found = self.registry.get_tag(package, tag)
-        except requests.HTTPError as error:
-            if error.response is not None and error.response.status_code == 404:
-                return None
-            with google_errors(f"read tag {package}:{tag}"):
-                raise
-        return str(found["version"]).rsplit("/", 1)[-1]
-
-    def _has_version(self, package: str, digest: str) -> bool:
-        import requests
-
-        try:
-            self.registry.get_version(package, digest)
-        except requests.HTTPError as error:
-            if error.response is not None and error.response.status_code == 404:
-                return False
-            with google_errors(f"read {package} {digest}"):
-                raise
-        return True
-
-    def _upload(self, package: str, spec: str, digest: str, tags: list[str]) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{package}.yaml"
-            path.write_bytes(spec.encode())
-            with google_errors(f"upload {package} to {self.settings.templates}"):
-                _, version = self.registry.upload_pipeline(str(path), tags=tags or None)
-        if version != digest:
-            raise ReleaseError(f"Artifact Registry stored {package} as {version}, not {digest}")
-
     def _schedule(self, display_name: str) -> Any | None:
         with google_errors(f"list schedules {display_name}"):
             found = self.scheduler.list_schedules(
@@ -475,53 +345,3 @@ class VertexEngine:
 
         with google_errors(f"delete {name}"), contextlib.suppress(NotFound):
             self.scheduler.delete_schedule(name=name).result(timeout=300)
-
-
-def _said(error: Any) -> str:
-    """Google's message, without the request line the client puts before it."""
-    return re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", str(error.message))
-
-
-def vertex_cron(schedule: Schedule) -> str:
-    """Vertex takes a five-field cron: KFP's six lose their seconds; an interval that
-    divides an hour or a day becomes one."""
-    if schedule.cron:
-        return five_field_cron(schedule.cron)
-    seconds = int(schedule.interval_seconds or 0)
-    if seconds % 60 == 0 and 0 < seconds // 60 < 60 and 60 % (seconds // 60) == 0:
-        return f"*/{seconds // 60} * * * *"
-    if seconds % 3600 == 0 and 0 < seconds // 3600 < 24 and 24 % (seconds // 3600) == 0:
-        return f"0 */{seconds // 3600} * * *"
-    if seconds == 86400:
-        return "0 0 * * *"
-    raise ReleaseError(
-        f"schedules.{schedule.workflow}.interval_seconds={seconds} has no cron for Vertex AI: "
-        "use a divisor of an hour or a day, or a cron"
-    )
-
-
-def _digest(spec: str) -> str:
-    """Artifact Registry's name of a template version: the sha256 of its bytes."""
-    return "sha256:" + hashlib.sha256(spec.encode()).hexdigest()
-
-
-def _same_schedule(existing: Any, wanted: dict[str, Any]) -> bool:
-    job = existing.create_pipeline_job_request.pipeline_job
-    want = wanted["create_pipeline_job_request"]["pipeline_job"]
-    return (
-        existing.cron == wanted["cron"]
-        and int(existing.max_concurrent_run_count) == wanted["max_concurrent_run_count"]
-        and job.template_uri == want["template_uri"]
-        and dict(job.runtime_config.parameter_values) == want["runtime_config"]["parameter_values"]
-    )
-
-
-def _credentials(endpoint: str) -> Any:
-    if endpoint.startswith("http://"):
-        from google.auth.credentials import AnonymousCredentials
-
-        return AnonymousCredentials()
-    import google.auth
-
-    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    return credentials

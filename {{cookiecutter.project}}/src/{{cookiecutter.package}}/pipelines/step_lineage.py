@@ -46,7 +46,7 @@ from {{ cookiecutter.package }}.pipelines.openlineage_runs import PACKAGE, Linea
 
 if TYPE_CHECKING:
     from {{ cookiecutter.package }}.pipelines.openlineage_runs import RunningJob
-    from {{ cookiecutter.package }}.pipelines.step_runs import StepRun
+    from {{ cookiecutter.package }}.pipelines.step_context import StepRun
     from {{ cookiecutter.package }}.pipelines.step_table import Step
 
 # -- the project's own facets (described in deploy/openlineage/facets.json) ----------------
@@ -293,9 +293,7 @@ def _trips(running: RunningJob, run: StepRun, result: Any, step: Step) -> list[A
 def _artifacts(run: StepRun, step: Step) -> tuple[list[Any], list[Any]]:
     """The step's artifacts in and out, as files: each step's output is the next one's
     input, under the same name."""
-    from {{ cookiecutter.package }}.pipelines.step_runs import artifact_inputs
-
-    inputs = [InputDataset(*address(run.path(a))) for a in artifact_inputs(step)]
+    inputs = [InputDataset(*address(run.path(a))) for a in step.artifact_inputs]
     outputs = [OutputDataset(*address(run.path(a))) for a in step.outputs]
     return inputs, outputs
 

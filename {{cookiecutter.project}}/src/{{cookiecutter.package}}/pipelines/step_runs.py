@@ -1,22 +1,18 @@
 """Running the step table's steps: in a kfp component (`run_component`, each step its own
 task) or as a command task (`run_task`, Airflow: a task's steps in order, their artifacts as
 files in one scratch folder). Either way a step is called with a `StepRun`, between its
-lineage events when lineage is on (`call_step`).
+lineage events when lineage is on (`call_step`). What a step is called with is
+`pipelines.step_context`; the table imports neither.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from {{ cookiecutter.package }}.artifacts.data_sources import DataSource
-from {{ cookiecutter.package }}.artifacts.feature_store import FeatureStore
-from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
 from {{ cookiecutter.package }}.errors import UserError
-from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.pipelines.step_context import StepRun
 from {{ cookiecutter.package }}.pipelines.step_table import (
     COMMON,
     RUNTIME,
@@ -29,52 +25,13 @@ from {{ cookiecutter.package }}.pipelines.step_table import (
 )
 
 
-class StepRun:
-    """What a step's function is called with: its release, parameters and artifact paths,
-    and the stores the `storage` parameter names (opened on first use)."""
-
-    def __init__(
-        self, parameters: dict[str, Any], paths: dict[str, str], values: dict[str, Any]
-    ) -> None:
-        self.parameters, self.paths, self.values = parameters, paths, values
-        self.names: ReleaseNames = ReleaseNames.from_json(parameters["release"])
-
-    def __getitem__(self, name: str) -> Any:
-        """A pipeline parameter, or the returned value of an earlier step."""
-        return self.values[name] if name in self.values else self.parameters[name]
-
-    def json(self, name: str) -> Any:
-        return json.loads(self[name])
-
-    def path(self, name: str) -> str:
-        return self.paths[name]
-
-    @cached_property
-    def storage(self) -> str:
-        return str(self.parameters.get("storage", "{}"))
-
-    @cached_property
-    def feature_store(self) -> FeatureStore:
-        return steps.feature_store_of(self.names, self.storage)
-
-    @cached_property
-    def data_source(self) -> DataSource:
-        return steps.data_source_of(
-            self.names, self.storage, self.parameters["n_trips"], self.parameters["seed"]
-        )
-
-    @property
-    def invalid_share(self) -> float:
-        return steps.max_invalid_share(self.storage)
-
-
 def run_component(name: str, arguments: dict[str, Any]) -> Any:
     """Run one step inside a kfp component: `arguments` are the component's own (parameters,
     kfp artifacts, earlier steps' returned values); Metrics outputs get the returned dict."""
     step = find_step(name)
     wanted = (*COMMON, *step.parameters, *step.runtime)
     parameters = {p: arguments[p] for p in wanted if p in arguments}
-    paths = {a: arguments[a].path for a in [*step.outputs, *artifact_inputs(step)]}
+    paths = {a: arguments[a].path for a in [*step.outputs, *step.artifact_inputs]}
     values = {a: arguments[a] for a in step.inputs if a not in paths}
     result = call_step(step, StepRun(parameters, paths, values))
     for output, kind in step.outputs.items():
@@ -98,7 +55,7 @@ def run_task(task: str, parameters: dict[str, Any]) -> Any:
                 artifact: str(Path(scratch) / f"{step.name}.{artifact}")
                 for artifact in step.outputs
             }
-            for argument, source in artifact_inputs(step).items():
+            for argument, source in step.artifact_inputs.items():
                 producer, _, output = source.partition(".")
                 paths[argument] = str(Path(scratch) / f"{producer}.{output}")
             values = {a: returned[s] for a, s in step.inputs.items() if "." not in s}
@@ -118,7 +75,3 @@ def call_step(step: Step, run: StepRun) -> Any:
     from {{ cookiecutter.package }}.pipelines.step_lineage import traced
 
     return traced(step, workflow_of(step), run, lambda: step.call(run))
-
-
-def artifact_inputs(step: Step) -> dict[str, str]:
-    return {argument: source for argument, source in step.inputs.items() if "." in source}

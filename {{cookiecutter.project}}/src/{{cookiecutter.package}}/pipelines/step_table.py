@@ -1,8 +1,8 @@
 """The workflows' steps, declared once: this table is the training and inference workflows.
 
-Each `Step` names an engine-neutral function of `pipelines.steps`, the pipeline parameters
-it reads, the outputs of earlier steps it consumes and the artifacts it produces. Everything
-an engine runs is derived from it:
+Each `Step` names an engine-neutral function of `pipelines.steps` (training) or
+`pipelines.inference_steps`, the pipeline parameters it reads, the outputs of earlier steps
+it consumes and the artifacts it produces. Everything an engine runs is derived from it:
 
 - kfp: one component per step and one pipeline per workflow (`pipelines.kfp_pipelines`);
 - commands (Airflow's tasks, `python -m {{ cookiecutter.package }}.pipelines.run_step TASK`):
@@ -11,7 +11,8 @@ an engine runs is derived from it:
 
 Adding a step to a workflow is one entry here (and its function in `steps`). Every step
 receives the release identity as one value, `release` (`ReleaseNames.to_json()`). How a
-step is called, in a kfp component or a command task, is `pipelines.step_runs`.
+step is called, in a kfp component or a command task, is `pipelines.step_runs`; what with,
+`pipelines.step_context`. The table imports neither.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package }}.artifacts.names import Workflow
 from {{ cookiecutter.package }}.errors import UserError
-from {{ cookiecutter.package }}.pipelines import steps
+from {{ cookiecutter.package }}.pipelines import inference_steps, steps
 
 if TYPE_CHECKING:
-    from {{ cookiecutter.package }}.pipelines.step_runs import StepRun
+    from {{ cookiecutter.package }}.pipelines.step_context import StepRun
 
 # Every pipeline parameter a step may read, with its type. Structured values travel as JSON
 # strings: kfp's dict parameters go through protobuf Struct, which turns integers into floats.
@@ -85,6 +86,11 @@ class Step:
     outputs: dict[str, str] = field(default_factory=dict)
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
+
+    @property
+    def artifact_inputs(self) -> dict[str, str]:
+        """The inputs that are earlier steps' artifacts (`step.output`), not values."""
+        return {argument: source for argument, source in self.inputs.items() if "." in source}
 
 
 WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
@@ -149,14 +155,14 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
     "inference": (
         Step(
             "make_batch_features",
-            lambda run: steps.make_batch_features(
+            lambda run: inference_steps.make_batch_features(
                 run.names,
                 run["n_trips"],
                 run["seed"],
                 run["rush_hours"],
                 run.path("features"),
                 run.path("batch"),
-                steps.batch_interval(
+                inference_steps.batch_interval(
                     run["start"], run["end"], run["schedule_time"], run["period_seconds"]
                 ),
                 run.data_source,
@@ -185,7 +191,7 @@ WORKFLOW_STEPS: dict[Workflow, tuple[Step, ...]] = {
         ),
         Step(
             "predict_batch",
-            lambda run: steps.predict_batch(
+            lambda run: inference_steps.predict_batch(
                 run.names,
                 run.path("features"),
                 run.path("batch"),

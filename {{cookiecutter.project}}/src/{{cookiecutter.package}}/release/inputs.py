@@ -3,7 +3,7 @@
 A version is its wheel (`src/`, `pyproject.toml`), its image (the `Dockerfile`, what
 `.dockerignore` lets in, the locked dependencies) and the configuration its pipelines are
 compiled and trained with (`conf/`). Two commits with the same release inputs are the same
-version, whatever else differs (README, tests, CI files, tasks.py): that is what "promoted
+version, whatever else differs (README, tests, CI files, tasks/): that is what "promoted
 by content" compares, what the tag, the code record and the image label check, and what
 `inv check-bump` and `inv release --skip-released` hold a commit to.
 """
