@@ -1,4 +1,6 @@
-"""Experiments: `python -m {{ cookiecutter.package }}.train model=random_forest +experiment=...`.
+"""Hydra experiments: one training with overrides, or a sweep (`inv train`, `--multirun`).
+
+`python -m {{ cookiecutter.package }}.train model=random_forest +experiment=...` runs one.
 
 A thin `@hydra.main` wrapper over `run_experiment(cfg)` (as in lightning-hydra-template):
 Hydra owns the command line, `--multirun` sweeps and the output directory

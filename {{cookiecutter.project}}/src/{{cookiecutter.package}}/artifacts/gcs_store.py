@@ -8,7 +8,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from {{ cookiecutter.package }}.artifacts.store import AlreadyExistsError, ArtifactStore, StoreError
+from {{ cookiecutter.package }}.artifacts.store_interface import (
+    AlreadyExistsError,
+    ArtifactStore,
+    StoreError,
+)
 
 DEFAULT_TIMEOUT_S = 60.0
 

@@ -45,11 +45,19 @@ def read_metadata(store: ArtifactStore, names: ReleaseNames) -> dict[str, Any]:
 def verified_bytes(store: ArtifactStore, names: ReleaseNames) -> bytes:
     """The released model's bytes, checked against the sha256 its metadata records."""
     metadata = read_metadata(store, names)
-    data = store.read(str(metadata["model_key"]))
-    if hashlib.sha256(data).hexdigest() != metadata["model_sha256"]:
+    return _checked(store, names, metadata, "model", "refusing to load an altered model")
+
+
+def _checked(
+    store: ArtifactStore, names: ReleaseNames, metadata: dict[str, Any], kind: str, refusal: str
+) -> bytes:
+    """The object `metadata[kind_key]` names, if it is the bytes `metadata[kind_sha256]`."""
+    key = str(metadata[f"{kind}_key"])
+    data = store.read(key)
+    if hashlib.sha256(data).hexdigest() != metadata[f"{kind}_sha256"]:
         raise StoreError(
-            f"{names.uri(metadata['model_key'])} does not match the sha256 recorded in "
-            f"{names.uri(names.model_metadata_key)}: refusing to load an altered model"
+            f"{names.uri(key)} does not match the sha256 recorded in "
+            f"{names.uri(names.model_metadata_key)}: {refusal}"
         )
     return data
 
@@ -72,13 +80,7 @@ def serving_bytes(store: ArtifactStore, names: ReleaseNames) -> bytes | None:
     metadata = read_metadata(store, names)
     if "serving_key" not in metadata:
         return None
-    data = store.read(str(metadata["serving_key"]))
-    if hashlib.sha256(data).hexdigest() != metadata["serving_sha256"]:
-        raise StoreError(
-            f"{names.uri(metadata['serving_key'])} does not match the sha256 recorded in "
-            f"{names.uri(names.model_metadata_key)}: refusing to serve an altered model"
-        )
-    return data
+    return _checked(store, names, metadata, "serving", "refusing to serve an altered model")
 
 
 def _write_once(store: ArtifactStore, names: ReleaseNames, key: str, data: bytes) -> None:
