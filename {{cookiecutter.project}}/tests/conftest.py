@@ -41,6 +41,10 @@ from {{ cookiecutter.package }}.release.context import ReleaseContext
 from {{ cookiecutter.package }}.release.workflows import deploy_workflows
 from {{ cookiecutter.package }}.version import PROJECT_ROOT
 
+# The serving tests' servers and released versions (tests/served.py), for test_serving.py
+# and test_router.py.
+pytest_plugins = ["served"]
+
 # pytest-xdist runs a test process per core, and OpenMP and BLAS would start a thread per
 # core in each of them and in every process a test starts: their spinning threads then fight
 # over the cores (a 0.6 s fit took 12 s on a busy 2-core machine). One thread each, as
