@@ -18,16 +18,7 @@ import httpx
 import pytest
 import yaml
 from conftest import free_port
-from test_serving import (  # noqa: F401  (fixtures)
-    HTTP,
-    Servers,
-    artifact_root,
-    cluster_trips,
-    released,
-    running,
-    servers,
-    start_router,
-)
+from served import HTTP, Servers, cluster_trips, start_router
 
 from {{ cookiecutter.package }}.artifacts import models, traffic
 from {{ cookiecutter.package }}.artifacts.names import ReleaseNames
@@ -119,15 +110,15 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 def test_prometheus_counts_what_the_clients_sent_and_every_panel_has_data(
-    artifact_root: Path,  # noqa: F811
-    servers: dict[str, str],  # noqa: F811
-    running: Servers,  # noqa: F811
+    released_root: Path,
+    servers: dict[str, str],
+    running: Servers,
     prometheus: tuple[Prometheus, Path],
 ) -> None:
     server, targets = prometheus
-    store = open_store(str(artifact_root))
+    store = open_store(str(released_root))
     traffic.record(store, {"1.0.0": range(4), "2.0.0": range(4, 8)}, 8, [*servers], "A/B")
-    router = start_router(artifact_root, servers, running)
+    router = start_router(released_root, servers, running)
     port = {name: int(url.rsplit(":", 1)[1]) for name, url in {**servers, ROUTER: router}.items()}
     started = [Started(name, port[name], 0, 0, "") for name in port]
     targets.write_text(json.dumps(prometheus_targets(started)))
@@ -204,7 +195,7 @@ def test_prometheus_counts_what_the_clients_sent_and_every_panel_has_data(
 
 
 def test_metrics_can_be_turned_off(
-    released: Path,  # noqa: F811
+    released: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """SERVING_METRICS=0 (the bench's baseline): no /metrics, and nothing observed."""
