@@ -93,31 +93,36 @@ def test_the_uploaded_training_spec_runs_locally(
 ) -> None:
     """The YAML Kubeflow Pipelines received is the YAML that is tested."""
     cfg = dev_config(artifact_root, kfp_api.host)
-    ctx = context(cfg, tmp_path, "0.1.0")
+    # The checkout's version: a local run of any other needs that version's published code.
+    ctx = context(cfg, tmp_path, str(cfg.version))
+    version, other = ctx.names.version, "99.0.0"
     deploy_workflows(ctx, SHA)
     uploaded = next(
         v
         for v in kfp_api.pipeline_versions(f"{cfg.project}-training")
-        if v["display_name"] == "0.1.0"
+        if v["display_name"] == version
     )["pipeline_spec"]
-    assert yaml.safe_load((artifact_root / "workflows/0.1.0/training.yaml").read_text()) == uploaded
+    assert (
+        yaml.safe_load((artifact_root / f"workflows/{version}/training.yaml").read_text())
+        == uploaded
+    )
     local = LocalEngine(ctx.store, tmp_path / ".kfp-local", ctx.environments)
     output = local.run(ctx.names, "training", yaml.safe_dump(uploaded), {}, 600)
-    assert re.search(r"models/0\.1\.0/model-[0-9a-f]{16}\.pkl$", output), output
-    assert (artifact_root / "models/0.1.0/metadata.json").exists()
+    assert re.search(rf"models/{re.escape(version)}/model-[0-9a-f]{{16}}\.pkl$", output), output
+    assert (artifact_root / f"models/{version}/metadata.json").exists()
 
     # The uploaded inference pipeline, run with its recurring run's parameters, serves the
     # clusters assigned when it starts: a new assignment needs no new upload.
     inference = next(
         v
         for v in kfp_api.pipeline_versions(f"{cfg.project}-inference")
-        if v["display_name"] == "0.1.0"
+        if v["display_name"] == version
     )["pipeline_spec"]
-    parameters = kfp_api.recurring_run(f"{cfg.project}-inference-v0.1.0")["runtime_config"]
+    parameters = kfp_api.recurring_run(f"{cfg.project}-inference-v{version}")["runtime_config"]
     posts = [r for r in kfp_api.state.requests if r[0] == "POST"]
     for clusters in ([0, 1, 2, 3], [6]):
         rest = [c for c in range(8) if c not in clusters]
-        traffic.record(ctx.store, {"0.1.0": clusters, "0.2.0": rest}, 8, ["0.1.0", "0.2.0"], "ab")
+        traffic.record(ctx.store, {version: clusters, other: rest}, 8, [version, other], "ab")
         run_id = f"ab-{len(clusters)}"
         arguments = {**(parameters.get("parameters") or {}), "run_id": run_id}
         local.run(ctx.names, "inference", yaml.safe_dump(inference), arguments, 600)

@@ -12,6 +12,7 @@ from vertex_api_double import VertexApiDouble
 
 from {{ cookiecutter.package }}.artifacts.names import names_for
 from {{ cookiecutter.package }}.engines.vertex import VertexEngine, vertex_cron
+from {{ cookiecutter.package }}.engines.vertex_api import version_label
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.release import workflows
 from {{ cookiecutter.package }}.release.context import ReleaseContext
@@ -297,10 +298,11 @@ def test_a_dry_run_lists_the_templates_jobs_and_schedules(
     cfg = dev_config(artifact_root, vertex)
     release(ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=git_repo), dry_run=True)
     out = capsys.readouterr().out
+    version, tag = cfg.version, version_label(cfg.version)  # the checkout's, as released
     for workflow in ("training", "inference"):
-        assert f"{vertex.templates}/{PROJECT}-{workflow}:v0-1-0" in out
-    assert f"trained by a run of {vertex.templates}/{PROJECT}-training:v0-1-0" in out
-    assert f"{PROJECT}-training-v0.1.0, {PROJECT}-inference-v0.1.0" in out
+        assert f"{vertex.templates}/{PROJECT}-{workflow}:{tag}" in out
+    assert f"trained by a run of {vertex.templates}/{PROJECT}-training:{tag}" in out
+    assert f"{PROJECT}-training-v{version}, {PROJECT}-inference-v{version}" in out
     assert "dry run: nothing was changed" in out
     assert [m for m, _, _ in vertex.state.requests if m != "GET"] == []
     assert snapshot(artifact_root) == {}
