@@ -100,6 +100,53 @@ def test_training_config_is_checked_before_any_data_is_made() -> None:
             check_training_config(model, n_trips, fraction)
 
 
+class BoostedStumps:
+    """A regressor of another library's kind (scikit-learn-compatible, none of scikit-learn's
+    private parameter constraints): it checks its settings when it fits, as LightGBM and
+    XGBoost do."""
+
+    def __init__(self, n_estimators: int = 10, learning_rate: float = 0.1) -> None:
+        self.n_estimators, self.learning_rate = n_estimators, learning_rate
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"n_estimators": self.n_estimators, "learning_rate": self.learning_rate}
+
+    def fit(self, features: np.ndarray, target: np.ndarray) -> "BoostedStumps":
+        if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
+            raise ValueError(f"n_estimators must be a positive integer, got {self.n_estimators!r}")
+        self.mean_ = float(np.mean(target))
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return np.full(len(features), self.mean_)
+
+
+class NotARegressor:
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+
+class SklearnSubclassWithoutConstraints(BoostedStumps):
+    """As LGBMRegressor is: a scikit-learn BaseEstimator without `_parameter_constraints`
+    (the check used to call `_validate_params` on it and fail for every setting)."""
+
+    _validate_params = None  # present, as BaseEstimator's is
+
+
+def test_any_scikit_learn_compatible_regressor_is_checked_by_a_small_fit() -> None:
+    """Issue 54: `-o model=lightgbm` was refused for every setting."""
+    for cls in ("BoostedStumps", "SklearnSubclassWithoutConstraints"):
+        target = f"{__name__}.{cls}"
+        check_training_config({"_target_": target, "n_estimators": 50}, 100, 0.2)
+        with pytest.raises(ValueError) as refused:
+            check_training_config({"_target_": target, "n_estimators": "many"}, 100, 0.2)
+        assert str(refused.value) == (
+            f"model {target}: n_estimators must be a positive integer, got 'many'"
+        )
+    with pytest.raises(ValueError, match=r"NotARegressor: not a regressor: it has no fit"):
+        check_training_config({"_target_": f"{__name__}.NotARegressor"}, 100, 0.2)
+
+
 def test_evaluation_scores_the_prediction_function_that_serves(monkeypatch) -> None:
     """A change to how predictions are made (every ETA a minute later) shows in the metrics:
     evaluation calls `predict_etas`, as batch and online inference do. The bias moves by the

@@ -23,23 +23,43 @@ def make_model(model_cfg: Mapping[str, Any]) -> Any:
 def check_training_config(model_cfg: Mapping[str, Any], n_trips: int, test_fraction: float) -> None:
     """Refuse a configuration that training would fail on, before any data is made.
 
-    The estimator is built and its own parameter validation runs (scikit-learn checks types
-    and ranges there, not in the constructor), so `max_depth=abc` fails here, in a second,
-    rather than minutes into a pipeline. Raises ValueError with a one-line message.
+    The estimator is built and its parameters checked: scikit-learn's own validation where
+    the estimator declares its constraints (types and ranges, checked there, not in the
+    constructor), else a fit on a few rows of the model's input shape, which any
+    scikit-learn-compatible regressor (LightGBM, XGBoost, a team's own) runs its checks in.
+    So `max_depth=abc` fails here, in a second, rather than minutes into a pipeline. Raises
+    ValueError with a one-line message.
     """
     if int(n_trips) < 10:
         raise ValueError(f"data.n_trips must be at least 10, got {n_trips}")
     if not 0 < float(test_fraction) < 1:
         raise ValueError(f"data.test_fraction must be between 0 and 1, got {test_fraction}")
+    target = model_cfg.get("_target_", "?")
     try:
         model = make_model(model_cfg)
-        validate = getattr(model, "_validate_params", None)
-        if validate is not None:
-            validate()
-    except Exception as error:  # imports and scikit-learn raise many types: all "bad config"
+        if not (
+            callable(getattr(model, "fit", None)) and callable(getattr(model, "predict", None))
+        ):
+            raise TypeError("not a regressor: it has no fit and predict")
+        if hasattr(model, "_parameter_constraints"):  # scikit-learn's own, and cheap
+            model._validate_params()
+        else:
+            _fit_a_few_rows(model)
+    except Exception as error:  # imports and libraries raise many types: all "bad config"
         cause = error.__cause__ or error
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise ValueError(f"model {model_cfg.get('_target_', '?')}: {first}") from None
+        raise ValueError(f"model {target}: {first}") from None
+
+
+def _fit_a_few_rows(model: Any) -> None:
+    """A fit on 64 rows shaped as the model's input: what a library checks its settings in."""
+    import numpy as np
+
+    from {{ cookiecutter.package }}.ml.features import FEATURE_COLUMNS
+
+    rng = np.random.default_rng(0)
+    rows = rng.random((64, len(FEATURE_COLUMNS)))
+    model.fit(rows, 5 + 20 * rows[:, 0])
 
 
 def split(
