@@ -82,8 +82,11 @@ def run_scheduled(
         "out": "folder to write into (created; existing files are never overwritten)",
         "rows": "training trips (default 2000)",
         "format": "parquet (default) or csv",
-        "with_outcomes": "also a week of daily partitions of trips to predict (batch/dt=.../) "
-        "and of their actual durations (outcomes/dt=.../)",
+        "with_outcomes": "also daily partitions of trips to predict (batch/dt=.../) and of "
+        "their actual durations (outcomes/dt=.../): a week two weeks ago unless told",
+        "days": "with --with-outcomes: how many days of partitions (default 7)",
+        "start": "with --with-outcomes: the first day (ISO date; default: two weeks ago, Monday)",
+        "rows_per_day": "with --with-outcomes: about this many trips a day (default rows/8)",
     }
 )
 def sample_data(
@@ -92,27 +95,35 @@ def sample_data(
     rows: str = "2000",
     format_: str = "parquet",
     with_outcomes: bool = False,
+    days: str = "7",
+    start: str = "",
+    rows_per_day: str = "",
 ) -> None:
     """runs: Write sample trips in the shape the data sources read, and print the schema."""
     from pathlib import Path
 
+    from {{ cookiecutter.package }}.artifacts.intervals import moment
     from {{ cookiecutter.package }}.artifacts.sample_data import write_sample
     from {{ cookiecutter.package }}.ml.schema import schema_table
 
     if not out:
         raise Exit("error: name the folder to write into: --out DIR", code=1)
-    if not rows.isdigit():  # taken as text: invoke's own int() would end in a traceback
-        raise Exit(f"error: invalid --rows {rows!r}: use a whole number", code=1)
+    for flag, value in (("rows", rows), ("days", days), ("rows-per-day", rows_per_day or "1")):
+        if not value.isdigit():  # taken as text: invoke's own int() would end in a traceback
+            raise Exit(f"error: invalid --{flag} {value!r}: use a whole number", code=1)
     with user_errors():
-        written = write_sample(Path(out), int(rows), format_, with_outcomes)
+        first = moment(start, "--start") if start else None
+        per_day = int(rows_per_day) if rows_per_day else None
+        written = write_sample(Path(out), int(rows), format_, with_outcomes, int(days), first,
+                               per_day)  # fmt: skip
     partitions: dict[Path, list[str]] = {}
     for path in written:
         if path.parent == Path(out):
             print(f"wrote {path}")
         else:  # batch/dt=.../trips.parquet: one line per partitioned folder
             partitions.setdefault(path.parent.parent, []).append(path.parent.name)
-    for folder, days in partitions.items():
-        print(f"wrote {folder}/: {len(days)} daily partitions, {days[0]} to {days[-1]}")
+    for folder, names in partitions.items():
+        print(f"wrote {folder}/: {len(names)} daily partitions, {names[0]} to {names[-1]}")
     print(f"\nwhat a trip holds (ml/schema.py):\n{schema_table()}")
 
 

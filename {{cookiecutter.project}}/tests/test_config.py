@@ -82,7 +82,7 @@ def test_a_typo_in_an_override_is_answered_with_the_closest_name(
     "overrides,message",
     [
         (["model=no_such_model"], "model"),
-        (["model.max_depth=="], "invalid configuration"),
+        (["model.max_depth=="], "cannot read the override"),
         (["no_such_key=1"], "no_such_key"),
     ],
 )
@@ -90,6 +90,21 @@ def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -
     with pytest.raises(ConfigError, match=message) as caught:
         load_config("local", overrides)
     assert "\n" not in str(caught.value)
+
+
+def test_an_override_hydra_cannot_read_says_how_to_quote_it() -> None:
+    """Issue 52: `-o data_source.batch_path=x/dt={start:%Y-%m-%d}/*` failed with Hydra's
+    `mismatched input '=' expecting <EOF>` and nothing more."""
+    template = "x/dt={start:%Y-%m-%d}/*"
+    with pytest.raises(ConfigError) as caught:
+        load_config("local", ["data_source=files", f"data_source.batch_path={template}"])
+    message = str(caught.value)
+    assert message.startswith(f"cannot read the override 'data_source.batch_path={template}' (")
+    assert message.endswith(f"""quote a value holding {{ }} : = or spaces, e.g. -o """
+                            f"""'data_source.batch_path="{template}"'""")  # fmt: skip
+    assert "\n" not in message
+    quoted = load_config("local", ["data_source=files", f'data_source.batch_path="{template}"'])
+    assert quoted.data_source.batch_path == template
 
 
 def test_unknown_environment_is_refused() -> None:

@@ -385,3 +385,24 @@ def test_the_readmes_schema_table_is_the_declared_schema() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     table = readme.split("<!-- schema:start -->\n")[1].split("\n<!-- schema:end -->")[0]
     assert table == schema_table()
+
+
+def test_sample_data_of_any_days_from_any_start(tmp_path: Path) -> None:
+    """`inv sample-data --with-outcomes --days 10 --start D --rows-per-day 40`: ten daily
+    partitions from D, about 40 trips each, their outcomes beside them; days that have not
+    passed are refused in one line, nothing written."""
+    out = tmp_path / "exports"
+    code, _, err = inv_here("sample-data", "--out", str(out), "--with-outcomes", "--days", "10",
+                            "--start", "2026-01-30", "--rows-per-day", "40")  # fmt: skip
+    assert code == 0, err
+    days = sorted(p.name for p in (out / "batch").iterdir())
+    assert days == [f"dt=2026-{d}" for d in ("01-30", "01-31", *(f"02-0{i}" for i in range(1, 9)))]
+    trips = pd.concat(pd.read_parquet(p) for p in (out / "batch").glob("*/*.parquet"))
+    assert 10 * 25 < len(trips) < 10 * 55 and trips.trip_id.is_unique
+    outcomes = pd.concat(pd.read_parquet(p) for p in (out / "outcomes").glob("*/*.parquet"))
+    assert sorted(outcomes.trip_id) == sorted(trips.trip_id)
+    later = tmp_path / "later"
+    code, _, err = inv_here("sample-data", "--out", str(later), "--with-outcomes",
+                            "--start", "2099-01-01")  # fmt: skip
+    assert code == 1 and err.strip().startswith("error: --start 2099-01-01 and --days 7 end")
+    assert not later.exists()

@@ -229,6 +229,7 @@ def test_the_router_sends_each_trip_to_the_version_serving_its_cluster(
         ("POST", "/predict"),
         ("GET", "/traffic"),
         ("GET", "/healthz"),
+        ("GET", "/metrics"),  # issue 52: operators look for it here
     }
 
     traffic.record(store, {"1.0.0": range(4), "2.0.0": range(4, 8)}, 8, live, "A/B")

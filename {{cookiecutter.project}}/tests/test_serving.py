@@ -51,6 +51,7 @@ def test_each_version_answers_at_its_own_endpoint(
             ("GET", "/"),
             ("GET", "/healthz"),
             ("GET", "/version"),
+            ("GET", "/metrics"),
             ("GET", "/docs"),
             ("POST", f"/v{version}/predict"),
         }

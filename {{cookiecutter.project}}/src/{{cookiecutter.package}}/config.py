@@ -36,6 +36,7 @@ def load_config(env: str = "local", overrides: Sequence[str] = ()) -> DictConfig
     if env not in ENVIRONMENTS:
         raise ConfigError(f"unknown environment {env!r}: choose one of {', '.join(ENVIRONMENTS)}")
     register_resolvers()
+    check_grammar(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR.resolve()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[f"env={env}", *overrides])
@@ -54,6 +55,26 @@ def load_config(env: str = "local", overrides: Sequence[str] = ()) -> DictConfig
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ConfigError(f"invalid configuration {list(overrides)}: {first_line}") from error
     return cfg
+
+
+def check_grammar(overrides: Sequence[str]) -> None:
+    """One line for an override Hydra's grammar cannot read, saying how to quote it: a value
+    holding `{ } : =` or spaces must be quoted inside the override, e.g.
+    `-o 'data_source.batch_path="x/dt={start:%Y-%m-%d}/*"'`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as error:
+            why = (str(error).strip().splitlines() or ["not an override"])[0]
+            key, _, value = override.partition("=")
+            raise ConfigError(
+                f"cannot read the override {override!r} ({why}): quote a value holding "
+                f"{{ }} : = or spaces, e.g. -o '{key}=\"{value}\"'"
+            ) from None
 
 
 def unknown_setting(env: str, overrides: Sequence[str]) -> str | None:

@@ -29,6 +29,11 @@ def add_index(app: FastAPI, **about: Any) -> None:
             if isinstance(route, APIRoute) and route.include_in_schema
             for method in sorted(route.methods or ())
         ]
+        if any(isinstance(r, APIRoute) and r.path == "/metrics" for r in app.routes):
+            # Out of the OpenAPI schema (it is no API), but an endpoint operators look for.
+            endpoints.append(
+                {"method": "GET", "path": "/metrics", "does": "Prometheus metrics (text)."}
+            )
         if app.docs_url:
             endpoints.append({"method": "GET", "path": app.docs_url, "does": "API documentation."})
         return {"service": app.title, **about, "endpoints": endpoints}
