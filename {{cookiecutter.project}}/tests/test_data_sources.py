@@ -324,6 +324,11 @@ def test_a_bigquery_table_is_read_at_a_recorded_snapshot(bigquery_emulator: str,
     )  # fmt: skip
     queried, _ = by_query.inference_batch(0, 0, ["trip_id", "distance_km"], first_day)
     assert sorted(queried.trip_id) == sorted(batch.trip_id)
+    # An interval of two days reads both (issue 50: BigQuery's @start/@end span it whole).
+    both_days = Interval(first_day.start, datetime(2026, 1, 3, tzinfo=UTC))
+    for source_of_two in (by_column, by_query):
+        two, _ = source_of_two.inference_batch(0, 0, ["trip_id", "distance_km"], both_days)
+        assert sorted(two.trip_id) == sorted(trips.trip_id)
     before = Interval(datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
     assert by_column.inference_batch(0, 0, ["trip_id"], before)[0].empty
     by_column.require_batch = True
