@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from {{ cookiecutter.package }}.artifacts.names import names_of_model
-from {{ cookiecutter.package }}.config import ConfigError, load_config, unknown_setting
+from {{ cookiecutter.package }}.config import QUOTED, ConfigError, load_config, unknown_setting
 from {{ cookiecutter.package }}.serving.router import create_router
 from {{ cookiecutter.package }}.version import PROJECT, PROJECT_ROOT, read_version
 
@@ -100,8 +100,8 @@ def test_an_override_hydra_cannot_read_says_how_to_quote_it() -> None:
         load_config("local", ["data_source=files", f"data_source.batch_path={template}"])
     message = str(caught.value)
     assert message.startswith(f"cannot read the override 'data_source.batch_path={template}' (")
-    assert message.endswith(f"""quote a value holding {{ }} : = or spaces, e.g. -o """
-                            f"""'data_source.batch_path="{template}"'""")  # fmt: skip
+    example = f"""-o 'data_source.batch_path="{template}"'"""
+    assert message.endswith("quote a value holding " + QUOTED + ", e.g. " + example)
     assert "\n" not in message
     quoted = load_config("local", ["data_source=files", f'data_source.batch_path="{template}"'])
     assert quoted.data_source.batch_path == template

@@ -108,7 +108,7 @@ def test_the_uploaded_training_spec_runs_locally(
     )
     local = LocalEngine(ctx.store, tmp_path / ".kfp-local", ctx.environments)
     output = local.run(ctx.names, "training", yaml.safe_dump(uploaded), {}, 600)
-    assert re.search(rf"models/{re.escape(version)}/model-[0-9a-f]{{16}}\.pkl$", output), output
+    assert re.search(rf"models/{re.escape(version)}/model-[0-9a-f]+\.pkl$", output), output
     assert (artifact_root / f"models/{version}/metadata.json").exists()
 
     # The uploaded inference pipeline, run with its recurring run's parameters, serves the

@@ -57,6 +57,10 @@ def load_config(env: str = "local", overrides: Sequence[str] = ()) -> DictConfig
     return cfg
 
 
+# What Hydra's override grammar reads as syntax: a value holding one of these is quoted.
+QUOTED = "{ } : = or spaces"
+
+
 def check_grammar(overrides: Sequence[str]) -> None:
     """One line for an override Hydra's grammar cannot read, saying how to quote it: a value
     holding `{ } : =` or spaces must be quoted inside the override, e.g.
@@ -71,9 +75,11 @@ def check_grammar(overrides: Sequence[str]) -> None:
         except OverrideParseException as error:
             why = (str(error).strip().splitlines() or ["not an override"])[0]
             key, _, value = override.partition("=")
+            example = f"-o '{key}=\"{value}\"'"
             raise ConfigError(
                 f"cannot read the override {override!r} ({why}): quote a value holding "
-                f"{{ }} : = or spaces, e.g. -o '{key}=\"{value}\"'"
+                + QUOTED
+                + f", e.g. {example}"
             ) from None
 
 

@@ -21,7 +21,11 @@ from {{ cookiecutter.package }}.artifacts.names import Workflow, check_run_id, n
 from {{ cookiecutter.package }}.errors import ReleaseError
 from {{ cookiecutter.package }}.pipelines.step_table import parameters_of
 from {{ cookiecutter.package }}.release.context import ReleaseContext
-from {{ cookiecutter.package }}.release.workflows import RUN_TIMEOUT_S, released_versions, run_workflow
+from {{ cookiecutter.package }}.release.workflows import (
+    RUN_TIMEOUT_S,
+    released_versions,
+    run_workflow,
+)
 
 # A tick's lease outlives any tick (a run is stopped after RUN_TIMEOUT_S); a holder killed
 # on this machine is taken over at once, one on another machine when its lease expires.
