@@ -108,6 +108,9 @@ def test_the_html_report_is_self_contained_with_its_three_plots(
     assert 'id="zero-plot-residuals"' in page and 'id="zero-plot-predictions"' not in page
     assert ">trips<" in page and ">prediction - actual (minutes)<" in page  # axis labels
     assert "model.max_depth" in page
+    # As the terminal shows them (issue 52): each metric's change, and floats people read.
+    assert "<th>change</th>" in page and "<td>-0.2</td>" in page
+    assert flatten({"model": {"learning_rate": 0.1 + 0.2}}) == {"model.learning_rate": "0.3"}
 
 
 def test_an_unwritable_report_is_one_error(comparison: Comparison, tmp_path: Path) -> None:

@@ -112,8 +112,16 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{path}."))
         elif not path.startswith(IGNORED_CONFIG):
-            flat[path] = json.dumps(value) if not isinstance(value, str) else value
+            flat[path] = shown_value(value)
     return flat
+
+
+def shown_value(value: Any) -> str:
+    """A config value as people read it: a float to 6 significant digits (0.05, not
+    0.05000000000000001), anything else as JSON, text as itself."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _score_batch(

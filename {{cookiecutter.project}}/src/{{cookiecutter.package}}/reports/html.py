@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 
 from {{ cookiecutter.package }}.reports import charts
-from {{ cookiecutter.package }}.reports.compare import CompareError, Comparison
+from {{ cookiecutter.package }}.reports.compare import CompareError, Comparison, change
 
 OLD_COLOUR, NEW_COLOUR = charts.OLD_COLOUR, charts.NEW_COLOUR
 
@@ -51,8 +51,14 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 def render(comparison: Comparison, project: str) -> str:
     old, new = comparison.old, comparison.new
+    same = old.test_set == new.test_set  # a change is shown only on the same test set
     metrics = [
-        (m, f"{old.metrics.get(m, float('nan')):.4g}", f"{new.metrics.get(m, float('nan')):.4g}")
+        (
+            m,
+            f"{old.metrics.get(m, float('nan')):.4g}",
+            f"{new.metrics.get(m, float('nan')):.4g}",
+            change(old.metrics.get(m), new.metrics.get(m)) if same else "-",
+        )
         for m in comparison.metric_names
     ]
     config = comparison.config_changes
@@ -70,7 +76,7 @@ def render(comparison: Comparison, project: str) -> str:
         f"<h1>{escape(project)}: {escape(old.version)} vs {escape(new.version)}</h1>",
         legend,
         "<h2>Metrics (test split)</h2>",
-        table(("metric", old.version, new.version), metrics),
+        table(("metric", old.version, new.version, "change"), metrics),
         metric_panels(comparison),
         "<h2>Predictions on one fixed batch, each version with its own code</h2>",
         f"<p>{escape(comparison.agreement())}</p>",
