@@ -306,3 +306,29 @@ def test_a_dry_run_lists_the_templates_jobs_and_schedules(
     assert "dry run: nothing was changed" in out
     assert [m for m, _, _ in vertex.state.requests if m != "GET"] == []
     assert snapshot(artifact_root) == {}
+
+
+def test_a_dry_run_without_credentials_prints_what_it_can_then_refuses(
+    vertex: VertexApiDouble,
+    artifact_root: Path,
+    git_repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 52: with no credentials the dry run refused before printing any of its plan.
+    Now the steps it can tell offline are listed (the tag, the code, the record), the ones
+    that need Vertex are `unknown` with the reason, and the refusal comes in one line."""
+    subprocess.run(["git", "checkout", "-q", "-b", "develop"], cwd=git_repo, check=True)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    cfg = dev_config(artifact_root, vertex, "env.vertex.api_endpoint=")
+    ctx = ReleaseContext(cfg=cfg, names=names_for(cfg), project_root=git_repo)
+    with pytest.raises(ReleaseError, match=r"would be refused .*dry run: nothing was changed"):
+        release(ctx, dry_run=True)
+    out = capsys.readouterr().out
+    plan = out[out.index(f"release {PROJECT} {cfg.version} to dev:") :].splitlines()
+    assert any(line.split()[:2] == ["tag", "will"] for line in plan), plan
+    unknown = [line for line in plan if " unknown " in line]
+    assert unknown and all("gcloud auth application-default login" in line for line in unknown)
+    assert any(line.startswith("refused: ") and "gcloud auth" in line for line in out.splitlines())
+    assert vertex.state.requests == []  # nothing reached Vertex or Artifact Registry

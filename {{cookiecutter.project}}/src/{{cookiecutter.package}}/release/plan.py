@@ -21,7 +21,7 @@ from {{ cookiecutter.package }}.artifacts.code import CodeRecord, read_code
 from {{ cookiecutter.package }}.artifacts.names import WORKFLOWS
 from {{ cookiecutter.package }}.artifacts.store import StoreError
 from {{ cookiecutter.package }}.artifacts.traffic import format_clusters
-from {{ cookiecutter.package }}.errors import ReleaseError
+from {{ cookiecutter.package }}.errors import ReleaseError, UserError
 from {{ cookiecutter.package }}.pipelines.openlineage_runs import job_run
 from {{ cookiecutter.package }}.pipelines.step_table import describe_resources
 from {{ cookiecutter.package }}.release import image, traffic_moves
@@ -44,9 +44,11 @@ class Resource:
     exists: bool
     note: str = ""
     skipped: bool = False
+    unknown: bool = False  # the dry run could not tell (a service it cannot reach): `note`
 
     def line(self) -> str:
         state = "exists" if self.exists else "skipped" if self.skipped else "will be created"
+        state = "unknown" if self.unknown else state
         note = f"  ({self.note})" if self.note else ""
         return f"  {self.step:<10} {state:<16} {self.name}{note}"
 
@@ -191,12 +193,20 @@ def _record_resource(ctx: ReleaseContext) -> Resource:
     return Resource("record", names.uri(names.release_record_key), is_released(ctx))
 
 
-def plan(ctx: ReleaseContext) -> list[Resource]:
-    """What the release of this version consists of, and which parts exist already."""
-    return [
-        *[resource for step in RELEASE_STEPS for resource in step.resources(ctx)],
-        _record_resource(ctx),
-    ]
+def plan(ctx: ReleaseContext, offline: bool = False) -> list[Resource]:
+    """What the release of this version consists of, and which parts exist already. With
+    `offline` (the dry run), a step whose state needs a service that refuses (no
+    credentials, no network) is `unknown`, with the one-line reason: the plan says what can
+    be known; its refusals say the rest."""
+    found = []
+    for step in RELEASE_STEPS:
+        try:
+            found += step.resources(ctx)
+        except UserError as error:
+            if not offline:
+                raise
+            found.append(Resource(step.name, "-", False, str(error), unknown=True))
+    return [*found, _record_resource(ctx)]
 
 
 def print_plan(ctx: ReleaseContext, resources: list[Resource]) -> None:
@@ -241,7 +251,7 @@ def release(ctx: ReleaseContext, dry_run: bool = False) -> dict:
         found = refusals(ctx, dry_run=True)
         for refusal in found:
             print(f"refused: {refusal}")
-        print_plan(ctx, plan(ctx))
+        print_plan(ctx, plan(ctx, offline=True))
         if found:
             raise ReleaseError(
                 f"the release would be refused ({len(found)} reason"
