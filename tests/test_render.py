@@ -309,3 +309,16 @@ def test_path_like_project_names_create_and_delete_nothing(tmp_path: Path, proje
     assert "is not a plain directory name" in str(refused.value.error)
     assert keep.read_text() == "mine"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.txt"]
+
+
+def test_the_readmes_commands_name_no_version_the_user_did_not_choose(tmp_path: Path) -> None:
+    """A project may start at any version: the README's commands name the one it was
+    generated with (and what `inv bump --to minor` makes of it), or read it (`$(uv version
+    --short)`), never an example's (issue 52)."""
+    import re
+
+    project = render(tmp_path, version="1.4.0")
+    readme = (project / "README.md").read_text()
+    commands = "\n".join(re.findall(r"```bash\n(.*?)```", readme, flags=re.S))
+    versions = set(re.findall(r"(?<![\d.=])\d+\.\d+\.\d+(?![\d.])", commands))
+    assert versions <= {"1.4.0", "1.5.0"}, versions
