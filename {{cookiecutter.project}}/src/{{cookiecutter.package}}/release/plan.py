@@ -227,8 +227,11 @@ def make_steps(
     made: dict[str, Any] = {}
     timings: dict[str, float] = {}
     framed = wanted is None  # a whole release shows its steps; a single-step task its output
-    # A rerun after a kill: what the killed attempt's writes left half way goes first.
-    if removed := ctx.store.remove_debris(ctx.names.written_prefixes):
+    # A rerun after a kill: what the killed attempt's writes left half way goes first. Only
+    # a local store has any (an upload to a bucket is whole or absent), and a step that
+    # does not touch a bucket (`inv build`) must not need its credentials.
+    local = "://" not in ctx.names.artifact_root
+    if local and (removed := ctx.store.remove_debris(ctx.names.written_prefixes)):
         print(f"removed {removed} temporary file(s) that a killed attempt left", flush=True)
     for step in RELEASE_STEPS:
         if wanted is not None and step.name not in wanted:
