@@ -49,9 +49,12 @@ def _alive(record: dict[str, Any], now: datetime) -> bool:
     return True
 
 
-def holder_of(store: ArtifactStore, name: str, now: datetime | None = None) -> dict | None:
-    """The record of the live holder of lease `name`; None when it is free."""
-    keys = store.list(f"{LOCKS}{name}/")
+def holder_of(
+    store: ArtifactStore, name: str, now: datetime | None = None, keys: list[str] | None = None
+) -> dict | None:
+    """The record of the live holder of lease `name`; None when it is free. `keys`: the
+    lease's objects, when the caller listed them already."""
+    keys = store.list(f"{LOCKS}{name}/") if keys is None else keys
     if not keys:
         return None
     try:
@@ -67,7 +70,7 @@ def lease(store: ArtifactStore, name: str, seconds: float, what: str) -> Iterato
     holder. `what` says what holds it (`a scheduled inference tick`)."""
     now = datetime.now(UTC)
     keys = store.list(f"{LOCKS}{name}/")
-    held = holder_of(store, name, now)
+    held = holder_of(store, name, now, keys)
     if held is not None:
         raise LeaseHeldError(
             f"{held['what']} holds the lock {store.uri(LOCKS + name)} (pid {held['pid']} on "
